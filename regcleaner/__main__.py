@@ -1,0 +1,5 @@
+"""Allow ``python -m regcleaner``."""
+
+from regcleaner.cli import main
+
+main()

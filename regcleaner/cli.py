@@ -1,0 +1,295 @@
+"""Command line: options and environment variables → Settings → one run → exit code.
+
+No logic lives here beyond wiring. Exit codes: 0 done (or dry run), 1 some deletions
+or repositories failed, 2 bad usage or configuration, 3 registry unreachable,
+credentials refused or deletion disabled, 130/143 stopped by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from regcleaner import __version__
+from regcleaner.config import (
+    Credentials,
+    Limits,
+    OutputFormat,
+    Settings,
+    StorageKind,
+    TLSOptions,
+    parse_credentials,
+    parse_duration,
+    parse_registry_url,
+    parse_storage_kind,
+)
+from regcleaner.engine import Engine
+from regcleaner.errors import ConfigError, RegcleanerError
+from regcleaner.registry.auth import Authorizer
+from regcleaner.registry.client import RegistryClient
+from regcleaner.report import Progress, RunReport
+from regcleaner.storage.base import Storage
+from regcleaner.storage.filesystem import FilesystemStorage
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REGISTRY = 0, 1, 2, 3
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+app = typer.Typer(
+    name="regcleaner",
+    help="Delete the manifests no tag can reach from a Docker/OCI registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("regcleaner")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"regcleaner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """regcleaner: safe cleanup of untagged manifests."""
+
+
+def build_settings(
+    *,
+    registry_url: str | None,
+    registry_dir: Path | None,
+    storage: str,
+    auth: str | None,
+    insecure: bool,
+    ca_cert: Path | None,
+    dry_run: bool,
+    concurrency: int,
+    per_repository: int,
+    rate: float,
+    min_age: str,
+    include: list[str] | None,
+    exclude: list[str] | None,
+    report: Path | None,
+    output: str,
+    progress_interval: float,
+) -> Settings:
+    """Validate everything the operator gave; raise ConfigError on the first problem."""
+    if registry_url is None:
+        raise ConfigError("the registry URL is required: --registry-url or REGISTRY_URL")
+    url = parse_registry_url(registry_url)
+    kind = parse_storage_kind(storage)
+    if kind is StorageKind.S3:
+        raise ConfigError("S3 storage is not supported by this version yet")
+    credentials: Credentials | None = parse_credentials(auth) if auth else None
+    if ca_cert is not None and not ca_cert.is_file():
+        raise ConfigError(f"CA certificate {ca_cert} does not exist")
+    if concurrency < 1 or per_repository < 1:
+        raise ConfigError("--concurrency and --per-repository must be at least 1")
+    if rate < 0:
+        raise ConfigError("--rate must be 0 (unlimited) or a positive number of deletes/s")
+    try:
+        output_format = OutputFormat(output.lower())
+    except ValueError:
+        raise ConfigError(f"unknown output format {output!r}: use text or json") from None
+    if report is not None and report.exists() and report.is_dir():
+        raise ConfigError(f"--report {report} is a directory")
+    return Settings(
+        registry_url=url,
+        registry_dir=registry_dir if registry_dir is not None else Path("/registry"),
+        storage=kind,
+        credentials=credentials,
+        tls=TLSOptions(insecure=insecure, ca_cert=ca_cert),
+        dry_run=dry_run,
+        limits=Limits(
+            concurrency=concurrency,
+            per_repository=min(per_repository, concurrency),
+            rate=rate,
+        ),
+        min_age_s=parse_duration(min_age),
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        report_path=report,
+        output=output_format,
+        progress_interval_s=progress_interval,
+    )
+
+
+def make_storage(settings: Settings) -> Storage:
+    """The storage backend the settings name."""
+    return FilesystemStorage(settings.registry_dir)
+
+
+async def run_clean(settings: Settings, report: RunReport) -> None:
+    """Run one clean with the given settings, filling ``report``."""
+    storage = make_storage(settings)
+    progress = Progress(report, interval_s=settings.progress_interval_s)
+    try:
+        if settings.dry_run:
+            engine = Engine(settings, storage, report, None)
+            progress.start()
+            await engine.run()
+        else:
+            client = RegistryClient(
+                settings.registry_url,
+                Authorizer(settings.credentials),
+                settings.tls,
+                settings.limits,
+            )
+            async with client:
+                engine = Engine(settings, storage, report, client)
+                progress.start()
+                await engine.run()
+    finally:
+        report.finished = report.finished or time.monotonic()
+        await progress.stop()
+        await storage.aclose()
+
+
+def _write_outputs(settings: Settings, report: RunReport, console: Console) -> None:
+    if settings.report_path is not None:
+        try:
+            with settings.report_path.open("w", encoding="utf-8") as stream:
+                report.write_json(stream)
+        except OSError as exc:
+            log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
+    if settings.output is OutputFormat.JSON:
+        report.write_json(sys.stdout)
+    else:
+        report.render_summary(console)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("regcleaner")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+@app.command()
+def clean(
+    registry_url: Annotated[
+        str | None,
+        typer.Option(envvar="REGISTRY_URL", help="Registry base URL, e.g. https://reg.example.com"),
+    ] = None,
+    registry_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="REGISTRY_DIR", help="Registry storage root.  [default: /registry]"),
+    ] = None,
+    storage: Annotated[
+        str,
+        typer.Option(envvar="REGISTRY_STORAGE", help="filesystem (default) or s3."),
+    ] = "filesystem",
+    auth: Annotated[
+        str | None,
+        typer.Option(
+            envvar="REGISTRY_AUTH",
+            show_default=False,
+            show_envvar=True,
+            help="user:password for the registry (split on the first colon).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            envvar="SELF_SIGNED_CERT",
+            help="Do not verify the registry's TLS certificate.",
+        ),
+    ] = False,
+    ca_cert: Annotated[
+        Path | None, typer.Option(help="PEM file of the CA that signed the registry's cert.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", envvar="DRY_RUN", help="Report the plan, delete nothing.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="DELETE requests in flight at most.")] = 16,
+    per_repository: Annotated[
+        int, typer.Option(help="DELETE requests in flight per repository at most.")
+    ] = 4,
+    rate: Annotated[float, typer.Option(help="DELETE requests per second; 0 = unlimited.")] = 0,
+    min_age: Annotated[
+        str, typer.Option(help="Keep manifests pushed less than this long ago (e.g. 1h, 7d).")
+    ] = "0",
+    include: Annotated[
+        list[str] | None, typer.Option(help="Only repositories matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Skip repositories matching this glob (repeatable).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    output: Annotated[str, typer.Option(help="Standard output: text or json.")] = "text",
+    progress_interval: Annotated[
+        float, typer.Option(help="Seconds between progress lines when not on a terminal.")
+    ] = 10.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every retry.")] = False,
+) -> None:
+    """Find the manifests no tag can reach and delete them through the registry API."""
+    _setup_logging(verbose)
+    console = Console()
+    try:
+        settings = build_settings(
+            registry_url=registry_url,
+            registry_dir=registry_dir,
+            storage=storage,
+            auth=auth,
+            insecure=insecure,
+            ca_cert=ca_cert,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            per_repository=per_repository,
+            rate=rate,
+            min_age=min_age,
+            include=include,
+            exclude=exclude,
+            report=report,
+            output=output,
+            progress_interval=progress_interval,
+        )
+    except ConfigError as exc:
+        console_err = Console(stderr=True)
+        console_err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+    run_report = RunReport(
+        dry_run=settings.dry_run,
+        registry_url=settings.registry_url,
+        storage=make_storage(settings).describe(),
+    )
+    code = EXIT_OK
+    try:
+        asyncio.run(run_clean(settings, run_report))
+    except RegcleanerError as exc:
+        run_report.fatal_error = str(exc)
+        log.error("%s", exc)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        run_report.stopped_by = run_report.stopped_by or "SIGINT"
+    try:
+        _write_outputs(settings, run_report, console)
+    finally:
+        run_report.close()
+    if code == EXIT_OK and run_report.stopped_by:
+        code = EXIT_SIGNAL.get(run_report.stopped_by, EXIT_FAILED)
+    if code == EXIT_OK and (run_report.counters.failed or run_report.counters.repositories_failed):
+        code = EXIT_FAILED
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,148 @@
+"""Validated, frozen settings. Everything the operator typed is checked here, once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from regcleaner.errors import ConfigError
+
+
+class StorageKind(Enum):
+    """Where the registry keeps its files."""
+
+    FILESYSTEM = "filesystem"
+    S3 = "s3"
+
+
+class OutputFormat(Enum):
+    """What goes to standard output at the end of a run."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Username and password for basic auth and the token server. Never printed."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSOptions:
+    """How to verify the registry's certificate."""
+
+    insecure: bool = False
+    ca_cert: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Concurrency, rate and retry bounds of the delete phase and the scan."""
+
+    concurrency: int = 16
+    per_repository: int = 4
+    rate: float = 0.0
+    max_attempts: int = 6
+    scan_workers: int = 4
+    request_timeout_s: float = 60.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """One run of ``regcleaner clean``."""
+
+    registry_url: str
+    registry_dir: Path
+    storage: StorageKind = StorageKind.FILESYSTEM
+    credentials: Credentials | None = None
+    tls: TLSOptions = TLSOptions()
+    dry_run: bool = False
+    limits: Limits = Limits()
+    min_age_s: float = 0.0
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    report_path: Path | None = None
+    output: OutputFormat = OutputFormat.TEXT
+    progress_interval_s: float = 10.0
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``1h30m``, ``2d``, ``1w`` → seconds."""
+    value = text.strip().lower()
+    if not value:
+        raise ConfigError("empty duration")
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if seconds < 0:
+            raise ConfigError(f"negative duration {text!r}")
+        return seconds
+    position = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(value):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(value) or position == 0:
+        raise ConfigError(
+            f"invalid duration {text!r}: use a number of seconds or e.g. 30m, 1h30m, 7d"
+        )
+    return total
+
+
+def parse_credentials(text: str) -> Credentials:
+    """``user:password``; only the first colon separates, so passwords may hold colons."""
+    username, sep, password = text.partition(":")
+    if not sep or not username:
+        raise ConfigError("credentials must be given as user:password")
+    return Credentials(username, password)
+
+
+def parse_registry_url(text: str) -> str:
+    """Validate the registry base URL and return it without a trailing slash."""
+    value = text.strip()
+    if not value:
+        raise ConfigError("the registry URL is empty (set --registry-url or REGISTRY_URL)")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "the registry URL must start with http:// or https:// and name a host, "
+            "e.g. https://registry.example.com"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("do not put credentials in the registry URL; use --auth or REGISTRY_AUTH")
+    if parts.query or parts.fragment:
+        raise ConfigError("the registry URL must not have a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError("the registry URL has an invalid port") from None
+    return value.rstrip("/")
+
+
+def parse_storage_kind(text: str) -> StorageKind:
+    """``S3`` (any case) selects S3; the older script treated anything else as disk."""
+    value = text.strip().lower()
+    if value == "s3":
+        return StorageKind.S3
+    if value in ("", "filesystem", "disk", "local", "fs"):
+        return StorageKind.FILESYSTEM
+    raise ConfigError(f"unknown storage {text!r}: use filesystem or s3")

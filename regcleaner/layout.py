@@ -1,0 +1,108 @@
+"""Distribution's storage paths, mirrored from registry/storage/paths.go (v2.x and v3.x).
+
+Pure: strings in, strings out. Paths are relative to the storage root and use ``/``
+on every backend; the filesystem backend joins them to its root, the S3 backend
+prefixes the bucket's ``rootdirectory``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from regcleaner.digest import Digest, hex_of
+
+V2_ROOT = "docker/registry/v2"
+REPOSITORIES = f"{V2_ROOT}/repositories"
+BLOBS = f"{V2_ROOT}/blobs"
+MANIFESTS_DIR = "_manifests"
+
+# distribution/reference grammar: path components joined by "/", 255 characters at most.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+MAX_NAME_LENGTH = 255
+
+
+def is_valid_repository_name(name: str) -> bool:
+    """True if ``name`` obeys the distribution name grammar and is safe to put in a URL."""
+    return len(name) <= MAX_NAME_LENGTH and _NAME.fullmatch(name) is not None
+
+
+def is_valid_component(component: str) -> bool:
+    """True for one path component of a repository name."""
+    return re.fullmatch(_COMPONENT, component) is not None
+
+
+def is_valid_tag(tag: str) -> bool:
+    """True if ``tag`` obeys the distribution tag grammar."""
+    return _TAG.fullmatch(tag) is not None
+
+
+def repository_dir(repository: str) -> str:
+    """``docker/registry/v2/repositories/<name>``."""
+    return f"{REPOSITORIES}/{repository}"
+
+
+def manifests_dir(repository: str) -> str:
+    """``.../repositories/<name>/_manifests``."""
+    return f"{REPOSITORIES}/{repository}/{MANIFESTS_DIR}"
+
+
+def revisions_dir(repository: str) -> str:
+    """Folder that holds one ``<hex>/link`` per manifest ever pushed to the repository."""
+    return f"{manifests_dir(repository)}/revisions/sha256"
+
+
+def revision_link(repository: str, digest: Digest) -> str:
+    """The link whose presence makes ``digest`` a manifest of ``repository``."""
+    return f"{revisions_dir(repository)}/{hex_of(digest)}/link"
+
+
+def tags_dir(repository: str) -> str:
+    """Folder of the repository's tags, one sub-folder per tag."""
+    return f"{manifests_dir(repository)}/tags"
+
+
+def tag_current_link(repository: str, tag: str) -> str:
+    """The link naming the digest ``tag`` points at now (``index/`` is history, not this)."""
+    return f"{tags_dir(repository)}/{tag}/current/link"
+
+
+def blob_data(digest: Digest) -> str:
+    """Where the bytes of a blob (layer, config or manifest JSON) live."""
+    hex_part = hex_of(digest)
+    return f"{BLOBS}/sha256/{hex_part[:2]}/{hex_part}/data"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestKey:
+    """What a key below ``_manifests/`` names: a revision or a tag's current link."""
+
+    repository: str
+    kind: str  # "revision" | "tag"
+    name: str  # the 64-hex revision id, or the tag
+
+
+def parse_manifests_key(key: str) -> ManifestKey | None:
+    """Classify a path relative to ``repositories/``; None for anything that is neither.
+
+    ``org/app/_manifests/revisions/sha256/<hex>/link`` is a revision and
+    ``org/app/_manifests/tags/<tag>/current/link`` a tag. Tag ``index/`` history,
+    schema1 ``signatures/`` and anything malformed give None.
+    """
+    repository, sep, rest = key.partition(f"/{MANIFESTS_DIR}/")
+    if not sep or not repository:
+        return None
+    parts = rest.split("/")
+    if (
+        len(parts) == 4
+        and parts[0] == "revisions"
+        and parts[1] == "sha256"
+        and parts[3] == "link"
+        and re.fullmatch(r"[0-9a-f]{64}", parts[2])
+    ):
+        return ManifestKey(repository, "revision", parts[2])
+    if len(parts) == 4 and parts[0] == "tags" and parts[2] == "current" and parts[3] == "link":
+        return ManifestKey(repository, "tag", parts[1])
+    return None

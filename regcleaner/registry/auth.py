@@ -1,0 +1,35 @@
+"""Authorization headers for registry requests.
+
+Basic auth is a fixed header computed once. The header value is a secret: it is kept
+out of reprs, logs and exceptions.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from regcleaner.config import Credentials
+
+
+class Authorizer:
+    """Produces the Authorization header for a repository's requests."""
+
+    def __init__(self, credentials: Credentials | None) -> None:
+        self._basic: str | None = None
+        if credentials is not None:
+            self._basic = aiohttp.BasicAuth(
+                credentials.username, credentials.password, encoding="utf-8"
+            ).encode()
+
+    def __repr__(self) -> str:
+        return f"Authorizer(basic={'<redacted>' if self._basic else None})"
+
+    @property
+    def has_credentials(self) -> bool:
+        """True if a username and password were configured."""
+        return self._basic is not None
+
+    def header(self, repository: str | None) -> str | None:
+        """The Authorization header value to send, or None."""
+        del repository  # basic auth is the same for every repository
+        return self._basic

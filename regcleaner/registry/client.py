@@ -1,0 +1,186 @@
+"""One aiohttp session to the registry: ping, delete by digest, and error bodies.
+
+The client only speaks HTTP; what a status means for the run (retry, stop, count)
+is decided in regcleaner.deleter.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import ssl
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import quote
+
+import aiohttp
+
+from regcleaner import __version__
+from regcleaner.config import Limits, TLSOptions
+from regcleaner.digest import Digest
+from regcleaner.errors import AuthenticationError, ConfigError, RegistryError, RegistryUnreachable
+from regcleaner.registry.auth import Authorizer
+
+USER_AGENT = f"regcleaner/{__version__}"
+MAX_RETRY_AFTER_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryResponse:
+    """What the registry answered to one request."""
+
+    status: int
+    error_code: str = ""
+    message: str = ""
+    retry_after_s: float | None = None
+
+
+class TransportError(RegistryError):
+    """The request did not get an HTTP answer (reset, refused, timeout, TLS)."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def parse_error_body(body: bytes) -> tuple[str, str]:
+    """First ``errors[].code`` and ``message`` of a registry error body, if any."""
+    try:
+        document = json.loads(body)
+        first = document["errors"][0]
+        return str(first.get("code", "")), str(first.get("message", ""))[:200]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return "", ""
+
+
+def build_ssl_context(tls: TLSOptions) -> ssl.SSLContext | bool:
+    """The ``ssl`` argument for aiohttp: True (default verification), False or a context."""
+    if tls.insecure:
+        return False
+    if tls.ca_cert is not None:
+        try:
+            return ssl.create_default_context(cafile=str(tls.ca_cert))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load CA certificate {tls.ca_cert}: {exc}") from None
+    return True
+
+
+class RegistryClient:
+    """The registry's v2 API as regcleaner needs it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        authorizer: Authorizer,
+        tls: TLSOptions,
+        limits: Limits,
+    ) -> None:
+        self.base_url = base_url
+        self._authorizer = authorizer
+        self._ssl = build_ssl_context(tls)
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RegistryClient:
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.concurrency + 4, ssl=self._ssl, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._limits.request_timeout_s),
+            headers={"User-Agent": USER_AGENT},
+            # 202 bodies are empty; skip aiohttp's cookie handling on the hot path.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("RegistryClient used outside 'async with'")
+        return self._session
+
+    def _headers(self, repository: str | None) -> dict[str, str]:
+        value = self._authorizer.header(repository)
+        return {"Authorization": value} if value else {}
+
+    async def _request(self, method: str, path: str, repository: str | None) -> RegistryResponse:
+        url = self.base_url + path
+        try:
+            async with self.session.request(
+                method, url, headers=self._headers(repository), allow_redirects=False
+            ) as response:
+                body = b""
+                if response.status >= 400:
+                    body = await response.content.read(64 * 1024)
+                else:
+                    await response.read()
+                code, message = parse_error_body(body) if body else ("", "")
+                return RegistryResponse(
+                    response.status,
+                    code,
+                    message,
+                    parse_retry_after(response.headers.get("Retry-After")),
+                )
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise RegistryUnreachable(
+                f"TLS verification of {self.base_url} failed ({exc.certificate_error}); "
+                "pass --ca-cert PATH for a private CA or --insecure for a self-signed certificate"
+            ) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            kind = type(exc).__name__
+            raise TransportError(f"{method} {path}: {kind}: {exc}".strip(": ")) from None
+
+    async def ping(self) -> None:
+        """Check that the registry answers ``/v2/`` and accepts our credentials."""
+        try:
+            response = await self._request("GET", "/v2/", None)
+        except TransportError as exc:
+            raise RegistryUnreachable(f"registry {self.base_url} is unreachable: {exc}") from None
+        if response.status == 401:
+            if self._authorizer.has_credentials:
+                raise AuthenticationError(
+                    f"registry {self.base_url} refused the credentials (401)", status=401
+                )
+            raise AuthenticationError(
+                f"registry {self.base_url} requires authentication; set --auth or REGISTRY_AUTH",
+                status=401,
+            )
+        if response.status != 200:
+            raise RegistryUnreachable(
+                f"registry {self.base_url} answered {response.status} to GET /v2/ "
+                "(is this a Docker/OCI registry URL?)",
+                status=response.status,
+            )
+
+    async def delete_manifest(self, repository: str, digest: Digest) -> RegistryResponse:
+        """``DELETE /v2/<name>/manifests/<digest>``; the caller interprets the status."""
+        path = f"/v2/{quote(repository, safe='/')}/manifests/{digest}"
+        return await self._request("DELETE", path, repository)

@@ -1,0 +1,259 @@
+"""What happened in a run: counters, progress, the JSON report and the summary table.
+
+Makes no decisions. Per-repository records are spooled to a temporary file as each
+repository finishes, so memory does not grow with the size of the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from regcleaner import __version__
+from regcleaner.digest import Digest
+
+log = logging.getLogger("regcleaner")
+
+
+@dataclass(slots=True)
+class RepositoryRecord:
+    """Everything decided and done for one repository."""
+
+    name: str
+    manifests: int = 0
+    tags: int = 0
+    tagged: int = 0
+    kept: dict[Digest, str] = field(default_factory=dict)
+    deleted: list[tuple[Digest, str]] = field(default_factory=list)
+    would_delete: list[tuple[Digest, str]] = field(default_factory=list)
+    already_gone: list[tuple[Digest, str]] = field(default_factory=list)
+    failed: list[tuple[Digest, str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The repository's entry in the JSON report."""
+
+        def pairs(items: list[tuple[Digest, str]]) -> list[dict[str, str]]:
+            return [{"digest": d, "reason": r} for d, r in items]
+
+        return {
+            "name": self.name,
+            "manifests": self.manifests,
+            "tags": self.tags,
+            "tagged": self.tagged,
+            "deleted": pairs(self.deleted),
+            "would_delete": pairs(self.would_delete),
+            "already_gone": pairs(self.already_gone),
+            "failed": [{"digest": d, "reason": r, "error": e} for d, r, e in self.failed],
+            "kept": [{"digest": d, "reason": r} for d, r in sorted(self.kept.items())],
+            "warnings": self.warnings,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class Counters:
+    """Running totals, read by the progress display and the summary."""
+
+    repositories: int = 0
+    repositories_failed: int = 0
+    repositories_skipped: int = 0
+    manifests: int = 0
+    tagged: int = 0
+    kept: int = 0
+    planned: int = 0
+    deleted: int = 0
+    would_delete: int = 0
+    already_gone: int = 0
+    failed: int = 0
+    warnings: int = 0
+
+
+class RunReport:
+    """Collects repository records and renders the final report."""
+
+    def __init__(self, *, dry_run: bool, registry_url: str, storage: str) -> None:
+        self.dry_run = dry_run
+        self.registry_url = registry_url
+        self.storage = storage
+        self.counters = Counters()
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.stopped_by: str | None = None
+        self.fatal_error: str | None = None
+        self.requests = 0
+        self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        """Drop the spool file."""
+        self._spool.close()
+
+    def planned(self, count: int) -> None:
+        """Deletions queued, for the progress total."""
+        self.counters.planned += count
+
+    def deleted_one(self) -> None:
+        """Count a deletion as it happens, for live progress."""
+        self.counters.deleted += 1
+
+    def add(self, record: RepositoryRecord) -> None:
+        """Account for a finished repository and spool its record."""
+        c = self.counters
+        c.repositories += 1
+        if record.error is not None:
+            c.repositories_failed += 1
+        c.manifests += record.manifests
+        c.tagged += record.tagged
+        c.kept += len(record.kept)
+        c.would_delete += len(record.would_delete)
+        c.already_gone += len(record.already_gone)
+        c.failed += len(record.failed)
+        c.warnings += len(record.warnings)
+        self._spool.write(json.dumps(record.to_json(), separators=(",", ":")))
+        self._spool.write("\n")
+
+    @property
+    def duration_s(self) -> float:
+        end = self.finished if self.finished is not None else time.monotonic()
+        return end - self.started
+
+    def summary(self) -> dict[str, Any]:
+        """The ``summary`` object of the JSON report."""
+        c = self.counters
+        return {
+            "repositories": c.repositories,
+            "repositories_failed": c.repositories_failed,
+            "repositories_skipped": c.repositories_skipped,
+            "manifests": c.manifests,
+            "tagged": c.tagged,
+            "kept": c.kept,
+            "deleted": c.deleted,
+            "would_delete": c.would_delete,
+            "already_gone": c.already_gone,
+            "failed": c.failed,
+            "warnings": c.warnings,
+            "delete_requests": self.requests,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+    def write_json(self, stream: IO[str]) -> None:
+        """Write the whole report as one JSON document, streaming the repositories."""
+        header = {
+            "regcleaner": __version__,
+            "dry_run": self.dry_run,
+            "registry_url": self.registry_url,
+            "storage": self.storage,
+            "stopped_by": self.stopped_by,
+            "error": self.fatal_error,
+            "summary": self.summary(),
+        }
+        text = json.dumps(header, indent=2)
+        stream.write(text[: text.rfind("}")].rstrip() + ',\n  "repositories": [\n')
+        self._spool.flush()
+        self._spool.seek(0)
+        first = True
+        for line in self._spool:
+            if not first:
+                stream.write(",\n")
+            stream.write("    " + line.rstrip("\n"))
+            first = False
+        stream.write("\n  ]\n}\n")
+        self._spool.seek(0, 2)
+
+    def render_summary(self, console: Console) -> None:
+        """The table printed at the end of a text run."""
+        c = self.counters
+        title = "regcleaner dry run: nothing was deleted" if self.dry_run else "regcleaner run"
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        rows: list[tuple[str, int | str]] = [
+            ("repositories scanned", c.repositories),
+            ("manifests seen", c.manifests),
+            ("tagged manifests", c.tagged),
+            ("kept (in use, young or unsure)", c.kept),
+        ]
+        if self.dry_run:
+            rows.append(("would delete", c.would_delete))
+        else:
+            rows += [("deleted", c.deleted), ("already gone", c.already_gone)]
+        rows += [
+            ("failed deletions", c.failed),
+            ("repositories failed", c.repositories_failed),
+            ("warnings", c.warnings),
+            ("duration", f"{self.duration_s:.1f}s"),
+        ]
+        for name, value in rows:
+            table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
+        console.print(table)
+        if self.stopped_by:
+            console.print(f"Stopped by {self.stopped_by}: the report covers what was done.")
+        if self.fatal_error:
+            console.print(f"Run aborted: {self.fatal_error}")
+        if self.dry_run:
+            console.print(f"{c.would_delete:,} manifests would be deleted; run without --dry-run.")
+        elif c.deleted:
+            console.print(
+                f"{c.deleted:,} manifests deleted. The registry frees no disk by itself: put it "
+                "in read-only mode (or stop it) and run `registry garbage-collect <config>`."
+            )
+        else:
+            console.print("Nothing was deleted.")
+
+
+class Progress:
+    """Live progress on a terminal, a log line every few seconds otherwise."""
+
+    def __init__(self, report: RunReport, *, interval_s: float, terminal: bool | None = None):
+        self._report = report
+        self._interval = interval_s
+        self._terminal = sys.stderr.isatty() if terminal is None else terminal
+        self._task: asyncio.Task[None] | None = None
+
+    def line(self) -> str:
+        """One line describing where the run is."""
+        c = self._report.counters
+        elapsed = max(self._report.duration_s, 1e-9)
+        text = f"{c.repositories:,} repositories, {c.manifests:,} manifests scanned"
+        if self._report.dry_run:
+            return text + f", {c.would_delete:,} would be deleted"
+        return text + (
+            f", deleted {c.deleted:,}/{c.planned:,} ({c.deleted / elapsed:,.0f}/s),"
+            f" {c.failed:,} failed"
+        )
+
+    async def _run(self) -> None:
+        if self._terminal:
+            console = Console(stderr=True)
+            with console.status(self.line()) as status:
+                while True:
+                    await asyncio.sleep(0.25)
+                    status.update(self.line())
+        else:
+            while True:
+                await asyncio.sleep(self._interval)
+                log.info("progress: %s", self.line())
+
+    def start(self) -> None:
+        """Begin reporting in the background."""
+        if self._interval > 0:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop reporting."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,1 @@
+"""Storage backends: where regcleaner reads the registry's layout from."""

@@ -1,0 +1,163 @@
+"""Local-disk storage: the registry's ``rootdirectory`` mounted or on this machine.
+
+Directory walks use ``os.scandir`` (through aiofiles for discovery, and whole
+repositories at a time in a worker thread for snapshots and manifest reads, which
+is an order of magnitude fewer thread hops than one per file). Symlinks are never
+followed: the registry does not create them, so one is foreign and is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator, Collection
+from pathlib import Path
+
+import aiofiles.os
+
+from regcleaner import layout
+from regcleaner.digest import Digest, digest_from_hex, is_sha256_hex
+from regcleaner.errors import StorageError
+from regcleaner.manifests import MAX_MANIFEST_BYTES
+from regcleaner.planner import ManifestInfo, RepositorySnapshot, Unreadable
+from regcleaner.storage.base import MAX_LINK_BYTES, decode_manifest, parse_link
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+_BATCH = 512
+
+
+def _read_capped(path: str, cap: int) -> bytes:
+    """Read at most ``cap + 1`` bytes of a regular file without following a symlink."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {path}")
+        chunks: list[bytes] = []
+        remaining = cap + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class FilesystemStorage:
+    """Storage rooted at a directory that holds ``docker/registry/v2``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self) -> str:
+        return f"filesystem {self.root}"
+
+    def _path(self, relative: str) -> str:
+        return os.path.join(self.root, relative)
+
+    async def check(self) -> None:
+        if not await aiofiles.os.path.isdir(self.root):
+            raise StorageError(f"storage root {self.root} is not a directory")
+        if not await aiofiles.os.path.isdir(self._path(layout.V2_ROOT)):
+            raise StorageError(
+                f"no registry storage under {self.root}: expected {layout.V2_ROOT}/ "
+                "(point --registry-dir at the registry's rootdirectory)"
+            )
+
+    async def list_repositories(self) -> AsyncIterator[str]:
+        top = self._path(layout.REPOSITORIES)
+        if not await aiofiles.os.path.isdir(top):
+            return
+        stack: list[str] = [""]
+        while stack:
+            relative = stack.pop()
+            try:
+                entries = await aiofiles.os.scandir(
+                    os.path.join(top, relative) if relative else top
+                )
+            except FileNotFoundError:
+                continue  # deleted while we walked
+            except OSError as exc:
+                raise StorageError(f"cannot list {top}/{relative}: {exc.strerror}") from None
+            children: list[str] = []
+            is_repository = False
+            with entries:
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if entry.name == layout.MANIFESTS_DIR:
+                        is_repository = True
+                    elif not entry.name.startswith("_"):
+                        children.append(f"{relative}/{entry.name}" if relative else entry.name)
+            if is_repository and relative:
+                yield relative
+            stack.extend(sorted(children, reverse=True))
+
+    async def snapshot(self, repository: str) -> RepositorySnapshot:
+        return await asyncio.to_thread(self._snapshot_sync, repository)
+
+    def _snapshot_sync(self, repository: str) -> RepositorySnapshot:
+        revisions: dict[Digest, float] = {}
+        try:
+            with os.scandir(self._path(layout.revisions_dir(repository))) as entries:
+                for entry in entries:
+                    if not is_sha256_hex(entry.name) or not entry.is_dir(follow_symlinks=False):
+                        continue
+                    try:
+                        info = os.stat(os.path.join(entry.path, "link"), follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        revisions[digest_from_hex(entry.name)] = info.st_mtime
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot list revisions of {repository}: {exc.strerror}") from None
+
+        tags: dict[str, Digest] = {}
+        broken: dict[str, str] = {}
+        try:
+            with os.scandir(self._path(layout.tags_dir(repository))) as entries:
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    link = os.path.join(entry.path, "current", "link")
+                    try:
+                        tags[entry.name] = parse_link(_read_capped(link, MAX_LINK_BYTES))
+                    except FileNotFoundError:
+                        continue  # a tag folder without current/link is no tag
+                    except (OSError, ValueError) as exc:
+                        broken[entry.name] = f"unreadable current link: {exc}"
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot list tags of {repository}: {exc.strerror}") from None
+        return RepositorySnapshot(repository, revisions, tags, broken)
+
+    async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
+        ordered = list(digests)
+        result: dict[Digest, ManifestInfo] = {}
+        for start in range(0, len(ordered), _BATCH):
+            batch = ordered[start : start + _BATCH]
+            result.update(await asyncio.to_thread(self._read_manifests_sync, batch))
+        return result
+
+    def _read_manifests_sync(self, digests: list[Digest]) -> dict[Digest, ManifestInfo]:
+        result: dict[Digest, ManifestInfo] = {}
+        for digest in digests:
+            try:
+                data = _read_capped(self._path(layout.blob_data(digest)), MAX_MANIFEST_BYTES)
+            except FileNotFoundError:
+                result[digest] = Unreadable("manifest blob is missing")
+                continue
+            except OSError as exc:
+                result[digest] = Unreadable(f"cannot read manifest blob: {exc}")
+                continue
+            result[digest] = decode_manifest(digest, data)
+        return result
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Real-registry test harness, shared by the tests, the demo and the benchmark."""
