@@ -222,9 +222,7 @@ class Engine:
             for decision in job.plan.delete:
                 record.kept[decision.digest] = "recheck-failed"
             return
-        plan, rescued = recheck_plan(
-            job.plan, fresh, job.snapshot, job.manifests, self.policy, self.clock()
-        )
+        plan, rescued = recheck_plan(job.plan, fresh, job.manifests, self.policy, self.clock())
         for digest, reason in sorted(rescued.items()):
             if reason == REASON_GONE:
                 record.already_gone.append((digest, reason))

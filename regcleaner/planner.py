@@ -192,7 +192,6 @@ def _deletion_waves(
 def recheck_plan(
     plan: RepositoryPlan,
     fresh_snapshot: RepositorySnapshot,
-    original_snapshot: RepositorySnapshot,
     manifests: Mapping[Digest, ManifestInfo],
     policy: Policy,
     now: float,
@@ -209,12 +208,13 @@ def recheck_plan(
         digest = decision.digest
         if digest in fresh_delete:
             continue
+        fresh_reason = fresh.keep.get(digest, "")
         if digest not in fresh_snapshot.revisions:
             rescued[digest] = REASON_GONE
-        elif fresh_snapshot.revisions[digest] != original_snapshot.revisions.get(digest):
+        elif fresh_reason.startswith(("blocked:", "unreadable:")):
+            rescued[digest] = fresh_reason
+        elif fresh_reason == REASON_YOUNG:
             rescued[digest] = REASON_PUSHED_DURING_RUN
-        elif fresh.keep.get(digest, "").startswith("blocked:"):
-            rescued[digest] = fresh.keep[digest]
         else:
             rescued[digest] = REASON_TAGGED_DURING_RUN
     if not rescued:
