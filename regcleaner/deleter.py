@@ -105,11 +105,9 @@ class Deleter:
         self._client = client
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.concurrency)
-        self._limiter: AsyncLimiter | None = None
-        if limits.rate >= 1:
-            self._limiter = AsyncLimiter(limits.rate, 1.0)
-        elif limits.rate > 0:
-            self._limiter = AsyncLimiter(1, 1.0 / limits.rate)
+        # Capacity 1: requests are paced 1/rate apart with no burst, so no one-second
+        # window ever holds more than ``rate`` (+1 at its edge) DELETEs.
+        self._limiter = AsyncLimiter(1, 1.0 / limits.rate) if limits.rate > 0 else None
         self._sleep = sleep
         self._jitter = jitter
         self._transport_failures_in_a_row = 0

@@ -1,0 +1,1 @@
+"""The benchmark: synthetic registries at scale, measured against the delete floor."""

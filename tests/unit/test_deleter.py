@@ -1,0 +1,173 @@
+"""Retry and stop decisions, against a scripted HTTP server for what a real one won't do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from regcleaner.config import Limits, TLSOptions
+from regcleaner.deleter import Action, Deleter, Outcome, classify
+from regcleaner.digest import Digest
+from regcleaner.errors import AuthenticationError, DeletionDisabled, PermissionDenied
+from regcleaner.registry.auth import Authorizer
+from regcleaner.registry.client import RegistryClient, parse_error_body, parse_retry_after
+
+DIGEST = Digest("sha256:" + "c" * 64)
+Script = list[Callable[[web.Request], Awaitable[web.StreamResponse]]]
+
+
+def status(code: int, headers: dict[str, str] | None = None, error: str = "") -> Any:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = f'{{"errors":[{{"code":"{error}","message":"scripted"}}]}}' if error else ""
+        return web.Response(status=code, headers=headers, text=body)
+
+    return answer
+
+
+async def reset(request: web.Request) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.abort()
+    return web.Response(status=500)
+
+
+async def with_server(
+    script: Script, test: Callable[[str, list[float]], Awaitable[None]]
+) -> list[float]:
+    """Serve ``script`` (one handler per request, the last one repeats) on loopback."""
+    seen: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(time.monotonic())
+        step = script[min(len(seen), len(script)) - 1]
+        return await step(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        await test(f"http://127.0.0.1:{port}", seen)
+    finally:
+        await runner.cleanup()
+    return seen
+
+
+def run_delete(
+    script: Script, limits: Limits = Limits(max_attempts=4)
+) -> tuple[Any, list[float], list[float]]:
+    """Delete one digest against ``script``; return (result or exception, sleeps, hits)."""
+    sleeps: list[float] = []
+    outcome: list[Any] = []
+
+    async def fake_sleep(delay: float) -> None:
+        sleeps.append(delay)
+
+    async def test(url: str, seen: list[float]) -> None:
+        async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
+            deleter = Deleter(client, limits, sleep=fake_sleep, jitter=lambda: 0.5)
+            try:
+                outcome.append(await deleter.delete("repo", DIGEST))
+            except Exception as exc:  # the test inspects it
+                outcome.append(exc)
+
+    hits = asyncio.run(with_server(script, test))
+    return outcome[0], sleeps, hits
+
+
+def test_429_honours_retry_after_then_succeeds() -> None:
+    result, sleeps, hits = run_delete(
+        [status(429, {"Retry-After": "7"}, "TOOMANYREQUESTS"), status(429), status(202)]
+    )
+    assert result.outcome is Outcome.DELETED
+    assert result.attempts == 3
+    assert len(hits) == 3
+    assert sleeps[0] == 7.0  # never shorter than Retry-After
+    assert sleeps[1] == pytest.approx(0.5)  # 1 s ceiling x jitter 0.5
+
+
+def test_5xx_burst_and_connection_reset_are_retried() -> None:
+    result, sleeps, hits = run_delete([status(503), reset, status(502), status(202)])
+    assert result.outcome is Outcome.DELETED
+    assert len(hits) == 4
+    # aiohttp itself re-sends an idempotent request once when a reused connection
+    # drops, so the reset may cost no backoff of ours.
+    assert len(sleeps) in (2, 3)
+
+
+def test_persistent_500_fails_after_bounded_attempts() -> None:
+    result, sleeps, hits = run_delete([status(500, error="UNKNOWN")])
+    assert result.outcome is Outcome.FAILED
+    assert len(hits) == 4
+    assert "gave up after 4 attempts" in result.detail
+    assert "UNKNOWN" in result.detail
+
+
+def test_404_is_already_gone() -> None:
+    result, _, hits = run_delete([status(404, error="MANIFEST_UNKNOWN")])
+    assert result.outcome is Outcome.ALREADY_GONE
+    assert len(hits) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(405, DeletionDisabled), (401, AuthenticationError), (403, PermissionDenied)],
+)
+def test_stop_statuses_raise_without_retry(code: int, error: type[Exception]) -> None:
+    result, sleeps, hits = run_delete([status(code, error="DENIED")])
+    assert isinstance(result, error)
+    assert len(hits) == 1
+    assert sleeps == []
+
+
+def test_other_4xx_fails_without_retry() -> None:
+    result, _, hits = run_delete([status(400, error="DIGEST_INVALID")])
+    assert result.outcome is Outcome.FAILED
+    assert len(hits) == 1
+
+
+def test_rate_limit_is_never_exceeded() -> None:
+    limits = Limits(concurrency=16, rate=25)
+
+    async def test(url: str, seen: list[float]) -> None:
+        async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
+            deleter = Deleter(client, limits)
+            results = await asyncio.gather(*(deleter.delete("r", DIGEST) for _ in range(60)))
+        assert all(r.outcome is Outcome.DELETED for r in results)
+
+    hits = asyncio.run(with_server([status(202)], test))
+    assert len(hits) == 60
+    for i, start in enumerate(hits):
+        in_window = sum(1 for t in hits[i:] if t - start < 1.0)
+        assert in_window <= 25 + 1  # leaky bucket: capacity plus the one draining
+
+
+def test_classify_covers_the_status_space() -> None:
+    assert classify(202) is Action.DONE
+    assert classify(404) is Action.GONE
+    assert classify(429) is Action.RETRY
+    assert classify(599) is Action.RETRY
+    assert classify(418) is Action.FAIL
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("99999") == 300.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_error_body_parsing() -> None:
+    assert parse_error_body(b'{"errors":[{"code":"DENIED","message":"no"}]}') == ("DENIED", "no")
+    assert parse_error_body(b"<html>") == ("", "")
+    assert parse_error_body(b'{"errors":[]}') == ("", "")

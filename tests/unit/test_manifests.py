@@ -1,0 +1,112 @@
+"""Manifest bytes → references, for every manifest kind and for garbage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from regcleaner import mediatypes
+from regcleaner.errors import ManifestError
+from regcleaner.manifests import MAX_MANIFEST_BYTES, ManifestKind, parse_manifest
+
+
+def d(n: int) -> str:
+    return "sha256:" + f"{n:064x}"
+
+
+def desc(n: int, media_type: str = mediatypes.OCI_MANIFEST) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": d(n), "size": 10}
+
+
+def dumps(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("media_type", [mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, None])
+def test_index_children(media_type: str | None) -> None:
+    doc: dict[str, Any] = {"schemaVersion": 2, "manifests": [desc(1), desc(2)]}
+    if media_type:
+        doc["mediaType"] = media_type
+    refs = parse_manifest(dumps(doc))
+    assert refs.kind is ManifestKind.INDEX
+    assert refs.children == (d(1), d(2))
+
+
+def test_image_blobs_and_subject() -> None:
+    doc = {
+        "schemaVersion": 2,
+        "config": desc(3),
+        "layers": [desc(4), desc(5)],
+        "subject": desc(9),
+    }
+    refs = parse_manifest(dumps(doc))
+    assert refs.kind is ManifestKind.IMAGE
+    assert refs.blobs == (d(3), d(4), d(5))
+    assert refs.subject == d(9)
+    assert refs.children == ()
+
+
+def test_index_with_subject_is_a_referrer_too() -> None:
+    refs = parse_manifest(dumps({"manifests": [desc(1)], "subject": desc(2)}))
+    assert refs.children == (d(1),)
+    assert refs.subject == d(2)
+
+
+def test_oci_artifact_manifest() -> None:
+    doc = {"mediaType": mediatypes.OCI_ARTIFACT_MANIFEST, "blobs": [desc(1)], "subject": desc(2)}
+    refs = parse_manifest(dumps(doc))
+    assert refs.subject == d(2)
+    assert refs.blobs == (d(1),)
+
+
+def test_schema1() -> None:
+    doc = {"schemaVersion": 1, "fsLayers": [{"blobSum": d(1)}, {"blobSum": d(1)}]}
+    refs = parse_manifest(dumps(doc))
+    assert refs.kind is ManifestKind.SCHEMA1
+    assert refs.blobs == (d(1),)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'"text"',
+        b"{not json",
+        dumps({"hello": "world"}),
+        dumps({"manifests": "nope"}),
+        dumps({"manifests": [{"digest": "sha256:short"}]}),
+        dumps({"manifests": [{"size": 1}]}),
+        dumps({"manifests": [7]}),
+        dumps({"config": desc(1), "subject": {"digest": 5}}),
+        dumps({"mediaType": 5, "config": desc(1)}),
+        dumps({"schemaVersion": 1, "fsLayers": [{}]}),
+        b" " * (MAX_MANIFEST_BYTES + 1),
+    ],
+)
+def test_garbage_raises_manifest_error(data: bytes) -> None:
+    with pytest.raises(ManifestError):
+        parse_manifest(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=200) | json_values.map(dumps))
+def test_parse_never_raises_anything_but_manifest_error(data: bytes) -> None:
+    try:
+        refs = parse_manifest(data)
+    except ManifestError:
+        return
+    for digest in (*refs.children, *refs.blobs, *([refs.subject] if refs.subject else [])):
+        assert digest.startswith("sha256:") and len(digest) == 71
