@@ -261,8 +261,7 @@ def clean(
             progress_interval=progress_interval,
         )
     except ConfigError as exc:
-        console_err = Console(stderr=True)
-        console_err.print(f"error: {exc}", markup=False, highlight=False)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
     run_report = RunReport(

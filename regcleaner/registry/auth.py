@@ -6,9 +6,15 @@ out of reprs, logs and exceptions.
 
 from __future__ import annotations
 
-import aiohttp
+import base64
 
 from regcleaner.config import Credentials
+
+
+def basic_authorization(credentials: Credentials) -> str:
+    """The ``Authorization: Basic`` value (RFC 7617, UTF-8)."""
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 class Authorizer:
@@ -17,9 +23,7 @@ class Authorizer:
     def __init__(self, credentials: Credentials | None) -> None:
         self._basic: str | None = None
         if credentials is not None:
-            self._basic = aiohttp.BasicAuth(
-                credentials.username, credentials.password, encoding="utf-8"
-            ).encode()
+            self._basic = basic_authorization(credentials)
 
     def __repr__(self) -> str:
         return f"Authorizer(basic={'<redacted>' if self._basic else None})"

@@ -1,0 +1,1 @@
+"""``make demo``: a throwaway registry, sample images, a dry run, a clean, and proof."""

@@ -1,0 +1,155 @@
+"""The CLI: the older script's environment variables, usage errors, exit codes, secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regcleaner import __version__
+from tests.conftest import clean_args, run_cli
+from tests.harness import images
+from tests.harness.api import RegistryAPI
+from tests.harness.registry import RegistryProcess
+
+SECRET = "s3cr:et:pa55"  # colons: only the first one separates user and password
+
+
+@pytest.fixture
+def storage_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "docker/registry/v2/repositories").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {}, "registry URL is required"),
+        (["--registry-url", "registry.example.com"], {}, "must start with http"),
+        ([], {"REGISTRY_URL": "ftp://x"}, "must start with http"),
+        (["--registry-url", "http://u:p@h"], {}, "do not put credentials"),
+        (["--registry-url", "http://h", "--min-age", "soon"], {}, "invalid duration"),
+        (["--registry-url", "http://h", "--rate", "-1"], {}, "--rate"),
+        (["--registry-url", "http://h", "--concurrency", "0"], {}, "at least 1"),
+        (["--registry-url", "http://h", "--output", "yaml"], {}, "unknown output format"),
+        (["--registry-url", "http://h"], {"REGISTRY_STORAGE": "gcs"}, "unknown storage"),
+        (["--registry-url", "http://h", "--auth", "nocolon"], {}, "user:password"),
+        (["--registry-url", "http://h", "--ca-cert", "/nonexistent.pem"], {}, "does not exist"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = run_cli(["clean", *args], env=env)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_bad_boolean_env_var_is_a_usage_error() -> None:
+    result = run_cli(["clean"], env={"REGISTRY_URL": "http://h", "DRY_RUN": "maybe"})
+    assert result.exit_code == 2
+    assert "DRY_RUN" in result.stderr or "dry-run" in result.stderr
+
+
+def test_missing_storage_root_exits_2(tmp_path: Path) -> None:
+    result = run_cli(
+        ["clean", "--registry-url", "http://127.0.0.1:9", "--registry-dir",
+         str(tmp_path / "nope"), "--dry-run"]
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "is not a directory" in result.stderr
+
+
+def test_root_without_registry_layout_exits_2(tmp_path: Path) -> None:
+    result = run_cli(
+        ["clean", "--registry-url", "http://127.0.0.1:9", "--registry-dir", str(tmp_path),
+         "--dry-run"]
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "docker/registry/v2" in result.stderr
+
+
+def test_old_script_environment_drives_a_dry_run_then_a_real_run(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
+) -> None:
+    old = images.push_image(api, "legacy", "v1", seed="old")
+    new = images.push_image(api, "legacy", "v1", seed="new")
+    env = {
+        "REGISTRY_URL": registry.url,
+        "REGISTRY_DIR": str(registry.root),
+        "REGISTRY_STORAGE": "local",
+        "REGISTRY_AUTH": f"admin:{SECRET}",
+        "SELF_SIGNED_CERT": "false",
+        "DRY_RUN": "true",
+    }
+    dry = run_cli(["clean", "--output", "json"], env=env, report_path=tmp_path / "d.json")
+    assert dry.exit_code == 0, dry.output
+    document = json.loads(dry.stdout)
+    assert document["dry_run"] is True
+    assert document["summary"]["would_delete"] == 1
+    assert api.manifest_exists("legacy", old.digest)
+
+    env["DRY_RUN"] = "false"
+    real = run_cli(["clean"], env=env, report_path=tmp_path / "r.json")
+    assert real.exit_code == 0, real.output
+    assert real.report is not None
+    assert real.report["summary"]["deleted"] == 1
+    assert not api.manifest_exists("legacy", old.digest)
+    assert api.manifest_exists("legacy", new.digest)
+    for text in (dry.output, real.output, (tmp_path / "r.json").read_text(),
+                 (tmp_path / "d.json").read_text()):
+        assert SECRET not in text
+        assert "pa55" not in text
+
+
+def test_include_and_exclude_select_repositories(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
+) -> None:
+    for repo in ("team/a", "team/b", "other/c"):
+        images.push_image(api, repo, "v", seed=f"{repo}1")
+        images.push_image(api, repo, "v", seed=f"{repo}2")
+    result = run_cli(
+        clean_args(registry, "--include", "team/*", "--exclude", "team/b"),
+        report_path=tmp_path / "r.json",
+    )
+    assert result.exit_code == 0
+    assert result.report is not None
+    assert [r["name"] for r in result.report["repositories"]] == ["team/a"]
+    assert result.report["summary"]["deleted"] == 1
+    assert result.report["summary"]["repositories_skipped"] == 2
+
+
+def test_min_age_keeps_recent_pushes(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
+) -> None:
+    old = images.push_image(api, "young", "v", seed="1")
+    images.push_image(api, "young", "v", seed="2")
+    result = run_cli(clean_args(registry, "--min-age", "1h"), report_path=tmp_path / "r.json")
+    assert result.exit_code == 0
+    assert result.report is not None
+    kept = {k["digest"]: k["reason"] for k in result.report["repositories"][0]["kept"]}
+    assert kept[old.digest] == "younger-than-grace"
+    assert api.manifest_exists("young", old.digest)
+
+
+def test_module_entry_point_and_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "regcleaner", "--version"], capture_output=True, text=True,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"regcleaner {__version__}"
+
+
+def test_help_shows_env_vars_and_no_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGISTRY_AUTH", f"admin:{SECRET}")
+    result = run_cli(["clean", "--help"], env={"REGISTRY_AUTH": f"admin:{SECRET}"})
+    assert result.exit_code == 0
+    assert "REGISTRY_AUTH" in result.stdout
+    assert SECRET not in result.output
