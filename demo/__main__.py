@@ -39,12 +39,20 @@ def main() -> int:
         api = RegistryAPI(registry.url)
         expectation = build_scenario(api)
         repos = sorted(expectation.repositories())
-        print(f"pushed {len(expectation.keep) + len(expectation.delete)} manifests into "
-              f"{len(repos)} repositories: {', '.join(repos)}")
+        print(
+            f"pushed {len(expectation.keep) + len(expectation.delete)} manifests into "
+            f"{len(repos)} repositories: {', '.join(repos)}"
+        )
         print(f"{len(expectation.delete)} of them are untagged history no tag can reach.")
 
-        args = ["--registry-url", registry.url, "--registry-dir", str(registry.root),
-                "--progress-interval", "0"]
+        args = [
+            "--registry-url",
+            registry.url,
+            "--registry-dir",
+            str(registry.root),
+            "--progress-interval",
+            "0",
+        ]
         banner("dry run: what would be deleted, and why the rest is kept")
         if regcleaner(*args, "--dry-run") != 0:
             return 1
@@ -67,15 +75,19 @@ def main() -> int:
                     failures += 1
                     print(f"  FAIL {repo}:{tag}: {exc}")
                 else:
-                    print(f"  ok   {repo}:{tag} pulls ({len(digests)} manifests and blobs verified)")
+                    print(
+                        f"  ok   {repo}:{tag} pulls ({len(digests)} manifests and blobs verified)"
+                    )
         for repo, digest in sorted(expectation.keep):
             if not api.manifest_exists(repo, digest):
                 failures += 1
                 print(f"  FAIL kept manifest {repo}@{digest} is not served")
         gone = sum(not api.manifest_exists(r, d) for r, d in expectation.delete)
-        print(f"{gone}/{len(expectation.delete)} untagged history manifests are gone; "
-              f"{len(expectation.keep)} in-use manifests (children, referrers, signatures) "
-              "are all served.")
+        print(
+            f"{gone}/{len(expectation.delete)} untagged history manifests are gone; "
+            f"{len(expectation.keep)} in-use manifests (children, referrers, signatures) "
+            "are all served."
+        )
         if failures or gone != len(expectation.delete):
             print("DEMO FAILED")
             return 1

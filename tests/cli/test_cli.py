@@ -102,8 +102,12 @@ def test_old_script_environment_drives_a_dry_run_then_a_real_run(
     assert real.report["summary"]["deleted"] == 1
     assert not api.manifest_exists("legacy", old.digest)
     assert api.manifest_exists("legacy", new.digest)
-    for text in (dry.output, real.output, (tmp_path / "r.json").read_text(),
-                 (tmp_path / "d.json").read_text()):
+    for text in (
+        dry.output,
+        real.output,
+        (tmp_path / "r.json").read_text(),
+        (tmp_path / "d.json").read_text(),
+    ):
         assert SECRET not in text
         assert "pa55" not in text
 
@@ -140,7 +144,9 @@ def test_min_age_keeps_recent_pushes(
 
 def test_module_entry_point_and_version() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "regcleaner", "--version"], capture_output=True, text=True,
+        [sys.executable, "-m", "regcleaner", "--version"],
+        capture_output=True,
+        text=True,
         check=False,
     )
     assert done.returncode == 0

@@ -52,8 +52,7 @@ async def with_server(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(site.name.rsplit(":", 1)[1])
     try:
         await test(f"http://127.0.0.1:{port}", seen)
     finally:
@@ -62,9 +61,10 @@ async def with_server(
 
 
 def run_delete(
-    script: Script, limits: Limits = Limits(max_attempts=4)
+    script: Script, limits: Limits | None = None
 ) -> tuple[Any, list[float], list[float]]:
     """Delete one digest against ``script``; return (result or exception, sleeps, hits)."""
+    limits = limits or Limits(max_attempts=4)
     sleeps: list[float] = []
     outcome: list[Any] = []
 
@@ -107,6 +107,7 @@ def test_persistent_500_fails_after_bounded_attempts() -> None:
     result, sleeps, hits = run_delete([status(500, error="UNKNOWN")])
     assert result.outcome is Outcome.FAILED
     assert len(hits) == 4
+    assert sleeps == [0.25, 0.5, 1.0]  # 0.5 s base doubling, jitter 0.5
     assert "gave up after 4 attempts" in result.detail
     assert "UNKNOWN" in result.detail
 

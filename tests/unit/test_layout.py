@@ -59,8 +59,22 @@ def test_generated_names_are_valid(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "App", "a//b", "/a", "a/", "a/../b", "a b", "a/_b", "-a", "a-", "a..b", "x" * 256,
-     "a/b%2f", "a\nb"],
+    [
+        "",
+        "App",
+        "a//b",
+        "/a",
+        "a/",
+        "a/../b",
+        "a b",
+        "a/_b",
+        "-a",
+        "a-",
+        "a..b",
+        "x" * 256,
+        "a/b%2f",
+        "a\nb",
+    ],
 )
 def test_invalid_repository_names(name: str) -> None:
     assert not layout.is_valid_repository_name(name)

@@ -26,7 +26,9 @@ def dumps(document: object) -> bytes:
     return json.dumps(document).encode()
 
 
-@pytest.mark.parametrize("media_type", [mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, None])
+@pytest.mark.parametrize(
+    "media_type", [mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, None]
+)
 def test_index_children(media_type: str | None) -> None:
     doc: dict[str, Any] = {"schemaVersion": 2, "manifests": [desc(1), desc(2)]}
     if media_type:
@@ -96,8 +98,9 @@ def test_garbage_raises_manifest_error(data: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -109,4 +112,5 @@ def test_parse_never_raises_anything_but_manifest_error(data: bytes) -> None:
     except ManifestError:
         return
     for digest in (*refs.children, *refs.blobs, *([refs.subject] if refs.subject else [])):
-        assert digest.startswith("sha256:") and len(digest) == 71
+        assert digest.startswith("sha256:")
+        assert len(digest) == 71

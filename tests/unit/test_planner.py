@@ -65,8 +65,7 @@ def repositories(draw: st.DrawFn, allow_unreadable: bool = False) -> Repo:
         revisions[digest] = NOW - draw(st.sampled_from([0, 10, 100, 10_000]))
     # Some references point outside the repository (other repositories, deleted).
     tags = {
-        f"t{i}": draw(st.sampled_from(sorted(revisions)))
-        for i in range(draw(st.integers(0, 4)))
+        f"t{i}": draw(st.sampled_from(sorted(revisions))) for i in range(draw(st.integers(0, 4)))
     }
     snapshot = RepositorySnapshot("repo", revisions, tags)
     return Repo(snapshot, manifests)
@@ -132,7 +131,10 @@ def test_anything_unreadable_blocks_every_deletion(repo: Repo) -> None:
 def test_reasons_name_the_cause() -> None:
     kid, idx, sbom, sig = d(1), d(2), d(3), d(4)
     manifests: dict[Digest, ManifestInfo] = {
-        kid: image(), idx: index(kid), sbom: image(subject=kid), sig: image(subject=sbom),
+        kid: image(),
+        idx: index(kid),
+        sbom: image(subject=kid),
+        sig: image(subject=sbom),
         d(5): image(),
     }
     snapshot = RepositorySnapshot("r", dict.fromkeys(manifests, NOW - 100), {"v1": idx})
@@ -167,7 +169,11 @@ def test_broken_tag_link_blocks_the_repository() -> None:
 def test_recheck_never_adds_and_explains_what_it_rescues() -> None:
     a, b, c, e, kid = d(1), d(2), d(3), d(4), d(5)
     manifests: dict[Digest, ManifestInfo] = {
-        a: image(), b: image(), c: image(), e: index(kid), kid: image(),
+        a: image(),
+        b: image(),
+        c: image(),
+        e: index(kid),
+        kid: image(),
     }
     revisions = dict.fromkeys(manifests, NOW - 1000)
     first = plan_repository(RepositorySnapshot("r", revisions, {}), manifests, Policy(60), NOW)
