@@ -22,6 +22,7 @@ from regcleaner.config import (
     Credentials,
     Limits,
     OutputFormat,
+    S3Options,
     Settings,
     StorageKind,
     TLSOptions,
@@ -72,6 +73,11 @@ def build_settings(
     registry_url: str | None,
     registry_dir: Path | None,
     storage: str,
+    bucket: str | None,
+    region: str | None,
+    s3_endpoint: str | None,
+    access_key: str | None,
+    secret_key: str | None,
     auth: str | None,
     insecure: bool,
     ca_cert: Path | None,
@@ -91,8 +97,22 @@ def build_settings(
         raise ConfigError("the registry URL is required: --registry-url or REGISTRY_URL")
     url = parse_registry_url(registry_url)
     kind = parse_storage_kind(storage)
+    s3_options: S3Options | None = None
     if kind is StorageKind.S3:
-        raise ConfigError("S3 storage is not supported by this version yet")
+        if not bucket:
+            raise ConfigError("S3 storage needs a bucket: --bucket or BUCKET")
+        if bool(access_key) != bool(secret_key):
+            raise ConfigError("give both --access-key and --secret-key, or neither")
+        if s3_endpoint:
+            parse_registry_url(s3_endpoint)  # same shape rules: http(s)://host[:port]
+        s3_options = S3Options(
+            bucket=bucket,
+            prefix=str(registry_dir or "").strip("/"),
+            region=region or None,
+            endpoint_url=s3_endpoint or None,
+            access_key=access_key or None,
+            secret_key=secret_key or None,
+        )
     credentials: Credentials | None = parse_credentials(auth) if auth else None
     if ca_cert is not None and not ca_cert.is_file():
         raise ConfigError(f"CA certificate {ca_cert} does not exist")
@@ -110,6 +130,7 @@ def build_settings(
         registry_url=url,
         registry_dir=registry_dir if registry_dir is not None else Path("/registry"),
         storage=kind,
+        s3=s3_options,
         credentials=credentials,
         tls=TLSOptions(insecure=insecure, ca_cert=ca_cert),
         dry_run=dry_run,
@@ -129,7 +150,19 @@ def build_settings(
 
 def make_storage(settings: Settings) -> Storage:
     """The storage backend the settings name."""
+    if settings.s3 is not None:
+        from regcleaner.storage.s3 import S3Storage
+
+        return S3Storage(settings.s3)
     return FilesystemStorage(settings.registry_dir)
+
+
+def describe_storage(settings: Settings) -> str:
+    """Where the storage is, for the report (no secrets)."""
+    if settings.s3 is not None:
+        where = f"s3://{settings.s3.bucket}/{settings.s3.prefix}"
+        return where + (f" at {settings.s3.endpoint_url}" if settings.s3.endpoint_url else "")
+    return f"filesystem {settings.registry_dir}"
 
 
 async def run_clean(settings: Settings, report: RunReport) -> None:
@@ -188,12 +221,39 @@ def clean(
     ] = None,
     registry_dir: Annotated[
         Path | None,
-        typer.Option(envvar="REGISTRY_DIR", help="Registry storage root.  [default: /registry]"),
+        typer.Option(
+            envvar="REGISTRY_DIR",
+            help="Storage root: a directory (default /registry), or on S3 the registry's "
+            "rootdirectory inside the bucket (default the bucket root).",
+        ),
     ] = None,
     storage: Annotated[
         str,
         typer.Option(envvar="REGISTRY_STORAGE", help="filesystem (default) or s3."),
     ] = "filesystem",
+    bucket: Annotated[
+        str | None, typer.Option(envvar="BUCKET", help="S3 bucket of the registry.")
+    ] = None,
+    region: Annotated[str | None, typer.Option(envvar="REGION", help="S3 region.")] = None,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar=["S3_ENDPOINT", "AWS_ENDPOINT_URL_S3"],
+            help="S3-compatible endpoint URL (MinIO, Ceph, R2); path-style addressing.",
+        ),
+    ] = None,
+    access_key: Annotated[
+        str | None,
+        typer.Option(envvar="ACCESS_KEY", show_default=False, help="S3 access key id."),
+    ] = None,
+    secret_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SECRET_KEY",
+            show_default=False,
+            help="S3 secret key (else the AWS credential chain: env, profile, web identity).",
+        ),
+    ] = None,
     auth: Annotated[
         str | None,
         typer.Option(
@@ -246,6 +306,11 @@ def clean(
             registry_url=registry_url,
             registry_dir=registry_dir,
             storage=storage,
+            bucket=bucket,
+            region=region,
+            s3_endpoint=s3_endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
             auth=auth,
             insecure=insecure,
             ca_cert=ca_cert,
@@ -267,7 +332,7 @@ def clean(
     run_report = RunReport(
         dry_run=settings.dry_run,
         registry_url=settings.registry_url,
-        storage=make_storage(settings).describe(),
+        storage=describe_storage(settings),
     )
     code = EXIT_OK
     try:

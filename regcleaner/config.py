@@ -45,6 +45,21 @@ class TLSOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class S3Options:
+    """Where the registry's bucket is and how to reach it. The secret is never printed."""
+
+    bucket: str
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    max_connections: int = 64
+    max_attempts: int = 8
+    listers: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Concurrency, rate and retry bounds of the delete phase and the scan."""
 
@@ -65,6 +80,7 @@ class Settings:
     registry_url: str
     registry_dir: Path
     storage: StorageKind = StorageKind.FILESYSTEM
+    s3: S3Options | None = None
     credentials: Credentials | None = None
     tls: TLSOptions = TLSOptions()
     dry_run: bool = False

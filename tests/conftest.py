@@ -14,12 +14,24 @@ from typer.testing import CliRunner
 from regcleaner.cli import app
 from tests.harness.api import RegistryAPI
 from tests.harness.registry import RegistryProcess
+from tests.harness.s3 import MotoS3
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[RegistryProcess]:
     """A running docker-registry with deletes enabled and a fresh disk root."""
     server = RegistryProcess(tmp_path / "registry")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3]:
+    """One moto S3 server for the session; tests use their own buckets."""
+    server = MotoS3()
     server.start()
     try:
         yield server
