@@ -26,10 +26,12 @@ from regcleaner.config import (
     Settings,
     StorageKind,
     TLSOptions,
+    is_loopback_url,
     parse_credentials,
     parse_duration,
     parse_registry_url,
     parse_storage_kind,
+    read_password_file,
 )
 from regcleaner.engine import Engine
 from regcleaner.errors import ConfigError, RegcleanerError
@@ -79,6 +81,9 @@ def build_settings(
     access_key: str | None,
     secret_key: str | None,
     auth: str | None,
+    username: str | None,
+    password_file: Path | None,
+    allow_insecure_auth: bool,
     insecure: bool,
     ca_cert: Path | None,
     dry_run: bool,
@@ -114,6 +119,24 @@ def build_settings(
             secret_key=secret_key or None,
         )
     credentials: Credentials | None = parse_credentials(auth) if auth else None
+    if password_file is not None:
+        if credentials is not None:
+            raise ConfigError("give --auth or --password-file, not both")
+        if not username:
+            raise ConfigError("--password-file needs --username (REGISTRY_USERNAME)")
+        credentials = Credentials(username, read_password_file(password_file))
+    elif username:
+        raise ConfigError("--username needs --password-file; or use --auth user:password")
+    if (
+        credentials is not None
+        and url.startswith("http://")
+        and not is_loopback_url(url)
+        and not allow_insecure_auth
+    ):
+        raise ConfigError(
+            "refusing to send credentials over plain HTTP to a remote registry; use https:// "
+            "or pass --allow-insecure-auth"
+        )
     if ca_cert is not None and not ca_cert.is_file():
         raise ConfigError(f"CA certificate {ca_cert} does not exist")
     if concurrency < 1 or per_repository < 1:
@@ -263,6 +286,25 @@ def clean(
             help="user:password for the registry (split on the first colon).",
         ),
     ] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(envvar="REGISTRY_USERNAME", help="Username, with --password-file."),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="REGISTRY_PASSWORD_FILE",
+            help="File holding the password (e.g. a mounted Secret), so it is not in argv.",
+        ),
+    ] = None,
+    allow_insecure_auth: Annotated[
+        bool,
+        typer.Option(
+            "--allow-insecure-auth",
+            envvar="ALLOW_INSECURE_AUTH",
+            help="Allow credentials over plain http:// to a non-loopback registry.",
+        ),
+    ] = False,
     insecure: Annotated[
         bool,
         typer.Option(
@@ -312,6 +354,9 @@ def clean(
             access_key=access_key,
             secret_key=secret_key,
             auth=auth,
+            username=username,
+            password_file=password_file,
+            allow_insecure_auth=allow_insecure_auth,
             insecure=insecure,
             ca_cert=ca_cert,
             dry_run=dry_run,
@@ -336,14 +381,14 @@ def clean(
     )
     code = EXIT_OK
     try:
-        asyncio.run(run_clean(settings, run_report))
-    except RegcleanerError as exc:
-        run_report.fatal_error = str(exc)
-        log.error("%s", exc)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        run_report.stopped_by = run_report.stopped_by or "SIGINT"
-    try:
+        try:
+            asyncio.run(run_clean(settings, run_report))
+        except RegcleanerError as exc:
+            run_report.fatal_error = str(exc)
+            log.error("%s", exc)
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            run_report.stopped_by = run_report.stopped_by or "SIGINT"
         _write_outputs(settings, run_report, console)
     finally:
         run_report.close()

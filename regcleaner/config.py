@@ -154,6 +154,34 @@ def parse_registry_url(text: str) -> str:
     return value.rstrip("/")
 
 
+def read_password_file(path: Path) -> str:
+    """A password from a file (a mounted Kubernetes Secret); one trailing newline dropped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read password file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"password file {path} is not UTF-8 text") from None
+    password = text[:-1] if text.endswith("\n") else text
+    password = password[:-1] if password.endswith("\r") else password
+    if not password:
+        raise ConfigError(f"password file {path} is empty")
+    return password
+
+
+def is_loopback_url(url: str) -> bool:
+    """True if the URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_storage_kind(text: str) -> StorageKind:
     """``S3`` (any case) selects S3; the older script treated anything else as disk."""
     value = text.strip().lower()

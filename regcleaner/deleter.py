@@ -158,6 +158,12 @@ class Deleter:
                     "cleaned",
                     status=405,
                 )
+            if action is Action.UNAUTHORIZED and response.auth_error == "insufficient_scope":
+                raise PermissionDenied(
+                    f"the token server grants no delete in {repository} ({last}, "
+                    "insufficient_scope)",
+                    status=401,
+                )
             if action is Action.UNAUTHORIZED:
                 raise AuthenticationError(
                     f"the registry refused the credentials deleting in {repository} ({last})",

@@ -20,7 +20,7 @@ from regcleaner import __version__
 from regcleaner.config import Limits, TLSOptions
 from regcleaner.digest import Digest
 from regcleaner.errors import AuthenticationError, ConfigError, RegistryError, RegistryUnreachable
-from regcleaner.registry.auth import Authorizer
+from regcleaner.registry.auth import Authorizer, TokenFetchError, challenge_error
 
 USER_AGENT = f"regcleaner/{__version__}"
 MAX_RETRY_AFTER_S = 300.0
@@ -34,6 +34,8 @@ class RegistryResponse:
     error_code: str = ""
     message: str = ""
     retry_after_s: float | None = None
+    auth_error: str = ""
+    """The ``error`` parameter of a 401's bearer challenge, e.g. ``insufficient_scope``."""
 
 
 class TransportError(RegistryError):
@@ -127,36 +129,54 @@ class RegistryClient:
             raise RuntimeError("RegistryClient used outside 'async with'")
         return self._session
 
-    def _headers(self, repository: str | None) -> dict[str, str]:
-        value = self._authorizer.header(repository)
-        return {"Authorization": value} if value else {}
-
     async def _request(self, method: str, path: str, repository: str | None) -> RegistryResponse:
+        """Send one request; after a 401 with a usable challenge, send it once more."""
         url = self.base_url + path
         try:
-            async with self.session.request(
-                method, url, headers=self._headers(repository), allow_redirects=False
-            ) as response:
-                body = b""
-                if response.status >= 400:
-                    body = await response.content.read(64 * 1024)
-                else:
-                    await response.read()
-                code, message = parse_error_body(body) if body else ("", "")
-                return RegistryResponse(
-                    response.status,
-                    code,
-                    message,
-                    parse_retry_after(response.headers.get("Retry-After")),
-                )
+            for attempt in (1, 2):
+                sent = await self._authorizer.header(self.session, repository)
+                headers = {"Authorization": sent} if sent else {}
+                async with self.session.request(
+                    method, url, headers=headers, allow_redirects=False
+                ) as response:
+                    body = b""
+                    if response.status >= 400:
+                        body = await response.content.read(64 * 1024)
+                    else:
+                        await response.read()
+                    if (
+                        response.status == 401
+                        and attempt == 1
+                        and await self._authorizer.challenged(
+                            self.session,
+                            repository,
+                            response.headers.get("WWW-Authenticate"),
+                            sent,
+                        )
+                    ):
+                        continue
+                    code, message = parse_error_body(body) if body else ("", "")
+                    auth_error = ""
+                    if response.status == 401:
+                        auth_error = challenge_error(response.headers.get("WWW-Authenticate"))
+                    return RegistryResponse(
+                        response.status,
+                        code,
+                        message,
+                        parse_retry_after(response.headers.get("Retry-After")),
+                        auth_error,
+                    )
         except aiohttp.ClientConnectorCertificateError as exc:
             raise RegistryUnreachable(
                 f"TLS verification of {self.base_url} failed ({exc.certificate_error}); "
                 "pass --ca-cert PATH for a private CA or --insecure for a self-signed certificate"
             ) from None
+        except TokenFetchError as exc:
+            raise TransportError(str(exc), status=exc.status) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             kind = type(exc).__name__
             raise TransportError(f"{method} {path}: {kind}: {exc}".strip(": ")) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def ping(self) -> None:
         """Check that the registry answers ``/v2/`` and accepts our credentials."""
