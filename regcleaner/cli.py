@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -214,6 +216,19 @@ async def run_clean(settings: Settings, report: RunReport) -> None:
         await storage.aclose()
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (the ``fast`` extra): it halves the client's CPU per DELETE,
+    and on a small machine that CPU is taken from the registry being cleaned."""
+    if os.environ.get("REGCLEANER_EVENT_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def _write_outputs(settings: Settings, report: RunReport, console: Console) -> None:
     if settings.report_path is not None:
         try:
@@ -319,7 +334,7 @@ def clean(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", envvar="DRY_RUN", help="Report the plan, delete nothing.")
     ] = False,
-    concurrency: Annotated[int, typer.Option(help="DELETE requests in flight at most.")] = 16,
+    concurrency: Annotated[int, typer.Option(help="DELETE requests in flight at most.")] = 32,
     per_repository: Annotated[
         int, typer.Option(help="DELETE requests in flight per repository at most.")
     ] = 4,
@@ -382,7 +397,8 @@ def clean(
     code = EXIT_OK
     try:
         try:
-            asyncio.run(run_clean(settings, run_report))
+            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                runner.run(run_clean(settings, run_report))
         except RegcleanerError as exc:
             run_report.fatal_error = str(exc)
             log.error("%s", exc)

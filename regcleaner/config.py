@@ -63,7 +63,7 @@ class S3Options:
 class Limits:
     """Concurrency, rate and retry bounds of the delete phase and the scan."""
 
-    concurrency: int = 16
+    concurrency: int = 32
     per_repository: int = 4
     rate: float = 0.0
     max_attempts: int = 6

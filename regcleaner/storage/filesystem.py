@@ -1,8 +1,9 @@
 """Local-disk storage: the registry's ``rootdirectory`` mounted or on this machine.
 
-Directory walks use ``os.scandir`` (through aiofiles for discovery, and whole
-repositories at a time in a worker thread for snapshots and manifest reads, which
-is an order of magnitude fewer thread hops than one per file). Symlinks are never
+All disk work runs in one dedicated thread, in batches (a few hundred folders of the
+walk, a whole repository's snapshot, 512 manifest reads), which is an order of
+magnitude fewer thread hops than aiofiles' one per call; aiofiles is used for the
+cheap existence checks. Symlinks are never
 followed: the registry does not create them, so one is foreign and is ignored.
 """
 
@@ -11,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiofiles.os
 
@@ -25,6 +28,8 @@ from regcleaner.storage.base import MAX_LINK_BYTES, decode_manifest, parse_link
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _BATCH = 512
+_WALK_BATCH = 256
+T = TypeVar("T")
 
 
 def _read_capped(path: str, cap: int) -> bytes:
@@ -51,6 +56,9 @@ class FilesystemStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # One disk thread: page-cache reads are CPU work, and more threads would only
+        # fight the event loop for the GIL while it issues DELETEs.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regcleaner-disk")
 
     def describe(self) -> str:
         return f"filesystem {self.root}"
@@ -67,17 +75,29 @@ class FilesystemStorage:
                 "(point --registry-dir at the registry's rootdirectory)"
             )
 
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
     async def list_repositories(self) -> AsyncIterator[str]:
         top = self._path(layout.REPOSITORIES)
         if not await aiofiles.os.path.isdir(top):
             return
-        stack: list[str] = [""]
-        while stack:
-            relative = stack.pop()
+        pending: list[str] = [""]
+        while pending:
+            names, pending = await self._run(self._walk_some, top, pending)
+            for name in names:
+                yield name
+
+    @staticmethod
+    def _walk_some(top: str, pending: list[str]) -> tuple[list[str], list[str]]:
+        """Visit up to _WALK_BATCH folders depth-first; (repositories found, folders left)."""
+        found: list[str] = []
+        for _ in range(_WALK_BATCH):
+            if not pending:
+                break
+            relative = pending.pop()
             try:
-                entries = await aiofiles.os.scandir(
-                    os.path.join(top, relative) if relative else top
-                )
+                entries = os.scandir(os.path.join(top, relative) if relative else top)
             except FileNotFoundError:
                 continue  # deleted while we walked
             except OSError as exc:
@@ -93,11 +113,12 @@ class FilesystemStorage:
                     elif not entry.name.startswith("_"):
                         children.append(f"{relative}/{entry.name}" if relative else entry.name)
             if is_repository and relative:
-                yield relative
-            stack.extend(sorted(children, reverse=True))
+                found.append(relative)
+            pending.extend(sorted(children, reverse=True))
+        return found, pending
 
     async def snapshot(self, repository: str) -> RepositorySnapshot:
-        return await asyncio.to_thread(self._snapshot_sync, repository)
+        return await self._run(self._snapshot_sync, repository)
 
     def _snapshot_sync(self, repository: str) -> RepositorySnapshot:
         revisions: dict[Digest, float] = {}
@@ -142,7 +163,7 @@ class FilesystemStorage:
         result: dict[Digest, ManifestInfo] = {}
         for start in range(0, len(ordered), _BATCH):
             batch = ordered[start : start + _BATCH]
-            result.update(await asyncio.to_thread(self._read_manifests_sync, batch))
+            result.update(await self._run(self._read_manifests_sync, batch))
         return result
 
     def _read_manifests_sync(self, digests: list[Digest]) -> dict[Digest, ManifestInfo]:
@@ -160,4 +181,4 @@ class FilesystemStorage:
         return result
 
     async def aclose(self) -> None:
-        return None
+        self._executor.shutdown(wait=False, cancel_futures=True)

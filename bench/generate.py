@@ -1,0 +1,172 @@
+"""Write a synthetic registry straight into distribution's disk layout.
+
+Deterministic and fast (no registry API involved), and exactly the layout the real
+registry then serves. Each repository of ``per_repo`` manifests holds: a live OCI index
+with two untagged children, an SBOM referrer of that index, a cosign signature tag,
+four tagged images whose tags were pushed over (their ``index/`` history lists old
+digests), an old index with two children, and untagged history images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+FIXED_IN_USE = 9  # index + 2 children + referrer + signature + 4 tagged images
+
+
+@dataclass
+class SyntheticRegistry:
+    """What was generated, and what a correct cleanup must keep and delete."""
+
+    root: Path
+    repositories: list[str] = field(default_factory=list)
+    in_use: list[tuple[str, str]] = field(default_factory=list)
+    history: list[tuple[str, str]] = field(default_factory=list)
+    tags: int = 0
+
+    @property
+    def manifests(self) -> int:
+        return len(self.in_use) + len(self.history)
+
+
+def repository_names(count: int) -> list[str]:
+    """Nested names, some of them prefixes of others (``team3`` beside ``team3/app53``)."""
+    names: list[str] = []
+    for i in range(count):
+        if i % 10 == 9:
+            names.append(f"org{i % 5}/team{i % 7}/svc{i}")
+        elif i % 25 == 0 and i < 50:
+            names.append(f"team{i % 50}")
+        else:
+            names.append(f"team{i % 50}/app{i}")
+    assert len(set(names)) == len(names)
+    return names
+
+
+class _Writer:
+    def __init__(self, root: Path) -> None:
+        self.v2 = os.path.join(root, "docker/registry/v2")
+        self._made: set[str] = set()
+
+    def _write(self, path: str, data: bytes) -> None:
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        with open(path, "wb") as stream:
+            stream.write(data)
+
+    def blob(self, data: bytes) -> str:
+        hex_part = hashlib.sha256(data).hexdigest()
+        self._write(f"{self.v2}/blobs/sha256/{hex_part[:2]}/{hex_part}/data", data)
+        return "sha256:" + hex_part
+
+    def link(self, repo: str, relative: str, digest: str) -> None:
+        self._write(f"{self.v2}/repositories/{repo}/{relative}", digest.encode())
+
+    def forget_dirs(self) -> None:
+        self._made.clear()
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+class _Repository:
+    """Writes one repository's manifests and tags."""
+
+    def __init__(self, writer: _Writer, name: str, result: SyntheticRegistry) -> None:
+        self.writer = writer
+        self.name = name
+        self.result = result
+        self.counter = 0
+        writer.forget_dirs()
+        self.config = writer.blob(_dumps({"architecture": "amd64", "os": "linux", "repo": name}))
+        self.layer = writer.blob(f"layer of {name}".encode() * 4)
+        for blob in (self.config, self.layer):
+            writer.link(name, f"_layers/sha256/{blob[7:]}/link", blob)
+
+    def image(self, **extra: Any) -> dict[str, Any]:
+        self.counter += 1
+        document = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": self.config, "size": 60},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": self.layer, "size": 40}],
+            "annotations": {"bench.id": f"{self.name}#{self.counter}"},
+            **extra,
+        }  # fmt: skip
+        return self._put(document, OCI_MANIFEST)
+
+    def index(self, children: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._put({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children},
+                         OCI_INDEX)  # fmt: skip
+
+    def _put(self, document: dict[str, Any], media_type: str) -> dict[str, Any]:
+        data = _dumps(document)
+        digest = self.writer.blob(data)
+        self.writer.link(self.name, f"_manifests/revisions/sha256/{digest[7:]}/link", digest)
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+    def tag(self, tag: str, digest: str, history: list[str]) -> None:
+        self.writer.link(self.name, f"_manifests/tags/{tag}/current/link", digest)
+        for old in [*history, digest]:
+            self.writer.link(self.name, f"_manifests/tags/{tag}/index/sha256/{old[7:]}/link", old)
+        self.result.tags += 1
+
+
+def generate(root: Path, repositories: int, per_repo: int = 32) -> SyntheticRegistry:
+    """Generate ``repositories`` repositories of ``per_repo`` manifests under ``root``."""
+    if per_repo < FIXED_IN_USE + 3:
+        raise ValueError(f"per_repo must be at least {FIXED_IN_USE + 3}")
+    writer = _Writer(root)
+    result = SyntheticRegistry(root)
+    for name in repository_names(repositories):
+        result.repositories.append(name)
+        repo = _Repository(writer, name, result)
+        # History first (older), then what is live.
+        old_kids = [repo.image() for _ in range(2)]
+        old_index = repo.index(old_kids)
+        history = [old_index["digest"], *(k["digest"] for k in old_kids)]
+        history += [repo.image()["digest"] for _ in range(per_repo - FIXED_IN_USE - 3)]
+
+        kids = [repo.image() for _ in range(2)]
+        index = repo.index(kids)
+        sbom = repo.image(subject=index, artifactType="application/spdx+json")
+        signature = repo.image(artifactType="application/vnd.dev.cosign.artifact.sig.v1+json")
+        repo.tag("latest", index["digest"], [old_index["digest"]])
+        repo.tag(f"sha256-{index['digest'][7:]}.sig", signature["digest"], [])
+        tagged = [repo.image() for _ in range(4)]
+        plain_history = history[3:]
+        for n, image in enumerate(tagged):
+            # Tags v1..v4 were each pushed over by a share of the history images.
+            repo.tag(f"v{n + 1}", image["digest"], plain_history[n::4])
+        in_use = [index, *kids, sbom, signature, *tagged]
+        result.in_use += [(name, m["digest"]) for m in in_use]
+        result.history += [(name, d) for d in history]
+    return result
+
+
+def remaining_revisions(root: Path) -> set[tuple[str, str]]:
+    """Every (repository, digest) that still has a revision link."""
+    base = os.path.join(root, "docker/registry/v2/repositories")
+    found: set[tuple[str, str]] = set()
+    for directory, subdirs, _ in os.walk(base):
+        if directory.endswith("/_manifests/revisions/sha256"):
+            repo = os.path.relpath(directory, base).rsplit("/_manifests/", 1)[0]
+            for hex_part in subdirs:
+                if os.path.exists(os.path.join(directory, hex_part, "link")):
+                    found.add((repo, "sha256:" + hex_part))
+            subdirs[:] = []
+        else:
+            subdirs[:] = [d for d in subdirs if d not in ("_layers", "_uploads")]
+    return found
