@@ -93,25 +93,30 @@ def bare_walk(root: Path) -> float:
 
 
 def run_regcleaner(args: list[str]) -> tuple[float, float, dict[str, object]]:
-    """Run the CLI as a subprocess; (seconds, peak RSS MB, JSON report)."""
+    """Run the CLI as a subprocess; (wall seconds, peak RSS MB, JSON report)."""
     report = Path(tempfile.mkstemp(suffix=".json")[1])
     command = [sys.executable, "-m", "regcleaner", "clean", *args, "--report", str(report),
                "--progress-interval", "0", "--output", "json"]  # fmt: skip
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    if process.returncode != 0:
-        raise RuntimeError(f"regcleaner exited {process.returncode}: {stderr[-2000:]}")
+    if done.returncode != 0:
+        raise RuntimeError(f"regcleaner exited {done.returncode}: {done.stderr[-2000:]!r}")
     document = json.loads(report.read_text())
     report.unlink()
-    return elapsed, usage.ru_maxrss / 1024, document
+    # The report's VmHWM: the child's ru_maxrss would include this (large) parent.
+    summary = document["summary"]
+    assert isinstance(summary, dict)
+    return elapsed, float(summary["peak_rss_mb"]), document
 
 
 def measure(
-    workdir: Path, repositories: int, per_repo: int, levels: list[int], rounds: int
+    workdir: Path,
+    repositories: int,
+    per_repo: int,
+    levels: list[int],
+    rounds: int,
+    dry_only: bool = False,
 ) -> SizeResult:
     base = workdir / "base" / "storage"
     started = time.perf_counter()
@@ -131,7 +136,7 @@ def measure(
     full_rss = 0.0
     requests = 0
     verified = True
-    for round_number in range(1, rounds + 1):
+    for round_number in range(1, 0 if dry_only else rounds + 1):
         best = float("inf")
         for level in levels:
             copy = workdir / f"floor-{level}"
@@ -256,7 +261,7 @@ def main() -> int:
                 repositories, per_repo = (int(x) for x in size.lower().split("x"))
             print(f"size {size}: {repositories:,} repositories x {per_repo} manifests", flush=True)
             rounds = args.rounds or (3 if repositories * per_repo <= 10_000 else 1)
-            result = measure(workdir / size, repositories, per_repo, levels, rounds)
+            result = measure(workdir / size, repositories, per_repo, levels, rounds, args.dry_only)
             results[size] = result
             failed |= not result.verified
     finally:

@@ -80,6 +80,21 @@ class Counters:
     warnings: int = 0
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss
+    survives exec and so counts the parent that spawned us."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class RunReport:
     """Collects repository records and renders the final report."""
 
@@ -145,6 +160,7 @@ class RunReport:
             "warnings": c.warnings,
             "delete_requests": self.requests,
             "duration_s": round(self.duration_s, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
         }
 
     def write_json(self, stream: IO[str]) -> None:
