@@ -247,6 +247,9 @@ def main() -> int:
         help="default: a folder in /dev/shm if it has room, else in /tmp",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument(
+        "--dry-only", action="store_true", help="skip the delete rounds: scan speed and memory"
+    )
     args = parser.parse_args()
     sizes = args.size or ["small", "medium"]
     levels = [int(x) for x in args.levels.split(",")]

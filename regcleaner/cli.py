@@ -98,6 +98,8 @@ def build_settings(
     report: Path | None,
     output: str,
     progress_interval: float,
+    timeout: float = 60.0,
+    stop_grace: float = 10.0,
 ) -> Settings:
     """Validate everything the operator gave; raise ConfigError on the first problem."""
     if registry_url is None:
@@ -143,6 +145,8 @@ def build_settings(
         raise ConfigError(f"CA certificate {ca_cert} does not exist")
     if concurrency < 1 or per_repository < 1:
         raise ConfigError("--concurrency and --per-repository must be at least 1")
+    if timeout <= 0 or stop_grace < 0:
+        raise ConfigError("--timeout must be positive and --stop-grace not negative")
     if rate < 0:
         raise ConfigError("--rate must be 0 (unlimited) or a positive number of deletes/s")
     try:
@@ -163,7 +167,9 @@ def build_settings(
             concurrency=concurrency,
             per_repository=min(per_repository, concurrency),
             rate=rate,
+            request_timeout_s=timeout,
         ),
+        stop_grace_s=stop_grace,
         min_age_s=parse_duration(min_age),
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
@@ -353,6 +359,13 @@ def clean(
     progress_interval: Annotated[
         float, typer.Option(help="Seconds between progress lines when not on a terminal.")
     ] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds before one registry request is abandoned and retried.")
+    ] = 60.0,
+    stop_grace: Annotated[
+        float,
+        typer.Option(help="On SIGTERM/SIGINT, seconds to let in-flight DELETEs finish."),
+    ] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every retry.")] = False,
 ) -> None:
     """Find the manifests no tag can reach and delete them through the registry API."""
@@ -384,6 +397,8 @@ def clean(
             report=report,
             output=output,
             progress_interval=progress_interval,
+            timeout=timeout,
+            stop_grace=stop_grace,
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -91,6 +91,7 @@ class Settings:
     report_path: Path | None = None
     output: OutputFormat = OutputFormat.TEXT
     progress_interval_s: float = 10.0
+    stop_grace_s: float = 10.0
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")

@@ -10,6 +10,7 @@ overlaps deleting in repository N, and memory is bounded by the queues.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import math
@@ -113,8 +114,9 @@ class Engine:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support
+        pipeline = asyncio.ensure_future(self._pipeline())
         try:
-            await self._pipeline()
+            await self._finish(pipeline)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         finally:
@@ -122,6 +124,30 @@ class Engine:
                 loop.remove_signal_handler(sig)
             if self.deleter is not None:
                 self.report.requests = self.deleter.requests
+
+    async def _finish(self, pipeline: asyncio.Future[None]) -> None:
+        """Wait for the pipeline; once a stop is asked, give in-flight work a bounded time."""
+        stopped: asyncio.Future[None] = asyncio.ensure_future(self._stopped())
+        try:
+            await asyncio.wait({pipeline, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not pipeline.done():
+                done, _ = await asyncio.wait({pipeline}, timeout=self.settings.stop_grace_s)
+                if not done:
+                    log.warning(
+                        "in-flight deletions did not finish within %.0fs; abandoning them "
+                        "(their outcome is reported as unknown)",
+                        self.settings.stop_grace_s,
+                    )
+                    pipeline.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pipeline
+                    return
+            await pipeline
+        finally:
+            stopped.cancel()
+
+    async def _stopped(self) -> None:
+        await self.stopping.wait()
 
     async def _pipeline(self) -> None:
         scan_workers = self.settings.limits.scan_workers
@@ -264,6 +290,11 @@ class Engine:
                     continue
                 try:
                     result = await deleter.delete(name, digest)
+                except asyncio.CancelledError:
+                    record.failed.append(
+                        (digest, decision.reason, "abandoned at stop: outcome unknown")
+                    )
+                    raise
                 except PermissionDenied as exc:
                     forbidden.append(str(exc))
                     log.error("repository %s: %s; its other deletions are skipped", name, exc)

@@ -107,6 +107,11 @@ class RegistryClient:
             # 202 bodies are empty; skip aiohttp's cookie handling on the hot path.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # aiohttp silently re-sends an idempotent request once when a kept-alive
+        # connection drops; that re-send would bypass --rate and the backoff, so the
+        # Deleter's own retry handles it instead. (No public switch exists for it.)
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
         return self
 
     async def __aexit__(
