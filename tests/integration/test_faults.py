@@ -130,7 +130,7 @@ def test_registry_restart_mid_run(
         if n == 20:
             threading.Thread(target=restart, daemon=True).start()
 
-    proxy.script = FaultScript(decide)  # type: ignore[arg-type]
+    proxy.script = FaultScript(decide)
     result = run_cli(proxied_args(proxy, registry, "--rate", "30"),
                      report_path=tmp_path / "r.json")  # fmt: skip
     assert restarted.is_set()
