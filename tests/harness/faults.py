@@ -35,6 +35,9 @@ class FaultScript:
 
     decide: Callable[[int, str], int | str | None] = lambda n, path: None
     retry_after: str = "1"
+    methods: frozenset[str] = frozenset({"DELETE"})
+    body: str = '{"errors":[{"code":"INJECTED","message":"fault"}]}'
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -93,9 +96,9 @@ class FaultProxy:
             self._thread.join(10)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "DELETE":
-            number = sum(1 for s in self.seen) + 1
-            action = self.script.decide(number, request.path)
+        if request.method in self.script.methods:
+            number = len(self.seen) + 1
+            action = self.script.decide(number, request.path_qs)
             record = Seen(time.monotonic(), request.path, 0)
             self.seen.append(record)
             if action == "reset":

@@ -32,10 +32,10 @@ def s3_registry(moto_server: MotoS3, tmp_path: Path) -> Iterator[tuple[RegistryP
         server.stop()
 
 
-def s3_args(server: RegistryProcess, moto: MotoS3, bucket: str, *extra: str) -> list[str]:
+def s3_args(server: RegistryProcess, endpoint: str, bucket: str, *extra: str) -> list[str]:
     return [
         "clean", "--registry-url", server.url, "--storage", "S3", "--bucket", bucket,
-        "--registry-dir", "/team/registry", "--s3-endpoint", moto.url, "--region", REGION,
+        "--registry-dir", "/team/registry", "--s3-endpoint", endpoint, "--region", REGION,
         "--progress-interval", "0", *extra,
     ]  # fmt: skip
 
@@ -66,7 +66,7 @@ def test_s3_clean_matches_disk_semantics(
     env = {"ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
 
     dry = run_cli(
-        s3_args(server, moto_server, bucket, "--dry-run"),
+        s3_args(server, moto_server.url, bucket, "--dry-run"),
         env=env,
         report_path=tmp_path / "dry.json",
     )
@@ -77,7 +77,7 @@ def test_s3_clean_matches_disk_semantics(
     assert dry.report["storage"] == f"s3://{bucket}/team/registry at {moto_server.url}"
 
     real = run_cli(
-        s3_args(server, moto_server, bucket), env=env, report_path=tmp_path / "real.json"
+        s3_args(server, moto_server.url, bucket), env=env, report_path=tmp_path / "real.json"
     )
     assert real.exit_code == 0, real.output
     assert real.report is not None
@@ -101,9 +101,61 @@ def test_s3_wrong_bucket_exits_2_before_anything(
 ) -> None:
     server, _ = s3_registry
     result = run_cli(
-        s3_args(server, moto_server, "missing-bucket"),
+        s3_args(server, moto_server.url, "missing-bucket"),
         env={"ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY},
     )
     assert result.exit_code == 2, result.output
     assert "bucket 'missing-bucket' does not exist" in result.stderr
     assert "Traceback" not in result.output
+
+
+def s3_error(code: str, message: str) -> str:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>")  # fmt: skip
+
+
+def test_s3_throttling_and_5xx_are_retried_and_a_dead_listing_fails_its_repository(
+    s3_registry: tuple[RegistryProcess, str], moto_server: MotoS3, tmp_path: Path
+) -> None:
+    from tests.harness import images
+    from tests.harness.faults import FaultProxy, FaultScript
+
+    server, bucket = s3_registry
+    api = RegistryAPI(server.url)
+    history: dict[str, set[str]] = {}
+    for repo in ("s3/ok-a", "s3/ok-b", "s3/dead"):
+        pushed = [images.push_image(api, repo, "v", seed=f"{repo}{i}") for i in range(4)]
+        history[repo] = {p.digest for p in pushed[:-1]}
+
+    def decide(n: int, path: str) -> int | None:
+        if "s3/dead/_manifests/revisions" in path.replace("%2F", "/"):
+            return 403  # AccessDenied: not retryable, the listing fails for good
+        if n % 3 == 0:
+            return 503  # SlowDown
+        if n % 7 == 0:
+            return 500
+        return None
+
+    proxy = FaultProxy(moto_server.url)
+    proxy.script = FaultScript(
+        decide, methods=frozenset({"GET", "HEAD"}),
+        body=s3_error("SlowDown", "Please reduce your request rate."),
+        content_type="application/xml",
+    )  # fmt: skip
+    proxy.start()
+    try:
+        args = s3_args(server, proxy.url, bucket)
+        result = run_cli(args, env={"ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY},
+                         report_path=tmp_path / "r.json")  # fmt: skip
+    finally:
+        proxy.stop()
+    assert result.exit_code == 1, result.output
+    assert result.report is not None
+    by_name = {r["name"]: r for r in result.report["repositories"]}
+    assert by_name["s3/dead"]["error"]
+    assert by_name["s3/dead"]["deleted"] == []
+    for repo in ("s3/ok-a", "s3/ok-b"):
+        assert {d["digest"] for d in by_name[repo]["deleted"]} == history[repo]
+    assert sum(1 for hit in proxy.seen if hit.answered == 503) >= 3
+    for digest in history["s3/dead"]:
+        assert api.manifest_exists("s3/dead", digest)
