@@ -27,6 +27,7 @@ from regcleaner.errors import PermissionDenied, RegcleanerError, StorageError
 from regcleaner.manifests import ManifestRefs
 from regcleaner.planner import (
     REASON_GONE,
+    REASON_PUSHED_DURING_RUN,
     Decision,
     ManifestInfo,
     Policy,
@@ -255,13 +256,14 @@ class Engine:
             else:
                 record.kept[digest] = reason
                 log.info("repository %s: keeping %s (%s)", name, digest, reason)
-        await self._delete_waves(name, plan, job.manifests, record)
+        await self._delete_waves(name, plan, job.manifests, fresh.revisions, record)
 
     async def _delete_waves(
         self,
         name: str,
         plan: RepositoryPlan,
         manifests: Mapping[Digest, ManifestInfo],
+        mtimes: Mapping[Digest, float],
         record: RepositoryRecord,
     ) -> None:
         assert self.deleter is not None
@@ -286,6 +288,22 @@ class Engine:
                     continue
                 if digest in protected:
                     record.kept[digest] = f"parent-not-deleted:{protected[digest]}"
+                    protect_targets(digest)
+                    continue
+                try:
+                    # Last look: a push (a re-tag included) rewrites the revision link.
+                    now_mtime = await self.storage.revision_mtime(name, digest)
+                except StorageError as exc:
+                    record.kept[digest] = "recheck-failed"
+                    log.warning("repository %s: cannot re-check %s: %s", name, digest, exc)
+                    protect_targets(digest)
+                    continue
+                if now_mtime is None:
+                    record.already_gone.append((digest, REASON_GONE))
+                    continue
+                if now_mtime != mtimes.get(digest):
+                    record.kept[digest] = REASON_PUSHED_DURING_RUN
+                    log.info("repository %s: keeping %s (pushed during the run)", name, digest)
                     protect_targets(digest)
                     continue
                 try:

@@ -38,6 +38,11 @@ class Storage(Protocol):
         """Parse the manifest JSON of each digest; problems come back as Unreadable."""
         ...
 
+    async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
+        """The revision link's mtime now (None if gone): a push since the snapshot
+        rewrites it, which is how a re-tag just before a DELETE is caught."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...

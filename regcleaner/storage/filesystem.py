@@ -180,5 +180,16 @@ class FilesystemStorage:
             result[digest] = decode_manifest(digest, data)
         return result
 
+    async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
+        return await self._run(self._revision_mtime_sync, repository, digest)
+
+    def _revision_mtime_sync(self, repository: str, digest: Digest) -> float | None:
+        try:
+            info = os.stat(self._path(layout.revision_link(repository, digest)),
+                           follow_symlinks=False)  # fmt: skip
+        except FileNotFoundError:
+            return None
+        return info.st_mtime
+
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -222,7 +222,10 @@ class S3Storage:
             for item in page.get("Contents", []):
                 parts = item["Key"][len(revisions_prefix) :].split("/")
                 if len(parts) == 2 and parts[1] == "link" and is_sha256_hex(parts[0]):
-                    revisions[digest_from_hex(parts[0])] = item["LastModified"].timestamp()
+                    # Whole seconds: HEAD's Last-Modified has no finer resolution.
+                    revisions[digest_from_hex(parts[0])] = float(
+                        int(item["LastModified"].timestamp())
+                    )
 
         tags_prefix = self._key(layout.tags_dir(repository) + "/")
         tag_names: list[str] = []
@@ -276,6 +279,21 @@ class S3Storage:
             return digest, decode_manifest(digest, data)
 
         return dict(await asyncio.gather(*(one(d) for d in digests)))
+
+    async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
+        client = await self._ensure_client()
+        key = self._key(layout.revision_link(repository, digest))
+        async with self._gets:
+            self.stats.get_requests += 1
+            try:
+                head = await client.head_object(Bucket=self.options.bucket, Key=key)
+            except Exception as exc:
+                if _is_missing(exc):
+                    return None
+                if _is_botocore_error(exc):
+                    raise self._translate(exc, f"checking {key}") from None
+                raise
+        return float(int(head["LastModified"].timestamp()))
 
     async def aclose(self) -> None:
         await self._stack.aclose()
