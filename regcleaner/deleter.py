@@ -28,6 +28,8 @@ from regcleaner.registry.client import RegistryClient, RegistryResponse, Transpo
 
 log = logging.getLogger(__name__)
 
+Guard = Callable[[], Awaitable[str | None]]
+
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # After this many digests in a row failed with no HTTP answer at all, the registry is
 # taken to be down and the run stops instead of failing every remaining digest slowly.
@@ -40,6 +42,7 @@ class Outcome(Enum):
     DELETED = "deleted"
     ALREADY_GONE = "already_gone"
     FAILED = "failed"
+    SKIPPED = "skipped"  # the guard said no at the last moment: kept, with its reason
 
 
 class Action(Enum):
@@ -123,30 +126,46 @@ class Deleter:
             delay = max(delay, retry_after_s)
         return delay
 
-    async def _send(self, repository: str, digest: Digest) -> RegistryResponse:
+    async def _send(
+        self, repository: str, digest: Digest, guard: Guard | None
+    ) -> RegistryResponse | str:
         async with self._slots:
             if self._limiter is not None:
                 await self._limiter.acquire()
+            if guard is not None:
+                # After every wait, just before the request: the last look at storage.
+                verdict = await guard()
+                if verdict is not None:
+                    return verdict
             self.requests += 1
             return await self._client.delete_manifest(repository, digest)
 
-    async def delete(self, repository: str, digest: Digest) -> DeleteResult:
-        """Delete one manifest, retrying what can be retried; raise what stops the run."""
+    async def delete(
+        self, repository: str, digest: Digest, guard: Guard | None = None
+    ) -> DeleteResult:
+        """Delete one manifest, retrying what can be retried; raise what stops the run.
+
+        ``guard`` runs right before each request is sent; a string it returns is a
+        reason not to send (the outcome is SKIPPED with that reason).
+        """
         last = ""
         no_answer = False
         attempts = self._limits.max_attempts
         for attempt in range(1, attempts + 1):
             retry_after: float | None = None
+            auth_error = ""
             try:
-                response = await self._send(repository, digest)
+                sent = await self._send(repository, digest, guard)
             except TransportError as exc:
                 last, no_answer = str(exc), True
                 action = Action.RETRY
             else:
+                if isinstance(sent, str):
+                    return DeleteResult(digest, Outcome.SKIPPED, sent, attempt)
                 self._transport_failures_in_a_row = 0
-                last, no_answer = describe(response), False
-                retry_after = response.retry_after_s
-                action = classify(response.status)
+                last, no_answer = describe(sent), False
+                retry_after, auth_error = sent.retry_after_s, sent.auth_error
+                action = classify(sent.status)
             if action is Action.DONE:
                 return DeleteResult(digest, Outcome.DELETED, attempts=attempt)
             if action is Action.GONE:
@@ -158,7 +177,7 @@ class Deleter:
                     "cleaned",
                     status=405,
                 )
-            if action is Action.UNAUTHORIZED and response.auth_error == "insufficient_scope":
+            if action is Action.UNAUTHORIZED and auth_error == "insufficient_scope":
                 raise PermissionDenied(
                     f"the token server grants no delete in {repository} ({last}, "
                     "insufficient_scope)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import logging
 import math
 import signal
@@ -258,6 +259,20 @@ class Engine:
                 log.info("repository %s: keeping %s (%s)", name, digest, reason)
         await self._delete_waves(name, plan, job.manifests, fresh.revisions, record)
 
+    async def _last_look(self, name: str, digest: Digest, expected: float | None) -> str | None:
+        """Right before a DELETE is sent: a push (a re-tag included) since the re-check
+        rewrote the revision link, so a changed mtime keeps the manifest."""
+        try:
+            now_mtime = await self.storage.revision_mtime(name, digest)
+        except StorageError as exc:
+            log.warning("repository %s: cannot re-check %s: %s", name, digest, exc)
+            return "recheck-failed"
+        if now_mtime is None:
+            return REASON_GONE
+        if now_mtime != expected:
+            return REASON_PUSHED_DURING_RUN
+        return None
+
     async def _delete_waves(
         self,
         name: str,
@@ -291,23 +306,8 @@ class Engine:
                     protect_targets(digest)
                     continue
                 try:
-                    # Last look: a push (a re-tag included) rewrites the revision link.
-                    now_mtime = await self.storage.revision_mtime(name, digest)
-                except StorageError as exc:
-                    record.kept[digest] = "recheck-failed"
-                    log.warning("repository %s: cannot re-check %s: %s", name, digest, exc)
-                    protect_targets(digest)
-                    continue
-                if now_mtime is None:
-                    record.already_gone.append((digest, REASON_GONE))
-                    continue
-                if now_mtime != mtimes.get(digest):
-                    record.kept[digest] = REASON_PUSHED_DURING_RUN
-                    log.info("repository %s: keeping %s (pushed during the run)", name, digest)
-                    protect_targets(digest)
-                    continue
-                try:
-                    result = await deleter.delete(name, digest)
+                    guard = functools.partial(self._last_look, name, digest, mtimes.get(digest))
+                    result = await deleter.delete(name, digest, guard)
                 except asyncio.CancelledError:
                     record.failed.append(
                         (digest, decision.reason, "abandoned at stop: outcome unknown")
@@ -317,6 +317,14 @@ class Engine:
                     forbidden.append(str(exc))
                     log.error("repository %s: %s; its other deletions are skipped", name, exc)
                     record.failed.append((digest, decision.reason, str(exc)))
+                    protect_targets(digest)
+                    continue
+                if result.outcome is Outcome.SKIPPED and result.detail == REASON_GONE:
+                    record.already_gone.append((digest, REASON_GONE))
+                    continue
+                if result.outcome is Outcome.SKIPPED:
+                    record.kept[digest] = result.detail
+                    log.info("repository %s: keeping %s (%s)", name, digest, result.detail)
                     protect_targets(digest)
                     continue
                 if result.outcome is Outcome.DELETED:
