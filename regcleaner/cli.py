@@ -32,6 +32,7 @@ from regcleaner.config import (
     parse_credentials,
     parse_duration,
     parse_registry_url,
+    parse_shard,
     parse_storage_kind,
     read_password_file,
 )
@@ -100,6 +101,9 @@ def build_settings(
     progress_interval: float,
     timeout: float = 60.0,
     stop_grace: float = 10.0,
+    estimate_space: bool = True,
+    shard: str | None = None,
+    shards: int | None = None,
 ) -> Settings:
     """Validate everything the operator gave; raise ConfigError on the first problem."""
     if registry_url is None:
@@ -170,6 +174,8 @@ def build_settings(
             request_timeout_s=timeout,
         ),
         stop_grace_s=stop_grace,
+        estimate_space=estimate_space,
+        shard=parse_shard(shard, shards, os.environ.get("JOB_COMPLETION_INDEX")),
         min_age_s=parse_duration(min_age),
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
@@ -366,6 +372,27 @@ def clean(
         float,
         typer.Option(help="On SIGTERM/SIGINT, seconds to let in-flight DELETEs finish."),
     ] = 10.0,
+    estimate_space: Annotated[
+        bool,
+        typer.Option(
+            help="Estimate the bytes garbage-collect will free (memory grows with "
+            "the registry's distinct blobs; turn off for huge registries)."
+        ),
+    ] = True,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            envvar="REGCLEANER_SHARD",
+            help="I/N: clean only shard I of N (stable hash of the repository name).",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            envvar="REGCLEANER_SHARDS",
+            help="N shards, with I from JOB_COMPLETION_INDEX (Kubernetes Indexed Job).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every retry.")] = False,
 ) -> None:
     """Find the manifests no tag can reach and delete them through the registry API."""
@@ -399,6 +426,9 @@ def clean(
             progress_interval=progress_interval,
             timeout=timeout,
             stop_grace=stop_grace,
+            estimate_space=estimate_space,
+            shard=shard,
+            shards=shards,
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -92,6 +92,9 @@ class Settings:
     output: OutputFormat = OutputFormat.TEXT
     progress_interval_s: float = 10.0
     stop_grace_s: float = 10.0
+    estimate_space: bool = True
+    shard: tuple[int, int] | None = None
+    """(index, count): clean only repositories whose stable hash falls in this shard."""
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -181,6 +184,34 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def parse_shard(
+    shard: str | None, shards: int | None, completion_index: str | None
+) -> tuple[int, int] | None:
+    """``--shard I/N``, or ``--shards N`` with an Indexed Job's JOB_COMPLETION_INDEX."""
+    if shard:
+        index_text, sep, count_text = shard.partition("/")
+        try:
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            raise ConfigError(f"--shard must look like 2/8, not {shard!r}") from None
+        if not sep:
+            raise ConfigError(f"--shard must look like 2/8, not {shard!r}")
+    elif shards:
+        if completion_index is None:
+            raise ConfigError("--shards needs --shard I/N or JOB_COMPLETION_INDEX (Indexed Job)")
+        try:
+            index, count = int(completion_index), shards
+        except ValueError:
+            raise ConfigError(
+                f"JOB_COMPLETION_INDEX is not a number: {completion_index!r}"
+            ) from None
+    else:
+        return None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard {index}/{count}: need 0 <= index < count")
+    return index, count
 
 
 def parse_storage_kind(text: str) -> StorageKind:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fnmatch
 import functools
+import hashlib
 import logging
 import math
 import signal
@@ -40,6 +41,7 @@ from regcleaner.planner import (
 )
 from regcleaner.registry.client import RegistryClient
 from regcleaner.report import RepositoryRecord, RunReport
+from regcleaner.space import SpaceEstimate
 from regcleaner.storage.base import Storage
 
 log = logging.getLogger("regcleaner")
@@ -62,6 +64,11 @@ def repository_selected(name: str, include: tuple[str, ...], exclude: tuple[str,
     if include and not any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
         return False
     return not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+
+
+def shard_of(name: str, count: int) -> int:
+    """Stable shard of a repository name: the same on every machine and every run."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
 
 
 def _pointed_at(info: ManifestInfo | None) -> tuple[Digest, ...]:
@@ -90,6 +97,7 @@ class Engine:
         self.policy = Policy(min_age_s=settings.min_age_s)
         self.stopping = asyncio.Event()
         self.deleter: Deleter | None = None
+        self.space: SpaceEstimate | None = SpaceEstimate() if settings.estimate_space else None
         limits = settings.limits
         self.delete_workers = max(2, 2 * math.ceil(limits.concurrency / limits.per_repository))
 
@@ -126,6 +134,8 @@ class Engine:
                 loop.remove_signal_handler(sig)
             if self.deleter is not None:
                 self.report.requests = self.deleter.requests
+            if self.space is not None:
+                self.report.reclaimable = self.space.settle()
 
     async def _finish(self, pipeline: asyncio.Future[None]) -> None:
         """Wait for the pipeline; once a stop is asked, give in-flight work a bounded time."""
@@ -173,6 +183,10 @@ class Engine:
                 if not repository_selected(name, self.settings.include, self.settings.exclude):
                     self.report.counters.repositories_skipped += 1
                     continue
+                shard = self.settings.shard
+                if shard is not None and shard_of(name, shard[1]) != shard[0]:
+                    self.report.counters.repositories_skipped += 1
+                    continue
                 if not layout.is_valid_repository_name(name):
                     record = RepositoryRecord(name)
                     record.error = "not a valid repository name; skipped, nothing deleted"
@@ -197,6 +211,7 @@ class Engine:
                 job.record.would_delete = (
                     [(d.digest, d.reason) for d in job.plan.delete] if self.settings.dry_run else []
                 )
+                self._account_space(job)
                 self.report.add(job.record)
             else:
                 self.report.planned(len(job.plan.delete))
@@ -231,7 +246,18 @@ class Engine:
             try:
                 await self._delete_repository(job)
             finally:
+                self._account_space(job)
                 self.report.add(job.record)
+
+    def _account_space(self, job: RepositoryJob) -> None:
+        """Feed the reclaimable-space estimate with what this repository deleted and kept."""
+        if self.space is None:
+            return
+        record = job.record
+        gone = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
+        gone |= {d for d, _ in record.already_gone}
+        kept = [d for d in job.snapshot.revisions if d not in gone]
+        self.space.add_repository(record.name, gone, kept, job.manifests)
 
     async def _delete_repository(self, job: RepositoryJob) -> None:
         name, record = job.record.name, job.record

@@ -38,6 +38,10 @@ class ManifestRefs:
     children: tuple[Digest, ...] = ()
     subject: Digest | None = None
     blobs: tuple[Digest, ...] = ()
+    blob_sizes: tuple[int, ...] = ()
+    """Declared sizes of ``blobs`` (0 where a descriptor has none), for space estimates."""
+    size: int = 0
+    """Bytes of the manifest JSON itself (it is a blob too)."""
 
 
 def _descriptor_digest(descriptor: Any, where: str) -> Digest:
@@ -50,6 +54,11 @@ def _descriptor_digest(descriptor: Any, where: str) -> Digest:
         return parse_digest(value)
     except ValueError as exc:
         raise ManifestError(f"{where}: {exc}") from None
+
+
+def _descriptor_size(descriptor: Any) -> int:
+    size = descriptor.get("size") if isinstance(descriptor, dict) else None
+    return size if isinstance(size, int) and size >= 0 else 0
 
 
 def _descriptor_list(document: dict[str, Any], field: str) -> list[Any]:
@@ -85,7 +94,11 @@ def parse_manifest(data: bytes) -> ManifestRefs:
             _descriptor_digest(entry, f"manifests[{i}]") for i, entry in enumerate(entries)
         )
         return ManifestRefs(
-            ManifestKind.INDEX, media_type or mediatypes.OCI_INDEX, children, subject
+            ManifestKind.INDEX,
+            media_type or mediatypes.OCI_INDEX,
+            children,
+            subject,
+            size=len(data),
         )
 
     if (
@@ -95,13 +108,22 @@ def parse_manifest(data: bytes) -> ManifestRefs:
         or media_type in mediatypes.IMAGE_TYPES
     ):
         blobs: list[Digest] = []
+        sizes: list[int] = []
         if document.get("config") is not None:
             blobs.append(_descriptor_digest(document["config"], "config"))
+            sizes.append(_descriptor_size(document["config"]))
         for field in ("layers", "blobs"):
             for i, entry in enumerate(_descriptor_list(document, field)):
                 blobs.append(_descriptor_digest(entry, f"{field}[{i}]"))
+                sizes.append(_descriptor_size(entry))
         return ManifestRefs(
-            ManifestKind.IMAGE, media_type or mediatypes.OCI_MANIFEST, (), subject, tuple(blobs)
+            ManifestKind.IMAGE,
+            media_type or mediatypes.OCI_MANIFEST,
+            (),
+            subject,
+            tuple(blobs),
+            tuple(sizes),
+            len(data),
         )
 
     if document.get("schemaVersion") == 1 or media_type in mediatypes.SCHEMA1_TYPES:
@@ -114,12 +136,15 @@ def parse_manifest(data: bytes) -> ManifestRefs:
                 sums.append(parse_digest(layer["blobSum"]))
             except ValueError as exc:
                 raise ManifestError(f"fsLayers[{i}]: {exc}") from None
+        unique = tuple(dict.fromkeys(sums))
         return ManifestRefs(
             ManifestKind.SCHEMA1,
             media_type or mediatypes.DOCKER_MANIFEST_V1_SIGNED,
             (),
             None,
-            tuple(dict.fromkeys(sums)),
+            unique,
+            (0,) * len(unique),
+            len(data),
         )
 
     raise ManifestError("unknown manifest shape (no manifests, config, layers or fsLayers)")

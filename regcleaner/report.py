@@ -21,6 +21,7 @@ from rich.table import Table
 
 from regcleaner import __version__
 from regcleaner.digest import Digest
+from regcleaner.space import human_bytes
 
 log = logging.getLogger("regcleaner")
 
@@ -108,6 +109,7 @@ class RunReport:
         self.stopped_by: str | None = None
         self.fatal_error: str | None = None
         self.requests = 0
+        self.reclaimable: tuple[int, int, list[tuple[str, int]]] | None = None
         self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
@@ -161,6 +163,8 @@ class RunReport:
             "delete_requests": self.requests,
             "duration_s": round(self.duration_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "reclaimable_bytes": self.reclaimable[0] if self.reclaimable else None,
+            "reclaimable_blobs": self.reclaimable[1] if self.reclaimable else None,
         }
 
     def write_json(self, stream: IO[str]) -> None:
@@ -173,6 +177,9 @@ class RunReport:
             "stopped_by": self.stopped_by,
             "error": self.fatal_error,
             "summary": self.summary(),
+            "reclaimable_by_repository": [
+                {"name": name, "bytes": size} for name, size in (self.reclaimable or (0, 0, []))[2]
+            ],
         }
         text = json.dumps(header, indent=2)
         stream.write(text[: text.rfind("}")].rstrip() + ',\n  "repositories": [\n')
@@ -210,9 +217,23 @@ class RunReport:
             ("warnings", c.warnings),
             ("duration", f"{self.duration_s:.1f}s"),
         ]
+        if self.reclaimable is not None:
+            label = (
+                "space garbage-collect would free"
+                if self.dry_run
+                else ("space garbage-collect will free")
+            )
+            rows.append((label, f"{human_bytes(self.reclaimable[0])} (estimate)"))
         for name, value in rows:
             table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
         console.print(table)
+        if self.reclaimable is not None and self.reclaimable[2]:
+            top = Table(title="largest reclaimable space by repository", title_justify="left")
+            top.add_column("repository")
+            top.add_column("estimate", justify="right")
+            for name, size in self.reclaimable[2][:10]:
+                top.add_row(name, human_bytes(size))
+            console.print(top)
         if self.stopped_by:
             console.print(f"Stopped by {self.stopped_by}: the report covers what was done.")
         if self.fatal_error:
