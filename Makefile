@@ -13,10 +13,10 @@ all: test
 
 # Debian's docker-registry (distribution 2.8.2) is the real registry the tests run.
 system-deps:
-	@if [ ! -x /usr/bin/docker-registry ] || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	@if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/prometheus-pushgateway ] || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			docker-registry python3-venv python3-pip >/dev/null; \
+			docker-registry prometheus-pushgateway python3-venv python3-pip >/dev/null; \
 	fi
 	@/usr/bin/docker-registry --version
 

@@ -8,6 +8,7 @@ credentials refused or deletion disabled, 130/143 stopped by SIGINT/SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from regcleaner import __version__
+from regcleaner import __version__, metrics
 from regcleaner.config import (
     Credentials,
     Limits,
@@ -254,9 +255,27 @@ def _write_outputs(settings: Settings, report: RunReport, console: Console) -> N
         report.render_summary(console)
 
 
-def _setup_logging(verbose: bool) -> None:
+class JSONLinesFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return json.dumps(document, ensure_ascii=False)
+
+
+def _setup_logging(verbose: bool, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if log_format == "json":
+        formatter: logging.Formatter = JSONLinesFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handler.setFormatter(formatter)
     root = logging.getLogger("regcleaner")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -393,10 +412,27 @@ def clean(
             help="N shards, with I from JOB_COMPLETION_INDEX (Kubernetes Indexed Job).",
         ),
     ] = None,
+    log_format: Annotated[
+        str, typer.Option(envvar="REGCLEANER_LOG_FORMAT", help="Log lines: text or json.")
+    ] = "text",
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="REGCLEANER_METRICS_FILE",
+            help="Write run metrics here (Prometheus textfile collector format).",
+        ),
+    ] = None,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(envvar="REGCLEANER_PUSHGATEWAY", help="Push run metrics to this URL."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every retry.")] = False,
 ) -> None:
     """Find the manifests no tag can reach and delete them through the registry API."""
-    _setup_logging(verbose)
+    if log_format not in ("text", "json"):
+        typer.echo(f"error: unknown log format {log_format!r}: use text or json", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    _setup_logging(verbose, log_format)
     console = Console()
     try:
         settings = build_settings(
@@ -457,6 +493,15 @@ def clean(
         code = EXIT_SIGNAL.get(run_report.stopped_by, EXIT_FAILED)
     if code == EXIT_OK and (run_report.counters.failed or run_report.counters.repositories_failed):
         code = EXIT_FAILED
+    c = run_report.counters
+    log.info(
+        "finished in %.1fs: %d repositories, %d manifests, %d kept, %d %s, %d already gone, "
+        "%d failed; exit code %d",
+        run_report.duration_s, c.repositories, c.manifests, c.kept,
+        c.would_delete if settings.dry_run else c.deleted,
+        "would be deleted" if settings.dry_run else "deleted", c.already_gone, c.failed, code,
+    )  # fmt: skip
+    metrics.export(run_report, exit_code=code, textfile=metrics_file, pushgateway=pushgateway)
     raise typer.Exit(code)
 
 

@@ -111,6 +111,12 @@ class Engine:
     async def run(self) -> None:
         """Run the whole pipeline; raise the first error that stops the run."""
         await self.storage.check()
+        log.info(
+            "scanning %s; registry %s%s",
+            self.storage.describe(),
+            self.settings.registry_url,
+            " (dry run: nothing will be deleted)" if self.settings.dry_run else "",
+        )
         if not self.settings.dry_run:
             if self.client is None:
                 raise RuntimeError("a real run needs a registry client")

@@ -272,15 +272,47 @@ class Progress:
 
     async def _run(self) -> None:
         if self._terminal:
-            console = Console(stderr=True)
-            with console.status(self.line()) as status:
-                while True:
-                    await asyncio.sleep(0.25)
-                    status.update(self.line())
+            await self._bars()
         else:
             while True:
                 await asyncio.sleep(self._interval)
                 log.info("progress: %s", self.line())
+
+    async def _bars(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        c = self._report.counters
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[detail]}"),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
+            scan = bars.add_task("scan  ", total=None, detail="")
+            delete = None if self._report.dry_run else bars.add_task("delete", total=0, detail="")
+            while True:
+                bars.update(
+                    scan,
+                    completed=c.repositories,
+                    detail=f"{c.manifests:,} manifests, {c.would_delete + c.planned:,} to delete",
+                )
+                if delete is not None:
+                    elapsed = max(self._report.duration_s, 1e-9)
+                    bars.update(
+                        delete,
+                        total=max(c.planned, 1),
+                        completed=c.deleted,
+                        detail=f"{c.deleted / elapsed:,.0f}/s, {c.failed:,} failed",
+                    )
+                await asyncio.sleep(0.2)
 
     def start(self) -> None:
         """Begin reporting in the background."""
