@@ -1,0 +1,29 @@
+# regcleaner: a drop-in image for the older cleanup script.
+#   docker run --rm -v /srv/registry:/registry:ro -e REGISTRY_URL=https://registry.example.com IMAGE
+# The build stage installs the project into a venv; the runtime stage copies only that.
+
+FROM python:3.12-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY regcleaner ./regcleaner
+RUN python -m venv /opt/regcleaner \
+    && /opt/regcleaner/bin/pip install --no-compile ".[s3,fast]" \
+    && /opt/regcleaner/bin/regcleaner --version
+
+FROM python:3.12-slim-bookworm
+LABEL org.opencontainers.image.title="regcleaner" \
+      org.opencontainers.image.description="Delete untagged manifests from a Docker/OCI registry, safely" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/regcleaner /opt/regcleaner
+RUN groupadd --system --gid 10001 regcleaner \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin regcleaner
+ENV PATH=/opt/regcleaner/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    REGISTRY_DIR=/registry
+USER 10001:10001
+WORKDIR /tmp
+VOLUME ["/registry"]
+ENTRYPOINT ["regcleaner"]
+CMD ["clean"]
