@@ -13,30 +13,22 @@ from typer.testing import CliRunner
 
 from regcleaner.cli import app
 from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
+from tests.harness.registry import RegistryProcess, running
 from tests.harness.s3 import MotoS3
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[RegistryProcess]:
     """A running docker-registry with deletes enabled and a fresh disk root."""
-    server = RegistryProcess(tmp_path / "registry")
-    server.start()
-    try:
+    with running(RegistryProcess(tmp_path / "registry")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoS3]:
     """One moto S3 server for the session; tests use their own buckets."""
-    server = MotoS3()
-    server.start()
-    try:
+    with running(MotoS3()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

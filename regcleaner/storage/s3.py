@@ -249,19 +249,26 @@ class S3Storage:
                 broken[tag] = f"unreadable current link: {exc}"
         return RepositorySnapshot(repository, revisions, tags, broken)
 
+    async def _object_call(self, operation: str, key: str, action: str) -> Any | None:
+        """One GetObject/HeadObject under the GET bound: None if the key is missing,
+        StorageError with context for anything else botocore raises."""
+        client = await self._ensure_client()
+        self.stats.get_requests += 1
+        try:
+            return await getattr(client, operation)(Bucket=self.options.bucket, Key=key)
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            if _is_botocore_error(exc):
+                raise self._translate(exc, f"{action} {key}") from None
+            raise
+
     async def _get(self, key: str, cap: int) -> bytes | None:
         """GET an object, None if missing; raise StorageError on other failures."""
-        client = await self._ensure_client()
         async with self._gets:
-            self.stats.get_requests += 1
-            try:
-                response = await client.get_object(Bucket=self.options.bucket, Key=key)
-            except Exception as exc:
-                if _is_missing(exc):
-                    return None
-                if _is_botocore_error(exc):
-                    raise self._translate(exc, f"reading {key}") from None
-                raise
+            response = await self._object_call("get_object", key, "reading")
+            if response is None:
+                return None
             async with response["Body"] as body:
                 if int(response.get("ContentLength") or 0) > cap:
                     return b"\0" * (cap + 1)  # too large: the caller reports it, unread
@@ -281,19 +288,10 @@ class S3Storage:
         return dict(await asyncio.gather(*(one(d) for d in digests)))
 
     async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
-        client = await self._ensure_client()
         key = self._key(layout.revision_link(repository, digest))
         async with self._gets:
-            self.stats.get_requests += 1
-            try:
-                head = await client.head_object(Bucket=self.options.bucket, Key=key)
-            except Exception as exc:
-                if _is_missing(exc):
-                    return None
-                if _is_botocore_error(exc):
-                    raise self._translate(exc, f"checking {key}") from None
-                raise
-        return float(int(head["LastModified"].timestamp()))
+            head = await self._object_call("head_object", key, "checking")
+        return None if head is None else float(int(head["LastModified"].timestamp()))
 
     async def aclose(self) -> None:
         await self._stack.aclose()

@@ -11,8 +11,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+S = TypeVar("S", bound="Service")
 
 REGISTRY_BINARY = os.environ.get("REGCLEANER_TEST_REGISTRY", "/usr/bin/docker-registry")
 
@@ -28,6 +32,23 @@ def find_registry_binary() -> str:
             "(make test does), or set REGCLEANER_TEST_REGISTRY"
         )
     return path
+
+
+class Service(Protocol):
+    """Anything the tests start and stop: registries, token servers, moto, proxies."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@contextmanager
+def running(service: S) -> Iterator[S]:
+    """Start ``service`` for the duration of a with-block (or a fixture's yield)."""
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from tests.harness.auth import (
     make_tls,
     write_htpasswd,
 )
-from tests.harness.registry import RegistryProcess
+from tests.harness.registry import RegistryProcess, running
 from tests.harness.scenario import build_scenario
 from tests.integration.test_clean_disk import assert_all_tags_pull, report_digests
 
@@ -45,12 +45,8 @@ def push_history(api: RegistryAPI, repos: list[str], count: int = 2) -> None:
 @pytest.fixture
 def htpasswd_registry(tmp_path: Path) -> Iterator[RegistryProcess]:
     users = write_htpasswd(tmp_path / "htpasswd", {"admin": PASSWORD})
-    server = RegistryProcess(tmp_path / "registry", auth=htpasswd_auth(users))
-    server.start()
-    try:
+    with running(RegistryProcess(tmp_path / "registry", auth=htpasswd_auth(users))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_htpasswd_clean_with_auth_and_password_file(
@@ -107,28 +103,19 @@ def test_htpasswd_refusal_exits_3_with_one_line(
 
 @pytest.fixture
 def token_server(tmp_path: Path) -> Iterator[TokenServer]:
-    server = TokenServer(
-        tmp_path,
-        {
-            "admin": User(PASSWORD, {"*": {"pull", "push", "delete"}}),
-            "limited": User("limited-pw", {"open": {"pull", "delete"}, "*": {"pull"}}),
-        },
-    )
-    server.start()
-    try:
+    users = {
+        "admin": User(PASSWORD, {"*": {"pull", "push", "delete"}}),
+        "limited": User("limited-pw", {"open": {"pull", "delete"}, "*": {"pull"}}),
+    }
+    with running(TokenServer(tmp_path, users)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def token_registry(token_server: TokenServer, tmp_path: Path) -> Iterator[RegistryProcess]:
-    server = RegistryProcess(tmp_path / "registry", auth=token_server.registry_auth())
-    server.start()
-    try:
+    auth = token_server.registry_auth()
+    with running(RegistryProcess(tmp_path / "registry", auth=auth)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def pusher(token_server: TokenServer, registry: RegistryProcess, repos: list[str]) -> RegistryAPI:

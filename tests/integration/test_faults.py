@@ -18,18 +18,38 @@ from tests.conftest import run_cli
 from tests.harness import images
 from tests.harness.api import RegistryAPI
 from tests.harness.faults import FaultProxy, FaultScript
-from tests.harness.registry import RegistryProcess
+from tests.harness.registry import RegistryProcess, running
 from tests.integration.test_clean_disk import revisions_on_disk
 
 
 @pytest.fixture
 def proxy(registry: RegistryProcess) -> Iterator[FaultProxy]:
-    server = FaultProxy(registry.url)
-    server.start()
-    try:
+    with running(FaultProxy(registry.url)) as server:
         yield server
-    finally:
-        server.stop()
+
+
+def signal_mid_run(
+    proxy: FaultProxy,
+    registry: RegistryProcess,
+    report: Path,
+    *extra: str,
+    after: int,
+    sig: signal.Signals = signal.SIGTERM,
+) -> tuple[int, str, float]:
+    """Run the CLI as a process, signal it once the proxy saw ``after`` DELETEs;
+    (exit code, stderr, seconds from the signal to the exit)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "regcleaner", *proxied_args(proxy, registry, *extra),
+         "--report", str(report)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while len(proxy.seen) < after and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the proxy's count
+    signalled = time.monotonic()
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=30)
+    return process.returncode, stderr, time.monotonic() - signalled
 
 
 def push_history(api: RegistryAPI, repos: int, per_repo: int) -> set[tuple[str, str]]:
@@ -156,17 +176,8 @@ def test_signal_stops_new_deletions_and_writes_the_report(
 ) -> None:
     history = push_history(api, repos=2, per_repo=31)  # 60 deletions at 10/s: 6 s
     report = tmp_path / "r.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "regcleaner", *proxied_args(proxy, registry, "--rate", "10"),
-         "--report", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while len(proxy.seen) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling the proxy's count
-    process.send_signal(sig)
-    stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig], stderr
+    code, stderr, _ = signal_mid_run(proxy, registry, report, "--rate", "10", after=5, sig=sig)
+    assert code == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig], stderr
     document = json.loads(report.read_text())
     assert document["stopped_by"] == sig.name
     deleted = {(r["name"], d["digest"]) for r in document["repositories"] for d in r["deleted"]}
@@ -175,7 +186,6 @@ def test_signal_stops_new_deletions_and_writes_the_report(
     assert deleted == history - still_there
     assert 0 < len(deleted) < len(history)
     assert "Traceback" not in stderr
-    del stdout
 
 
 def test_signal_with_stalled_requests_abandons_them_after_the_grace(
@@ -184,19 +194,9 @@ def test_signal_with_stalled_requests_abandons_them_after_the_grace(
     push_history(api, repos=1, per_repo=6)
     proxy.script = FaultScript(lambda n, path: "stall")
     report = tmp_path / "r.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "regcleaner", *proxied_args(proxy, registry, "--stop-grace", "1"),
-         "--report", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while len(proxy.seen) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling the proxy's count
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert time.monotonic() - started < 15
-    assert process.returncode == 143, stderr
+    code, stderr, seconds = signal_mid_run(proxy, registry, report, "--stop-grace", "1", after=4)
+    assert seconds < 15
+    assert code == 143, stderr
     document = json.loads(report.read_text())
     errors = [f["error"] for r in document["repositories"] for f in r["failed"]]
     assert errors
