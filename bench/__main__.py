@@ -183,16 +183,12 @@ def measure(
             f"deleted {summary['deleted']:,}, verified={ok}",
             flush=True,
         )
-    ratios = sorted(f / b for f, b in zip(rounds_full, rounds_floor, strict=True))
-    median_round = rounds_full.index(
-        next(
-            f
-            for f, b in zip(rounds_full, rounds_floor, strict=True)
-            if f / b == ratios[len(ratios) // 2]
-        )
-    )
+    # The round whose full/floor ratio is the median stands for the size.
+    by_ratio = sorted(zip(rounds_full, rounds_floor, strict=True), key=lambda r: r[0] / r[1])
+    median_full, median_floor = by_ratio[len(by_ratio) // 2] if by_ratio else (0.0, 1.0)
+    ratios = [f / b for f, b in by_ratio] or [0.0]
 
-    walk_s = min(bare_walk(base) for _ in range(2))
+    walk_s = min(bare_walk(base) for _ in range(1 if synthetic.manifests > 100_000 else 2))
     dry_s, dry_rss, dry_report = run_regcleaner(
         ["--registry-url", "http://127.0.0.1:9", "--registry-dir", str(base), "--dry-run"]
     )
@@ -207,8 +203,8 @@ def measure(
     return SizeResult(
         repositories=repositories, manifests=synthetic.manifests,
         history=len(synthetic.history), generate_s=generate_s,
-        floor_s=rounds_floor[median_round], floor_runs=floor_runs,
-        full_s=rounds_full[median_round], full_rss_mb=full_rss, full_requests=requests,
+        floor_s=median_floor, floor_runs=floor_runs,
+        full_s=median_full, full_rss_mb=full_rss, full_requests=requests,
         rounds=len(ratios), ratio_min=ratios[0], ratio_max=ratios[-1],
         dry_s=dry_s, dry_rss_mb=dry_rss, walk_s=walk_s, verified=verified,
     )  # fmt: skip
@@ -273,14 +269,15 @@ def main() -> int:
     print()
     header = (
         f"{'size':>8} {'manifests':>10} {'floor s':>8} {'full s':>8} {'full/floor':>10} "
-        f"{'dry s':>7} {'walk s':>7} {'dry/walk':>8} {'RSS MB':>7} {'req/del':>7} ok"
+        f"{'dry s':>7} {'walk s':>7} {'dry/walk':>8} {'RSS MB':>7} {'dry RSS':>7} "
+        f"{'req/del':>7} ok"
     )
     print(header)
     for size, r in results.items():
         print(
             f"{size:>8} {r.manifests:>10,} {r.floor_s:>8.2f} {r.full_s:>8.2f} "
             f"{r.full_over_floor:>10.3f} {r.dry_s:>7.2f} {r.walk_s:>7.2f} "
-            f"{r.dry_over_walk:>8.2f} {r.full_rss_mb:>7.0f} "
+            f"{r.dry_over_walk:>8.2f} {r.full_rss_mb:>7.0f} {r.dry_rss_mb:>7.0f} "
             f"{r.full_requests / max(r.history, 1):>7.3f} {'yes' if r.verified else 'NO'}"
         )
         if r.rounds > 1:
