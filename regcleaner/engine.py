@@ -142,6 +142,12 @@ class Engine:
                 self.report.requests = self.deleter.requests
             if self.space is not None:
                 self.report.reclaimable = self.space.settle()
+            stats = getattr(self.storage, "stats", None)
+            if stats is not None:
+                self.report.storage_requests = {
+                    "list": stats.list_requests,
+                    "get": stats.get_requests,
+                }
 
     async def _finish(self, pipeline: asyncio.Future[None]) -> None:
         """Wait for the pipeline; once a stop is asked, give in-flight work a bounded time."""

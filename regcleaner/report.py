@@ -110,6 +110,7 @@ class RunReport:
         self.fatal_error: str | None = None
         self.requests = 0
         self.reclaimable: tuple[int, int, list[tuple[str, int]]] | None = None
+        self.storage_requests: dict[str, int] | None = None
         self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
@@ -165,6 +166,7 @@ class RunReport:
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "reclaimable_bytes": self.reclaimable[0] if self.reclaimable else None,
             "reclaimable_blobs": self.reclaimable[1] if self.reclaimable else None,
+            "storage_requests": self.storage_requests,
         }
 
     def write_json(self, stream: IO[str]) -> None:
