@@ -269,13 +269,22 @@ class JSONLinesFormatter(logging.Formatter):
 
 
 def _setup_logging(verbose: bool, log_format: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
     if log_format == "json":
-        formatter: logging.Formatter = JSONLinesFormatter()
+        handler = logging.StreamHandler(sys.stderr)
+        formatter = JSONLinesFormatter()
         formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    elif sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        from regcleaner.report import STDERR
+
+        # Shares the progress bars' console, so a log line never tears a bar.
+        handler = RichHandler(console=STDERR, show_path=False, markup=False)
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    handler.setFormatter(formatter)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("regcleaner")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

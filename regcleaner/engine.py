@@ -240,6 +240,8 @@ class Engine:
             self.report.add(record)
             return None
         plan = plan_repository(snapshot, manifests, self.policy, self.clock())
+        self.report.counters.scanned_repositories += 1
+        self.report.counters.scanned_manifests += len(snapshot.revisions)
         record.manifests = len(snapshot.revisions)
         record.tags = len(snapshot.tags) + len(snapshot.broken_tags)
         record.tagged = len(plan.tagged)

@@ -25,6 +25,10 @@ from regcleaner.space import human_bytes
 
 log = logging.getLogger("regcleaner")
 
+# One console for standard error, shared by progress bars and log lines on a terminal,
+# so that a log line never tears a bar.
+STDERR = Console(stderr=True)
+
 
 @dataclass(slots=True)
 class RepositoryRecord:
@@ -68,6 +72,8 @@ class Counters:
     """Running totals, read by the progress display and the summary."""
 
     repositories: int = 0
+    scanned_repositories: int = 0
+    scanned_manifests: int = 0
     repositories_failed: int = 0
     repositories_skipped: int = 0
     manifests: int = 0
@@ -230,7 +236,7 @@ class RunReport:
             table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
         console.print(table)
         if self.reclaimable is not None and self.reclaimable[2]:
-            top = Table(title="largest reclaimable space by repository", title_justify="left")
+            top = Table(title="reclaimable, largest first", title_justify="left")
             top.add_column("repository")
             top.add_column("estimate", justify="right")
             for name, size in self.reclaimable[2][:10]:
@@ -264,7 +270,7 @@ class Progress:
         """One line describing where the run is."""
         c = self._report.counters
         elapsed = max(self._report.duration_s, 1e-9)
-        text = f"{c.repositories:,} repositories, {c.manifests:,} manifests scanned"
+        text = f"{c.scanned_repositories:,} repositories, {c.scanned_manifests:,} manifests scanned"
         if self._report.dry_run:
             return text + f", {c.would_delete:,} would be deleted"
         return text + (
@@ -297,14 +303,15 @@ class Progress:
             TimeElapsedColumn(),
             TextColumn("{task.fields[detail]}"),
         )
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
+        with Progress(*columns, console=STDERR, transient=True) as bars:
             scan = bars.add_task("scan  ", total=None, detail="")
             delete = None if self._report.dry_run else bars.add_task("delete", total=0, detail="")
             while True:
                 bars.update(
                     scan,
-                    completed=c.repositories,
-                    detail=f"{c.manifests:,} manifests, {c.would_delete + c.planned:,} to delete",
+                    completed=c.scanned_repositories,
+                    detail=f"{c.scanned_manifests:,} manifests, "
+                    f"{c.would_delete + c.planned:,} to delete",
                 )
                 if delete is not None:
                     elapsed = max(self._report.duration_s, 1e-9)
