@@ -495,6 +495,10 @@ def clean(
             code = exc.exit_code
         except KeyboardInterrupt:
             run_report.stopped_by = run_report.stopped_by or "SIGINT"
+        except Exception as exc:  # a bug: say so, keep the traceback, still write the report
+            log.exception("internal error, please report it: %s", type(exc).__name__)
+            run_report.fatal_error = f"internal error: {type(exc).__name__}"
+            code = EXIT_FAILED
         _write_outputs(settings, run_report, console)
     finally:
         run_report.close()

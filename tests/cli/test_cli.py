@@ -159,3 +159,21 @@ def test_help_shows_env_vars_and_no_values(monkeypatch: pytest.MonkeyPatch) -> N
     assert result.exit_code == 0
     assert "REGISTRY_AUTH" in result.stdout
     assert SECRET not in result.output
+
+
+def test_an_internal_error_still_writes_the_report(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regcleaner import engine
+
+    images.push_image(api, "bug", "v", seed="1")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(engine, "plan_repository", broken)
+    result = run_cli(clean_args(registry), report_path=tmp_path / "r.json")
+    assert result.exit_code == 1
+    assert "internal error" in result.stderr
+    assert result.report is not None
+    assert result.report["error"] == "internal error: ZeroDivisionError"
