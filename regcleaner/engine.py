@@ -142,6 +142,7 @@ class Engine:
                 self.report.requests = self.deleter.requests
             if self.space is not None:
                 self.report.reclaimable = self.space.settle()
+                self.space.close()
             stats = getattr(self.storage, "stats", None)
             if stats is not None:
                 self.report.storage_requests = {

@@ -1,4 +1,4 @@
-"""Pure: what ``registry garbage-collect`` will free once the deletions are done.
+"""What ``registry garbage-collect`` will free once the deletions are done.
 
 A blob is freed when the manifests deleted here reference it and no kept manifest, in
 any repository scanned, does. Each blob is counted once, and charged to the first
@@ -6,30 +6,62 @@ repository whose deletions free it. Sizes come from the manifests' descriptors; 
 manifest JSON is a blob too. Repositories left out of the run (``--include``,
 ``--exclude``, ``--shard``) may share layers, so the estimate is then an upper bound;
 blobs that were already orphaned before the run are not counted (a lower bound there).
+
+The answer needs every repository's blobs at once, so the sets spill to a temporary
+SQLite file instead of memory: the run's memory stays bounded by the largest
+repository, whatever the size of the registry.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestRefs
 from regcleaner.planner import ManifestInfo
 
+_SCHEMA = """
+CREATE TABLE repository (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE candidate (blob BLOB PRIMARY KEY, size INTEGER NOT NULL,
+                        repository INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE kept (blob BLOB PRIMARY KEY) WITHOUT ROWID;
+"""
 
-def _blobs_of(digest: Digest, info: ManifestInfo | None) -> list[tuple[Digest, int]]:
+
+def _key(digest: str) -> bytes:
+    """32 bytes instead of a 71-character string; non-sha256 digests keep their text."""
+    if digest.startswith("sha256:") and len(digest) == 71:
+        return bytes.fromhex(digest[7:])
+    return digest.encode()
+
+
+def _blobs_of(digest: Digest, info: ManifestInfo | None) -> list[tuple[bytes, int]]:
     if not isinstance(info, ManifestRefs):
-        return [(digest, 0)]
-    return [(digest, info.size), *zip(info.blobs, info.blob_sizes, strict=False)]
+        return [(_key(digest), 0)]
+    return [
+        (_key(digest), info.size),
+        *((_key(b), s) for b, s in zip(info.blobs, info.blob_sizes, strict=False)),
+    ]
 
 
-@dataclass
 class SpaceEstimate:
     """Accumulates, repository by repository, and settles at the end of the run."""
 
-    _candidates: dict[Digest, tuple[int, str]] = field(default_factory=dict)
-    _kept: set[Digest] = field(default_factory=set)
+    def __init__(self) -> None:
+        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as self
+            prefix="regcleaner-space-", suffix=".sqlite"
+        )
+        self._db = sqlite3.connect(self._file.name, isolation_level=None)
+        self._db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4096;" + _SCHEMA
+        )
+
+    def close(self) -> None:
+        """Drop the temporary database."""
+        self._db.close()
+        self._file.close()
 
     def add_repository(
         self,
@@ -39,26 +71,37 @@ class SpaceEstimate:
         manifests: Mapping[Digest, ManifestInfo],
     ) -> None:
         """Record one repository's deleted (or would-be deleted) and kept manifests."""
-        for digest in kept:
-            self._kept.update(blob for blob, _ in _blobs_of(digest, manifests.get(digest)))
-        for digest in deleted:
-            for blob, size in _blobs_of(digest, manifests.get(digest)):
-                known = self._candidates.get(blob)
-                if known is None or (known[0] == 0 and size):
-                    self._candidates[blob] = (size, known[1] if known else repository)
+        db = self._db
+        db.execute("BEGIN")
+        repository_id = db.execute(
+            "INSERT INTO repository (name) VALUES (?)", (repository,)
+        ).lastrowid
+        db.executemany(
+            "INSERT OR IGNORE INTO kept (blob) VALUES (?)",
+            ((blob,) for digest in kept for blob, _ in _blobs_of(digest, manifests.get(digest))),
+        )
+        db.executemany(
+            "INSERT INTO candidate (blob, size, repository) VALUES (?, ?, ?) "
+            "ON CONFLICT (blob) DO UPDATE SET size = excluded.size WHERE candidate.size = 0",
+            (
+                (blob, size, repository_id)
+                for digest in deleted
+                for blob, size in _blobs_of(digest, manifests.get(digest))
+            ),
+        )
+        db.execute("COMMIT")
 
     def settle(self) -> tuple[int, int, list[tuple[str, int]]]:
         """(bytes freed, blobs freed, per repository largest first)."""
-        per_repository: dict[str, int] = {}
-        total = count = 0
-        for blob, (size, repository) in self._candidates.items():
-            if blob in self._kept:
-                continue
-            total += size
-            count += 1
-            per_repository[repository] = per_repository.get(repository, 0) + size
-        ranked = sorted(per_repository.items(), key=lambda item: (-item[1], item[0]))
-        return total, count, ranked
+        rows = self._db.execute(
+            "SELECT r.name, SUM(c.size), COUNT(*) FROM candidate c "
+            "JOIN repository r ON r.id = c.repository "
+            "WHERE NOT EXISTS (SELECT 1 FROM kept k WHERE k.blob = c.blob) "
+            "GROUP BY c.repository ORDER BY SUM(c.size) DESC, r.name"
+        ).fetchall()
+        total = sum(int(size) for _, size, _ in rows)
+        count = sum(int(n) for _, _, n in rows)
+        return total, count, [(str(name), int(size)) for name, size, _ in rows]
 
 
 def human_bytes(count: int) -> str:
