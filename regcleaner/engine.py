@@ -97,7 +97,7 @@ class Engine:
         self.policy = Policy(min_age_s=settings.min_age_s)
         self.stopping = asyncio.Event()
         self.deleter: Deleter | None = None
-        self.space: SpaceEstimate | None = SpaceEstimate() if settings.estimate_space else None
+        self.space: SpaceEstimate | None = None
         limits = settings.limits
         self.delete_workers = max(2, 2 * math.ceil(limits.concurrency / limits.per_repository))
 
@@ -130,6 +130,8 @@ class Engine:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support
+        if self.settings.estimate_space:
+            self.space = SpaceEstimate()
         pipeline = asyncio.ensure_future(self._pipeline())
         try:
             await self._finish(pipeline)
