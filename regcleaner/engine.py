@@ -191,27 +191,27 @@ class Engine:
                 await jobs.put(None)
 
     async def _produce(self, names: asyncio.Queue[str | None], consumers: int) -> None:
-        try:
-            async for name in self.storage.list_repositories():
-                if self.stopping.is_set():
-                    break
-                if not repository_selected(name, self.settings.include, self.settings.exclude):
-                    self.report.counters.repositories_skipped += 1
-                    continue
-                shard = self.settings.shard
-                if shard is not None and shard_of(name, shard[1]) != shard[0]:
-                    self.report.counters.repositories_skipped += 1
-                    continue
-                if not layout.is_valid_repository_name(name):
-                    record = RepositoryRecord(name)
-                    record.error = "not a valid repository name; skipped, nothing deleted"
-                    log.warning("repository %r: %s", name, record.error)
-                    self.report.add(record)
-                    continue
-                await names.put(name)
-        finally:
-            for _ in range(consumers):
-                await names.put(None)
+        async for name in self.storage.list_repositories():
+            if self.stopping.is_set():
+                break
+            if not repository_selected(name, self.settings.include, self.settings.exclude):
+                self.report.counters.repositories_skipped += 1
+                continue
+            shard = self.settings.shard
+            if shard is not None and shard_of(name, shard[1]) != shard[0]:
+                self.report.counters.repositories_skipped += 1
+                continue
+            if not layout.is_valid_repository_name(name):
+                record = RepositoryRecord(name)
+                record.error = "not a valid repository name; skipped, nothing deleted"
+                log.warning("repository %r: %s", name, record.error)
+                self.report.add(record)
+                continue
+            await names.put(name)
+        # Only on a normal end: after a failure the TaskGroup cancels the scanners, and
+        # waiting here for room in a queue nobody drains would hang the run.
+        for _ in range(consumers):
+            await names.put(None)
 
     async def _scan(
         self, names: asyncio.Queue[str | None], jobs: asyncio.Queue[RepositoryJob | None]

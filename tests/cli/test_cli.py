@@ -177,3 +177,23 @@ def test_an_internal_error_still_writes_the_report(
     assert "internal error" in result.stderr
     assert result.report is not None
     assert result.report["error"] == "internal error: ZeroDivisionError"
+
+
+def test_an_internal_error_in_the_delete_phase_ends_the_run(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing delete worker must end the run, not leave the producer waiting forever."""
+    from regcleaner import deleter
+
+    for repo in range(40):  # more repositories than the queues hold
+        for i in range(2):
+            images.push_image(api, f"many/r{repo}", "v", seed=f"{repo}-{i}")
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(deleter.Deleter, "delete", broken)
+    result = run_cli(clean_args(registry, "--timeout", "5"), report_path=tmp_path / "r.json")
+    assert result.exit_code == 1
+    assert result.report is not None
+    assert result.report["error"] == "internal error: ZeroDivisionError"
