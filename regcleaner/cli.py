@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from regcleaner import __version__, metrics
+from regcleaner import __version__
 from regcleaner.config import (
     Credentials,
     Limits,
@@ -514,7 +514,10 @@ def clean(
         c.would_delete if settings.dry_run else c.deleted,
         "would be deleted" if settings.dry_run else "deleted", c.already_gone, c.failed, code,
     )  # fmt: skip
-    metrics.export(run_report, exit_code=code, textfile=metrics_file, pushgateway=pushgateway)
+    if metrics_file is not None or pushgateway is not None:
+        from regcleaner import metrics  # prometheus-client: imported only when asked for
+
+        metrics.export(run_report, exit_code=code, textfile=metrics_file, pushgateway=pushgateway)
     raise typer.Exit(code)
 
 
