@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import clean_args, run_cli
+from tests.conftest import CliResult, clean_args, run_cli
 from tests.harness import images
 from tests.harness.api import RegistryAPI
 from tests.harness.auth import (
@@ -125,18 +126,22 @@ def pusher(token_server: TokenServer, registry: RegistryProcess, repos: list[str
     return RegistryAPI(registry.url, authorization=f"Bearer {token}")
 
 
+def clean_as_admin(registry: RegistryProcess, tmp_path: Path) -> tuple[CliResult, dict[str, Any]]:
+    """A successful clean with the admin's credentials; (result, its JSON report)."""
+    result = run_cli(clean_args(registry), env={"REGISTRY_AUTH": f"admin:{PASSWORD}"},
+                     report_path=tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.report is not None
+    return result, result.report
+
+
 def test_token_auth_full_clean_with_one_fetch_per_repository(
     token_server: TokenServer, token_registry: RegistryProcess, tmp_path: Path
 ) -> None:
     api = pusher(token_server, token_registry, SCENARIO_REPOS)
     expectation = build_scenario(api)
-    result = run_cli(
-        clean_args(token_registry), env={"REGISTRY_AUTH": f"admin:{PASSWORD}"},
-        report_path=tmp_path / "r.json",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert result.report is not None
-    assert report_digests(result.report, "deleted") == expectation.delete
+    result, report = clean_as_admin(token_registry, tmp_path)
+    assert report_digests(report, "deleted") == expectation.delete
     # One token for the ping, then one per repository that had deletions: never per request.
     repos_with_deletions = {repo for repo, _ in expectation.delete}
     assert len(token_server.fetches) == 1 + len(repos_with_deletions)
@@ -187,13 +192,8 @@ def test_older_harbor_star_scope_fallback(
 ) -> None:
     push_history(pusher(token_server, token_registry, ["harbor/app"]), ["harbor/app"], count=3)
     token_server.star_only_delete = True
-    result = run_cli(
-        clean_args(token_registry), env={"REGISTRY_AUTH": f"admin:{PASSWORD}"},
-        report_path=tmp_path / "r.json",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert result.report is not None
-    assert result.report["summary"]["deleted"] == 2
+    _, report = clean_as_admin(token_registry, tmp_path)
+    assert report["summary"]["deleted"] == 2
     scopes = [s for fetch in token_server.fetches for s in fetch["scope"]]
     assert scopes == ["repository:harbor/app:pull,delete", "repository:harbor/app:*"]
 
