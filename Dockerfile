@@ -18,10 +18,11 @@ LABEL org.opencontainers.image.title="regcleaner" \
 COPY --from=build /opt/regcleaner /opt/regcleaner
 RUN groupadd --system --gid 10001 regcleaner \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin regcleaner
+# REGISTRY_DIR is deliberately not set: on disk the default is already /registry, and
+# on S3 the older script's default is the bucket root, which a value here would break.
 ENV PATH=/opt/regcleaner/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    REGISTRY_DIR=/registry
+    PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /tmp
 VOLUME ["/registry"]

@@ -197,3 +197,23 @@ def test_an_internal_error_in_the_delete_phase_ends_the_run(
     assert result.exit_code == 1
     assert result.report is not None
     assert result.report["error"] == "internal error: ZeroDivisionError"
+
+
+def test_s3_defaults_follow_the_older_script() -> None:
+    """REGISTRY_STORAGE=S3 with no REGISTRY_DIR means the bucket root, as before."""
+    from regcleaner.cli import build_settings
+
+    common = dict(
+        registry_url="https://r.example.com", storage="S3", bucket="b", region="eu-west-1",
+        s3_endpoint=None, access_key="AK", secret_key="sk-very-secret-value", auth=None, username=None,
+        password_file=None, allow_insecure_auth=False, insecure=False, ca_cert=None,
+        dry_run=True, concurrency=32, per_repository=4, rate=0.0, min_age="0", include=None,
+        exclude=None, report=None, output="text", progress_interval=10.0,
+    )  # fmt: skip
+    settings = build_settings(registry_dir=None, **common)  # type: ignore[arg-type]
+    assert settings.s3 is not None
+    assert settings.s3.prefix == ""
+    assert "sk-very-secret-value" not in repr(settings)
+    nested = build_settings(registry_dir=Path("/team/registry/"), **common)  # type: ignore[arg-type]
+    assert nested.s3 is not None
+    assert nested.s3.prefix == "team/registry"

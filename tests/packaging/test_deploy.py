@@ -46,7 +46,10 @@ def test_dockerfile_shape() -> None:
     assert not user.startswith(("0", "root"))
     assert ("ENTRYPOINT", '["regcleaner"]') in steps
     assert ("CMD", '["clean"]') in steps
-    assert any(kw == "ENV" and "REGISTRY_DIR=/registry" in rest for kw, rest in steps)
+    # On disk the CLI's default is /registry already; on S3 a value here would move the
+    # older script's default (the bucket root).
+    assert not any(kw == "ENV" and "REGISTRY_DIR" in rest for kw, rest in steps)
+    assert ("VOLUME", '["/registry"]') in steps
 
 
 def test_dockerfile_steps_install_and_run_the_entrypoint(
