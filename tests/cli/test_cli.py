@@ -205,8 +205,8 @@ def test_s3_defaults_follow_the_older_script() -> None:
 
     common = dict(
         registry_url="https://r.example.com", storage="S3", bucket="b", region="eu-west-1",
-        s3_endpoint=None, access_key="AK", secret_key="sk-very-secret-value", auth=None, username=None,
-        password_file=None, allow_insecure_auth=False, insecure=False, ca_cert=None,
+        s3_endpoint=None, access_key="AK", secret_key="sk-very-secret-value", auth=None,
+        username=None, password_file=None, allow_insecure_auth=False, insecure=False, ca_cert=None,
         dry_run=True, concurrency=32, per_repository=4, rate=0.0, min_age="0", include=None,
         exclude=None, report=None, output="text", progress_interval=10.0,
     )  # fmt: skip
