@@ -195,17 +195,8 @@ def make_storage(settings: Settings) -> Storage:
     return FilesystemStorage(settings.registry_dir)
 
 
-def describe_storage(settings: Settings) -> str:
-    """Where the storage is, for the report (no secrets)."""
-    if settings.s3 is not None:
-        where = f"s3://{settings.s3.bucket}/{settings.s3.prefix}"
-        return where + (f" at {settings.s3.endpoint_url}" if settings.s3.endpoint_url else "")
-    return f"filesystem {settings.registry_dir}"
-
-
-async def run_clean(settings: Settings, report: RunReport) -> None:
-    """Run one clean with the given settings, filling ``report``."""
-    storage = make_storage(settings)
+async def run_clean(settings: Settings, report: RunReport, storage: Storage) -> None:
+    """Run one clean with the given settings over ``storage``, filling ``report``."""
     progress = Progress(report, interval_s=settings.progress_interval_s)
     try:
         if settings.dry_run:
@@ -479,16 +470,17 @@ def clean(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
+    backend = make_storage(settings)  # opens nothing yet; run_clean closes it
     run_report = RunReport(
         dry_run=settings.dry_run,
         registry_url=settings.registry_url,
-        storage=describe_storage(settings),
+        storage=backend.describe(),
     )
     code = EXIT_OK
     try:
         try:
             with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-                runner.run(run_clean(settings, run_report))
+                runner.run(run_clean(settings, run_report, backend))
         except RegcleanerError as exc:
             run_report.fatal_error = str(exc)
             log.error("%s", exc)

@@ -51,7 +51,7 @@ class S3Storage:
         self.stats = S3Stats()
 
     def describe(self) -> str:
-        where = f"s3://{self.options.bucket}/{self._prefix}"
+        where = f"s3://{self.options.bucket}/{self._prefix.rstrip('/')}"
         if self.options.endpoint_url:
             where += f" at {self.options.endpoint_url}"
         return where
@@ -269,11 +269,18 @@ class S3Storage:
             response = await self._object_call("get_object", key, "reading")
             if response is None:
                 return None
+            # At most cap + 1 bytes, as the filesystem backend reads: the caller sees the
+            # object is too large without it being downloaded whole.
+            chunks: list[bytes] = []
+            remaining = cap + 1
             async with response["Body"] as body:
-                if int(response.get("ContentLength") or 0) > cap:
-                    return b"\0" * (cap + 1)  # too large: the caller reports it, unread
-                data: bytes = await body.read()
-                return data
+                while remaining > 0:
+                    chunk: bytes = await body.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    remaining -= len(chunk)
+            return b"".join(chunks)
 
     async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
         async def one(digest: Digest) -> tuple[Digest, ManifestInfo]:

@@ -241,3 +241,11 @@ def test_s3_errors_translate_to_one_line_without_secrets(
     assert message in str(translated)
     assert "\n" not in str(translated)
     assert SECRET_KEY not in str(translated) + repr(storage.options)
+
+
+def test_oversized_manifest_blob_is_unreadable_not_downloaded_whole(layout: Layout) -> None:
+    data = b" " * (4 * 1024 * 1024 + 10)
+    digest = Digest("sha256:" + hashlib.sha256(data).hexdigest())
+    layout.put(blob_key(digest), data)
+    found = run(layout.storage(), lambda s: s.read_manifests([digest]))
+    assert found[digest] == Unreadable("blob larger than 4194304 bytes")

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from regcleaner import mediatypes
-from tests.harness.api import Pushed, RegistryAPI
+from tests.harness.api import Pushed, RegistryAPI, sha256
 
 
 def _json(document: dict[str, Any]) -> bytes:
@@ -64,7 +64,7 @@ def push_image(
     if subject is not None:
         document["subject"] = subject.descriptor()
     body = _json(document)
-    digest = api.put_manifest(repository, tag or _digest_of(body), body, media_type)
+    digest = api.put_manifest(repository, tag or sha256(body), body, media_type)
     blobs = (config_digest, *(str(layer["digest"]) for layer in layer_descriptors))
     return Pushed(repository, digest, media_type, len(body), blobs, (), (tag,) if tag else ())
 
@@ -91,7 +91,7 @@ def push_index(
     if with_media_type:
         document["mediaType"] = media_type
     body = _json(document)
-    digest = api.put_manifest(repository, tag or _digest_of(body), body, media_type)
+    digest = api.put_manifest(repository, tag or sha256(body), body, media_type)
     return Pushed(
         repository,
         digest,
@@ -148,9 +148,3 @@ def push_cosign_signature(
         oci=True,
         artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
     )
-
-
-def _digest_of(body: bytes) -> str:
-    from tests.harness.api import sha256
-
-    return sha256(body)
