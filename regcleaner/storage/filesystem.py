@@ -10,6 +10,7 @@ followed: the registry does not create them, so one is foreign and is ignored.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 import time
@@ -30,8 +31,12 @@ from regcleaner.storage.base import MAX_LINK_BYTES, decode_manifest, parse_link
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _BATCH = 512
 _WALK_BATCH = 256
+# The last look's stat runs inline while its running average stays under this; a single
+# slow sample is usually the GIL (the disk thread was busy), not the disk.
 _INLINE_STAT_LIMIT_S = 0.002
+_INLINE_STAT_WEIGHT = 0.05
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _read_capped(path: str, cap: int) -> bytes:
@@ -62,6 +67,7 @@ class FilesystemStorage:
         # fight the event loop for the GIL while it issues DELETEs.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regcleaner-disk")
         self._inline_stat = True
+        self._stat_average_s = 0.0
 
     def describe(self) -> str:
         return f"filesystem {self.root}"
@@ -186,13 +192,22 @@ class FilesystemStorage:
     async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
         # Called right before every DELETE. On a local disk one stat of a cached entry
         # costs a few microseconds, far less than a hop to the disk thread, so it runs
-        # inline; should one ever take longer (NFS, a cold disk), the thread takes over
-        # for the rest of the run so that the event loop never waits on storage.
+        # inline; should stats turn slow (NFS, a cold disk), the thread takes over for
+        # the rest of the run so that the event loop does not wait on storage. The
+        # decision follows a running average: one stat that had to wait for the GIL
+        # while the disk thread scanned is no reason to pay a thread hop per DELETE.
         if self._inline_stat:
             started = time.perf_counter()
             result = self._revision_mtime_sync(repository, digest)
-            if time.perf_counter() - started > _INLINE_STAT_LIMIT_S:
+            elapsed = time.perf_counter() - started
+            self._stat_average_s += (elapsed - self._stat_average_s) * _INLINE_STAT_WEIGHT
+            if elapsed > 50 * _INLINE_STAT_LIMIT_S or self._stat_average_s > _INLINE_STAT_LIMIT_S:
                 self._inline_stat = False
+                log.info(
+                    "stats of revision links are slow (%.1f ms); the last look before each "
+                    "DELETE moves to the disk thread",
+                    1000 * max(elapsed, self._stat_average_s),
+                )
             return result
         return await self._run(self._revision_mtime_sync, repository, digest)
 

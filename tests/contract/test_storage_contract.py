@@ -16,7 +16,7 @@ from regcleaner.config import S3Options
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
 from regcleaner.manifests import ManifestKind, ManifestRefs
-from regcleaner.planner import Unreadable
+from regcleaner.planner import RepositorySnapshot, Unreadable
 from regcleaner.storage.base import Storage
 from regcleaner.storage.filesystem import FilesystemStorage
 from regcleaner.storage.s3 import S3Storage
@@ -170,6 +170,25 @@ def test_snapshot_of_a_missing_repository_is_empty(layout: Layout) -> None:
     snapshot = run(layout.storage(), lambda s: s.snapshot("nope"))
     assert snapshot.revisions == {}
     assert snapshot.tags == {}
+
+
+def test_revision_mtime_matches_the_snapshot_and_is_none_when_gone(layout: Layout) -> None:
+    one, d1 = manifest("1")
+    _, d_never = manifest("never pushed")
+    repo = "team/app"
+    layout.put_many([(blob_key(d1), one), (revision_key(repo, d1), d1.encode())])
+
+    async def look(storage: Storage) -> tuple[RepositorySnapshot, float | None, float | None]:
+        snapshot = await storage.snapshot(repo)
+        return (
+            snapshot,
+            await storage.revision_mtime(repo, d1),
+            await storage.revision_mtime(repo, d_never),
+        )
+
+    snapshot, mtime, missing = run(layout.storage(), look)
+    assert mtime == snapshot.revisions[d1]
+    assert missing is None
 
 
 def test_read_manifests_parses_and_reports_problems(layout: Layout) -> None:

@@ -1,0 +1,98 @@
+"""The disk backend's last look: inline while stats are fast, in its thread once slow."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regcleaner.digest import Digest
+from regcleaner.storage import filesystem
+from regcleaner.storage.filesystem import FilesystemStorage
+
+REPO = "team/app"
+
+
+def push(root: Path, seed: str) -> Digest:
+    digest = Digest("sha256:" + hashlib.sha256(seed.encode()).hexdigest())
+    link = root / f"docker/registry/v2/repositories/{REPO}/_manifests/revisions/sha256"
+    link = link / digest[7:] / "link"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.write_text(digest)
+    return digest
+
+
+class Clock:
+    """perf_counter for the storage module: each stat "takes" the next duration."""
+
+    def __init__(self, durations: Iterator[float]) -> None:
+        self.now = 0.0
+        self.durations = durations
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:  # the second reading of each stat
+            self.now += next(self.durations)
+        return self.now
+
+
+def looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durations: Iterator[float], count: int
+) -> tuple[FilesystemStorage, list[float | None], list[str]]:
+    digest = push(tmp_path, "x")
+    storage = FilesystemStorage(tmp_path)
+    monkeypatch.setattr(filesystem.time, "perf_counter", Clock(durations))
+    threads: list[str] = []
+    original = storage._revision_mtime_sync
+
+    def recorded(repository: str, digest: Digest) -> float | None:
+        threads.append(threading.current_thread().name)
+        return original(repository, digest)
+
+    monkeypatch.setattr(storage, "_revision_mtime_sync", recorded)
+
+    async def go() -> list[float | None]:
+        try:
+            return [await storage.revision_mtime(REPO, digest) for _ in range(count)]
+        finally:
+            await storage.aclose()
+
+    return storage, asyncio.run(go()), threads
+
+
+def test_fast_stats_stay_inline_despite_an_occasional_gil_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 5 us stats with a 10 ms one every 20th (the disk thread held the GIL).
+    durations = (0.010 if i % 20 == 19 else 0.000005 for i in itertools.count())
+    storage, results, threads = looks(tmp_path, monkeypatch, durations, 200)
+    assert storage._inline_stat
+    assert len(set(results)) == 1
+    assert results[0] is not None
+    assert set(threads) == {"MainThread"}
+
+
+def test_slow_stats_move_to_the_disk_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    durations = itertools.repeat(0.004)  # NFS-like: 4 ms every time
+    storage, results, threads = looks(tmp_path, monkeypatch, durations, 60)
+    assert not storage._inline_stat
+    assert threads[0] == "MainThread"
+    assert threads[-1].startswith("regcleaner-disk")
+    assert len(set(results)) == 1
+    assert results[0] is not None
+
+
+def test_one_very_slow_stat_moves_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    durations = itertools.chain([0.5], itertools.repeat(0.000005))
+    storage, _, threads = looks(tmp_path, monkeypatch, durations, 3)
+    assert not storage._inline_stat
+    assert threads[0] == "MainThread"
+    assert all(name.startswith("regcleaner-disk") for name in threads[1:])
