@@ -47,7 +47,7 @@ def looks(
 ) -> tuple[FilesystemStorage, list[float | None], list[str]]:
     digest = push(tmp_path, "x")
     storage = FilesystemStorage(tmp_path)
-    monkeypatch.setattr(filesystem.time, "perf_counter", Clock(durations))
+    monkeypatch.setattr(f"{filesystem.__name__}.time.perf_counter", Clock(durations))
     threads: list[str] = []
     original = storage._revision_mtime_sync
 
