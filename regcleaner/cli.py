@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from regcleaner import __version__
 from regcleaner.config import (
@@ -233,7 +232,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _write_outputs(settings: Settings, report: RunReport, console: Console) -> None:
+def _write_outputs(settings: Settings, report: RunReport) -> None:
     if settings.report_path is not None:
         try:
             with settings.report_path.open("w", encoding="utf-8") as stream:
@@ -243,7 +242,9 @@ def _write_outputs(settings: Settings, report: RunReport, console: Console) -> N
     if settings.output is OutputFormat.JSON:
         report.write_json(sys.stdout)
     else:
-        report.render_summary(console)
+        from rich.console import Console
+
+        report.render_summary(Console())
 
 
 class JSONLinesFormatter(logging.Formatter):
@@ -269,10 +270,10 @@ def _setup_logging(verbose: bool, log_format: str = "text") -> None:
     elif sys.stderr.isatty():
         from rich.logging import RichHandler
 
-        from regcleaner.report import STDERR
+        from regcleaner.report import stderr_console
 
         # Shares the progress bars' console, so a log line never tears a bar.
-        handler = RichHandler(console=STDERR, show_path=False, markup=False)
+        handler = RichHandler(console=stderr_console(), show_path=False, markup=False)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -433,7 +434,6 @@ def clean(
         typer.echo(f"error: unknown log format {log_format!r}: use text or json", err=True)
         raise typer.Exit(EXIT_USAGE)
     _setup_logging(verbose, log_format)
-    console = Console()
     try:
         settings = build_settings(
             registry_url=registry_url,
@@ -491,7 +491,7 @@ def clean(
             log.exception("internal error, please report it: %s", type(exc).__name__)
             run_report.fatal_error = f"internal error: {type(exc).__name__}"
             code = EXIT_FAILED
-        _write_outputs(settings, run_report, console)
+        _write_outputs(settings, run_report)
     finally:
         run_report.close()
     if code == EXIT_OK and run_report.stopped_by:

@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from aiolimiter import AsyncLimiter
-
 from regcleaner.config import Limits
 from regcleaner.digest import Digest
 from regcleaner.errors import (
@@ -110,7 +108,11 @@ class Deleter:
         self._slots = asyncio.Semaphore(limits.concurrency)
         # Capacity 1: requests are paced 1/rate apart with no burst, so no one-second
         # window ever holds more than ``rate`` (+1 at its edge) DELETEs.
-        self._limiter = AsyncLimiter(1, 1.0 / limits.rate) if limits.rate > 0 else None
+        self._limiter = None
+        if limits.rate > 0:
+            from aiolimiter import AsyncLimiter  # only when asked for: it costs start-up time
+
+            self._limiter = AsyncLimiter(1, 1.0 / limits.rate)
         self._sleep = sleep
         self._jitter = jitter
         self._transport_failures_in_a_row = 0

@@ -14,20 +14,27 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any
-
-from rich.console import Console
-from rich.table import Table
+from functools import cache
+from typing import IO, TYPE_CHECKING, Any
 
 from regcleaner import __version__
 from regcleaner.digest import Digest
 from regcleaner.space import human_bytes
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 log = logging.getLogger("regcleaner")
 
-# One console for standard error, shared by progress bars and log lines on a terminal,
-# so that a log line never tears a bar.
-STDERR = Console(stderr=True)
+
+@cache
+def stderr_console() -> Console:
+    """One console for standard error, shared by progress bars and log lines on a
+    terminal, so that a log line never tears a bar. (rich is imported only when a run
+    prints to a terminal or a summary table: a JSON run starts faster without it.)"""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @dataclass(slots=True)
@@ -204,6 +211,8 @@ class RunReport:
 
     def render_summary(self, console: Console) -> None:
         """The table printed at the end of a text run."""
+        from rich.table import Table
+
         c = self.counters
         title = "regcleaner dry run: nothing was deleted" if self.dry_run else "regcleaner run"
         table = Table(title=title, show_header=False, title_justify="left")
@@ -303,7 +312,7 @@ class Progress:
             TimeElapsedColumn(),
             TextColumn("{task.fields[detail]}"),
         )
-        with Progress(*columns, console=STDERR, transient=True) as bars:
+        with Progress(*columns, console=stderr_console(), transient=True) as bars:
             scan = bars.add_task("scan  ", total=None, detail="")
             delete = None if self._report.dry_run else bars.add_task("delete", total=0, detail="")
             while True:

@@ -7,6 +7,7 @@ is decided in regcleaner.deleter.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import ssl
 import time
@@ -207,5 +208,10 @@ class RegistryClient:
 
     async def delete_manifest(self, repository: str, digest: Digest) -> RegistryResponse:
         """``DELETE /v2/<name>/manifests/<digest>``; the caller interprets the status."""
-        path = f"/v2/{quote(repository, safe='/')}/manifests/{digest}"
-        return await self._request("DELETE", path, repository)
+        return await self._request("DELETE", _manifests_path(repository) + digest, repository)
+
+
+@functools.lru_cache(maxsize=256)
+def _manifests_path(repository: str) -> str:
+    """``/v2/<name>/manifests/``, quoted once per repository rather than per DELETE."""
+    return f"/v2/{quote(repository, safe='/')}/manifests/"

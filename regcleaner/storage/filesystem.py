@@ -1,10 +1,15 @@
 """Local-disk storage: the registry's ``rootdirectory`` mounted or on this machine.
 
-All disk work runs in one dedicated thread, in batches (a few hundred folders of the
-walk, a whole repository's snapshot, 512 manifest reads), which is an order of
-magnitude fewer thread hops than aiofiles' one per call; aiofiles is used for the
-cheap existence checks. Symlinks are never
-followed: the registry does not create them, so one is foreign and is ignored.
+Disk work goes in batches (a few hundred folders of the walk, a whole repository's
+snapshot, up to 512 manifest reads, one stat for the last look). While the files come
+from the page cache, a batch costs microseconds per file and runs on the event loop
+between two awaits: handing it to a thread would cost more than the work, and two busy
+Python threads pay for every hand-over of the GIL. As soon as the disk turns slow (a
+cold disk, NFS: on average more than 2 ms a file, or one batch longer than 0.25 s),
+every batch from then on goes to one dedicated disk thread, so that the event loop never
+waits on storage while DELETEs are in flight. aiofiles is used for the cheap existence
+checks. Symlinks are never followed: the registry does not create them, so one is
+foreign and is ignored.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any, TypeVar
 import aiofiles.os
 
 from regcleaner import layout
-from regcleaner.digest import Digest, digest_from_hex, is_sha256_hex
+from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import StorageError
 from regcleaner.manifests import MAX_MANIFEST_BYTES
 from regcleaner.planner import ManifestInfo, RepositorySnapshot, Unreadable
@@ -31,10 +36,12 @@ from regcleaner.storage.base import MAX_LINK_BYTES, decode_manifest, parse_link
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _BATCH = 512
 _WALK_BATCH = 256
-# The last look's stat runs inline while its running average stays under this; a single
-# slow sample is usually the GIL (the disk thread was busy), not the disk.
-_INLINE_STAT_LIMIT_S = 0.002
-_INLINE_STAT_WEIGHT = 0.05
+# Disk work stays on the event loop while the running average per file stays under
+# _INLINE_ITEM_LIMIT_S and no single batch takes longer than _INLINE_CALL_LIMIT_S. An
+# average, because one slow sample is usually the scheduler, not the disk.
+_INLINE_ITEM_LIMIT_S = 0.002
+_INLINE_CALL_LIMIT_S = 0.25
+_INLINE_WEIGHT = 0.05
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -58,22 +65,27 @@ def _read_capped(path: str, cap: int) -> bytes:
         os.close(fd)
 
 
+def _files_in(snapshot: RepositorySnapshot) -> int:
+    return 2 + len(snapshot.revisions) + len(snapshot.tags) + len(snapshot.broken_tags)
+
+
 class FilesystemStorage:
     """Storage rooted at a directory that holds ``docker/registry/v2``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        # One disk thread: page-cache reads are CPU work, and more threads would only
-        # fight the event loop for the GIL while it issues DELETEs.
+        # One disk thread, used once the disk is slow: page-cache reads are CPU work, and
+        # more threads would only fight the event loop for the GIL.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regcleaner-disk")
-        self._inline_stat = True
-        self._stat_average_s = 0.0
+        self._inline = True
+        self._item_average_s = 0.0
+        self._prefix = os.path.join(os.fspath(root), "")  # paths are built on hot paths
 
     def describe(self) -> str:
         return f"filesystem {self.root}"
 
     def _path(self, relative: str) -> str:
-        return os.path.join(self.root, relative)
+        return self._prefix + relative
 
     async def check(self) -> None:
         if not await aiofiles.os.path.isdir(self.root):
@@ -84,8 +96,31 @@ class FilesystemStorage:
                 "(point --registry-dir at the registry's rootdirectory)"
             )
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+    async def _run(
+        self, function: Callable[..., T], *args: Any, items: int | Callable[[T], int] = 1
+    ) -> T:
+        """Run one batch of ``items`` files (a count, or how to count them in the
+        result): inline while the disk is fast, else in the disk thread."""
+        if not self._inline:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, function, *args)
+        started = time.perf_counter()
+        result = function(*args)
+        elapsed = time.perf_counter() - started
+        count = items if isinstance(items, int) else items(result)
+        per_item = elapsed / max(count, 1)
+        self._item_average_s += (per_item - self._item_average_s) * _INLINE_WEIGHT
+        if elapsed > _INLINE_CALL_LIMIT_S or self._item_average_s > _INLINE_ITEM_LIMIT_S:
+            self._inline = False
+            log.info(
+                "the disk is slow (%.1f ms a file, %.0f ms for the last batch): disk work "
+                "moves to its own thread",
+                1000 * self._item_average_s,
+                1000 * elapsed,
+            )
+        if count > 1:
+            await asyncio.sleep(0)  # a turn for the other tasks between two batches
+        return result
 
     async def list_repositories(self) -> AsyncIterator[str]:
         top = self._path(layout.REPOSITORIES)
@@ -93,7 +128,9 @@ class FilesystemStorage:
             return
         pending: list[str] = [""]
         while pending:
-            names, pending = await self._run(self._walk_some, top, pending)
+            names, pending = await self._run(
+                self._walk_some, top, pending, items=min(len(pending), _WALK_BATCH)
+            )
             for name in names:
                 yield name
 
@@ -127,7 +164,7 @@ class FilesystemStorage:
         return found, pending
 
     async def snapshot(self, repository: str) -> RepositorySnapshot:
-        return await self._run(self._snapshot_sync, repository)
+        return await self._run(self._snapshot_sync, repository, items=_files_in)
 
     def _snapshot_sync(self, repository: str) -> RepositorySnapshot:
         revisions: dict[Digest, float] = {}
@@ -137,11 +174,11 @@ class FilesystemStorage:
                     if not is_sha256_hex(entry.name) or not entry.is_dir(follow_symlinks=False):
                         continue
                     try:
-                        info = os.stat(os.path.join(entry.path, "link"), follow_symlinks=False)
+                        info = os.stat(entry.path + "/link", follow_symlinks=False)
                     except FileNotFoundError:
                         continue
                     if stat.S_ISREG(info.st_mode):
-                        revisions[digest_from_hex(entry.name)] = info.st_mtime
+                        revisions[Digest("sha256:" + entry.name)] = info.st_mtime
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -154,7 +191,7 @@ class FilesystemStorage:
                 for entry in entries:
                     if not entry.is_dir(follow_symlinks=False):
                         continue
-                    link = os.path.join(entry.path, "current", "link")
+                    link = entry.path + "/current/link"
                     try:
                         tags[entry.name] = parse_link(_read_capped(link, MAX_LINK_BYTES))
                     except FileNotFoundError:
@@ -172,7 +209,7 @@ class FilesystemStorage:
         result: dict[Digest, ManifestInfo] = {}
         for start in range(0, len(ordered), _BATCH):
             batch = ordered[start : start + _BATCH]
-            result.update(await self._run(self._read_manifests_sync, batch))
+            result.update(await self._run(self._read_manifests_sync, batch, items=len(batch)))
         return result
 
     def _read_manifests_sync(self, digests: list[Digest]) -> dict[Digest, ManifestInfo]:
@@ -190,25 +227,7 @@ class FilesystemStorage:
         return result
 
     async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
-        # Called right before every DELETE. On a local disk one stat of a cached entry
-        # costs a few microseconds, far less than a hop to the disk thread, so it runs
-        # inline; should stats turn slow (NFS, a cold disk), the thread takes over for
-        # the rest of the run so that the event loop does not wait on storage. The
-        # decision follows a running average: one stat that had to wait for the GIL
-        # while the disk thread scanned is no reason to pay a thread hop per DELETE.
-        if self._inline_stat:
-            started = time.perf_counter()
-            result = self._revision_mtime_sync(repository, digest)
-            elapsed = time.perf_counter() - started
-            self._stat_average_s += (elapsed - self._stat_average_s) * _INLINE_STAT_WEIGHT
-            if elapsed > 50 * _INLINE_STAT_LIMIT_S or self._stat_average_s > _INLINE_STAT_LIMIT_S:
-                self._inline_stat = False
-                log.info(
-                    "stats of revision links are slow (%.1f ms); the last look before each "
-                    "DELETE moves to the disk thread",
-                    1000 * max(elapsed, self._stat_average_s),
-                )
-            return result
+        # Right before every DELETE: on a fast disk one stat of a cached entry, inline.
         return await self._run(self._revision_mtime_sync, repository, digest)
 
     def _revision_mtime_sync(self, repository: str, digest: Digest) -> float | None:

@@ -1,4 +1,4 @@
-"""The disk backend's last look: inline while stats are fast, in its thread once slow."""
+"""The disk backend: disk work on the event loop while the disk is fast, in its thread once slow."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_fast_stats_stay_inline_despite_an_occasional_gil_wait(
     # 5 us stats with a 10 ms one every 20th (the disk thread held the GIL).
     durations = (0.010 if i % 20 == 19 else 0.000005 for i in itertools.count())
     storage, results, threads = looks(tmp_path, monkeypatch, durations, 200)
-    assert storage._inline_stat
+    assert storage._inline
     assert len(set(results)) == 1
     assert results[0] is not None
     assert set(threads) == {"MainThread"}
@@ -83,16 +83,52 @@ def test_slow_stats_move_to_the_disk_thread(
 ) -> None:
     durations = itertools.repeat(0.004)  # NFS-like: 4 ms every time
     storage, results, threads = looks(tmp_path, monkeypatch, durations, 60)
-    assert not storage._inline_stat
+    assert not storage._inline
     assert threads[0] == "MainThread"
     assert threads[-1].startswith("regcleaner-disk")
     assert len(set(results)) == 1
     assert results[0] is not None
 
 
+def test_scans_run_inline_on_a_fast_disk_and_in_the_thread_after_a_slow_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = push(tmp_path, "y")
+    storage = FilesystemStorage(tmp_path)
+    threads: list[str] = []
+    original = storage._snapshot_sync
+
+    def recorded(repository: str) -> object:
+        threads.append(threading.current_thread().name)
+        return original(repository)
+
+    monkeypatch.setattr(storage, "_snapshot_sync", recorded)
+
+    async def go() -> None:
+        try:
+            first = await storage.snapshot(REPO)
+            assert digest in first.revisions
+            # A 0.3 s batch (a cold disk) sends every later batch to the disk thread.
+            monkeypatch.setattr(
+                f"{filesystem.__name__}.time.perf_counter", Clock(itertools.repeat(0.3))
+            )
+            await storage.snapshot(REPO)
+            assert not storage._inline
+            again = await storage.snapshot(REPO)
+            assert again.revisions == first.revisions
+            manifests = await storage.read_manifests([digest])
+            assert digest in manifests
+        finally:
+            await storage.aclose()
+
+    asyncio.run(go())
+    assert threads[:2] == ["MainThread", "MainThread"]
+    assert threads[2].startswith("regcleaner-disk")
+
+
 def test_one_very_slow_stat_moves_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     durations = itertools.chain([0.5], itertools.repeat(0.000005))
     storage, _, threads = looks(tmp_path, monkeypatch, durations, 3)
-    assert not storage._inline_stat
+    assert not storage._inline
     assert threads[0] == "MainThread"
     assert all(name.startswith("regcleaner-disk") for name in threads[1:])
