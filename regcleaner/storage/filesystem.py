@@ -35,6 +35,7 @@ from regcleaner.storage.base import MAX_LINK_BYTES, decode_manifest, parse_link
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _BATCH = 512
+_INLINE_BATCH = 64
 _WALK_BATCH = 256
 # Disk work stays on the event loop while the running average per file stays under
 # _INLINE_ITEM_LIMIT_S and no single batch takes longer than _INLINE_CALL_LIMIT_S. An
@@ -78,7 +79,7 @@ class FilesystemStorage:
         # more threads would only fight the event loop for the GIL.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regcleaner-disk")
         self._inline = True
-        self._item_average_s = 0.0
+        self._item_average_s: float | None = None
         self._prefix = os.path.join(os.fspath(root), "")  # paths are built on hot paths
 
     def describe(self) -> str:
@@ -109,13 +110,14 @@ class FilesystemStorage:
         elapsed = time.perf_counter() - started
         count = items if isinstance(items, int) else items(result)
         per_item = elapsed / max(count, 1)
-        self._item_average_s += (per_item - self._item_average_s) * _INLINE_WEIGHT
-        if elapsed > _INLINE_CALL_LIMIT_S or self._item_average_s > _INLINE_ITEM_LIMIT_S:
+        average = per_item if self._item_average_s is None else self._item_average_s
+        self._item_average_s = average = average + (per_item - average) * _INLINE_WEIGHT
+        if elapsed > _INLINE_CALL_LIMIT_S or average > _INLINE_ITEM_LIMIT_S:
             self._inline = False
             log.info(
                 "the disk is slow (%.1f ms a file, %.0f ms for the last batch): disk work "
                 "moves to its own thread",
-                1000 * self._item_average_s,
+                1000 * average,
                 1000 * elapsed,
             )
         if count > 1:
@@ -207,9 +209,12 @@ class FilesystemStorage:
     async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
         ordered = list(digests)
         result: dict[Digest, ManifestInfo] = {}
-        for start in range(0, len(ordered), _BATCH):
-            batch = ordered[start : start + _BATCH]
+        start = 0
+        while start < len(ordered):
+            # Smaller batches while on the event loop: a slow disk then stalls it briefly.
+            batch = ordered[start : start + (_INLINE_BATCH if self._inline else _BATCH)]
             result.update(await self._run(self._read_manifests_sync, batch, items=len(batch)))
+            start += len(batch)
         return result
 
     def _read_manifests_sync(self, digests: list[Digest]) -> dict[Digest, ManifestInfo]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from regcleaner.digest import Digest
+from regcleaner.manifests import ManifestRefs
 from regcleaner.storage import filesystem
 from regcleaner.storage.filesystem import FilesystemStorage
 
@@ -132,3 +133,27 @@ def test_one_very_slow_stat_moves_at_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert not storage._inline
     assert threads[0] == "MainThread"
     assert all(name.startswith("regcleaner-disk") for name in threads[1:])
+
+
+def test_reads_more_manifests_than_a_batch_in_both_modes(tmp_path: Path) -> None:
+    digests = []
+    for i in range(700):  # more than one batch inline (64) and in the thread (512)
+        data = b'{"schemaVersion": 2, "layers": [], "n": %d}' % i
+        digest = Digest("sha256:" + hashlib.sha256(data).hexdigest())
+        blob = tmp_path / "docker/registry/v2/blobs/sha256" / digest[7:9] / digest[7:] / "data"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        digests.append(digest)
+
+    async def read(inline: bool) -> set[Digest]:
+        storage = FilesystemStorage(tmp_path)
+        storage._inline = inline
+        try:
+            found = await storage.read_manifests(digests)
+        finally:
+            await storage.aclose()
+        assert all(isinstance(info, ManifestRefs) for info in found.values())
+        return set(found)
+
+    assert asyncio.run(read(True)) == set(digests)
+    assert asyncio.run(read(False)) == set(digests)
