@@ -79,6 +79,11 @@ def test_dockerfile_steps_install_and_run_the_entrypoint(
     done = subprocess.run(["sh", "-c", script], cwd=context, env=env, capture_output=True,
                           text=True, check=False, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # The image runs with PYTHONDONTWRITEBYTECODE as a non-root user: the bytecode must
+    # come from the build, or every start compiles aiohttp and regcleaner again.
+    for module in ("regcleaner/engine.py", "aiohttp/client.py"):
+        source = next(venv.glob(f"lib/python*/site-packages/{module}"))
+        assert list(source.parent.glob(f"__pycache__/{source.stem}.*.pyc")), module
 
     for i in range(3):
         images.push_image(api, "image/app", "v", seed=f"img{i}")
@@ -89,6 +94,7 @@ def test_dockerfile_steps_install_and_run_the_entrypoint(
         "REGISTRY_DIR": str(registry.root),
         "DRY_RUN": "true",
         "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
     }
     result = subprocess.run([venv / "bin" / "regcleaner", "clean"], env=run_env,
                             capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
