@@ -82,8 +82,8 @@ def test_dockerfile_steps_install_and_run_the_entrypoint(
     # The image runs with PYTHONDONTWRITEBYTECODE as a non-root user: the bytecode must
     # come from the build, or every start compiles aiohttp and regcleaner again.
     for module in ("regcleaner/engine.py", "aiohttp/client.py"):
-        source = next(venv.glob(f"lib/python*/site-packages/{module}"))
-        assert list(source.parent.glob(f"__pycache__/{source.stem}.*.pyc")), module
+        installed = next(venv.glob(f"lib/python*/site-packages/{module}"))
+        assert list(installed.parent.glob(f"__pycache__/{installed.stem}.*.pyc")), module
 
     for i in range(3):
         images.push_image(api, "image/app", "v", seed=f"img{i}")
