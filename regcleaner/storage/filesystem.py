@@ -66,6 +66,10 @@ def _read_capped(path: str, cap: int) -> bytes:
         os.close(fd)
 
 
+def _folders_visited(walked: tuple[list[str], list[str], int]) -> int:
+    return walked[2]
+
+
 def _files_in(snapshot: RepositorySnapshot) -> int:
     return 2 + len(snapshot.revisions) + len(snapshot.tags) + len(snapshot.broken_tags)
 
@@ -130,20 +134,21 @@ class FilesystemStorage:
             return
         pending: list[str] = [""]
         while pending:
-            names, pending = await self._run(
-                self._walk_some, top, pending, items=min(len(pending), _WALK_BATCH)
+            names, pending, _ = await self._run(
+                self._walk_some, top, pending, items=_folders_visited
             )
             for name in names:
                 yield name
 
     @staticmethod
-    def _walk_some(top: str, pending: list[str]) -> tuple[list[str], list[str]]:
-        """Visit up to _WALK_BATCH folders depth-first; (repositories found, folders left)."""
+    def _walk_some(top: str, pending: list[str]) -> tuple[list[str], list[str], int]:
+        """Visit up to _WALK_BATCH folders depth-first; (repositories found, folders left,
+        folders visited)."""
         found: list[str] = []
-        for _ in range(_WALK_BATCH):
-            if not pending:
-                break
+        visited = 0
+        while pending and visited < _WALK_BATCH:
             relative = pending.pop()
+            visited += 1
             try:
                 entries = os.scandir(os.path.join(top, relative) if relative else top)
             except FileNotFoundError:
@@ -163,7 +168,7 @@ class FilesystemStorage:
             if is_repository and relative:
                 found.append(relative)
             pending.extend(sorted(children, reverse=True))
-        return found, pending
+        return found, pending, visited
 
     async def snapshot(self, repository: str) -> RepositorySnapshot:
         return await self._run(self._snapshot_sync, repository, items=_files_in)

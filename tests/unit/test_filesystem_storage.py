@@ -157,3 +157,25 @@ def test_reads_more_manifests_than_a_batch_in_both_modes(tmp_path: Path) -> None
 
     assert asyncio.run(read(True)) == set(digests)
     assert asyncio.run(read(False)) == set(digests)
+
+
+def test_a_walk_batch_is_judged_per_folder_not_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(300):
+        (tmp_path / f"docker/registry/v2/repositories/team/app{i}/_manifests").mkdir(parents=True)
+    storage = FilesystemStorage(tmp_path)
+    # Each walk batch "takes" 2.56 ms: 10 us a folder when a batch visits 256 folders.
+    monkeypatch.setattr(
+        f"{filesystem.__name__}.time.perf_counter", Clock(itertools.repeat(0.00256))
+    )
+
+    async def go() -> list[str]:
+        try:
+            return [name async for name in storage.list_repositories()]
+        finally:
+            await storage.aclose()
+
+    names = asyncio.run(go())
+    assert len(names) == 300
+    assert storage._inline
