@@ -44,16 +44,21 @@ class ManifestRefs:
     """Bytes of the manifest JSON itself (it is a blob too)."""
 
 
-def _descriptor_digest(descriptor: Any, where: str) -> Digest:
+def _descriptor_digest(descriptor: Any, field: str, index: int | None = None) -> Digest:
+    # The label is only built for an error message: this runs for every descriptor.
     if not isinstance(descriptor, dict):
-        raise ManifestError(f"{where} is not a descriptor object")
+        raise ManifestError(f"{_label(field, index)} is not a descriptor object")
     value = descriptor.get("digest")
     if not isinstance(value, str):
-        raise ManifestError(f"{where} has no digest")
+        raise ManifestError(f"{_label(field, index)} has no digest")
     try:
         return parse_digest(value)
     except ValueError as exc:
-        raise ManifestError(f"{where}: {exc}") from None
+        raise ManifestError(f"{_label(field, index)}: {exc}") from None
+
+
+def _label(field: str, index: int | None) -> str:
+    return field if index is None else f"{field}[{index}]"
 
 
 def _descriptor_size(descriptor: Any) -> int:
@@ -91,7 +96,7 @@ def parse_manifest(data: bytes) -> ManifestRefs:
     if "manifests" in document or media_type in mediatypes.INDEX_TYPES:
         entries = _descriptor_list(document, "manifests")
         children = tuple(
-            _descriptor_digest(entry, f"manifests[{i}]") for i, entry in enumerate(entries)
+            _descriptor_digest(entry, "manifests", i) for i, entry in enumerate(entries)
         )
         return ManifestRefs(
             ManifestKind.INDEX,
@@ -114,7 +119,7 @@ def parse_manifest(data: bytes) -> ManifestRefs:
             sizes.append(_descriptor_size(document["config"]))
         for field in ("layers", "blobs"):
             for i, entry in enumerate(_descriptor_list(document, field)):
-                blobs.append(_descriptor_digest(entry, f"{field}[{i}]"))
+                blobs.append(_descriptor_digest(entry, field, i))
                 sizes.append(_descriptor_size(entry))
         return ManifestRefs(
             ManifestKind.IMAGE,

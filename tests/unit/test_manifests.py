@@ -114,3 +114,18 @@ def test_parse_never_raises_anything_but_manifest_error(data: bytes) -> None:
     for digest in (*refs.children, *refs.blobs, *([refs.subject] if refs.subject else [])):
         assert digest.startswith("sha256:")
         assert len(digest) == 71
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"layers": [{"digest": d(1)}, {"size": 3}]}, "layers[1] has no digest"),
+        ({"manifests": [{"digest": d(1)}, "x"]}, "manifests[1] is not a descriptor object"),
+        ({"config": {"digest": "md5:00"}}, "config: not a sha256 digest"),
+        ({"layers": [], "subject": {"digest": 7}}, "subject has no digest"),
+    ],
+)
+def test_errors_name_the_descriptor(document: dict[str, Any], message: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(json.dumps({"schemaVersion": 2, **document}).encode())
+    assert str(caught.value).startswith(message)
