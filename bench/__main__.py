@@ -70,6 +70,11 @@ class SizeResult:
         return self.dry_s / self.walk_s
 
 
+def remove_tree(path: Path) -> None:
+    """``rm -rf``: several times faster than shutil.rmtree on a million small files."""
+    subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+
+
 def children_cpu() -> float:
     """CPU seconds of the children reaped so far (the floor and regcleaner processes)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -254,7 +259,7 @@ def measure(
         f"  dry run {dry_s:.2f}s (peak RSS {dry_rss:.0f} MB) vs bare walk+read {walk_s:.2f}s",
         flush=True,
     )
-    shutil.rmtree(workdir / "base")
+    remove_tree(workdir / "base")
     return SizeResult(
         repositories=repositories, manifests=synthetic.manifests,
         history=len(synthetic.history), generate_s=generate_s,
@@ -322,7 +327,7 @@ def main() -> int:
             results[size] = result
             failed |= not result.verified
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)
 
     print()
     header = (
