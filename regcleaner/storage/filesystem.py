@@ -51,10 +51,17 @@ def _read_capped(path: str, cap: int) -> bytes:
     """Read at most ``cap + 1`` bytes of a regular file without following a symlink."""
     fd = os.open(path, _READ_FLAGS)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(f"not a regular file: {path}")
-        chunks: list[bytes] = []
-        remaining = cap + 1
+        # One read of the size fstat gave (+1 to see the end) is the whole file in the
+        # common case; read on only if the file turned out longer than it said.
+        want = min(info.st_size, cap) + 1
+        first = os.read(fd, want)
+        if len(first) < want:
+            return first
+        chunks = [first]
+        remaining = cap + 1 - len(first)
         while remaining > 0:
             chunk = os.read(fd, min(remaining, 1 << 20))
             if not chunk:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,28 @@ def test_a_walk_batch_is_judged_per_folder_not_per_call(
     names = asyncio.run(go())
     assert len(names) == 300
     assert storage._inline
+
+
+@pytest.mark.parametrize("size", [0, 1, 99, 100, 101, 5000])
+def test_capped_reads_return_the_file_or_cap_plus_one_bytes(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "blob"
+    data = bytes(range(256)) * (size // 256 + 1)
+    path.write_bytes(data[:size])
+    got = filesystem._read_capped(str(path), 100)
+    assert got == data[: min(size, 101)]
+
+
+def test_capped_read_of_a_file_that_grew_after_its_stat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * 50)
+    real_fstat = os.fstat
+
+    def stale_fstat(fd: int) -> os.stat_result:  # the size before an append
+        info = real_fstat(fd)
+        return os.stat_result((info.st_mode, *info[1:6], 10, *info[7:]))
+
+    monkeypatch.setattr(f"{filesystem.__name__}.os.fstat", stale_fstat)
+    assert filesystem._read_capped(str(path), 100) == b"x" * 50
+    assert filesystem._read_capped(str(path), 20) == b"x" * 21
