@@ -10,9 +10,10 @@ blobs that were already orphaned before the run are not counted (a lower bound t
 The answer needs every repository's blobs at once, so the sets spill to a temporary
 SQLite file instead of memory: the run's memory stays bounded by the largest
 repository, whatever the size of the registry. A blob is keyed by the first 64 bits of
-its sha256 (an integer key is the cheapest SQLite can index); two distinct blobs of one
-registry sharing those bits is a 1-in-10^7 event even at 10 million blobs, and would
-only move the estimate by one blob.
+its sha256 (an integer key is the cheapest SQLite can index): by the birthday bound,
+two distinct blobs of one registry share those bits with a chance of about 1 in 37
+million at a million blobs (1 in 370,000 at ten million), and a collision would only
+move the estimate by one blob.
 """
 
 from __future__ import annotations
