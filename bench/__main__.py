@@ -71,7 +71,7 @@ class SizeResult:
 
 
 def remove_tree(path: Path) -> None:
-    """``rm -rf``: several times faster than shutil.rmtree on a million small files."""
+    """``rm -rf`` (shutil.rmtree spent over 6 minutes on the 1M-revision tree)."""
     subprocess.run(["rm", "-rf", "--", str(path)], check=False)
 
 
