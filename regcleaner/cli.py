@@ -396,8 +396,8 @@ def clean(
     estimate_space: Annotated[
         bool,
         typer.Option(
-            help="Estimate the bytes garbage-collect will free (memory grows with "
-            "the registry's distinct blobs; turn off for huge registries)."
+            help="Estimate the bytes garbage-collect will free (kept in a temporary "
+            "SQLite file that grows with the registry's distinct blobs, not in memory)."
         ),
     ] = True,
     shard: Annotated[

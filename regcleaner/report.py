@@ -235,11 +235,8 @@ class RunReport:
             ("duration", f"{self.duration_s:.1f}s"),
         ]
         if self.reclaimable is not None:
-            label = (
-                "space garbage-collect would free"
-                if self.dry_run
-                else ("space garbage-collect will free")
-            )
+            verb = "would" if self.dry_run else "will"
+            label = f"space garbage-collect {verb} free"
             rows.append((label, f"{human_bytes(self.reclaimable[0])} (estimate)"))
         for name, value in rows:
             table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
