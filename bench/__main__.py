@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.floor import delete_floor
 from bench.generate import SyntheticRegistry, generate, remaining_revisions
-from tests.harness.registry import RegistryProcess
+from testkit.registry import RegistryProcess
 
 SIZES = {"small": (200, 32), "medium": (2000, 32), "1m": (10_000, 100)}
 

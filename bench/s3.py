@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.generate import generate
-from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 
 def main() -> int:

@@ -15,9 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
-from tests.harness.scenario import build_scenario
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
+from testkit.scenario import build_scenario
 
 
 def banner(text: str) -> None:

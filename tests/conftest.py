@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from regcleaner.cli import app
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess, running
-from tests.harness.s3 import MotoS3
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess, running
+from testkit.s3 import MotoS3
 
 
 @pytest.fixture

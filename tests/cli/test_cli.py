@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from regcleaner import __version__
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
 from tests.conftest import clean_args, run_cli
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
 
 SECRET = "s3cr:et:pa55"  # colons: only the first one separates user and password
 

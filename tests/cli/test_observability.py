@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess, free_port
 from tests.conftest import clean_args, run_cli
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess, free_port
 
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 

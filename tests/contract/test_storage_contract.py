@@ -20,7 +20,7 @@ from regcleaner.planner import RepositorySnapshot, Unreadable
 from regcleaner.storage.base import Storage
 from regcleaner.storage.filesystem import FilesystemStorage
 from regcleaner.storage.s3 import S3Storage
-from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 V2 = "docker/registry/v2"
 

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CliResult, clean_args, run_cli
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.auth import (
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.auth import (
     TokenServer,
     User,
     basic_header,
@@ -19,8 +18,9 @@ from tests.harness.auth import (
     make_tls,
     write_htpasswd,
 )
-from tests.harness.registry import RegistryProcess, running
-from tests.harness.scenario import build_scenario
+from testkit.registry import RegistryProcess, running
+from testkit.scenario import build_scenario
+from tests.conftest import CliResult, clean_args, run_cli
 from tests.integration.test_clean_disk import assert_all_tags_pull, report_digests
 
 PASSWORD = "pa:ss-w0rd!"  # a colon inside, and nothing that should ever be printed

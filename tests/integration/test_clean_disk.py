@@ -7,11 +7,11 @@ import json
 import os
 from pathlib import Path
 
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
+from testkit.scenario import Expectation, build_scenario, corrupt_blob
 from tests.conftest import clean_args, run_cli
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
-from tests.harness.scenario import Expectation, build_scenario, corrupt_blob
 
 
 def revisions_on_disk(root: Path) -> set[tuple[str, str]]:
@@ -214,7 +214,7 @@ def test_registry_with_deletes_disabled_stops_at_first_405(
 def test_unreachable_registry_exits_3_before_deleting(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "docker/registry/v2/repositories").mkdir(parents=True)
-    from tests.harness.registry import free_port
+    from testkit.registry import free_port
 
     result = run_cli(
         ["clean", "--registry-url", f"http://127.0.0.1:{free_port()}", "--registry-dir", str(root)]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
+from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from testkit.scenario import build_scenario
 from tests.conftest import run_cli
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
-from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
-from tests.harness.scenario import build_scenario
 from tests.integration.test_clean_disk import assert_all_tags_pull, report_digests
 
 _ids = itertools.count()
@@ -117,8 +117,8 @@ def s3_error(code: str, message: str) -> str:
 def test_s3_throttling_and_5xx_are_retried_and_a_dead_listing_fails_its_repository(
     s3_registry: tuple[RegistryProcess, str], moto_server: MotoS3, tmp_path: Path
 ) -> None:
-    from tests.harness import images
-    from tests.harness.faults import FaultProxy, FaultScript
+    from testkit import images
+    from testkit.faults import FaultProxy, FaultScript
 
     server, bucket = s3_registry
     api = RegistryAPI(server.url)

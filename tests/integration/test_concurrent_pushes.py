@@ -11,10 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
 from tests.conftest import clean_args
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
 
 
 def test_concurrent_pushes_and_retags_never_lose_a_tag(

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.faults import FaultProxy, FaultScript
+from testkit.registry import RegistryProcess, running
 from tests.conftest import run_cli
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.faults import FaultProxy, FaultScript
-from tests.harness.registry import RegistryProcess, running
 from tests.integration.test_clean_disk import revisions_on_disk
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
 from tests.conftest import clean_args, run_cli
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
 
 V2 = "docker/registry/v2"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
+from testkit.scenario import build_scenario
 from tests.conftest import clean_args, run_cli
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
-from tests.harness.scenario import build_scenario
 from tests.integration.test_clean_disk import revisions_on_disk
 
 

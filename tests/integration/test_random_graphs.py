@@ -15,10 +15,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from testkit import images
+from testkit.api import Pushed, RegistryAPI
+from testkit.registry import RegistryProcess
 from tests.conftest import clean_args, run_cli
-from tests.harness import images
-from tests.harness.api import Pushed, RegistryAPI
-from tests.harness.registry import RegistryProcess
 from tests.integration.test_clean_disk import revisions_on_disk
 
 

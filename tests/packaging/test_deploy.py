@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images
-from tests.harness.api import RegistryAPI
-from tests.harness.registry import RegistryProcess
+from testkit import images
+from testkit.api import RegistryAPI
+from testkit.registry import RegistryProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import images
-from tests.harness.api import Pushed, RegistryAPI
+from testkit import images
+from testkit.api import Pushed, RegistryAPI
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 from moto.server import ThreadedMotoServer
 
-from tests.harness.registry import free_port
+from testkit.registry import free_port
 
 ACCESS_KEY = "regcleaner-test-access"
 SECRET_KEY = "regcleaner-test-secret-0123456789"  # a test value, never a real key

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from regcleaner import mediatypes
-from tests.harness.api import Pushed, RegistryAPI, sha256
+from testkit.api import Pushed, RegistryAPI, sha256
 
 
 def _json(document: dict[str, Any]) -> bytes:

@@ -1,1 +1,0 @@
-"""Real-registry test harness, shared by the tests, the demo and the benchmark."""
