@@ -12,13 +12,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 all: test
 
 # Debian's docker-registry (distribution 2.8.2) is the real registry the tests run.
+# skopeo, umoci and buildah are the real clients of tests/integration/test_real_clients.py
+# (buildah as root with the vfs driver: no daemon, nothing run in a container).
 system-deps:
-	@if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/prometheus-pushgateway ] || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	@if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/prometheus-pushgateway ] || \
+		[ ! -x /usr/bin/skopeo ] || [ ! -x /usr/bin/umoci ] || [ ! -x /usr/bin/buildah ] || \
+		! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			docker-registry prometheus-pushgateway python3-venv python3-pip >/dev/null; \
+			docker-registry prometheus-pushgateway python3-venv python3-pip \
+			skopeo umoci buildah >/dev/null; \
 	fi
 	@/usr/bin/docker-registry --version
+	@/usr/bin/skopeo --version && /usr/bin/umoci --version && /usr/bin/buildah --version
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
