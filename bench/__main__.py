@@ -114,7 +114,7 @@ def run_regcleaner(args: list[str]) -> tuple[float, float, dict[str, object]]:
     """Run the CLI as a subprocess; (wall seconds, peak RSS MB, JSON report)."""
     report = Path(tempfile.mkstemp(suffix=".json")[1])
     command = [sys.executable, "-m", "regcleaner", "clean", *args, "--report", str(report),
-               "--progress-interval", "0", "--output", "json"]  # fmt: skip
+               "--progress-interval", "0", "--output", "json", "--min-age", "0"]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = time.perf_counter() - started

@@ -52,6 +52,8 @@ def main() -> int:
             str(registry.root),
             "--progress-interval",
             "0",
+            "--min-age",
+            "0",
         ]
         banner("dry run: what would be deleted, and why the rest is kept")
         if regcleaner(*args, "--dry-run") != 0:

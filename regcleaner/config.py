@@ -1,7 +1,13 @@
-"""Validated, frozen settings. Everything the operator typed is checked here, once."""
+"""Validated, frozen settings. Everything the operator typed is checked here, once.
+
+The CLI passes the raw option values (strings for numbers and durations, so that
+``nan``, ``inf`` and non-ASCII digits can be refused) to ``build_settings``; what comes
+back holds every option of the run. A problem is one ``ConfigError`` naming the option.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -23,6 +29,15 @@ class OutputFormat(Enum):
 
     TEXT = "text"
     JSON = "json"
+
+
+class Mode(Enum):
+    """How planned deletions are carried out."""
+
+    API = "api"
+    """DELETE through the registry's API (the registry writable and running)."""
+    DIRECT = "direct"
+    """Remove the links from storage (maintenance window: registry read-only or stopped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,7 @@ class S3Options:
     max_connections: int = 64
     max_attempts: int = 8
     listers: int = 16
+    delete_requests_in_flight: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,46 +90,70 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Output:
+    """Where results, logs and metrics go."""
+
+    report_path: Path | None = None
+    format: OutputFormat = OutputFormat.TEXT
+    progress_interval_s: float = 10.0
+    log_format: OutputFormat = OutputFormat.TEXT
+    verbose: bool = False
+    metrics_file: Path | None = None
+    pushgateway: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """One run of ``regcleaner clean``."""
 
-    registry_url: str
+    registry_url: str | None
     registry_dir: Path
     storage: StorageKind = StorageKind.FILESYSTEM
     s3: S3Options | None = None
     credentials: Credentials | None = None
     tls: TLSOptions = TLSOptions()
     dry_run: bool = False
+    mode: Mode = Mode.API
+    registry_stopped: bool = False
+    """Direct mode: the operator says no registry process runs (with a URL, it must then
+    not answer, or answer as read-only)."""
+    gate_rounds: int = 3
+    """Rounds of write probes before direct removal (replicas answer one connection each)."""
     limits: Limits = Limits()
-    min_age_s: float = 0.0
+    min_age_s: float = 3600.0
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    report_path: Path | None = None
-    output: OutputFormat = OutputFormat.TEXT
-    progress_interval_s: float = 10.0
+    output: Output = Output()
     stop_grace_s: float = 10.0
+    recheck_interval_s: float = 2.0
+    """While deleting through the API: the longest time between two listings of a
+    repository's revisions (pushes of other manifests are seen at the next one)."""
     estimate_space: bool = True
     shard: tuple[int, int] | None = None
     """(index, count): clean only repositories whose stable hash falls in this shard."""
 
+    @property
+    def report_path(self) -> Path | None:
+        return self.output.report_path
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+    @property
+    def progress_interval_s(self) -> float:
+        return self.output.progress_interval_s
+
+
+_ASCII_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``1h30m``, ``2d``, ``1w`` → seconds."""
+def parse_duration(text: str, option: str = "duration") -> float:
+    """``90``, ``90s``, ``15m``, ``1h30m``, ``2d``, ``1w`` → seconds (ASCII digits only;
+    no sign, no ``nan`` or ``inf``)."""
     value = text.strip().lower()
     if not value:
-        raise ConfigError("empty duration")
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        if seconds < 0:
-            raise ConfigError(f"negative duration {text!r}")
-        return seconds
+        raise ConfigError(f"{option}: empty duration")
+    if _ASCII_NUMBER.fullmatch(value):
+        return _finite(float(value), option, text)
     position = 0
     total = 0.0
     for match in _DURATION_PART.finditer(value):
@@ -123,9 +163,42 @@ def parse_duration(text: str) -> float:
         position = match.end()
     if position != len(value) or position == 0:
         raise ConfigError(
-            f"invalid duration {text!r}: use a number of seconds or e.g. 30m, 1h30m, 7d"
+            f"{option}: invalid duration {text!r}: use a number of seconds or e.g. 30m, 1h30m, 7d"
         )
-    return total
+    return _finite(total, option, text)
+
+
+def _finite(value: float, option: str, text: str) -> float:
+    if not math.isfinite(value):
+        raise ConfigError(f"{option}: {text!r} is too large")
+    return value
+
+
+def parse_number(text: str | float, option: str, *, minimum: float = 0.0,
+                 positive: bool = False) -> float:  # fmt: skip
+    """A finite decimal number in ASCII digits, at least ``minimum`` (above 0 when
+    ``positive``); ConfigError naming the option otherwise."""
+    value_text = str(text).strip()
+    if not _ASCII_NUMBER.fullmatch(value_text):
+        raise ConfigError(
+            f"{option} must be a number in plain digits (like 2 or 0.5), not {value_text!r}"
+        )
+    value = _finite(float(value_text), option, value_text)
+    if value < minimum or (positive and value <= 0):
+        bound = "above 0" if positive else f"at least {minimum:g}"
+        raise ConfigError(f"{option} must be {bound}, not {value_text}")
+    return value
+
+
+def parse_count(text: str | int, option: str, *, minimum: int = 1) -> int:
+    """A whole number in ASCII digits, at least ``minimum``."""
+    value_text = str(text).strip()
+    if not re.fullmatch(r"[0-9]+", value_text) or len(value_text) > 9:
+        raise ConfigError(f"{option} must be a whole number in plain digits, not {value_text!r}")
+    value = int(value_text)
+    if value < minimum:
+        raise ConfigError(f"{option} must be at least {minimum}, not {value}")
+    return value
 
 
 def parse_credentials(text: str) -> Credentials:
@@ -136,25 +209,25 @@ def parse_credentials(text: str) -> Credentials:
     return Credentials(username, password)
 
 
-def parse_registry_url(text: str) -> str:
-    """Validate the registry base URL and return it without a trailing slash."""
+def parse_registry_url(text: str, option: str = "the registry URL") -> str:
+    """Validate a base URL and return it without a trailing slash."""
     value = text.strip()
     if not value:
-        raise ConfigError("the registry URL is empty (set --registry-url or REGISTRY_URL)")
+        raise ConfigError(f"{option} is empty (set --registry-url or REGISTRY_URL)")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            "the registry URL must start with http:// or https:// and name a host, "
+            f"{option} must start with http:// or https:// and name a host, "
             "e.g. https://registry.example.com"
         )
     if parts.username is not None or parts.password is not None:
-        raise ConfigError("do not put credentials in the registry URL; use --auth or REGISTRY_AUTH")
+        raise ConfigError(f"do not put credentials in {option}; use --auth or REGISTRY_AUTH")
     if parts.query or parts.fragment:
-        raise ConfigError("the registry URL must not have a query or fragment")
+        raise ConfigError(f"{option} must not have a query or fragment")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise ConfigError("the registry URL has an invalid port") from None
+        raise ConfigError(f"{option} has an invalid port") from None
     return value.rstrip("/")
 
 
@@ -187,26 +260,25 @@ def is_loopback_url(url: str) -> bool:
 
 
 def parse_shard(
-    shard: str | None, shards: int | None, completion_index: str | None
+    shard: str | None, shards: str | None, completion_index: str | None
 ) -> tuple[int, int] | None:
     """``--shard I/N``, or ``--shards N`` with an Indexed Job's JOB_COMPLETION_INDEX."""
     if shard:
         index_text, sep, count_text = shard.partition("/")
-        try:
-            index, count = int(index_text), int(count_text)
-        except ValueError:
-            raise ConfigError(f"--shard must look like 2/8, not {shard!r}") from None
-        if not sep:
+        if (
+            not sep
+            or not re.fullmatch(r"[0-9]{1,6}", index_text.strip())
+            or not re.fullmatch(r"[0-9]{1,6}", count_text.strip())
+        ):
             raise ConfigError(f"--shard must look like 2/8, not {shard!r}")
+        index, count = int(index_text), int(count_text)
     elif shards:
+        count = parse_count(shards, "--shards")
         if completion_index is None:
             raise ConfigError("--shards needs --shard I/N or JOB_COMPLETION_INDEX (Indexed Job)")
-        try:
-            index, count = int(completion_index), shards
-        except ValueError:
-            raise ConfigError(
-                f"JOB_COMPLETION_INDEX is not a number: {completion_index!r}"
-            ) from None
+        if not re.fullmatch(r"[0-9]{1,6}", completion_index.strip()):
+            raise ConfigError(f"JOB_COMPLETION_INDEX is not a number: {completion_index!r}")
+        index = int(completion_index)
     else:
         return None
     if count < 1 or not 0 <= index < count:
@@ -222,3 +294,207 @@ def parse_storage_kind(text: str) -> StorageKind:
     if value in ("", "filesystem", "disk", "local", "fs"):
         return StorageKind.FILESYSTEM
     raise ConfigError(f"unknown storage {text!r}: use filesystem or s3")
+
+
+def parse_format(text: str, option: str) -> OutputFormat:
+    """``text`` or ``json``."""
+    try:
+        return OutputFormat(text.strip().lower())
+    except ValueError:
+        raise ConfigError(f"unknown {option} format {text!r}: use text or json") from None
+
+
+def storage_settings(
+    *,
+    registry_dir: Path | None,
+    storage: str,
+    bucket: str | None,
+    region: str | None,
+    s3_endpoint: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+) -> tuple[StorageKind, Path, S3Options | None]:
+    """Where the registry's storage is: a directory, or a bucket and prefix."""
+    kind = parse_storage_kind(storage)
+    s3_options: S3Options | None = None
+    if kind is StorageKind.S3:
+        if not bucket:
+            raise ConfigError("S3 storage needs a bucket: --bucket or BUCKET")
+        if bool(access_key) != bool(secret_key):
+            raise ConfigError("give both --access-key and --secret-key, or neither")
+        if s3_endpoint:
+            parse_registry_url(s3_endpoint, "--s3-endpoint")
+        s3_options = S3Options(
+            bucket=bucket,
+            prefix=str(registry_dir or "").strip("/"),
+            region=region or None,
+            endpoint_url=s3_endpoint or None,
+            access_key=access_key or None,
+            secret_key=secret_key or None,
+        )
+    return kind, registry_dir if registry_dir is not None else Path("/registry"), s3_options
+
+
+def access_settings(
+    *,
+    url: str | None,
+    auth: str | None,
+    username: str | None,
+    password_file: Path | None,
+    allow_insecure_auth: bool,
+    insecure: bool,
+    ca_cert: Path | None,
+) -> tuple[Credentials | None, TLSOptions]:
+    """Credentials and TLS for the registry (and its token server)."""
+    credentials: Credentials | None = parse_credentials(auth) if auth else None
+    if password_file is not None:
+        if credentials is not None:
+            raise ConfigError("give --auth or --password-file, not both")
+        if not username:
+            raise ConfigError("--password-file needs --username (REGISTRY_USERNAME)")
+        credentials = Credentials(username, read_password_file(password_file))
+    elif username:
+        raise ConfigError("--username needs --password-file; or use --auth user:password")
+    if (
+        credentials is not None
+        and url is not None
+        and url.startswith("http://")
+        and not is_loopback_url(url)
+        and not allow_insecure_auth
+    ):
+        raise ConfigError(
+            "refusing to send credentials over plain HTTP to a remote registry; use https:// "
+            "or pass --allow-insecure-auth"
+        )
+    if ca_cert is not None and not ca_cert.is_file():
+        raise ConfigError(f"CA certificate {ca_cert} does not exist")
+    return credentials, TLSOptions(insecure=insecure, ca_cert=ca_cert)
+
+
+def output_settings(
+    *,
+    report: Path | None,
+    output: str,
+    progress_interval: str,
+    log_format: str,
+    verbose: bool,
+    metrics_file: Path | None,
+    pushgateway: str | None,
+) -> Output:
+    """Report, standard output, logs and metrics."""
+    if report is not None and report.exists() and report.is_dir():
+        raise ConfigError(f"--report {report} is a directory")
+    if pushgateway:
+        parse_registry_url(pushgateway, "--pushgateway")
+    return Output(
+        report_path=report,
+        format=parse_format(output, "output"),
+        progress_interval_s=parse_number(progress_interval, "--progress-interval"),
+        log_format=parse_format(log_format, "log"),
+        verbose=verbose,
+        metrics_file=metrics_file,
+        pushgateway=pushgateway or None,
+    )
+
+
+def build_settings(
+    *,
+    registry_url: str | None,
+    registry_dir: Path | None,
+    storage: str = "filesystem",
+    bucket: str | None = None,
+    region: str | None = None,
+    s3_endpoint: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    auth: str | None = None,
+    username: str | None = None,
+    password_file: Path | None = None,
+    allow_insecure_auth: bool = False,
+    insecure: bool = False,
+    ca_cert: Path | None = None,
+    dry_run: bool = False,
+    direct: bool = False,
+    registry_stopped: bool = False,
+    concurrency: str = "32",
+    per_repository: str = "4",
+    rate: str = "0",
+    timeout: str = "60",
+    stop_grace: str = "10",
+    recheck_interval: str = "2",
+    gate_rounds: str = "3",
+    min_age: str = "1h",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    report: Path | None = None,
+    output: str = "text",
+    progress_interval: str = "10",
+    log_format: str = "text",
+    verbose: bool = False,
+    metrics_file: Path | None = None,
+    pushgateway: str | None = None,
+    estimate_space: bool = True,
+    shard: str | None = None,
+    shards: str | None = None,
+    completion_index: str | None = None,
+) -> Settings:
+    """Validate everything the operator gave; raise ConfigError on the first problem."""
+    mode = Mode.DIRECT if direct else Mode.API
+    url: str | None = None
+    if registry_url:
+        url = parse_registry_url(registry_url)
+    elif mode is Mode.API and not dry_run:
+        raise ConfigError("the registry URL is required: --registry-url or REGISTRY_URL")
+    elif mode is Mode.DIRECT and not registry_stopped and not dry_run:
+        raise ConfigError(
+            "--direct writes storage only when the registry cannot: give --registry-url so "
+            "that its read-only mode can be checked, or --registry-stopped if no registry "
+            "process runs"
+        )
+    if registry_stopped and mode is not Mode.DIRECT:
+        raise ConfigError("--registry-stopped only makes sense with --direct")
+    kind, root, s3_options = storage_settings(
+        registry_dir=registry_dir, storage=storage, bucket=bucket, region=region,
+        s3_endpoint=s3_endpoint, access_key=access_key, secret_key=secret_key,
+    )  # fmt: skip
+    credentials, tls = access_settings(
+        url=url, auth=auth, username=username, password_file=password_file,
+        allow_insecure_auth=allow_insecure_auth, insecure=insecure, ca_cert=ca_cert,
+    )  # fmt: skip
+    total = parse_count(concurrency, "--concurrency")
+    per_repo = parse_count(per_repository, "--per-repository")
+    limits = Limits(
+        concurrency=total,
+        per_repository=min(per_repo, total),
+        rate=parse_number(rate, "--rate"),
+        request_timeout_s=parse_number(timeout, "--timeout", positive=True),
+    )
+    return Settings(
+        registry_url=url,
+        registry_dir=root,
+        storage=kind,
+        s3=s3_options,
+        credentials=credentials,
+        tls=tls,
+        dry_run=dry_run,
+        mode=mode,
+        registry_stopped=registry_stopped,
+        gate_rounds=parse_count(gate_rounds, "--gate-probes"),
+        limits=limits,
+        min_age_s=parse_duration(min_age, "--min-age"),
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        output=output_settings(
+            report=report,
+            output=output,
+            progress_interval=progress_interval,
+            log_format=log_format,
+            verbose=verbose,
+            metrics_file=metrics_file,
+            pushgateway=pushgateway,
+        ),
+        stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
+        recheck_interval_s=parse_duration(recheck_interval, "--recheck-interval"),
+        estimate_space=estimate_space,
+        shard=parse_shard(shard, shards, completion_index),
+    )

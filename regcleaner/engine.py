@@ -1,52 +1,78 @@
-"""The pipeline: list repositories → scan and plan → re-check → delete → report.
+"""The clean pipeline: list repositories → snapshot and plan → carry out the waves → report.
 
-A producer lists repositories into a bounded queue; scan workers snapshot and plan
-each one; delete workers take planned repositories from a second bounded queue, re-read
-the repository just before deleting, and issue its DELETEs wave by wave with a small
-per-repository bound under the Deleter's global bounds. Scanning repository N+1
-overlaps deleting in repository N, and memory is bounded by the queues.
+A producer lists repositories into a bounded channel; scan workers snapshot and plan
+each one; removal workers take planned repositories from a second bounded channel and
+hand their waves, in order, to the remover (API, direct or dry run: the engine does not
+know which). Scanning repository N+1 overlaps removal in repository N, and memory is
+bounded by the channels.
+
+When the registry may be written during the run (API mode), a ``PushWatch`` guards each
+repository's deletions: the repository is read again before its first wave, its
+revisions are listed again before every later wave and at least every
+``recheck_interval_s`` within one, and right before each DELETE the manifest's own
+revision link, the revision links of the deleted manifests that pointed at it, and
+(on a disk) the revisions folder are looked at. Any change re-plans the repository
+with the new manifests read; a re-plan can only keep more.
+
+Every task is owned by a TaskGroup. A stop (SIGTERM, SIGINT, or a fatal registry
+answer) lets in-flight requests finish for ``stop_grace_s``, then abandons them; no new
+deletion or retry starts after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fnmatch
-import functools
 import hashlib
 import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from regcleaner import layout
+from regcleaner.concurrency import Channel
 from regcleaner.config import Settings
-from regcleaner.deleter import Deleter, Outcome
 from regcleaner.digest import Digest
-from regcleaner.errors import PermissionDenied, RegcleanerError, StorageError
-from regcleaner.manifests import ManifestRefs
+from regcleaner.errors import RegcleanerError, RegistryMismatch, StorageError
+from regcleaner.globs import repository_selected
+from regcleaner.manifests import ManifestInfo, references_of
+from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
-    REASON_GONE,
-    REASON_PUSHED_DURING_RUN,
+    GONE,
+    PUSHED_DURING_RUN,
     Decision,
-    ManifestInfo,
     Policy,
+    Reason,
+    ReasonKind,
     RepositoryPlan,
-    RepositorySnapshot,
+    narrow,
     needed_manifests,
     plan_repository,
-    recheck_plan,
+    without,
 )
-from regcleaner.registry.client import RegistryClient
-from regcleaner.report import RepositoryRecord, RunReport
+from regcleaner.removers.base import Outcome, Removal, Remover
+from regcleaner.report import Progress, RepositoryRecord, RunReport
 from regcleaner.space import SpaceEstimate
-from regcleaner.storage.base import Storage
+from regcleaner.view import RegistryView
 
 log = logging.getLogger("regcleaner")
 
-REASON_STOPPED = "stopped-before-delete"
+STOPPED = Reason(ReasonKind.STOPPED)
+RECHECK_FAILED = Reason(ReasonKind.RECHECK_FAILED)
+# After a DELETE answered 202, the first few are checked to have left this storage;
+# after a 404, the link is checked to be gone. The URL and the storage are taken to be
+# different registries after this much evidence.
+LANDING_CHECKS = 3
+MISMATCH_EVIDENCE = 3
+# A listing that fits in one S3 page replaces the per-DELETE HEAD: same request count,
+# and it sees every push in the repository, not just one manifest's.
+ONE_PAGE = 1000
+
+
+def shard_of(name: str, count: int) -> int:
+    """Stable shard of a repository name: the same on every machine and every run."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
 
 
 @dataclass(slots=True)
@@ -57,71 +83,293 @@ class RepositoryJob:
     manifests: dict[Digest, ManifestInfo]
     plan: RepositoryPlan
     record: RepositoryRecord
+    reasons: dict[Digest, str] = field(default_factory=dict)
+    """Each planned deletion's reason, as reported."""
+
+    def __post_init__(self) -> None:
+        self.reasons = {d.digest: str(d.reason) for d in self.plan.delete}
 
 
-def repository_selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
-    """Apply ``--include``/``--exclude`` globs (exclude wins)."""
-    if include and not any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
-        return False
-    return not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+class _StopWalk(Exception):
+    """Raised into the repository walk to end it early on a stop."""
 
 
-def shard_of(name: str, count: int) -> int:
-    """Stable shard of a repository name: the same on every machine and every run."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+@dataclass(slots=True)
+class MismatchDetector:
+    """Evidence that the registry at the URL does not use the storage being read."""
+
+    registry_url: str
+    storage: str
+    landing_checks_left: int = LANDING_CHECKS
+    evidence: list[str] = field(default_factory=list)
+
+    def error(self) -> RegistryMismatch:
+        return RegistryMismatch(
+            f"the registry at {self.registry_url} and the storage {self.storage} are not the "
+            f"same registry: {'; '.join(self.evidence[:3])}. Point --registry-url and the "
+            "storage options at the same registry"
+        )
 
 
-def _pointed_at(info: ManifestInfo | None) -> tuple[Digest, ...]:
-    if not isinstance(info, ManifestRefs):
-        return ()
-    return info.children + ((info.subject,) if info.subject else ())
+class PushWatch:
+    """Watches one repository for pushes while its deletions run (API mode)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        job: RepositoryJob,
+        *,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.view = engine.view
+        self.job = job
+        self.name = job.record.name
+        self.clock = clock
+        self.monotonic = monotonic
+        self.known: dict[Digest, float] = dict(job.snapshot.revisions)
+        self.deleted: set[Digest] = set()
+        self.rescued: dict[Digest, Reason] = {}
+        self.remaining: list[Decision] = list(job.plan.delete)
+        self.stamp: float | None = None
+        self.listed_at = monotonic()
+        self.lock = asyncio.Lock()
+        self.to_verify: list[tuple[Digest, str]] = []
+        self.rechecks = 0
+
+    # -- full re-check --------------------------------------------------------------
+
+    async def recheck(self) -> None:
+        """Read the repository again, read new manifests, and narrow the plan."""
+        self.rechecks += 1
+        self.stamp = await self.view.revisions_stamp(self.name)
+        fresh = await self.view.snapshot(self.name)
+        self.listed_at = self.monotonic()
+        manifests = self.job.manifests
+        missing = needed_manifests(fresh) - manifests.keys()
+        if missing:
+            manifests.update(await self.view.read_manifests(missing))
+        self.known = dict(fresh.revisions)
+        done = self.rescued.keys() | self.deleted
+        undecided = [d for d in self.remaining if d.digest not in done]
+        _, rescued = narrow(
+            undecided, fresh, manifests, self.engine.policy, self.clock(),
+            scanned=self.job.snapshot.revisions,
+        )  # fmt: skip
+        for digest, reason in rescued.items():
+            self.rescued[digest] = reason
+            if reason.kind is not ReasonKind.GONE:
+                log.info("repository %s: keeping %s (%s)", self.name, digest, reason)
+
+    async def _changed_since_known(self) -> bool:
+        """List the revisions: is anything new, back, or rewritten?"""
+        listed, doubts = await self.view.revision_listing(self.name)
+        self.listed_at = self.monotonic()
+        if doubts:
+            return True
+        return any(self.known.get(digest) != mtime for digest, mtime in listed.items())
+
+    async def before_wave(self) -> None:
+        """Before a later wave: list the revisions; re-plan if anything changed."""
+        async with self.lock:
+            if await self._changed_since_known():
+                await self.recheck()
+
+    # -- right before one DELETE ----------------------------------------------------
+
+    async def last_look(self, digest: Digest) -> Reason | None:
+        """A reason to keep ``digest`` after all, looked up right before its DELETE."""
+        async with self.lock:
+            await self._verify_landed()
+            if digest in self.rescued:
+                return self.rescued[digest]
+            expected = self.known.get(digest)
+            store = self.view.store
+            fresh_listing = False
+            if not store.has_directories and len(self.known) + len(self.deleted) <= ONE_PAGE:
+                # One LIST of at most one page: every push in the repository, X included.
+                if await self._changed_since_known():
+                    await self.recheck()
+                fresh_listing = True
+            elif self.monotonic() - self.listed_at >= self.engine.settings.recheck_interval_s:
+                if await self._changed_since_known():
+                    await self.recheck()
+                fresh_listing = True
+            elif store.has_directories:
+                stamp = await self.view.revisions_stamp(self.name)
+                if stamp != self.stamp:
+                    if await self._changed_since_known():
+                        await self.recheck()
+                    self.stamp = stamp
+                    fresh_listing = True
+            if digest in self.rescued:
+                return self.rescued[digest]
+            if fresh_listing:
+                return None if digest in self.known else GONE
+            now_mtime = await self.view.revision_mtime(self.name, digest)
+            if now_mtime is None:
+                return GONE
+            if now_mtime != expected:
+                return PUSHED_DURING_RUN
+            # The deleted manifests that pointed at this one: pushed again, they need it.
+            for parent in self._deleted_parents(digest):
+                if await self.view.revision_mtime(self.name, parent) is not None:
+                    await self.recheck()
+                    return self.rescued.get(digest)
+            return None
+
+    def _deleted_parents(self, digest: Digest) -> list[Digest]:
+        manifests = self.job.manifests
+        return [p for p in self.deleted if digest in references_of(manifests.get(p))]
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def removed(self, removal: Removal) -> None:
+        """Note an outcome: deleted manifests leave ``known``; some are verified."""
+        digest = removal.digest
+        if removal.outcome is Outcome.DELETED:
+            self.deleted.add(digest)
+            self.known.pop(digest, None)
+            detector = self.engine.mismatch
+            if detector is not None and detector.landing_checks_left > 0:
+                detector.landing_checks_left -= 1
+                self.to_verify.append((digest, "answered 202"))
+        elif removal.outcome is Outcome.ALREADY_GONE:
+            self.known.pop(digest, None)
+            if removal.detail and self.engine.mismatch is not None:
+                self.to_verify.append((digest, "answered 404"))
+
+    async def _verify_landed(self) -> None:
+        """A DELETE the registry acknowledged must have removed this storage's link."""
+        detector = self.engine.mismatch
+        pending, self.to_verify = self.to_verify, []
+        if detector is None:
+            return
+        for digest, answer in pending:
+            if await self.view.revision_mtime(self.name, digest) is not None:
+                detector.evidence.append(
+                    f"it {answer} for {self.name}@{digest}, whose revision link is still there"
+                )
+                if len(detector.evidence) >= MISMATCH_EVIDENCE or answer == "answered 202":
+                    self.engine.fatal(detector.error())
+
+    async def finish(self) -> None:
+        """After the last wave: check what is still to be verified."""
+        async with self.lock:
+            await self._verify_landed()
+
+
+class _Wave:
+    """The engine's side of one wave: the remover's WaveContext."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        job: RepositoryJob,
+        protected: dict[Digest, Digest],
+        watch: PushWatch | None,
+    ) -> None:
+        self.engine = engine
+        self.job = job
+        self.protected = protected
+        self.watch = watch
+
+    def skip(self, digest: Digest) -> Reason | None:
+        engine = self.engine
+        if engine.fatal_error is not None:
+            return Reason(ReasonKind.NOT_ATTEMPTED, str(engine.fatal_error))
+        if engine.stopping.is_set():
+            return STOPPED
+        if digest in self.protected:
+            return Reason(ReasonKind.PARENT_NOT_DELETED, self.protected[digest])
+        if self.watch is not None and digest in self.watch.rescued:
+            return self.watch.rescued[digest]
+        return None
+
+    async def last_look(self, digest: Digest) -> Reason | None:
+        if self.watch is None:
+            return None
+        try:
+            return await self.watch.last_look(digest)
+        except StorageError as exc:
+            log.warning("repository %s: cannot look at %s before deleting: %s",
+                        self.job.record.name, digest, exc)  # fmt: skip
+            return Reason(ReasonKind.RECHECK_FAILED, str(exc))
+
+    def fatal(self, error: BaseException) -> None:
+        self.engine.fatal(error)
+
+    def record(self, removal: Removal) -> None:
+        self.engine.record(self.job, removal, self.protected, self.watch)
 
 
 class Engine:
-    """One run of regcleaner over one storage and one registry."""
+    """One run of regcleaner over one storage, carrying out plans with one remover."""
 
     def __init__(
         self,
         settings: Settings,
-        storage: Storage,
+        view: RegistryView,
+        remover: Remover,
         report: RunReport,
-        client: RegistryClient | None,
         *,
+        progress: Progress | None = None,
         clock: Callable[[], float] = time.time,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
-        self.storage = storage
+        self.view = view
+        self.remover = remover
         self.report = report
-        self.client = client
+        self.progress = progress
         self.clock = clock
         self.policy = Policy(min_age_s=settings.min_age_s)
-        self.stopping = asyncio.Event()
-        self.deleter: Deleter | None = None
+        self.stopping = stopping if stopping is not None else asyncio.Event()
+        self.fatal_error: BaseException | None = None
         self.space: SpaceEstimate | None = None
+        self.mismatch: MismatchDetector | None = None
+        if remover.watches_pushes:
+            self.mismatch = MismatchDetector(settings.registry_url or "", view.describe())
+        self._deadline: asyncio.Timeout | None = None
         limits = settings.limits
-        self.delete_workers = max(2, 2 * math.ceil(limits.concurrency / limits.per_repository))
+        self.removal_workers = max(2, 2 * math.ceil(limits.concurrency / limits.per_repository))
+
+    # -- stopping -------------------------------------------------------------------
+
+    def _begin_stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self._deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._deadline.reschedule(loop.time() + self.settings.stop_grace_s)
 
     def request_stop(self, why: str) -> None:
-        """Stop listing and starting deletions; in-flight requests finish."""
+        """Stop listing and starting deletions; in-flight requests get the grace period."""
         if not self.stopping.is_set():
             log.warning("%s: finishing in-flight deletions, starting no new ones", why)
             self.report.stopped_by = why
-            self.stopping.set()
+        self._begin_stop()
+
+    def fatal(self, error: BaseException) -> None:
+        """An error that ends the run: record it once, stop, report the rest."""
+        if self.fatal_error is None:
+            self.fatal_error = error
+            log.error("%s; no new deletions start", error)
+        self._begin_stop()
+
+    # -- the run --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run the whole pipeline; raise the first error that stops the run."""
-        await self.storage.check()
+        """Run the whole pipeline; raise the error that ended the run, if any."""
+        await self.view.check()
         log.info(
-            "scanning %s; registry %s%s",
-            self.storage.describe(),
-            self.settings.registry_url,
-            " (dry run: nothing will be deleted)" if self.settings.dry_run else "",
+            "scanning %s%s; carrying out with %s",
+            self.view.describe(),
+            f", registry {self.settings.registry_url}" if self.settings.registry_url else "",
+            self.remover.name,
         )
-        if not self.settings.dry_run:
-            if self.client is None:
-                raise RuntimeError("a real run needs a registry client")
-            await self.client.ping()
-            self.deleter = Deleter(self.client, self.settings.limits)
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -130,104 +378,101 @@ class Engine:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support
-        if self.settings.estimate_space:
-            self.space = SpaceEstimate()
-        pipeline = asyncio.ensure_future(self._pipeline())
         try:
-            await self._finish(pipeline)
+            async with self.remover.session():
+                if self.settings.estimate_space:
+                    self.space = SpaceEstimate()
+                await self._run_bounded()
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            if self.deleter is not None:
-                self.report.requests = self.deleter.requests
+            self.report.requests = self.remover.requests
             if self.space is not None:
                 self.report.reclaimable = self.space.settle()
                 self.space.close()
-            stats = getattr(self.storage, "stats", None)
-            if stats is not None:
-                self.report.storage_requests = {
-                    "list": stats.list_requests,
-                    "get": stats.get_requests,
-                }
+            self.report.storage_requests = self.view.store.stats.as_dict()
+        if self.fatal_error is not None:
+            raise self.fatal_error
 
-    async def _finish(self, pipeline: asyncio.Future[None]) -> None:
-        """Wait for the pipeline; once a stop is asked, give in-flight work a bounded time."""
-        stopped: asyncio.Future[None] = asyncio.ensure_future(self._stopped())
+    async def _run_bounded(self) -> None:
+        """The pipeline under a deadline that a stop sets to now + the grace period."""
         try:
-            await asyncio.wait({pipeline, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not pipeline.done():
-                done, _ = await asyncio.wait({pipeline}, timeout=self.settings.stop_grace_s)
-                if not done:
-                    log.warning(
-                        "in-flight deletions did not finish within %.0fs; abandoning them "
-                        "(their outcome is reported as unknown)",
-                        self.settings.stop_grace_s,
-                    )
-                    pipeline.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pipeline
-                    return
-            await pipeline
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                if self.stopping.is_set():  # stopped before the deadline existed
+                    deadline.reschedule(asyncio.get_running_loop().time())
+                async with asyncio.TaskGroup() as group:
+                    reporter = None
+                    if self.progress is not None:
+                        reporter = group.create_task(self.progress.run())
+                    try:
+                        await self._pipeline()
+                    finally:
+                        if reporter is not None:
+                            reporter.cancel()
+        except TimeoutError:
+            if not self.stopping.is_set():
+                raise
+            log.warning(
+                "in-flight deletions did not finish within %.0fs; abandoning them "
+                "(their outcome is reported as unknown)",
+                self.settings.stop_grace_s,
+            )
         finally:
-            stopped.cancel()
-
-    async def _stopped(self) -> None:
-        await self.stopping.wait()
+            self._deadline = None
 
     async def _pipeline(self) -> None:
         scan_workers = self.settings.limits.scan_workers
-        names: asyncio.Queue[str | None] = asyncio.Queue(maxsize=scan_workers * 4)
-        jobs: asyncio.Queue[RepositoryJob | None] = asyncio.Queue(maxsize=self.delete_workers)
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._produce(names, scan_workers))
-            scanners = [group.create_task(self._scan(names, jobs)) for _ in range(scan_workers)]
-            for _ in range(self.delete_workers):
-                group.create_task(self._delete(jobs))
-            for scanner in scanners:
-                await scanner
-            for _ in range(self.delete_workers):
-                await jobs.put(None)
+        names: Channel[str] = Channel(scan_workers * 4)
+        jobs: Channel[RepositoryJob] = Channel(self.removal_workers)
+        async with asyncio.TaskGroup() as removing:
+            for _ in range(self.removal_workers):
+                removing.create_task(self._remove(jobs))
+            try:
+                async with asyncio.TaskGroup() as scanning:
+                    scanning.create_task(self._produce(names))
+                    for _ in range(scan_workers):
+                        scanning.create_task(self._scan(names, jobs))
+            finally:
+                await jobs.close()
 
-    async def _produce(self, names: asyncio.Queue[str | None], consumers: int) -> None:
-        async for name in self.storage.list_repositories():
-            if self.stopping.is_set():
-                break
-            if not repository_selected(name, self.settings.include, self.settings.exclude):
-                self.report.counters.repositories_skipped += 1
-                continue
-            shard = self.settings.shard
-            if shard is not None and shard_of(name, shard[1]) != shard[0]:
-                self.report.counters.repositories_skipped += 1
-                continue
-            if not layout.is_valid_repository_name(name):
-                record = RepositoryRecord(name)
-                record.error = "not a valid repository name; skipped, nothing deleted"
-                log.warning("repository %r: %s", name, record.error)
-                self.report.add(record)
-                continue
-            await names.put(name)
-        # Only on a normal end: after a failure the TaskGroup cancels the scanners, and
-        # waiting here for room in a queue nobody drains would hang the run.
-        for _ in range(consumers):
-            await names.put(None)
+    async def _produce(self, names: Channel[str]) -> None:
+        try:
+            await self.view.repositories(lambda name: self._offer(name, names))
+        except _StopWalk:
+            pass
+        finally:
+            await names.close()
 
-    async def _scan(
-        self, names: asyncio.Queue[str | None], jobs: asyncio.Queue[RepositoryJob | None]
-    ) -> None:
+    async def _offer(self, name: str, names: Channel[str]) -> None:
+        if self.stopping.is_set():
+            raise _StopWalk
+        settings = self.settings
+        if not repository_selected(name, settings.include, settings.exclude):
+            self.report.counters.repositories_skipped += 1
+            return
+        if settings.shard is not None and shard_of(name, settings.shard[1]) != settings.shard[0]:
+            self.report.counters.repositories_skipped += 1
+            return
+        if not layout.is_valid_repository_name(name):
+            record = RepositoryRecord(name)
+            record.error = "not a valid repository name; skipped, nothing deleted"
+            log.warning("repository %r: %s", name, record.error)
+            self.report.add(record)
+            return
+        await names.put(name)
+
+    async def _scan(self, names: Channel[str], jobs: Channel[RepositoryJob]) -> None:
         while (name := await names.get()) is not None:
             if self.stopping.is_set():
                 continue
             job = await self._plan(name)
             if job is None:
                 continue
-            if self.settings.dry_run or not job.plan.waves:
-                job.record.would_delete = (
-                    [(d.digest, d.reason) for d in job.plan.delete] if self.settings.dry_run else []
-                )
-                self._account_space(job)
-                self.report.add(job.record)
+            if not job.plan.waves:
+                self._finish_repository(job)
             else:
                 self.report.planned(len(job.plan.delete))
                 await jobs.put(job)
@@ -235,20 +480,26 @@ class Engine:
     async def _plan(self, name: str) -> RepositoryJob | None:
         record = RepositoryRecord(name)
         try:
-            snapshot = await self.storage.snapshot(name)
-            manifests = await self.storage.read_manifests(needed_manifests(snapshot))
+            snapshot = await self.view.snapshot(name, history=self.remover.needs_history)
+            manifests = await self.view.read_manifests(needed_manifests(snapshot))
+            plan = plan_repository(snapshot, manifests, self.policy, self.clock())
         except StorageError as exc:
             record.error = str(exc)
             log.error("repository %s: %s; nothing in it is deleted", name, exc)
             self.report.add(record)
             return None
-        plan = plan_repository(snapshot, manifests, self.policy, self.clock())
+        except Exception as exc:  # a bug in reading one repository stays in it
+            log.exception("repository %s: internal error while planning; nothing in it is "
+                          "deleted", name)  # fmt: skip
+            record.error = f"internal error while planning: {type(exc).__name__}: {exc}"
+            self.report.add(record)
+            return None
         self.report.counters.scanned_repositories += 1
         self.report.counters.scanned_manifests += len(snapshot.revisions)
         record.manifests = len(snapshot.revisions)
         record.tags = len(snapshot.tags) + len(snapshot.broken_tags)
         record.tagged = len(plan.tagged)
-        record.kept = dict(plan.keep)
+        record.kept = {d: str(r) for d, r in plan.keep.items()}
         record.warnings = list(plan.warnings)
         for warning in plan.warnings:
             log.warning("repository %s: %s", name, warning)
@@ -258,13 +509,16 @@ class Engine:
             )
         return RepositoryJob(snapshot, manifests, plan, record)
 
-    async def _delete(self, jobs: asyncio.Queue[RepositoryJob | None]) -> None:
+    async def _remove(self, jobs: Channel[RepositoryJob]) -> None:
         while (job := await jobs.get()) is not None:
             try:
-                await self._delete_repository(job)
+                await self._carry_out(job)
             finally:
-                self._account_space(job)
-                self.report.add(job.record)
+                self._finish_repository(job)
+
+    def _finish_repository(self, job: RepositoryJob) -> None:
+        self._account_space(job)
+        self.report.add(job.record)
 
     def _account_space(self, job: RepositoryJob) -> None:
         """Feed the reclaimable-space estimate with what this repository deleted and kept."""
@@ -276,118 +530,116 @@ class Engine:
         kept = [d for d in job.snapshot.revisions if d not in gone]
         self.space.add_repository(record.name, gone, kept, job.manifests)
 
-    async def _delete_repository(self, job: RepositoryJob) -> None:
-        name, record = job.record.name, job.record
+    def _keep_all(self, job: RepositoryJob, decisions: list[Decision], reason: Reason) -> None:
+        for decision in decisions:
+            job.record.kept[decision.digest] = str(reason)
+
+    async def _carry_out(self, job: RepositoryJob) -> None:
+        record = job.record
+        name = record.name
+        if self.fatal_error is not None:
+            reason = Reason(ReasonKind.NOT_ATTEMPTED, str(self.fatal_error))
+            self._keep_all(job, list(job.plan.delete), reason)
+            return
         if self.stopping.is_set():
-            for decision in job.plan.delete:
-                record.kept[decision.digest] = REASON_STOPPED
+            self._keep_all(job, list(job.plan.delete), STOPPED)
             return
-        try:
-            fresh = await self.storage.snapshot(name)
-            missing = needed_manifests(fresh) - job.manifests.keys()
-            if missing:
-                job.manifests.update(await self.storage.read_manifests(missing))
-        except StorageError as exc:
-            record.error = f"re-check before deleting failed: {exc}"
-            log.error("repository %s: %s; nothing in it is deleted", name, record.error)
-            for decision in job.plan.delete:
-                record.kept[decision.digest] = "recheck-failed"
-            return
-        plan, rescued = recheck_plan(job.plan, fresh, job.manifests, self.policy, self.clock())
-        for digest, reason in sorted(rescued.items()):
-            if reason == REASON_GONE:
-                record.already_gone.append((digest, reason))
-            else:
-                record.kept[digest] = reason
-                log.info("repository %s: keeping %s (%s)", name, digest, reason)
-        await self._delete_waves(name, plan, job.manifests, fresh.revisions, record)
-
-    async def _last_look(self, name: str, digest: Digest, expected: float | None) -> str | None:
-        """Right before a DELETE is sent: a push (a re-tag included) since the re-check
-        rewrote the revision link, so a changed mtime keeps the manifest."""
-        try:
-            now_mtime = await self.storage.revision_mtime(name, digest)
-        except StorageError as exc:
-            log.warning("repository %s: cannot re-check %s: %s", name, digest, exc)
-            return "recheck-failed"
-        if now_mtime is None:
-            return REASON_GONE
-        if now_mtime != expected:
-            return REASON_PUSHED_DURING_RUN
-        return None
-
-    async def _delete_waves(
-        self,
-        name: str,
-        plan: RepositoryPlan,
-        manifests: Mapping[Digest, ManifestInfo],
-        mtimes: Mapping[Digest, float],
-        record: RepositoryRecord,
-    ) -> None:
-        assert self.deleter is not None
-        deleter = self.deleter
-        protected: dict[Digest, Digest] = {}  # digest -> the surviving manifest pointing at it
-        forbidden: list[str] = []
-
-        def protect_targets(digest: Digest) -> None:
-            for target in _pointed_at(manifests.get(digest)):
-                protected.setdefault(target, digest)
-
-        async def worker(decisions: Iterator[Decision]) -> None:
-            for decision in decisions:
-                digest = decision.digest
-                if forbidden:
-                    record.failed.append((digest, decision.reason, forbidden[0]))
-                    protect_targets(digest)
-                    continue
-                if self.stopping.is_set():
-                    record.kept[digest] = REASON_STOPPED
-                    protect_targets(digest)
-                    continue
-                if digest in protected:
-                    record.kept[digest] = f"parent-not-deleted:{protected[digest]}"
-                    protect_targets(digest)
-                    continue
+        watch: PushWatch | None = None
+        waves = job.plan.waves
+        if self.remover.watches_pushes:
+            watch = PushWatch(self, job, clock=self.clock)
+            try:
+                async with watch.lock:
+                    await watch.recheck()
+            except StorageError as exc:
+                record.error = f"re-check before deleting failed: {exc}"
+                log.error("repository %s: %s; nothing in it is deleted", name, record.error)
+                self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
+                return
+            self._settle_rescued(job, watch)
+            waves = without(waves, watch.rescued)
+        protected: dict[Digest, Digest] = {}
+        wave = _Wave(self, job, protected, watch)
+        for number, decisions in enumerate(waves):
+            if watch is not None and number > 0:
                 try:
-                    guard = functools.partial(self._last_look, name, digest, mtimes.get(digest))
-                    result = await deleter.delete(name, digest, guard)
-                except asyncio.CancelledError:
-                    record.failed.append(
-                        (digest, decision.reason, "abandoned at stop: outcome unknown")
-                    )
-                    raise
-                except PermissionDenied as exc:
-                    forbidden.append(str(exc))
-                    log.error("repository %s: %s; its other deletions are skipped", name, exc)
-                    record.failed.append((digest, decision.reason, str(exc)))
-                    protect_targets(digest)
+                    await watch.before_wave()
+                except StorageError as exc:
+                    record.error = f"re-check between waves failed: {exc}"
+                    log.error("repository %s: %s; its other deletions are skipped",
+                              name, record.error)  # fmt: skip
+                    remaining = [d for w in waves[number:] for d in w]
+                    self._keep_all(job, remaining, RECHECK_FAILED)
+                    return
+                self._settle_rescued(job, watch, waves[number:])
+                decisions = tuple(d for d in decisions if d.digest not in watch.rescued)
+                if not decisions:
                     continue
-                if result.outcome is Outcome.SKIPPED and result.detail == REASON_GONE:
-                    record.already_gone.append((digest, REASON_GONE))
-                    continue
-                if result.outcome is Outcome.SKIPPED:
-                    record.kept[digest] = result.detail
-                    log.info("repository %s: keeping %s (%s)", name, digest, result.detail)
-                    protect_targets(digest)
-                    continue
-                if result.outcome is Outcome.DELETED:
-                    record.deleted.append((digest, decision.reason))
-                    self.report.deleted_one()
-                elif result.outcome is Outcome.ALREADY_GONE:
-                    record.already_gone.append((digest, decision.reason))
-                else:
-                    record.failed.append((digest, decision.reason, result.detail))
-                    log.warning(
-                        "repository %s: deleting %s failed: %s", name, digest, result.detail
-                    )
-                    protect_targets(digest)
+            await self.remover.remove_wave(name, job.snapshot, decisions, wave)
+        if watch is not None:
+            await watch.finish()
 
-        width = self.settings.limits.per_repository
-        for wave in plan.waves:
-            decisions = iter(wave)  # shared: each worker takes the next undecided digest
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(width, len(wave))):
-                    group.create_task(worker(decisions))
+    def _settle_rescued(
+        self,
+        job: RepositoryJob,
+        watch: PushWatch,
+        waves: tuple[tuple[Decision, ...], ...] | None = None,
+    ) -> None:
+        """Record what a re-check rescued from the waves still to come."""
+        pending = job.plan.delete if waves is None else [d for w in waves for d in w]
+        for decision in pending:
+            reason = watch.rescued.get(decision.digest)
+            if reason is None or decision.digest in job.record.kept:
+                continue
+            if reason.kind is ReasonKind.GONE:
+                if decision.digest not in {d for d, _ in job.record.already_gone}:
+                    job.record.already_gone.append((decision.digest, str(reason)))
+            else:
+                job.record.kept[decision.digest] = str(reason)
+
+    def record(
+        self,
+        job: RepositoryJob,
+        removal: Removal,
+        protected: dict[Digest, Digest],
+        watch: PushWatch | None,
+    ) -> None:
+        """Account for one outcome; protect what a surviving manifest points at."""
+        record = job.record
+        digest = removal.digest
+        reason = job.reasons.get(digest) or str(Reason(ReasonKind.UNTAGGED))
+        outcome = removal.outcome
+        if watch is not None:
+            watch.removed(removal)
+        if outcome is Outcome.DELETED:
+            record.deleted.append((digest, reason))
+            self.report.deleted_one()
+            if removal.detail:
+                log.info("repository %s: %s: %s", record.name, digest, removal.detail)
+            return
+        if outcome is Outcome.WOULD_DELETE:
+            record.would_delete.append((digest, reason))
+            self.report.would_delete_one()
+            return
+        if outcome is Outcome.ALREADY_GONE or (
+            outcome is Outcome.KEPT and removal.reason is not None
+            and removal.reason.kind is ReasonKind.GONE
+        ):  # fmt: skip
+            # The registry's 404 keeps the planned reason; a last look that found the
+            # link gone says so.
+            said_404 = outcome is Outcome.ALREADY_GONE and bool(removal.detail)
+            record.already_gone.append((digest, reason if said_404 else str(GONE)))
+            return
+        for target in references_of(job.manifests.get(digest)):
+            protected.setdefault(target, digest)
+        if outcome is Outcome.KEPT:
+            why = removal.reason or STOPPED
+            record.kept[digest] = str(why)
+            if why.kind not in (ReasonKind.STOPPED, ReasonKind.NOT_ATTEMPTED):
+                log.info("repository %s: keeping %s (%s)", record.name, digest, why)
+            return
+        record.failed.append((digest, reason, removal.detail))
+        log.warning("repository %s: deleting %s failed: %s", record.name, digest, removal.detail)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

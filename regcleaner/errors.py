@@ -1,13 +1,20 @@
-"""One exception hierarchy for regcleaner; the CLI maps each branch to an exit code.
+"""One exception hierarchy for regcleaner. ``regcleaner.exitcodes`` maps it to exit codes.
 
-RegcleanerError                  exit 2 unless a subclass says otherwise
-├── ConfigError                  bad option, environment variable or path (2)
-├── StorageError                 storage root or bucket cannot be listed or read (2)
+RegcleanerError
+├── ConfigError                  bad option, environment variable, file or path
+│   └── GateRefused              storage writes refused: the registry can still write
+├── StorageError                 the storage failed during the run (a listing, a read)
+│   └── StorageSetupError        the storage cannot be used at all: no registry layout
+│                                under the root, missing bucket, refused credentials
 ├── ManifestError                one manifest cannot be understood (kept, never fatal)
+├── MarkIncomplete               gc: the mark phase is not complete, nothing is swept
 └── RegistryError                the registry API said something we cannot go on with
-    ├── RegistryUnreachable      connection, DNS or TLS failure on first contact (3)
-    ├── AuthenticationError      401 that persists, wrong credentials (3)
-    ├── DeletionDisabled         405 on DELETE: delete disabled, read-only, cache (3)
+    ├── TransportError           no HTTP answer (reset, refused, timeout): retryable
+    ├── TokenFetchError          the token server failed or answered garbage: retryable
+    ├── RegistryUnreachable      connection, DNS or TLS failure on first contact
+    ├── AuthenticationError      401 that persists, wrong credentials
+    ├── DeletionDisabled         405 on DELETE: delete disabled, read-only, cache
+    ├── RegistryMismatch         the URL's registry does not serve the storage given
     └── PermissionDenied         403 on one repository: that repository fails, run goes on
 """
 
@@ -17,29 +24,45 @@ from __future__ import annotations
 class RegcleanerError(Exception):
     """Base of every error regcleaner raises on purpose."""
 
-    exit_code: int = 2
-
 
 class ConfigError(RegcleanerError):
     """An option, environment variable or file given by the operator is not usable."""
 
 
+class GateRefused(ConfigError):
+    """Writing storage was refused: the registry is not shown to be unable to write."""
+
+
 class StorageError(RegcleanerError):
-    """The storage backend cannot be listed or read where it must be."""
+    """The storage backend failed where it had to answer."""
+
+
+class StorageSetupError(StorageError):
+    """The storage cannot be used at all (checked before anything is done)."""
 
 
 class ManifestError(RegcleanerError):
     """A manifest's bytes cannot be parsed into references; the manifest is kept."""
 
 
+class MarkIncomplete(RegcleanerError):
+    """Blob collection: something could not be marked, so nothing may be swept."""
+
+
 class RegistryError(RegcleanerError):
     """The registry answered in a way that ends the work it was asked for."""
-
-    exit_code = 3
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class TransportError(RegistryError):
+    """The request did not get an HTTP answer (reset, refused, timeout, TLS)."""
+
+
+class TokenFetchError(RegistryError):
+    """The token server could not be reached or answered garbage (retryable)."""
 
 
 class RegistryUnreachable(RegistryError):
@@ -52,6 +75,10 @@ class AuthenticationError(RegistryError):
 
 class DeletionDisabled(RegistryError):
     """The registry answers 405 to DELETE: nothing can be deleted through it."""
+
+
+class RegistryMismatch(RegistryError):
+    """The registry at the URL and the storage given are not the same registry."""
 
 
 class PermissionDenied(RegistryError):

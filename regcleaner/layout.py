@@ -15,7 +15,13 @@ from regcleaner.digest import Digest, hex_of
 V2_ROOT = "docker/registry/v2"
 REPOSITORIES = f"{V2_ROOT}/repositories"
 BLOBS = f"{V2_ROOT}/blobs"
+BLOBS_SHA256 = f"{BLOBS}/sha256"
 MANIFESTS_DIR = "_manifests"
+LAYERS_DIR = "_layers"
+UPLOADS_DIR = "_uploads"
+LINK = "link"
+DATA = "data"
+CURRENT_LINK = "current/link"
 
 # distribution/reference grammar: path components joined by "/", 255 characters at most.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -64,15 +70,50 @@ def tags_dir(repository: str) -> str:
     return f"{manifests_dir(repository)}/tags"
 
 
+def revision_dir(repository: str, digest: Digest) -> str:
+    """The folder of one revision: its ``link`` (and, for schema1, ``signatures/``)."""
+    return f"{revisions_dir(repository)}/{hex_of(digest)}"
+
+
+def tag_dir(repository: str, tag: str) -> str:
+    """One tag's folder: ``current/link`` and the ``index/`` history."""
+    return f"{tags_dir(repository)}/{tag}"
+
+
 def tag_current_link(repository: str, tag: str) -> str:
     """The link naming the digest ``tag`` points at now (``index/`` is history, not this)."""
-    return f"{tags_dir(repository)}/{tag}/current/link"
+    return f"{tags_dir(repository)}/{tag}/{CURRENT_LINK}"
+
+
+def tag_history_dir(repository: str, tag: str) -> str:
+    """Folder of every digest ``tag`` ever pointed at, one ``<hex>/link`` each."""
+    return f"{tags_dir(repository)}/{tag}/index/sha256"
+
+
+def tag_history_entry(repository: str, tag: str, digest: Digest) -> str:
+    """The folder of ``digest`` in ``tag``'s history."""
+    return f"{tag_history_dir(repository, tag)}/{hex_of(digest)}"
+
+
+def layers_dir(repository: str) -> str:
+    """Folder of the blobs linked into a repository, one ``<hex>/link`` each."""
+    return f"{REPOSITORIES}/{repository}/{LAYERS_DIR}/sha256"
+
+
+def uploads_dir(repository: str) -> str:
+    """Folder of the repository's unfinished uploads, one folder per upload id."""
+    return f"{REPOSITORIES}/{repository}/{UPLOADS_DIR}"
+
+
+def blob_dir(digest: Digest) -> str:
+    """The folder of one blob: ``blobs/sha256/<hex[:2]>/<hex>``."""
+    hex_part = hex_of(digest)
+    return f"{BLOBS_SHA256}/{hex_part[:2]}/{hex_part}"
 
 
 def blob_data(digest: Digest) -> str:
     """Where the bytes of a blob (layer, config or manifest JSON) live."""
-    hex_part = hex_of(digest)
-    return f"{BLOBS}/sha256/{hex_part[:2]}/{hex_part}/data"
+    return f"{blob_dir(digest)}/{DATA}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,21 @@
-"""Pure: manifest bytes → what the manifest references.
+"""Pure: manifest bytes → what the manifest references, defined once for the planner,
+the space estimate and blob collection.
 
-The OCI ``mediaType`` field is optional, so the kind is decided by shape: a
-``manifests`` array makes an index, ``config``/``layers`` (or ``blobs``, for the
-short-lived OCI artifact manifest) an image, ``schemaVersion: 1`` a schema1
-manifest. Anything else is an error and the caller keeps the manifest.
+The bytes are read as the registry reads them (``regcleaner.gomanifest``): a manifest
+the registry reads one way is never read another way here. Its kind is the registry's
+(schemaVersion, then mediaType; without mediaType, an index when ``manifests`` is
+there, else an OCI image). Anything the registry would fail on, and any reference that
+is not a sha256 digest, is a ManifestError, and the caller keeps the manifest and
+everything beside it.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-from regcleaner import mediatypes
+from regcleaner import gomanifest, mediatypes
 from regcleaner.digest import Digest, parse_digest
 from regcleaner.errors import ManifestError
 
@@ -30,126 +32,103 @@ class ManifestKind(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Descriptor:
+    """A blob a manifest references, with its declared size (0 when none is given)."""
+
+    digest: Digest
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestRefs:
-    """The references of one manifest: children (of an index), subject, and blobs."""
+    """What one manifest references: other manifests (an index's children, an
+    artifact's subject) and blobs (config and layers)."""
 
     kind: ManifestKind
     media_type: str
     children: tuple[Digest, ...] = ()
     subject: Digest | None = None
-    blobs: tuple[Digest, ...] = ()
-    blob_sizes: tuple[int, ...] = ()
-    """Declared sizes of ``blobs`` (0 where a descriptor has none), for space estimates."""
+    blobs: tuple[Descriptor, ...] = ()
     size: int = 0
     """Bytes of the manifest JSON itself (it is a blob too)."""
 
+    @property
+    def references(self) -> tuple[Digest, ...]:
+        """The manifests this one points at: children first, then the subject. What
+        points goes before what it points at when deleting, and keeping this manifest
+        keeps its children (a subject is kept by nothing but its own reasons)."""
+        return self.children + ((self.subject,) if self.subject is not None else ())
 
-def _descriptor_digest(descriptor: Any, field: str, index: int | None = None) -> Digest:
-    # The label is only built for an error message: this runs for every descriptor.
-    if not isinstance(descriptor, dict):
-        raise ManifestError(f"{_label(field, index)} is not a descriptor object")
-    value = descriptor.get("digest")
-    if not isinstance(value, str):
-        raise ManifestError(f"{_label(field, index)} has no digest")
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A manifest whose bytes could not be read or understood."""
+
+    problem: str
+
+
+ManifestInfo = ManifestRefs | Unreadable
+
+
+def references_of(info: ManifestInfo | None) -> tuple[Digest, ...]:
+    """The manifests ``info`` points at (nothing for an unreadable one)."""
+    return info.references if isinstance(info, ManifestRefs) else ()
+
+
+def decode_manifest(digest: Digest, data: bytes) -> ManifestInfo:
+    """Check that ``data`` hashes to ``digest`` and parse it; Unreadable on any problem."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        return Unreadable(f"blob larger than {MAX_MANIFEST_BYTES} bytes")
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        return Unreadable("blob content does not match its digest")
+    try:
+        return parse_manifest(data)
+    except ManifestError as exc:
+        return Unreadable(str(exc))
+    except Exception as exc:  # a bug reading one manifest keeps it (and its repository)
+        return Unreadable(f"internal error reading it: {type(exc).__name__}: {exc}")
+
+
+def _digest(value: str, label: str) -> Digest:
+    if not value:
+        raise ManifestError(f"{label} has no digest")
     try:
         return parse_digest(value)
     except ValueError as exc:
-        raise ManifestError(f"{_label(field, index)}: {exc}") from None
-
-
-def _label(field: str, index: int | None) -> str:
-    return field if index is None else f"{field}[{index}]"
-
-
-def _descriptor_size(descriptor: Any) -> int:
-    size = descriptor.get("size") if isinstance(descriptor, dict) else None
-    return size if isinstance(size, int) and size >= 0 else 0
-
-
-def _descriptor_list(document: dict[str, Any], field: str) -> list[Any]:
-    value = document.get(field, [])
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ManifestError(f"{field} is not an array")
-    return value
+        raise ManifestError(f"{label}: {exc}") from None
 
 
 def parse_manifest(data: bytes) -> ManifestRefs:
-    """Parse manifest JSON into its references; raise ManifestError when unsure."""
+    """Read manifest JSON exactly as the registry does (``regcleaner.gomanifest``: Go's
+    ``encoding/json`` field matching, duplicate keys, types, and distribution 2.8's
+    choice of manifest kind); raise ManifestError where the registry would fail, and
+    where a reference is not a sha256 digest."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest is {len(data)} bytes, above the {MAX_MANIFEST_BYTES} cap")
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ManifestError("not a JSON object")
-    media_type = document.get("mediaType", "")
-    if not isinstance(media_type, str):
-        raise ManifestError("mediaType is not a string")
-
-    subject: Digest | None = None
-    if "subject" in document and document["subject"] is not None:
-        subject = _descriptor_digest(document["subject"], "subject")
-
-    if "manifests" in document or media_type in mediatypes.INDEX_TYPES:
-        entries = _descriptor_list(document, "manifests")
+        found = gomanifest.decode_manifest(data)
+    except gomanifest.GoManifestError as exc:
+        raise ManifestError(str(exc)) from None
+    subject = None
+    if found.subject is not None:
+        subject = _digest(found.subject.digest, "subject")
+    if found.kind == "index":
         children = tuple(
-            _descriptor_digest(entry, "manifests", i) for i, entry in enumerate(entries)
+            _digest(entry.digest, f"manifests[{i}]") for i, entry in enumerate(found.manifests)
         )
-        return ManifestRefs(
-            ManifestKind.INDEX,
-            media_type or mediatypes.OCI_INDEX,
-            children,
-            subject,
-            size=len(data),
-        )
-
-    if (
-        "config" in document
-        or "layers" in document
-        or "blobs" in document
-        or media_type in mediatypes.IMAGE_TYPES
-    ):
-        blobs: list[Digest] = []
-        sizes: list[int] = []
-        if document.get("config") is not None:
-            blobs.append(_descriptor_digest(document["config"], "config"))
-            sizes.append(_descriptor_size(document["config"]))
-        for field in ("layers", "blobs"):
-            for i, entry in enumerate(_descriptor_list(document, field)):
-                blobs.append(_descriptor_digest(entry, field, i))
-                sizes.append(_descriptor_size(entry))
-        return ManifestRefs(
-            ManifestKind.IMAGE,
-            media_type or mediatypes.OCI_MANIFEST,
-            (),
-            subject,
-            tuple(blobs),
-            tuple(sizes),
-            len(data),
-        )
-
-    if document.get("schemaVersion") == 1 or media_type in mediatypes.SCHEMA1_TYPES:
-        layers = _descriptor_list(document, "fsLayers")
-        sums: list[Digest] = []
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, dict) or not isinstance(layer.get("blobSum"), str):
-                raise ManifestError(f"fsLayers[{i}] has no blobSum")
-            try:
-                sums.append(parse_digest(layer["blobSum"]))
-            except ValueError as exc:
-                raise ManifestError(f"fsLayers[{i}]: {exc}") from None
-        unique = tuple(dict.fromkeys(sums))
-        return ManifestRefs(
-            ManifestKind.SCHEMA1,
-            media_type or mediatypes.DOCKER_MANIFEST_V1_SIGNED,
-            (),
-            None,
-            unique,
-            (0,) * len(unique),
-            len(data),
-        )
-
-    raise ManifestError("unknown manifest shape (no manifests, config, layers or fsLayers)")
+        media_type = found.media_type or mediatypes.OCI_INDEX
+        return ManifestRefs(ManifestKind.INDEX, media_type, children, subject, size=len(data))
+    if found.kind == "schema1":
+        sums = [_digest(blob, f"fsLayers[{i}]") for i, blob in enumerate(found.fs_layers)]
+        unique = tuple(Descriptor(d) for d in dict.fromkeys(sums))
+        media_type = found.media_type or mediatypes.DOCKER_MANIFEST_V1_SIGNED
+        return ManifestRefs(ManifestKind.SCHEMA1, media_type, (), None, unique, len(data))
+    blobs: list[Descriptor] = []
+    # A config without a digest (an OCI manifest without "config" is still an image to
+    # the registry) references nothing; a layer without one is garbage.
+    if found.config is not None and found.config.digest:
+        blobs.append(Descriptor(_digest(found.config.digest, "config"), max(found.config.size, 0)))
+    for i, layer in enumerate(found.layers):
+        blobs.append(Descriptor(_digest(layer.digest, f"layers[{i}]"), max(layer.size, 0)))
+    media_type = found.media_type or mediatypes.OCI_MANIFEST
+    return ManifestRefs(ManifestKind.IMAGE, media_type, (), subject, tuple(blobs), len(data))

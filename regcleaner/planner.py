@@ -1,48 +1,67 @@
 """Pure: which manifests of one repository are in use, and which can be deleted.
 
 No I/O and no clock: the caller passes the snapshot, the parsed manifests and "now".
-Every decision carries a reason. When anything in a repository cannot be understood
-(a corrupt manifest, a tag link with garbage in it) nothing in that repository is
-deleted: an unreadable index could be protecting any manifest beside it.
+Every decision carries a typed reason. When anything in a repository cannot be
+understood (a corrupt manifest, a tag link with garbage in it, a symbolic link the
+registry would follow) nothing in that repository is deleted: an unreadable index could
+be protecting any manifest beside it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 
 from regcleaner.digest import Digest
-from regcleaner.manifests import ManifestRefs
+from regcleaner.manifests import ManifestInfo, ManifestRefs, Unreadable
+from regcleaner.model import RepositorySnapshot
 
-REASON_UNTAGGED = "untagged"
-REASON_YOUNG = "younger-than-grace"
-REASON_TAGGED_DURING_RUN = "tagged-during-run"
-REASON_PUSHED_DURING_RUN = "pushed-during-run"
-REASON_GONE = "gone-before-delete"
+
+class ReasonKind(Enum):
+    """Why a manifest is kept or deleted. The value is how reports spell it."""
+
+    # kept because in use
+    TAGGED = "tagged"
+    CHILD_OF = "child-of"
+    REFERRER_OF = "referrer-of"
+    YOUNG = "younger-than-grace"
+    # kept because of doubt
+    UNREADABLE = "unreadable"
+    BLOCKED = "blocked"
+    # kept at the last moment, while carrying out the plan
+    TAGGED_DURING_RUN = "tagged-during-run"
+    PUSHED_DURING_RUN = "pushed-during-run"
+    PARENT_NOT_DELETED = "parent-not-deleted"
+    RECHECK_FAILED = "recheck-failed"
+    STOPPED = "stopped-before-delete"
+    NOT_ATTEMPTED = "not-attempted"
+    # gone before its deletion
+    GONE = "gone-before-delete"
+    # deleted
+    UNTAGGED = "untagged"
+    CHILD_OF_DELETED = "child-of-deleted"
+    REFERRER_OF_DELETED = "referrer-of-deleted"
 
 
 @dataclass(frozen=True, slots=True)
-class RepositorySnapshot:
-    """What storage says about one repository at one moment."""
+class Reason:
+    """A reason kind with its detail: ``tagged:v1``, ``child-of:sha256:...``."""
 
-    name: str
-    revisions: Mapping[Digest, float]
-    """Every manifest of the repository, with its revision link's mtime (epoch seconds)."""
-    tags: Mapping[str, Digest]
-    """Each tag's ``current/link`` digest."""
-    broken_tags: Mapping[str, str] = field(default_factory=dict)
-    """Tags whose current link could not be read or parsed, with the problem."""
+    kind: ReasonKind
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.detail}" if self.detail else self.kind.value
 
 
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """A manifest whose bytes could not be read or understood."""
-
-    problem: str
-
-
-ManifestInfo = ManifestRefs | Unreadable
+UNTAGGED = Reason(ReasonKind.UNTAGGED)
+YOUNG = Reason(ReasonKind.YOUNG)
+GONE = Reason(ReasonKind.GONE)
+TAGGED_DURING_RUN = Reason(ReasonKind.TAGGED_DURING_RUN)
+PUSHED_DURING_RUN = Reason(ReasonKind.PUSHED_DURING_RUN)
+DOUBT_KINDS = frozenset({ReasonKind.UNREADABLE, ReasonKind.BLOCKED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +73,10 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One digest and why it is deleted or kept."""
+    """One digest to delete, and why."""
 
     digest: Digest
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +84,7 @@ class RepositoryPlan:
     """The outcome of planning one repository."""
 
     repository: str
-    keep: Mapping[Digest, str]
+    keep: Mapping[Digest, Reason]
     """Every revision kept, with the first reason found for keeping it."""
     waves: tuple[tuple[Decision, ...], ...]
     """Deletions in order: a wave's manifests are referenced by no manifest of a later
@@ -81,8 +100,8 @@ class RepositoryPlan:
 
     @property
     def blocked(self) -> bool:
-        """True if uncertainty kept every candidate of the repository."""
-        return any(reason.startswith("blocked:") for reason in self.keep.values())
+        """True if doubt kept every candidate of the repository."""
+        return any(reason.kind is ReasonKind.BLOCKED for reason in self.keep.values())
 
 
 def needed_manifests(snapshot: RepositorySnapshot) -> set[Digest]:
@@ -95,25 +114,33 @@ def plan_repository(
     manifests: Mapping[Digest, ManifestInfo],
     policy: Policy,
     now: float,
+    *,
+    pinned: Mapping[Digest, Reason] | None = None,
 ) -> RepositoryPlan:
-    """Decide, for every revision of ``snapshot``, keep (with reason) or delete."""
-    reasons: dict[Digest, str] = {}
+    """Decide, for every revision of ``snapshot``, keep (with reason) or delete.
+
+    ``pinned`` manifests are kept like tagged ones, with the reason given (a re-plan
+    during the run pins what was pushed since the scan).
+    """
+    reasons: dict[Digest, Reason] = {}
     pending: deque[Digest] = deque()
     warnings: list[str] = []
 
-    def keep(digest: Digest, reason: str) -> None:
+    def keep(digest: Digest, reason: Reason) -> None:
         if digest not in reasons:
             reasons[digest] = reason
             pending.append(digest)
 
     for tag in sorted(snapshot.tags):
-        keep(snapshot.tags[tag], f"tagged:{tag}")
+        keep(snapshot.tags[tag], Reason(ReasonKind.TAGGED, tag))
+    for digest, reason in sorted((pinned or {}).items()):
+        keep(digest, reason)
     tagged = frozenset(d for d in snapshot.tags.values() if d in snapshot.revisions)
 
     if policy.min_age_s > 0:
         for digest, mtime in snapshot.revisions.items():
             if now - mtime < policy.min_age_s:
-                keep(digest, REASON_YOUNG)
+                keep(digest, YOUNG)
 
     referrers: dict[Digest, list[Digest]] = {}
     for digest, info in manifests.items():
@@ -125,11 +152,14 @@ def plan_repository(
         refs = manifests.get(digest)
         if isinstance(refs, ManifestRefs):
             for child in refs.children:
-                keep(child, f"child-of:{digest}")
+                keep(child, Reason(ReasonKind.CHILD_OF, digest))
         for referrer in sorted(referrers.get(digest, ())):
-            keep(referrer, f"referrer-of:{digest}")
+            keep(referrer, Reason(ReasonKind.REFERRER_OF, digest))
 
     blockers: list[str] = []
+    for where, problem in sorted(snapshot.doubts.items()):
+        warnings.append(f"{where}: {problem}")
+        blockers.append(where)
     for tag, problem in sorted(snapshot.broken_tags.items()):
         warnings.append(f"tag {tag!r}: {problem}")
         blockers.append(f"tag:{tag}")
@@ -137,13 +167,13 @@ def plan_repository(
         found = manifests.get(digest, Unreadable("manifest not read"))
         if isinstance(found, Unreadable):
             if digest in snapshot.revisions:
-                reasons.setdefault(digest, f"unreadable:{found.problem}")
+                reasons.setdefault(digest, Reason(ReasonKind.UNREADABLE, found.problem))
             warnings.append(f"manifest {digest}: {found.problem}")
             blockers.append(digest)
 
     candidates = [d for d in snapshot.revisions if d not in reasons]
     if blockers:
-        blocked_reason = f"blocked:{blockers[0]}"
+        blocked_reason = Reason(ReasonKind.BLOCKED, blockers[0])
         for digest in candidates:
             reasons[digest] = blocked_reason
         candidates = []
@@ -156,25 +186,35 @@ def plan_repository(
 def _deletion_waves(
     candidates: Iterable[Digest], manifests: Mapping[Digest, ManifestInfo]
 ) -> tuple[tuple[Decision, ...], ...]:
-    """Order candidates so that what points (index, referrer) goes before what it points at."""
+    """Order candidates so that what points (index, referrer) goes before what it points
+    at, and name each deletion's cause: untagged, or the deleted index or subject."""
     members = list(candidates)
     member_set = set(members)
     targets: dict[Digest, list[Digest]] = {d: [] for d in members}
     indegree: dict[Digest, int] = dict.fromkeys(members, 0)
+    cause: dict[Digest, Reason] = {}
     for digest in members:
         info = manifests.get(digest)
         if not isinstance(info, ManifestRefs):
             continue
-        pointed = [*info.children, *([info.subject] if info.subject else [])]
-        for target in dict.fromkeys(pointed):
+        for child in info.children:
+            if child in member_set and child != digest:
+                cause.setdefault(child, Reason(ReasonKind.CHILD_OF_DELETED, digest))
+        if info.subject is not None and info.subject in member_set:
+            cause.setdefault(digest, Reason(ReasonKind.REFERRER_OF_DELETED, info.subject))
+        for target in dict.fromkeys(info.references):
             if target in member_set and target != digest:
                 targets[digest].append(target)
                 indegree[target] += 1
+
+    def decided(digest: Digest) -> Decision:
+        return Decision(digest, cause.get(digest, UNTAGGED))
+
     waves: list[tuple[Decision, ...]] = []
     current = [d for d in members if indegree[d] == 0]
     placed = 0
     while current:
-        waves.append(tuple(Decision(d, REASON_UNTAGGED) for d in current))
+        waves.append(tuple(decided(d) for d in current))
         placed += len(current)
         following: list[Digest] = []
         for digest in current:
@@ -185,46 +225,82 @@ def _deletion_waves(
         current = sorted(following)
     if placed != len(members):  # a cycle cannot exist with content addressing; be safe
         done = {d.digest for wave in waves for d in wave}
-        waves.append(tuple(Decision(d, REASON_UNTAGGED) for d in members if d not in done))
+        waves.append(tuple(decided(d) for d in members if d not in done))
     return tuple(waves)
 
 
-def recheck_plan(
-    plan: RepositoryPlan,
+_ROOT_KINDS = {
+    ReasonKind.TAGGED: ReasonKind.TAGGED_DURING_RUN,
+    ReasonKind.YOUNG: ReasonKind.PUSHED_DURING_RUN,
+    ReasonKind.PUSHED_DURING_RUN: ReasonKind.PUSHED_DURING_RUN,
+}
+_CHAIN_KINDS = frozenset({ReasonKind.CHILD_OF, ReasonKind.REFERRER_OF})
+
+
+def rescue_reason(
+    digest: Digest, fresh: RepositoryPlan, fresh_snapshot: RepositorySnapshot
+) -> Reason:
+    """Why a fresh plan no longer deletes ``digest`` that an earlier plan deleted:
+    gone, a doubt, or kept because of a tag or a push that came during the run (found
+    by following the chain of reasons to its root; the detail is the direct reason)."""
+    if digest not in fresh_snapshot.revisions:
+        return GONE
+    direct = fresh.keep.get(digest)
+    if direct is None:
+        return TAGGED_DURING_RUN
+    if direct.kind in DOUBT_KINDS:
+        return direct
+    reason, seen = direct, {digest}
+    while reason.kind in _CHAIN_KINDS:
+        parent = Digest(reason.detail)
+        found = fresh.keep.get(parent)
+        if found is None or parent in seen:
+            break
+        seen.add(parent)
+        reason = found
+    kind = _ROOT_KINDS.get(reason.kind, ReasonKind.TAGGED_DURING_RUN)
+    detail = "" if direct.kind in (ReasonKind.YOUNG, ReasonKind.PUSHED_DURING_RUN) else str(direct)
+    return Reason(kind, detail)
+
+
+def narrow(
+    remaining: Sequence[Decision],
     fresh_snapshot: RepositorySnapshot,
     manifests: Mapping[Digest, ManifestInfo],
     policy: Policy,
     now: float,
-) -> tuple[RepositoryPlan, dict[Digest, str]]:
-    """Re-plan just before deleting; return the narrowed plan and what it newly keeps.
+    *,
+    scanned: Mapping[Digest, float] | None = None,
+) -> tuple[RepositoryPlan, dict[Digest, Reason]]:
+    """Re-plan on a fresh snapshot; of ``remaining``, return what the fresh plan no
+    longer deletes, with the reason. The check can never add a deletion: only digests
+    that both plans delete stay. ``manifests`` must cover the fresh snapshot.
 
-    Only digests that both the first plan and the fresh one delete are deleted:
-    the check can never add a deletion. ``manifests`` must cover the fresh snapshot.
+    With ``scanned`` (the revisions and mtimes the first plan saw), every revision new
+    or rewritten since is pinned as pushed during the run, whatever its age: a push in
+    progress (children first, then the index) keeps what it needs.
     """
-    fresh = plan_repository(fresh_snapshot, manifests, policy, now)
+    pinned: dict[Digest, Reason] = {}
+    if scanned is not None:
+        pinned = {
+            digest: PUSHED_DURING_RUN
+            for digest, mtime in fresh_snapshot.revisions.items()
+            if scanned.get(digest) != mtime
+        }
+    fresh = plan_repository(fresh_snapshot, manifests, policy, now, pinned=pinned)
     fresh_delete = {d.digest for d in fresh.delete}
-    rescued: dict[Digest, str] = {}
-    for decision in plan.delete:
-        digest = decision.digest
-        if digest in fresh_delete:
-            continue
-        fresh_reason = fresh.keep.get(digest, "")
-        if digest not in fresh_snapshot.revisions:
-            rescued[digest] = REASON_GONE
-        elif fresh_reason.startswith(("blocked:", "unreadable:")):
-            rescued[digest] = fresh_reason
-        elif fresh_reason == REASON_YOUNG:
-            rescued[digest] = REASON_PUSHED_DURING_RUN
-        else:
-            rescued[digest] = REASON_TAGGED_DURING_RUN
-    if not rescued:
-        return plan, rescued
-    keep = dict(plan.keep)
-    keep.update({d: r for d, r in rescued.items() if r != REASON_GONE})
-    waves = tuple(
-        kept_wave
-        for wave in plan.waves
-        if (kept_wave := tuple(d for d in wave if d.digest not in rescued))
+    rescued = {
+        decision.digest: rescue_reason(decision.digest, fresh, fresh_snapshot)
+        for decision in remaining
+        if decision.digest not in fresh_delete
+    }
+    return fresh, rescued
+
+
+def without(
+    waves: Sequence[Sequence[Decision]], dropped: Mapping[Digest, object]
+) -> tuple[tuple[Decision, ...], ...]:
+    """The waves minus the dropped digests (empty waves removed)."""
+    return tuple(
+        kept for wave in waves if (kept := tuple(d for d in wave if d.digest not in dropped))
     )
-    warnings = plan.warnings + tuple(w for w in fresh.warnings if w not in plan.warnings)
-    return RepositoryPlan(plan.repository, keep, waves, plan.tagged, warnings), rescued

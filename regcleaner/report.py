@@ -7,7 +7,6 @@ repository finishes, so memory does not grow with the size of the registry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -86,6 +85,8 @@ class Counters:
     manifests: int = 0
     tagged: int = 0
     kept: int = 0
+    kept_young: int = 0
+    not_attempted: int = 0
     planned: int = 0
     deleted: int = 0
     would_delete: int = 0
@@ -112,10 +113,13 @@ def peak_rss_mb() -> float:
 class RunReport:
     """Collects repository records and renders the final report."""
 
-    def __init__(self, *, dry_run: bool, registry_url: str, storage: str) -> None:
+    def __init__(
+        self, *, dry_run: bool, registry_url: str | None, storage: str, mode: str = "api"
+    ) -> None:
         self.dry_run = dry_run
         self.registry_url = registry_url
         self.storage = storage
+        self.mode = mode
         self.counters = Counters()
         self.started = time.monotonic()
         self.finished: float | None = None
@@ -138,6 +142,15 @@ class RunReport:
         """Count a deletion as it happens, for live progress."""
         self.counters.deleted += 1
 
+    def would_delete_one(self) -> None:
+        """Count a dry run's deletion as it is decided, for live progress."""
+        self.counters.would_delete += 1
+
+    @property
+    def aborted(self) -> bool:
+        """True if the run ended on an error before any repository was accounted for."""
+        return self.fatal_error is not None and self.counters.repositories == 0
+
     def add(self, record: RepositoryRecord) -> None:
         """Account for a finished repository and spool its record."""
         c = self.counters
@@ -147,7 +160,11 @@ class RunReport:
         c.manifests += record.manifests
         c.tagged += record.tagged
         c.kept += len(record.kept)
-        c.would_delete += len(record.would_delete)
+        for reason in record.kept.values():
+            if reason == "younger-than-grace":
+                c.kept_young += 1
+            elif reason.startswith("not-attempted"):
+                c.not_attempted += 1
         c.already_gone += len(record.already_gone)
         c.failed += len(record.failed)
         c.warnings += len(record.warnings)
@@ -169,6 +186,8 @@ class RunReport:
             "manifests": c.manifests,
             "tagged": c.tagged,
             "kept": c.kept,
+            "kept_young": c.kept_young,
+            "not_attempted": c.not_attempted,
             "deleted": c.deleted,
             "would_delete": c.would_delete,
             "already_gone": c.already_gone,
@@ -187,6 +206,7 @@ class RunReport:
         header = {
             "regcleaner": __version__,
             "dry_run": self.dry_run,
+            "mode": self.mode,
             "registry_url": self.registry_url,
             "storage": self.storage,
             "stopped_by": self.stopped_by,
@@ -195,6 +215,7 @@ class RunReport:
             "reclaimable_by_repository": [
                 {"name": name, "bytes": size} for name, size in (self.reclaimable or (0, 0, []))[2]
             ],
+            "reclaimable_note": RECLAIMABLE_NOTE,
         }
         text = json.dumps(header, indent=2)
         stream.write(text[: text.rfind("}")].rstrip() + ',\n  "repositories": [\n')
@@ -210,7 +231,11 @@ class RunReport:
         self._spool.seek(0, 2)
 
     def render_summary(self, console: Console) -> None:
-        """The table printed at the end of a text run."""
+        """The table printed at the end of a text run (nothing for an aborted run: its
+        error, logged on its own, says what happened and what to do)."""
+        if self.aborted:
+            return
+        from rich.markup import escape
         from rich.table import Table
 
         c = self.counters
@@ -223,6 +248,7 @@ class RunReport:
             ("manifests seen", c.manifests),
             ("tagged manifests", c.tagged),
             ("kept (in use, young or unsure)", c.kept),
+            ("  of them younger than --min-age", c.kept_young),
         ]
         if self.dry_run:
             rows.append(("would delete", c.would_delete))
@@ -230,6 +256,7 @@ class RunReport:
             rows += [("deleted", c.deleted), ("already gone", c.already_gone)]
         rows += [
             ("failed deletions", c.failed),
+            ("not attempted (run stopped)", c.not_attempted),
             ("repositories failed", c.repositories_failed),
             ("warnings", c.warnings),
             ("duration", f"{self.duration_s:.1f}s"),
@@ -246,21 +273,38 @@ class RunReport:
             top.add_column("repository")
             top.add_column("estimate", justify="right")
             for name, size in self.reclaimable[2][:10]:
-                top.add_row(name, human_bytes(size))
+                top.add_row(escape(name), human_bytes(size))
             console.print(top)
+            console.print(
+                "(A blob several repositories share counts for the first one that frees it.)"
+            )
         if self.stopped_by:
             console.print(f"Stopped by {self.stopped_by}: the report covers what was done.")
         if self.fatal_error:
-            console.print(f"Run aborted: {self.fatal_error}")
+            console.print(f"Run ended early: {escape(self.fatal_error)}")
         if self.dry_run:
             console.print(f"{c.would_delete:,} manifests would be deleted; run without --dry-run.")
+        elif c.deleted and self.mode == "direct":
+            console.print(
+                f"{c.deleted:,} manifests removed from storage. Restart the registry (its "
+                "blob-descriptor cache may still describe them), then collect blobs: "
+                "`regcleaner gc` or `registry garbage-collect <config>`."
+            )
         elif c.deleted:
             console.print(
                 f"{c.deleted:,} manifests deleted. The registry frees no disk by itself: put it "
-                "in read-only mode (or stop it) and run `registry garbage-collect <config>`."
+                "in read-only mode (or stop it) and run `regcleaner gc` or "
+                "`registry garbage-collect <config>`."
             )
         else:
             console.print("Nothing was deleted.")
+
+
+RECLAIMABLE_NOTE = (
+    "Each blob is counted once, for the first repository whose deletions free it; which "
+    "repository that is depends on the order repositories finish, so the per-repository "
+    "figures can differ between a dry run and a real run while the total stays the same."
+)
 
 
 class Progress:
@@ -270,7 +314,6 @@ class Progress:
         self._report = report
         self._interval = interval_s
         self._terminal = sys.stderr.isatty() if terminal is None else terminal
-        self._task: asyncio.Task[None] | None = None
 
     def line(self) -> str:
         """One line describing where the run is."""
@@ -284,7 +327,10 @@ class Progress:
             f" {c.failed:,} failed"
         )
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Report until cancelled (the engine owns this task)."""
+        if self._interval <= 0:
+            return
         if self._terminal:
             await self._bars()
         else:
@@ -328,16 +374,3 @@ class Progress:
                         detail=f"{c.deleted / elapsed:,.0f}/s, {c.failed:,} failed",
                     )
                 await asyncio.sleep(0.2)
-
-    def start(self) -> None:
-        """Begin reporting in the background."""
-        if self._interval > 0:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop reporting."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

@@ -24,8 +24,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 
 from regcleaner.digest import Digest
-from regcleaner.manifests import ManifestRefs
-from regcleaner.planner import ManifestInfo
+from regcleaner.manifests import ManifestInfo, ManifestRefs
 
 _SCHEMA = """
 CREATE TABLE repository (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
@@ -81,15 +80,14 @@ class SpaceEstimate:
             kept_blobs.add(_key(digest))
             info = manifests.get(digest)
             if isinstance(info, ManifestRefs):
-                kept_blobs.update(map(_key, info.blobs))
+                kept_blobs.update(_key(blob.digest) for blob in info.blobs)
         freed: dict[int, int] = {}  # blob -> size (0 when unknown)
         for digest in deleted:
             info = manifests.get(digest)
             if not isinstance(info, ManifestRefs):
                 freed.setdefault(_key(digest), 0)
                 continue
-            pairs = zip(info.blobs, info.blob_sizes, strict=False)
-            for blob, size in ((digest, info.size), *pairs):
+            for blob, size in ((digest, info.size), *((b.digest, b.size) for b in info.blobs)):
                 key = _key(blob)
                 if not freed.get(key):  # the first size known wins
                     freed[key] = size

@@ -67,10 +67,11 @@ def run_cli(
 
 
 def clean_args(registry: RegistryProcess, *extra: str) -> list[str]:
-    """``clean`` against ``registry``'s URL and disk root."""
+    """``clean`` against ``registry``'s URL and disk root, with no grace period (tests
+    push and clean within seconds; a later ``--min-age`` in ``extra`` wins)."""
     return [
         "clean", "--registry-url", registry.url, "--registry-dir", str(registry.root),
-        "--progress-interval", "0", *extra,
+        "--progress-interval", "0", "--min-age", "0", *extra,
     ]  # fmt: skip
 
 

@@ -22,17 +22,15 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from regcleaner.config import Credentials
-from regcleaner.errors import AuthenticationError, RegistryError
+from regcleaner.errors import AuthenticationError, TokenFetchError
 
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 DEFAULT_EXPIRES_IN_S = 60.0
-
-
-class TokenFetchError(RegistryError):
-    """The token server could not be reached or answered garbage (retryable)."""
+DELETE_ACTIONS = "pull,delete"
+PROBE_ACTIONS = "pull,push,delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,18 +167,25 @@ class Authorizer:
         """True if a username and password were configured."""
         return self._basic is not None
 
-    def scope(self, repository: str | None) -> str | None:
-        """The token scope for deleting in ``repository`` (None: registry-wide ping)."""
+    def scope(self, repository: str | None, actions: str = DELETE_ACTIONS) -> str | None:
+        """The token scope for ``actions`` in ``repository`` (None: registry-wide ping)."""
         if repository is None:
             return None
-        actions = "*" if repository in self._star_repositories else "pull,delete"
+        if repository in self._star_repositories:
+            actions = "*"
         return f"repository:{repository}:{actions}"
 
-    async def header(self, session: aiohttp.ClientSession, repository: str | None) -> str | None:
+    async def header(
+        self,
+        session: aiohttp.ClientSession,
+        repository: str | None,
+        actions: str = DELETE_ACTIONS,
+    ) -> str | None:
         """The Authorization value to send now, fetching or refreshing a token if due."""
         if self._bearer is None:
             return self._basic
-        return "Bearer " + await self._token(session, self.scope(repository), rejected=None)
+        scope = self.scope(repository, actions)
+        return "Bearer " + await self._token(session, scope, rejected=None)
 
     async def challenged(
         self,
@@ -188,6 +193,7 @@ class Authorizer:
         repository: str | None,
         www_authenticate: str | None,
         sent: str | None,
+        actions: str = DELETE_ACTIONS,
     ) -> bool:
         """Handle a 401; True if the request is worth sending once more."""
         challenges = parse_www_authenticate(www_authenticate or "")
@@ -211,7 +217,7 @@ class Authorizer:
         rejected = sent[len("Bearer ") :] if sent and sent.startswith("Bearer ") else None
         if not first_bearer and rejected is None and sent is not None:
             return False
-        await self._token(session, self.scope(repository), rejected=rejected, force=True)
+        await self._token(session, self.scope(repository, actions), rejected=rejected, force=True)
         return True
 
     async def _token(

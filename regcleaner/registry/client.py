@@ -1,7 +1,9 @@
 """One aiohttp session to the registry: ping, delete by digest, and error bodies.
 
 The client only speaks HTTP; what a status means for the run (retry, stop, count)
-is decided in regcleaner.deleter.
+is decided in regcleaner.retry. The one request it sends again by itself is the
+bearer-token handshake: a 401 with a challenge it can answer gets one more try with a
+fresh token (that is authentication, not a retry of a failure).
 """
 
 from __future__ import annotations
@@ -20,8 +22,19 @@ import aiohttp
 from regcleaner import __version__
 from regcleaner.config import Limits, TLSOptions
 from regcleaner.digest import Digest
-from regcleaner.errors import AuthenticationError, ConfigError, RegistryError, RegistryUnreachable
-from regcleaner.registry.auth import Authorizer, TokenFetchError, challenge_error
+from regcleaner.errors import (
+    AuthenticationError,
+    ConfigError,
+    RegistryUnreachable,
+    TokenFetchError,
+    TransportError,
+)
+from regcleaner.registry.auth import (
+    DELETE_ACTIONS,
+    PROBE_ACTIONS,
+    Authorizer,
+    challenge_error,
+)
 
 USER_AGENT = f"regcleaner/{__version__}"
 MAX_RETRY_AFTER_S = 300.0
@@ -37,10 +50,9 @@ class RegistryResponse:
     retry_after_s: float | None = None
     auth_error: str = ""
     """The ``error`` parameter of a 401's bearer challenge, e.g. ``insufficient_scope``."""
-
-
-class TransportError(RegistryError):
-    """The request did not get an HTTP answer (reset, refused, timeout, TLS)."""
+    content_type: str = ""
+    body: bytes = b""
+    """The start of an error answer's body (at most 200 bytes)."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -135,19 +147,33 @@ class RegistryClient:
             raise RuntimeError("RegistryClient used outside 'async with'")
         return self._session
 
-    async def _request(self, method: str, path: str, repository: str | None) -> RegistryResponse:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        repository: str | None,
+        *,
+        actions: str = DELETE_ACTIONS,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        fresh_connection: bool = False,
+    ) -> RegistryResponse:
         """Send one request; after a 401 with a usable challenge, send it once more."""
         url = self.base_url + path
         try:
             for attempt in (1, 2):
-                sent = await self._authorizer.header(self.session, repository)
+                sent = await self._authorizer.header(self.session, repository, actions)
                 headers = {"Authorization": sent} if sent else {}
+                if content_type:
+                    headers["Content-Type"] = content_type
+                if fresh_connection:
+                    headers["Connection"] = "close"  # behind a load balancer: maybe another replica
                 async with self.session.request(
-                    method, url, headers=headers, allow_redirects=False
+                    method, url, headers=headers, data=body, allow_redirects=False
                 ) as response:
-                    body = b""
+                    answer = b""
                     if response.status >= 400:
-                        body = await response.content.read(64 * 1024)
+                        answer = await response.content.read(64 * 1024)
                     else:
                         await response.read()
                     if (
@@ -158,10 +184,11 @@ class RegistryClient:
                             repository,
                             response.headers.get("WWW-Authenticate"),
                             sent,
+                            actions,
                         )
                     ):
                         continue
-                    code, message = parse_error_body(body) if body else ("", "")
+                    code, message = parse_error_body(answer) if answer else ("", "")
                     auth_error = ""
                     if response.status == 401:
                         auth_error = challenge_error(response.headers.get("WWW-Authenticate"))
@@ -171,6 +198,8 @@ class RegistryClient:
                         message,
                         parse_retry_after(response.headers.get("Retry-After")),
                         auth_error,
+                        response.headers.get("Content-Type", ""),
+                        answer[:200],
                     )
         except aiohttp.ClientConnectorCertificateError as exc:
             raise RegistryUnreachable(
@@ -206,9 +235,31 @@ class RegistryClient:
                 status=response.status,
             )
 
-    async def delete_manifest(self, repository: str, digest: Digest) -> RegistryResponse:
+    async def delete_manifest(
+        self, repository: str, digest: Digest, *, fresh_connection: bool = False
+    ) -> RegistryResponse:
         """``DELETE /v2/<name>/manifests/<digest>``; the caller interprets the status."""
-        return await self._request("DELETE", _manifests_path(repository) + digest, repository)
+        return await self._request(
+            "DELETE", _manifests_path(repository) + digest, repository,
+            fresh_connection=fresh_connection,
+        )  # fmt: skip
+
+    async def put_manifest(
+        self,
+        repository: str,
+        reference: str,
+        body: bytes,
+        media_type: str,
+        *,
+        fresh_connection: bool = False,
+    ) -> RegistryResponse:
+        """``PUT /v2/<name>/manifests/<reference>`` (used only to probe read-only mode,
+        with a manifest the registry must refuse)."""
+        return await self._request(
+            "PUT", _manifests_path(repository) + quote(reference, safe=""), repository,
+            actions=PROBE_ACTIONS, body=body, content_type=media_type,
+            fresh_connection=fresh_connection,
+        )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,71 +1,150 @@
-"""The Storage protocol both backends implement, and helpers they share."""
+"""The byte-store protocol: keys and bytes, nothing about registries.
+
+A key is a ``/``-separated path relative to the store's root (the registry's
+``rootdirectory``). Two backends implement it, a local directory and an S3 bucket;
+``tests/contract/test_byte_store.py`` says when a new one is right. The registry's
+meaning (repositories, revisions, tags, blobs) lives in ``regcleaner.view`` only.
+
+Listings stream in pages (lists), so a caller pays one await per page, not per key.
+Every failure other than "not there" is a ``StorageError`` naming the key.
+"""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator, Collection
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from regcleaner.digest import Digest, parse_digest
-from regcleaner.errors import ManifestError
-from regcleaner.manifests import MAX_MANIFEST_BYTES, parse_manifest
-from regcleaner.planner import ManifestInfo, RepositorySnapshot, Unreadable
+from regcleaner.errors import StorageError
 
-# A link file holds a 71-byte digest; anything much longer is garbage.
-MAX_LINK_BYTES = 1024
+EntryKind = Literal["file", "dir", "other"]
 
 
-class Storage(Protocol):
-    """Read-only view of a registry's storage; regcleaner never writes through it."""
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One child of a listed prefix."""
+
+    name: str
+    kind: EntryKind
+    """``other`` is a symbolic link or special file (only on a disk). Stores never
+    follow links; the registry's disk driver does, so the view treats one as doubt."""
+    mtime: float | None = None
+    """Seconds since the epoch; None for a directory on a store without directories."""
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A file (object) found by a walk or a stat: its key relative to the walked prefix
+    (or the full key, for ``stat``), modification time and size."""
+
+    key: str
+    mtime: float
+    size: int
+    regular: bool = True
+    """False for a symbolic link or special file (only on a disk): not followed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """``<name>/<leaf>`` found under a prefix by ``list_leaves``."""
+
+    name: str
+    mtime: float
+    size: int
+    regular: bool = True
+    """False when ``<name>`` or ``<name>/<leaf>`` is a symbolic link or special file
+    (only on a disk): not followed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """The bytes of a key (at most the cap + 1, so that "too large" can be seen) and
+    its modification time."""
+
+    data: bytes
+    mtime: float
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """Requests made to the store, by kind (S3 counts; a disk counts system calls it
+    batches as one request per call)."""
+
+    list: int = 0
+    get: int = 0
+    head: int = 0
+    delete: int = 0
+    """Delete requests (S3 DeleteObjects carries up to 1,000 keys)."""
+    keys_deleted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """For the report."""
+        return {
+            "list": self.list,
+            "get": self.get,
+            "head": self.head,
+            "delete": self.delete,
+            "keys_deleted": self.keys_deleted,
+        }
+
+
+class ByteStore(Protocol):
+    """Keys and bytes under one root."""
+
+    stats: RequestStats
+    has_directories: bool
+    """True when empty directories exist and have modification times (a disk);
+    False for object stores, where a "directory" is only a key prefix."""
+    listing_concurrency: int
+    """How many listings are worth running at once (1 where listing is CPU work)."""
 
     def describe(self) -> str:
-        """Where this storage is, for logs and reports (no secrets)."""
+        """Where this store is, for logs and reports (no secrets)."""
         ...
 
     async def check(self) -> None:
-        """Raise StorageError unless the storage root looks like a registry's."""
+        """Raise StorageSetupError unless the store can be reached and its root exists."""
         ...
 
-    def list_repositories(self) -> AsyncIterator[str]:
-        """Every directory that holds ``_manifests``, as a repository name."""
+    def list_children(self, prefix: str) -> AsyncIterator[list[Entry]]:
+        """The direct children of ``prefix`` (files and sub-prefixes), in pages.
+        A missing prefix lists nothing."""
         ...
 
-    async def snapshot(self, repository: str) -> RepositorySnapshot:
-        """Revisions (with mtimes) and tags' current links of one repository."""
+    def list_leaves(self, prefix: str, leaf: str) -> AsyncIterator[list[Leaf]]:
+        """Each child ``<name>`` of ``prefix`` that holds the file ``<name>/<leaf>``,
+        with that file's mtime and size, in pages. Other keys below the children
+        are ignored (and, on a disk, not visited)."""
         ...
 
-    async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
-        """Parse the manifest JSON of each digest; problems come back as Unreadable."""
+    def walk(self, prefix: str) -> AsyncIterator[list[FileInfo]]:
+        """Every file below ``prefix``, at any depth, keys relative to ``prefix``."""
         ...
 
-    async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
-        """The revision link's mtime now (None if gone): a push since the snapshot
-        rewrites it, which is how a re-tag just before a DELETE is caught."""
+    async def read(self, key: str, cap: int) -> Blob | None:
+        """At most ``cap + 1`` bytes of ``key``; None if it does not exist."""
+        ...
+
+    async def read_many(self, keys: Sequence[str], cap: int) -> list[Blob | StorageError | None]:
+        """``read`` for many keys at once (batched on a disk, concurrent on S3); a
+        failure of one key comes back in its place instead of being raised."""
+        ...
+
+    async def stat(self, key: str) -> FileInfo | None:
+        """The file or directory at ``key`` (mtime, size); None if it does not exist.
+        On a store without directories only files exist."""
+        ...
+
+    async def delete_many(
+        self, keys: Sequence[str], *, directories: Sequence[str] = ()
+    ) -> list[str | None]:
+        """Delete these files (objects): one entry per key, None when the key is gone
+        (deleted now or missing already), else the reason it is still there. Then, on a
+        store with directories, remove each of ``directories`` that is empty, in the
+        order given (deepest first)."""
         ...
 
     async def aclose(self) -> None:
         """Release connections and threads."""
         ...
-
-
-def parse_link(data: bytes) -> Digest:
-    """Parse a link file's content; raise ValueError for anything but one digest."""
-    if len(data) > MAX_LINK_BYTES:
-        raise ValueError(f"link file of {len(data)} bytes")
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise ValueError("link file is not ASCII") from None
-    return parse_digest(text.strip())
-
-
-def decode_manifest(digest: Digest, data: bytes) -> ManifestInfo:
-    """Check that ``data`` hashes to ``digest`` and parse it; Unreadable on any problem."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        return Unreadable(f"blob larger than {MAX_MANIFEST_BYTES} bytes")
-    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-        return Unreadable("blob content does not match its digest")
-    try:
-        return parse_manifest(data)
-    except ManifestError as exc:
-        return Unreadable(str(exc))

@@ -1,65 +1,62 @@
-"""Local-disk storage: the registry's ``rootdirectory`` mounted or on this machine.
+"""A byte store on a local (or mounted) directory.
 
-Disk work goes in batches (a few hundred folders of the walk, a whole repository's
-snapshot, up to 512 manifest reads, one stat for the last look). While the files come
-from the page cache, a batch costs microseconds per file and runs on the event loop
-between two awaits: handing it to a thread would cost more than the work, and two busy
-Python threads pay for every hand-over of the GIL. As soon as the disk turns slow (a
-cold disk, NFS: on average more than 2 ms a file, or one batch longer than 0.25 s),
-every batch from then on goes to one dedicated disk thread, so that the event loop never
-waits on storage while DELETEs are in flight. aiofiles is used for the cheap existence
-checks. Symlinks are never followed: the registry does not create them, so one is
-foreign and is ignored.
+Disk work goes in batches (a folder listing, a page of a walk, up to 512 reads, one
+stat, a batch of deletions). While the files come from the page cache, a batch costs
+microseconds per file and runs on the event loop between two awaits: handing it to a
+thread would cost more than the work, and two busy Python threads pay for every
+hand-over of the GIL. As soon as the disk turns slow (a cold disk, NFS: on average more
+than 2 ms a file, or one batch longer than 0.25 s), every batch from then on goes to one
+dedicated disk thread, so that the event loop never waits on storage while requests are
+in flight. Symbolic links are never followed; they are reported as ``other`` entries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiofiles.os
 
-from regcleaner import layout
-from regcleaner.digest import Digest, is_sha256_hex
-from regcleaner.errors import StorageError
-from regcleaner.manifests import MAX_MANIFEST_BYTES
-from regcleaner.planner import ManifestInfo, RepositorySnapshot, Unreadable
-from regcleaner.storage.base import MAX_LINK_BYTES, decode_manifest, parse_link
+from regcleaner.errors import StorageError, StorageSetupError
+from regcleaner.storage.base import Blob, Entry, EntryKind, FileInfo, Leaf, RequestStats
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _BATCH = 512
 _INLINE_BATCH = 64
-_WALK_BATCH = 256
+_WALK_PAGE = 1024
 # Disk work stays on the event loop while the running average per file stays under
 # _INLINE_ITEM_LIMIT_S and no single batch takes longer than _INLINE_CALL_LIMIT_S. An
 # average, because one slow sample is usually the scheduler, not the disk.
 _INLINE_ITEM_LIMIT_S = 0.002
 _INLINE_CALL_LIMIT_S = 0.25
 _INLINE_WEIGHT = 0.05
+# "Not there": the file, or a folder on its path, is missing or is not a folder.
+_ABSENT = (errno.ENOENT, errno.ENOTDIR)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def _read_capped(path: str, cap: int) -> bytes:
+def _read_capped(path: str, cap: int) -> Blob:
     """Read at most ``cap + 1`` bytes of a regular file without following a symlink."""
     fd = os.open(path, _READ_FLAGS)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"not a regular file: {path}")
+            raise OSError(errno.EINVAL, "not a regular file")
         # One read of the size fstat gave (+1 to see the end) is the whole file in the
         # common case; read on only if the file turned out longer than it said.
         want = min(info.st_size, cap) + 1
         first = os.read(fd, want)
         if len(first) < want:
-            return first
+            return Blob(first, info.st_mtime)
         chunks = [first]
         remaining = cap + 1 - len(first)
         while remaining > 0:
@@ -68,24 +65,32 @@ def _read_capped(path: str, cap: int) -> bytes:
                 break
             chunks.append(chunk)
             remaining -= len(chunk)
-        return b"".join(chunks)
+        return Blob(b"".join(chunks), info.st_mtime)
     finally:
         os.close(fd)
 
 
-def _folders_visited(walked: tuple[list[str], list[str], int]) -> int:
-    return walked[2]
+def _kind(entry: os.DirEntry[str]) -> EntryKind:
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "other"
 
 
-def _files_in(snapshot: RepositorySnapshot) -> int:
-    return 2 + len(snapshot.revisions) + len(snapshot.tags) + len(snapshot.broken_tags)
+def _failure(action: str, key: str, exc: OSError) -> StorageError:
+    return StorageError(f"cannot {action} {key}: {exc.strerror or exc}")
 
 
-class FilesystemStorage:
-    """Storage rooted at a directory that holds ``docker/registry/v2``."""
+class FilesystemStore:
+    """Keys are paths relative to ``root``."""
+
+    has_directories = True
+    listing_concurrency = 1  # listings are CPU work here: more tasks would only interleave
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.stats = RequestStats()
         # One disk thread, used once the disk is slow: page-cache reads are CPU work, and
         # more threads would only fight the event loop for the GIL.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regcleaner-disk")
@@ -96,17 +101,12 @@ class FilesystemStorage:
     def describe(self) -> str:
         return f"filesystem {self.root}"
 
-    def _path(self, relative: str) -> str:
-        return self._prefix + relative
+    def _path(self, key: str) -> str:
+        return self._prefix + key
 
     async def check(self) -> None:
         if not await aiofiles.os.path.isdir(self.root):
-            raise StorageError(f"storage root {self.root} is not a directory")
-        if not await aiofiles.os.path.isdir(self._path(layout.V2_ROOT)):
-            raise StorageError(
-                f"no registry storage under {self.root}: expected {layout.V2_ROOT}/ "
-                "(point --registry-dir at the registry's rootdirectory)"
-            )
+            raise StorageSetupError(f"storage root {self.root} is not a directory")
 
     async def _run(
         self, function: Callable[..., T], *args: Any, items: int | Callable[[T], int] = 1
@@ -135,125 +135,173 @@ class FilesystemStorage:
             await asyncio.sleep(0)  # a turn for the other tasks between two batches
         return result
 
-    async def list_repositories(self) -> AsyncIterator[str]:
-        top = self._path(layout.REPOSITORIES)
-        if not await aiofiles.os.path.isdir(top):
-            return
-        pending: list[str] = [""]
+    # -- listings -------------------------------------------------------------------
+
+    async def list_children(self, prefix: str) -> AsyncIterator[list[Entry]]:
+        entries = await self._run(self._list_sync, prefix, items=_counted)
+        if entries:
+            yield entries
+
+    def _list_sync(self, prefix: str) -> list[Entry]:
+        self.stats.list += 1
+        try:
+            with os.scandir(self._path(prefix)) as found:
+                return [Entry(e.name, _kind(e)) for e in found]
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return []
+            raise _failure("list", prefix, exc) from None
+
+    async def list_leaves(self, prefix: str, leaf: str) -> AsyncIterator[list[Leaf]]:
+        leaves = await self._run(self._list_leaves_sync, prefix, leaf, items=_counted)
+        if leaves:
+            yield leaves
+
+    def _list_leaves_sync(self, prefix: str, leaf: str) -> list[Leaf]:
+        self.stats.list += 1
+        leaves: list[Leaf] = []
+        tail = "/" + leaf
+        try:
+            with os.scandir(self._path(prefix)) as found:
+                for entry in found:
+                    if not entry.is_dir(follow_symlinks=False):
+                        if not entry.is_file(follow_symlinks=False):
+                            leaves.append(Leaf(entry.name, 0.0, 0, regular=False))
+                        continue
+                    try:
+                        info = os.stat(entry.path + tail, follow_symlinks=False)
+                    except OSError as exc:
+                        if exc.errno in _ABSENT:
+                            continue
+                        raise _failure("stat", f"{prefix}/{entry.name}{tail}", exc) from None
+                    leaves.append(
+                        Leaf(entry.name, info.st_mtime, info.st_size, stat.S_ISREG(info.st_mode))
+                    )
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return []
+            raise _failure("list", prefix, exc) from None
+        return leaves
+
+    async def walk(self, prefix: str) -> AsyncIterator[list[FileInfo]]:
+        pending = [""]
         while pending:
-            names, pending, _ = await self._run(
-                self._walk_some, top, pending, items=_folders_visited
-            )
-            for name in names:
-                yield name
+            page = await self._run(self._walk_some, prefix, pending, items=_counted)
+            if page:
+                yield page
 
-    @staticmethod
-    def _walk_some(top: str, pending: list[str]) -> tuple[list[str], list[str], int]:
-        """Visit up to _WALK_BATCH folders depth-first; (repositories found, folders left,
-        folders visited)."""
-        found: list[str] = []
-        visited = 0
-        while pending and visited < _WALK_BATCH:
+    def _walk_some(self, prefix: str, pending: list[str]) -> list[FileInfo]:
+        """Visit folders depth-first until a page is full; ``pending`` is the stack of
+        folders (relative to ``prefix``) still to visit, updated in place."""
+        self.stats.list += 1
+        base = self._path(prefix)
+        page: list[FileInfo] = []
+        while pending and len(page) < _WALK_PAGE:
             relative = pending.pop()
-            visited += 1
+            here = f"{base}/{relative}" if relative else base
             try:
-                entries = os.scandir(os.path.join(top, relative) if relative else top)
-            except FileNotFoundError:
-                continue  # deleted while we walked
+                found = os.scandir(here)
             except OSError as exc:
-                raise StorageError(f"cannot list {top}/{relative}: {exc.strerror}") from None
-            children: list[str] = []
-            is_repository = False
-            with entries:
-                for entry in entries:
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
-                    if entry.name == layout.MANIFESTS_DIR:
-                        is_repository = True
-                    elif not entry.name.startswith("_"):
-                        children.append(f"{relative}/{entry.name}" if relative else entry.name)
-            if is_repository and relative:
-                found.append(relative)
-            pending.extend(sorted(children, reverse=True))
-        return found, pending, visited
-
-    async def snapshot(self, repository: str) -> RepositorySnapshot:
-        return await self._run(self._snapshot_sync, repository, items=_files_in)
-
-    def _snapshot_sync(self, repository: str) -> RepositorySnapshot:
-        revisions: dict[Digest, float] = {}
-        try:
-            with os.scandir(self._path(layout.revisions_dir(repository))) as entries:
-                for entry in entries:
-                    if not is_sha256_hex(entry.name) or not entry.is_dir(follow_symlinks=False):
+                if exc.errno in _ABSENT:
+                    continue
+                raise _failure("list", f"{prefix}/{relative}", exc) from None
+            folders: list[str] = []
+            with found:
+                for entry in found:
+                    key = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(key)
                         continue
                     try:
-                        info = os.stat(entry.path + "/link", follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(info.st_mode):
-                        revisions[Digest("sha256:" + entry.name)] = info.st_mtime
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StorageError(f"cannot list revisions of {repository}: {exc.strerror}") from None
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError as exc:
+                        if exc.errno in _ABSENT:
+                            continue
+                        raise _failure("stat", f"{prefix}/{key}", exc) from None
+                    page.append(
+                        FileInfo(key, info.st_mtime, info.st_size, stat.S_ISREG(info.st_mode))
+                    )
+            pending.extend(sorted(folders, reverse=True))
+        return page
 
-        tags: dict[str, Digest] = {}
-        broken: dict[str, str] = {}
-        try:
-            with os.scandir(self._path(layout.tags_dir(repository))) as entries:
-                for entry in entries:
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
-                    link = entry.path + "/current/link"
-                    try:
-                        tags[entry.name] = parse_link(_read_capped(link, MAX_LINK_BYTES))
-                    except FileNotFoundError:
-                        continue  # a tag folder without current/link is no tag
-                    except (OSError, ValueError) as exc:
-                        broken[entry.name] = f"unreadable current link: {exc}"
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StorageError(f"cannot list tags of {repository}: {exc.strerror}") from None
-        return RepositorySnapshot(repository, revisions, tags, broken)
+    # -- reads ----------------------------------------------------------------------
 
-    async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
-        ordered = list(digests)
-        result: dict[Digest, ManifestInfo] = {}
+    async def read(self, key: str, cap: int) -> Blob | None:
+        result = (await self._run(self._read_many_sync, [key], cap))[0]
+        if isinstance(result, StorageError):
+            raise result
+        return result
+
+    async def read_many(self, keys: Sequence[str], cap: int) -> list[Blob | StorageError | None]:
+        results: list[Blob | StorageError | None] = []
         start = 0
-        while start < len(ordered):
+        while start < len(keys):
             # Smaller batches while on the event loop: a slow disk then stalls it briefly.
-            batch = ordered[start : start + (_INLINE_BATCH if self._inline else _BATCH)]
-            result.update(await self._run(self._read_manifests_sync, batch, items=len(batch)))
+            batch = keys[start : start + (_INLINE_BATCH if self._inline else _BATCH)]
+            results += await self._run(self._read_many_sync, batch, cap, items=len(batch))
             start += len(batch)
-        return result
+        return results
 
-    def _read_manifests_sync(self, digests: list[Digest]) -> dict[Digest, ManifestInfo]:
-        result: dict[Digest, ManifestInfo] = {}
-        for digest in digests:
+    def _read_many_sync(self, keys: Sequence[str], cap: int) -> list[Blob | StorageError | None]:
+        self.stats.get += len(keys)
+        results: list[Blob | StorageError | None] = []
+        for key in keys:
             try:
-                data = _read_capped(self._path(layout.blob_data(digest)), MAX_MANIFEST_BYTES)
-            except FileNotFoundError:
-                result[digest] = Unreadable("manifest blob is missing")
-                continue
+                results.append(_read_capped(self._prefix + key, cap))
             except OSError as exc:
-                result[digest] = Unreadable(f"cannot read manifest blob: {exc}")
-                continue
-            result[digest] = decode_manifest(digest, data)
-        return result
+                results.append(None if exc.errno in _ABSENT else _failure("read", key, exc))
+        return results
 
-    async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
+    async def stat(self, key: str) -> FileInfo | None:
         # Right before every DELETE: on a fast disk one stat of a cached entry, inline.
-        return await self._run(self._revision_mtime_sync, repository, digest)
+        return await self._run(self._stat_sync, key)
 
-    def _revision_mtime_sync(self, repository: str, digest: Digest) -> float | None:
+    def _stat_sync(self, key: str) -> FileInfo | None:
+        self.stats.head += 1
         try:
-            info = os.stat(self._path(layout.revision_link(repository, digest)),
-                           follow_symlinks=False)  # fmt: skip
-        except FileNotFoundError:
-            return None
-        return info.st_mtime
+            info = os.stat(self._prefix + key, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise _failure("stat", key, exc) from None
+        regular = stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
+        return FileInfo(key, info.st_mtime, info.st_size, regular)
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def delete_many(
+        self, keys: Sequence[str], *, directories: Sequence[str] = ()
+    ) -> list[str | None]:
+        return await self._run(
+            self._delete_many_sync, keys, directories, items=len(keys) + len(directories)
+        )
+
+    def _delete_many_sync(
+        self, keys: Sequence[str], directories: Sequence[str]
+    ) -> list[str | None]:
+        self.stats.delete += 1
+        results: list[str | None] = []
+        for key in keys:
+            try:
+                os.unlink(self._prefix + key)
+            except OSError as exc:
+                if exc.errno not in _ABSENT:
+                    results.append(f"cannot delete {key}: {exc.strerror or exc}")
+                    continue
+            else:
+                self.stats.keys_deleted += 1
+            results.append(None)
+        for directory in directories:
+            try:
+                os.rmdir(self._prefix + directory)
+            except OSError as exc:
+                if exc.errno not in (*_ABSENT, errno.ENOTEMPTY, errno.EEXIST):
+                    log.warning("cannot remove folder %s: %s", directory, exc.strerror)
+        return results
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _counted(result: Sequence[object]) -> int:
+    return max(len(result), 1)

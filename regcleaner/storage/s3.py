@@ -1,45 +1,47 @@
-"""S3 storage (AWS, MinIO, Ceph, R2, ...) through aiobotocore.
+"""A byte store in an S3 bucket (AWS, MinIO, Ceph, R2, ...) through aiobotocore.
 
-Listing is prefix-scoped: repositories are found by walking ``repositories/`` one
-level at a time with ``Delimiter='/'``; per repository only ``_manifests/revisions/``
-is listed (digests and mtimes come from key names and LastModified) and
-``_manifests/tags/`` with a delimiter (tag names), then each tag's ``current/link`` and
-each manifest blob is fetched with concurrent GETs under one bound. ``blobs/``,
-``_layers/``, ``_uploads/`` and tag ``index/`` history are never listed.
+Keys are relative to the bucket's prefix (the registry's ``rootdirectory``). Listings
+page through ListObjectsV2 (1,000 keys a page), with ``Delimiter='/'`` for ``list`` and
+without for ``list_leaves`` and ``walk``. Reads are GETs under one concurrency bound;
+deletions are DeleteObjects requests of up to 1,000 keys, several in flight, whose
+per-key errors (a 200 answer can carry them) are retried when retryable and otherwise
+returned per key, never counted as done.
 
-Throttling (503 SlowDown) and transient 5xx are retried by botocore's standard retry
-mode with backoff; what still fails is translated to StorageError with context.
+Throttling (503 SlowDown) and transient 5xx answers to whole requests are retried by
+botocore's standard retry mode with backoff; what still fails becomes StorageError with
+the key and a hint. Modification times are whole seconds everywhere (HEAD and GET carry
+no finer ones), so that a listing and a HEAD of the same object agree.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+import random
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
-from regcleaner import layout
 from regcleaner.config import S3Options
-from regcleaner.digest import Digest, digest_from_hex, is_sha256_hex
-from regcleaner.errors import StorageError
-from regcleaner.manifests import MAX_MANIFEST_BYTES
-from regcleaner.planner import ManifestInfo, RepositorySnapshot, Unreadable
-from regcleaner.storage.base import MAX_LINK_BYTES, decode_manifest, parse_link
+from regcleaner.errors import StorageError, StorageSetupError
+from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# Per-key DeleteObjects errors worth another try (the rest are reported per key).
+RETRYABLE_DELETE_CODES = frozenset(
+    {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "OperationAborted"}
+)
+MAX_KEYS_PER_DELETE = 1000
 
 
-@dataclass(slots=True)
-class S3Stats:
-    """Requests made, by kind, for the benchmark and the report."""
-
-    list_requests: int = 0
-    get_requests: int = 0
+def _seconds(value: Any) -> float:
+    return float(int(value.timestamp()))
 
 
-class S3Storage:
-    """Storage in a bucket, under the registry's ``rootdirectory``."""
+class S3Store:
+    """A byte store under ``options.prefix`` in ``options.bucket``."""
+
+    has_directories = False
+    listing_concurrency = 16
 
     def __init__(self, options: S3Options) -> None:
         self.options = options
@@ -48,7 +50,9 @@ class S3Storage:
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._gets = asyncio.Semaphore(options.max_connections)
-        self.stats = S3Stats()
+        self._deletes = asyncio.Semaphore(options.delete_requests_in_flight)
+        self.stats = RequestStats()
+        self.listing_concurrency = options.listers
 
     def describe(self) -> str:
         where = f"s3://{self.options.bucket}/{self._prefix.rstrip('/')}"
@@ -59,13 +63,16 @@ class S3Storage:
     def _key(self, relative: str) -> str:
         return self._prefix + relative
 
+    def _dir(self, relative: str) -> str:
+        return self._prefix + relative + "/" if relative else self._prefix
+
     async def _ensure_client(self) -> Any:
         if self._client is None:
             try:
                 from aiobotocore.config import AioConfig
                 from aiobotocore.session import get_session
             except ImportError:  # pragma: no cover - depends on the install
-                raise StorageError(
+                raise StorageSetupError(
                     "S3 support needs aiobotocore: pip install 'regcleaner[s3]'"
                 ) from None
             config = AioConfig(
@@ -95,7 +102,7 @@ class S3Storage:
 
         bucket = self.options.bucket
         if isinstance(exc, NoCredentialsError):
-            return StorageError(
+            return StorageSetupError(
                 "no S3 credentials: set --access-key/--secret-key (ACCESS_KEY/SECRET_KEY) "
                 "or the standard AWS variables, profile or web identity"
             )
@@ -116,6 +123,8 @@ class S3Storage:
                 if status == 404 and action == "check"
                 else f"S3 answered {status} {code}".strip()
             )
+            if action == "check":
+                return StorageSetupError(f"{action}: {hint}")
             return StorageError(f"{action}: {hint}")
         if isinstance(exc, BotoCoreError):
             return StorageError(f"{action}: {exc}")
@@ -125,25 +134,16 @@ class S3Storage:
         client = await self._ensure_client()
         try:
             await client.head_bucket(Bucket=self.options.bucket)
-            found = await client.list_objects_v2(
-                Bucket=self.options.bucket, Prefix=self._key(layout.V2_ROOT + "/"), MaxKeys=1
-            )
-            self.stats.list_requests += 1
         except Exception as exc:
             if _is_botocore_error(exc):
                 raise self._translate(exc, "check") from None
             raise
-        if not found.get("KeyCount") and not found.get("Contents"):
-            raise StorageError(
-                f"no registry storage under {self.describe()}: expected "
-                f"{self._prefix}{layout.V2_ROOT}/ (set --registry-dir to the registry's "
-                "rootdirectory)"
-            )
+        self.stats.head += 1
 
-    async def _list(
+    async def _pages(
         self, prefix: str, *, delimiter: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Pages of ListObjectsV2 under ``prefix``."""
+        """Pages of ListObjectsV2 under ``prefix`` (a full key prefix)."""
         client = await self._ensure_client()
         paginator = client.get_paginator("list_objects_v2")
         kwargs: dict[str, Any] = {"Bucket": self.options.bucket, "Prefix": prefix}
@@ -151,109 +151,60 @@ class S3Storage:
             kwargs["Delimiter"] = delimiter
         try:
             async for page in paginator.paginate(**kwargs):
-                self.stats.list_requests += 1
+                self.stats.list += 1
                 yield page
         except Exception as exc:
             if _is_botocore_error(exc):
                 raise self._translate(exc, f"listing {prefix}") from None
             raise
 
-    async def _list_directory(self, prefix: str) -> tuple[list[str], bool]:
-        """Sub-folder names under ``prefix``, and whether one of them is ``_manifests``."""
-        children: list[str] = []
-        is_repository = False
-        async for page in self._list(prefix, delimiter="/"):
-            for common in page.get("CommonPrefixes", []):
-                name = common["Prefix"][len(prefix) :].rstrip("/")
-                if name == layout.MANIFESTS_DIR:
-                    is_repository = True
-                elif name and not name.startswith("_"):
-                    children.append(name)
-        return children, is_repository
+    async def list_children(self, prefix: str) -> AsyncIterator[list[Entry]]:
+        base = self._dir(prefix)
+        async for page in self._pages(base, delimiter="/"):
+            entries = [
+                Entry(common["Prefix"][len(base) :].rstrip("/"), "dir")
+                for common in page.get("CommonPrefixes", [])
+            ]
+            entries += [
+                Entry(item["Key"][len(base) :], "file", _seconds(item["LastModified"]),
+                      int(item.get("Size", 0)))
+                for item in page.get("Contents", [])
+            ]  # fmt: skip
+            entries = [entry for entry in entries if entry.name]
+            if entries:
+                yield entries
 
-    async def list_repositories(self) -> AsyncIterator[str]:
-        """Walk ``repositories/`` level by level with a pool of concurrent listers."""
-        top = self._key(layout.REPOSITORIES + "/")
-        folders: asyncio.Queue[str] = asyncio.Queue()
-        found: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1024)
-        errors: list[BaseException] = []
-        folders.put_nowait("")
-
-        async def lister() -> None:
-            while True:
-                relative = await folders.get()
-                try:
-                    if not errors:
-                        children, is_repository = await self._list_directory(top + relative)
-                        if is_repository and relative:
-                            await found.put(relative.rstrip("/"))
-                        for child in sorted(children):
-                            folders.put_nowait(f"{relative}{child}/")
-                except Exception as exc:
-                    errors.append(exc)
-                finally:
-                    folders.task_done()
-
-        async def walk() -> None:
-            workers = [asyncio.create_task(lister()) for _ in range(self.options.listers)]
-            try:
-                await folders.join()
-            finally:
-                for worker in workers:
-                    worker.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
-                await found.put(None)
-
-        walker = asyncio.create_task(walk())
-        try:
-            while (name := await found.get()) is not None:
-                yield name
-        finally:
-            if not walker.done():
-                walker.cancel()
-            await asyncio.gather(walker, return_exceptions=True)
-        if errors:
-            raise errors[0]
-
-    async def snapshot(self, repository: str) -> RepositorySnapshot:
-        revisions: dict[Digest, float] = {}
-        revisions_prefix = self._key(layout.revisions_dir(repository) + "/")
-        async for page in self._list(revisions_prefix):
+    async def list_leaves(self, prefix: str, leaf: str) -> AsyncIterator[list[Leaf]]:
+        base = self._dir(prefix)
+        tail = "/" + leaf
+        async for page in self._pages(base):
+            leaves: list[Leaf] = []
             for item in page.get("Contents", []):
-                parts = item["Key"][len(revisions_prefix) :].split("/")
-                if len(parts) == 2 and parts[1] == "link" and is_sha256_hex(parts[0]):
-                    # Whole seconds: HEAD's Last-Modified has no finer resolution.
-                    revisions[digest_from_hex(parts[0])] = float(
-                        int(item["LastModified"].timestamp())
-                    )
+                relative: str = item["Key"][len(base) :]
+                if relative.endswith(tail):
+                    name = relative[: -len(tail)]
+                    if name and "/" not in name:
+                        leaves.append(
+                            Leaf(name, _seconds(item["LastModified"]), int(item.get("Size", 0)))
+                        )
+            if leaves:
+                yield leaves
 
-        tags_prefix = self._key(layout.tags_dir(repository) + "/")
-        tag_names: list[str] = []
-        async for page in self._list(tags_prefix, delimiter="/"):
-            for common in page.get("CommonPrefixes", []):
-                tag = common["Prefix"][len(tags_prefix) :].rstrip("/")
-                if tag:
-                    tag_names.append(tag)
-        links = await asyncio.gather(
-            *(self._get(self._key(layout.tag_current_link(repository, t)), MAX_LINK_BYTES)
-              for t in tag_names)
-        )  # fmt: skip
-        tags: dict[str, Digest] = {}
-        broken: dict[str, str] = {}
-        for tag, data in zip(tag_names, links, strict=True):
-            if data is None:
-                continue  # a tag folder without current/link is no tag
-            try:
-                tags[tag] = parse_link(data)
-            except ValueError as exc:
-                broken[tag] = f"unreadable current link: {exc}"
-        return RepositorySnapshot(repository, revisions, tags, broken)
+    async def walk(self, prefix: str) -> AsyncIterator[list[FileInfo]]:
+        base = self._dir(prefix)
+        async for page in self._pages(base):
+            files = [
+                FileInfo(item["Key"][len(base) :], _seconds(item["LastModified"]),
+                         int(item.get("Size", 0)))
+                for item in page.get("Contents", [])
+            ]  # fmt: skip
+            if files:
+                yield files
 
     async def _object_call(self, operation: str, key: str, action: str) -> Any | None:
-        """One GetObject/HeadObject under the GET bound: None if the key is missing,
-        StorageError with context for anything else botocore raises."""
+        """One GetObject/HeadObject: None if the key is missing, StorageError with
+        context for anything else botocore raises."""
         client = await self._ensure_client()
-        self.stats.get_requests += 1
         try:
             return await getattr(client, operation)(Bucket=self.options.bucket, Key=key)
         except Exception as exc:
@@ -263,14 +214,14 @@ class S3Storage:
                 raise self._translate(exc, f"{action} {key}") from None
             raise
 
-    async def _get(self, key: str, cap: int) -> bytes | None:
-        """GET an object, None if missing; raise StorageError on other failures."""
+    async def read(self, key: str, cap: int) -> Blob | None:
         async with self._gets:
-            response = await self._object_call("get_object", key, "reading")
+            self.stats.get += 1
+            response = await self._object_call("get_object", self._key(key), "reading")
             if response is None:
                 return None
-            # At most cap + 1 bytes, as the filesystem backend reads: the caller sees the
-            # object is too large without it being downloaded whole.
+            # At most cap + 1 bytes, as the disk store reads: the caller sees the object
+            # is too large without it being downloaded whole.
             chunks: list[bytes] = []
             remaining = cap + 1
             async with response["Body"] as body:
@@ -280,25 +231,82 @@ class S3Storage:
                         break
                     chunks.append(chunk)
                     remaining -= len(chunk)
-            return b"".join(chunks)
+            return Blob(b"".join(chunks), _seconds(response["LastModified"]))
 
-    async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
-        async def one(digest: Digest) -> tuple[Digest, ManifestInfo]:
+    async def read_many(self, keys: Sequence[str], cap: int) -> list[Blob | StorageError | None]:
+        async def one(key: str) -> Blob | StorageError | None:
             try:
-                data = await self._get(self._key(layout.blob_data(digest)), MAX_MANIFEST_BYTES)
+                return await self.read(key, cap)
             except StorageError as exc:
-                return digest, Unreadable(f"cannot read manifest blob: {exc}")
-            if data is None:
-                return digest, Unreadable("manifest blob is missing")
-            return digest, decode_manifest(digest, data)
+                return exc
 
-        return dict(await asyncio.gather(*(one(d) for d in digests)))
+        return list(await asyncio.gather(*(one(key) for key in keys)))
 
-    async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
-        key = self._key(layout.revision_link(repository, digest))
+    async def stat(self, key: str) -> FileInfo | None:
         async with self._gets:
-            head = await self._object_call("head_object", key, "checking")
-        return None if head is None else float(int(head["LastModified"].timestamp()))
+            self.stats.head += 1
+            head = await self._object_call("head_object", self._key(key), "checking")
+        if head is None:
+            return None
+        return FileInfo(key, _seconds(head["LastModified"]), int(head.get("ContentLength", 0)))
+
+    async def delete_many(
+        self, keys: Sequence[str], *, directories: Sequence[str] = ()
+    ) -> list[str | None]:
+        del directories  # an object store has no directories to remove
+        chunks = [
+            keys[start : start + MAX_KEYS_PER_DELETE]
+            for start in range(0, len(keys), MAX_KEYS_PER_DELETE)
+        ]
+        results: list[str | None] = []
+        for errors in await asyncio.gather(*(self._delete_chunk(chunk) for chunk in chunks)):
+            results += errors
+        return results
+
+    async def _delete_chunk(self, keys: Sequence[str]) -> list[str | None]:
+        """One DeleteObjects (retrying the keys it reports as retryable); per-key result."""
+        client = await self._ensure_client()
+        outcome: dict[str, str | None] = {}
+        remaining = list(dict.fromkeys(keys))
+        attempts = self.options.max_attempts
+        for attempt in range(1, attempts + 1):
+            async with self._deletes:
+                self.stats.delete += 1
+                try:
+                    answer = await client.delete_objects(
+                        Bucket=self.options.bucket,
+                        Delete={
+                            "Objects": [{"Key": self._key(key)} for key in remaining],
+                            "Quiet": True,
+                        },
+                    )
+                except Exception as exc:
+                    if not _is_botocore_error(exc):
+                        raise
+                    error = self._translate(exc, "deleting")
+                    for key in remaining:
+                        outcome[key] = str(error)
+                    break
+            failed: dict[str, tuple[str, str]] = {}
+            for error in answer.get("Errors", []):
+                key = str(error.get("Key", ""))[len(self._prefix) :]
+                failed[key] = (str(error.get("Code", "")), str(error.get("Message", "")))
+            retry: list[str] = []
+            for key in remaining:
+                if key not in failed:
+                    outcome[key] = None
+                    self.stats.keys_deleted += 1
+                    continue
+                code, message = failed[key]
+                outcome[key] = f"S3 refused to delete {key}: {code} {message}".strip()
+                if code in RETRYABLE_DELETE_CODES:
+                    retry.append(key)
+            if not retry:
+                break
+            remaining = retry
+            if attempt < attempts:
+                await asyncio.sleep(min(20.0, 0.2 * 2.0 ** (attempt - 1)) * random.random())
+        return [outcome.get(key, "not attempted") for key in keys]
 
     async def aclose(self) -> None:
         await self._stack.aclose()

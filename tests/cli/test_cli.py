@@ -87,6 +87,7 @@ def test_old_script_environment_drives_a_dry_run_then_a_real_run(
         "REGISTRY_AUTH": f"admin:{SECRET}",
         "SELF_SIGNED_CERT": "false",
         "DRY_RUN": "true",
+        "MIN_AGE": "0",
     }
     dry = run_cli(["clean", "--output", "json"], env=env, report_path=tmp_path / "d.json")
     assert dry.exit_code == 0, dry.output
@@ -161,29 +162,38 @@ def test_help_shows_env_vars_and_no_values(monkeypatch: pytest.MonkeyPatch) -> N
     assert SECRET not in result.output
 
 
-def test_an_internal_error_still_writes_the_report(
+def test_an_internal_error_while_planning_stays_in_its_repository(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from regcleaner import engine
 
-    images.push_image(api, "bug", "v", seed="1")
+    for repo in ("bug", "fine"):
+        images.push_image(api, repo, "v", seed=f"{repo}-1")
+        images.push_image(api, repo, "v", seed=f"{repo}-2")
+    original = engine.plan_repository  # type: ignore[attr-defined]
 
-    def broken(*args: object, **kwargs: object) -> None:
-        raise ZeroDivisionError("a bug")
+    def broken(snapshot: object, *args: object, **kwargs: object) -> object:
+        if getattr(snapshot, "name", "") == "bug":
+            raise ZeroDivisionError("a bug")
+        return original(snapshot, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(engine, "plan_repository", broken)
     result = run_cli(clean_args(registry), report_path=tmp_path / "r.json")
     assert result.exit_code == 1
     assert "internal error" in result.stderr
     assert result.report is not None
-    assert result.report["error"] == "internal error: ZeroDivisionError"
+    by_name = {r["name"]: r for r in result.report["repositories"]}
+    assert by_name["bug"]["error"].startswith("internal error while planning: ZeroDivisionError")
+    assert by_name["bug"]["deleted"] == []
+    assert len(by_name["fine"]["deleted"]) == 1
+    assert result.report["summary"]["repositories_failed"] == 1
 
 
 def test_an_internal_error_in_the_delete_phase_ends_the_run(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failing delete worker must end the run, not leave the producer waiting forever."""
-    from regcleaner import deleter
+    from regcleaner.removers.api import ApiRemover
 
     for repo in range(40):  # more repositories than the queues hold
         for i in range(2):
@@ -192,7 +202,7 @@ def test_an_internal_error_in_the_delete_phase_ends_the_run(
     async def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(deleter.Deleter, "delete", broken)
+    monkeypatch.setattr(ApiRemover, "delete", broken)
     result = run_cli(clean_args(registry, "--timeout", "5"), report_path=tmp_path / "r.json")
     assert result.exit_code == 1
     assert result.report is not None
@@ -201,14 +211,11 @@ def test_an_internal_error_in_the_delete_phase_ends_the_run(
 
 def test_s3_defaults_follow_the_older_script() -> None:
     """REGISTRY_STORAGE=S3 with no REGISTRY_DIR means the bucket root, as before."""
-    from regcleaner.cli import build_settings
+    from regcleaner.config import build_settings
 
     common = dict(
         registry_url="https://r.example.com", storage="S3", bucket="b", region="eu-west-1",
-        s3_endpoint=None, access_key="AK", secret_key="sk-very-secret-value", auth=None,
-        username=None, password_file=None, allow_insecure_auth=False, insecure=False, ca_cert=None,
-        dry_run=True, concurrency=32, per_repository=4, rate=0.0, min_age="0", include=None,
-        exclude=None, report=None, output="text", progress_interval=10.0,
+        access_key="AK", secret_key="sk-very-secret-value", dry_run=True,
     )  # fmt: skip
     settings = build_settings(registry_dir=None, **common)  # type: ignore[arg-type]
     assert settings.s3 is not None

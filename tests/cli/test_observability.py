@@ -92,6 +92,6 @@ def test_unreachable_pushgateway_is_only_a_warning(
 
 
 def test_unknown_log_format_is_a_usage_error() -> None:
-    result = run_cli(["clean", "--log-format", "xml"])
+    result = run_cli(["clean", "--registry-url", "http://h", "--log-format", "xml"])
     assert result.exit_code == 2
     assert "log format" in result.stderr

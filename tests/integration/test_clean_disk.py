@@ -149,7 +149,7 @@ def test_tag_pushed_between_scan_and_delete_protects_its_manifest(
 ) -> None:
     import pytest
 
-    from regcleaner.storage.filesystem import FilesystemStorage
+    from regcleaner.view import RegistryView
 
     assert isinstance(monkeypatch, pytest.MonkeyPatch)
     old = images.push_image(api, "race", "v1", seed="race-old")
@@ -160,26 +160,26 @@ def test_tag_pushed_between_scan_and_delete_protects_its_manifest(
     child_of_new = images.push_image(api, "race", None, seed="race-child", oci=True)
 
     calls: dict[str, int] = {}
-    original = FilesystemStorage.snapshot
+    original = RegistryView.snapshot
 
-    async def snapshot_with_push(self: FilesystemStorage, repository: str):  # type: ignore[no-untyped-def]
+    async def snapshot_with_push(self: RegistryView, repository: str, **kwargs: bool):  # type: ignore[no-untyped-def]
         calls[repository] = calls.get(repository, 0) + 1
         if calls[repository] == 2:  # the re-check just before deleting
             api.put_manifest("race", "revived", *_manifest(api, "race", old.digest))
             api.put_manifest("race", "revived-multi", *_manifest(api, "race", old_index.digest))
             images.push_index(api, "race", "brand-new", [child_of_new])
-        return await original(self, repository)
+        return await original(self, repository, **kwargs)
 
-    monkeypatch.setattr(FilesystemStorage, "snapshot", snapshot_with_push)
+    monkeypatch.setattr(RegistryView, "snapshot", snapshot_with_push)
     result = run_cli(clean_args(registry), report_path=tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     assert result.report is not None
     repo = result.report["repositories"][0]
     kept = {k["digest"]: k["reason"] for k in repo["kept"]}
-    assert kept[old.digest] == "tagged-during-run"
-    assert kept[old_index.digest] == "tagged-during-run"
-    assert all(kept[k.digest] == "tagged-during-run" for k in old_kids)
-    assert kept[child_of_new.digest] == "tagged-during-run"
+    assert kept[old.digest] == "tagged-during-run:tagged:revived"
+    assert kept[old_index.digest] == "tagged-during-run:tagged:revived-multi"
+    assert all(kept[k.digest] == f"tagged-during-run:child-of:{old_index.digest}" for k in old_kids)
+    assert kept[child_of_new.digest].startswith("tagged-during-run:child-of:")
     assert {d["digest"] for d in repo["deleted"]} == {lonely.digest}
     for ref in ("v1", "revived", "multi", "revived-multi", "brand-new"):
         api.pull("race", ref)

@@ -36,7 +36,7 @@ def s3_args(server: RegistryProcess, endpoint: str, bucket: str, *extra: str) ->
     return [
         "clean", "--registry-url", server.url, "--storage", "S3", "--bucket", bucket,
         "--registry-dir", "/team/registry", "--s3-endpoint", endpoint, "--region", REGION,
-        "--progress-interval", "0", *extra,
+        "--progress-interval", "0", "--min-age", "0", *extra,
     ]  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Retry and stop decisions, against a scripted HTTP server for what a real one won't do."""
+"""The API remover's retry and stop decisions, against a scripted HTTP server for what a
+real registry won't do on demand."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import pytest
 from aiohttp import web
 
 from regcleaner.config import Limits, TLSOptions
-from regcleaner.deleter import Action, Deleter, Outcome, classify
 from regcleaner.digest import Digest
 from regcleaner.errors import AuthenticationError, DeletionDisabled, PermissionDenied
+from regcleaner.planner import GONE, Reason, ReasonKind
 from regcleaner.registry.auth import Authorizer
 from regcleaner.registry.client import RegistryClient, parse_error_body, parse_retry_after
+from regcleaner.removers.api import ANSWER_LOST, ApiRemover
+from regcleaner.removers.base import Outcome
+from regcleaner.retry import Action, Backoff, classify
 
 DIGEST = Digest("sha256:" + "c" * 64)
 Script = list[Callable[[web.Request], Awaitable[web.StreamResponse]]]
@@ -61,21 +65,27 @@ async def with_server(
 
 
 def run_delete(
-    script: Script, limits: Limits | None = None
+    script: Script,
+    limits: Limits | None = None,
+    *,
+    last_look: Callable[[Digest], Awaitable[Reason | None]] | None = None,
+    stop_after_sleeps: int | None = None,
 ) -> tuple[Any, list[float], list[float]]:
     """Delete one digest against ``script``; return (result or exception, sleeps, hits)."""
     limits = limits or Limits(max_attempts=4)
     sleeps: list[float] = []
     outcome: list[Any] = []
 
-    async def fake_sleep(delay: float) -> None:
+    async def fake_pause(delay: float, stopping: asyncio.Event | None) -> bool:
         sleeps.append(delay)
+        return stop_after_sleeps is None or len(sleeps) <= stop_after_sleeps
 
     async def test(url: str, seen: list[float]) -> None:
         async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
-            deleter = Deleter(client, limits, sleep=fake_sleep, jitter=lambda: 0.5)
+            backoff = Backoff(limits.backoff_base_s, limits.backoff_cap_s, jitter=lambda: 0.5)
+            remover = ApiRemover(client, limits, backoff=backoff, pause=fake_pause)
             try:
-                outcome.append(await deleter.delete("repo", DIGEST))
+                outcome.append(await remover.delete("repo", DIGEST, last_look))
             except Exception as exc:  # the test inspects it
                 outcome.append(exc)
 
@@ -127,6 +137,51 @@ def test_stop_statuses_raise_without_retry(code: int, error: type[Exception]) ->
     assert sleeps == []
 
 
+def test_a_lost_answer_then_404_counts_as_deleted_by_this_run() -> None:
+    """A 502 after the registry deleted (a proxy timing out), then 404 on the retry."""
+    result, _sleeps, hits = run_delete([status(502), status(404, error="MANIFEST_UNKNOWN")])
+    assert result.outcome is Outcome.DELETED
+    assert result.detail == ANSWER_LOST
+    assert len(hits) == 2
+
+
+def test_a_lost_answer_then_link_gone_at_the_last_look_counts_as_deleted() -> None:
+    looks: list[Digest] = []
+
+    async def last_look(digest: Digest) -> Reason | None:
+        looks.append(digest)
+        return None if len(looks) == 1 else GONE
+
+    result, _, hits = run_delete([reset, status(202)], last_look=last_look)
+    assert result.outcome is Outcome.DELETED
+    assert result.detail == ANSWER_LOST
+    assert len(hits) == 1  # the retry was never sent: the last look found it gone
+
+
+def test_link_gone_before_any_attempt_is_already_gone() -> None:
+    async def last_look(digest: Digest) -> Reason | None:
+        return GONE
+
+    result, _, hits = run_delete([status(202)], last_look=last_look)
+    assert result.outcome is Outcome.ALREADY_GONE
+    assert hits == []
+
+
+def test_a_stop_interrupts_the_retries() -> None:
+    result, sleeps, hits = run_delete([status(503)], stop_after_sleeps=0)
+    assert result.outcome is Outcome.KEPT
+    assert result.reason == Reason(ReasonKind.STOPPED)
+    assert len(hits) == 1  # nothing sent after the stop
+    assert len(sleeps) == 1
+
+
+def test_a_stop_after_no_answer_reports_the_outcome_as_unknown() -> None:
+    result, _, hits = run_delete([reset], stop_after_sleeps=0)
+    assert result.outcome is Outcome.FAILED
+    assert "outcome unknown" in result.detail
+    assert len(hits) == 1
+
+
 def test_other_4xx_fails_without_retry() -> None:
     result, _, hits = run_delete([status(400, error="DIGEST_INVALID")])
     assert result.outcome is Outcome.FAILED
@@ -138,8 +193,8 @@ def test_rate_limit_is_never_exceeded() -> None:
 
     async def test(url: str, seen: list[float]) -> None:
         async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
-            deleter = Deleter(client, limits)
-            results = await asyncio.gather(*(deleter.delete("r", DIGEST) for _ in range(60)))
+            remover = ApiRemover(client, limits)
+            results = await asyncio.gather(*(remover.delete("r", DIGEST) for _ in range(60)))
         assert all(r.outcome is Outcome.DELETED for r in results)
 
     hits = asyncio.run(with_server([status(202)], test))

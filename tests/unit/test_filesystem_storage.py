@@ -1,4 +1,5 @@
-"""The disk backend: disk work on the event loop while the disk is fast, in its thread once slow."""
+"""The disk byte store: disk work on the event loop while the disk is fast, in its thread
+once slow."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from regcleaner import layout
 from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestRefs
 from regcleaner.storage import filesystem
-from regcleaner.storage.filesystem import FilesystemStorage
+from regcleaner.storage.base import FileInfo
+from regcleaner.storage.filesystem import FilesystemStore
+from regcleaner.view import RegistryView
 
 REPO = "team/app"
 
@@ -46,22 +50,23 @@ class Clock:
 
 def looks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durations: Iterator[float], count: int
-) -> tuple[FilesystemStorage, list[float | None], list[str]]:
+) -> tuple[FilesystemStore, list[float | None], list[str]]:
     digest = push(tmp_path, "x")
-    storage = FilesystemStorage(tmp_path)
+    storage = FilesystemStore(tmp_path)
     monkeypatch.setattr(f"{filesystem.__name__}.time.perf_counter", Clock(durations))
     threads: list[str] = []
-    original = storage._revision_mtime_sync
+    original = storage._stat_sync
 
-    def recorded(repository: str, digest: Digest) -> float | None:
+    def recorded(key: str) -> FileInfo | None:
         threads.append(threading.current_thread().name)
-        return original(repository, digest)
+        return original(key)
 
-    monkeypatch.setattr(storage, "_revision_mtime_sync", recorded)
+    monkeypatch.setattr(storage, "_stat_sync", recorded)
+    view = RegistryView(storage)
 
     async def go() -> list[float | None]:
         try:
-            return [await storage.revision_mtime(REPO, digest) for _ in range(count)]
+            return [await view.revision_mtime(REPO, digest) for _ in range(count)]
         finally:
             await storage.aclose()
 
@@ -96,29 +101,30 @@ def test_scans_run_inline_on_a_fast_disk_and_in_the_thread_after_a_slow_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     digest = push(tmp_path, "y")
-    storage = FilesystemStorage(tmp_path)
+    storage = FilesystemStore(tmp_path)
+    view = RegistryView(storage)
     threads: list[str] = []
-    original = storage._snapshot_sync
+    original = storage._list_leaves_sync
 
-    def recorded(repository: str) -> object:
+    def recorded(prefix: str, leaf: str) -> object:
         threads.append(threading.current_thread().name)
-        return original(repository)
+        return original(prefix, leaf)
 
-    monkeypatch.setattr(storage, "_snapshot_sync", recorded)
+    monkeypatch.setattr(storage, "_list_leaves_sync", recorded)
 
     async def go() -> None:
         try:
-            first = await storage.snapshot(REPO)
+            first = await view.snapshot(REPO)
             assert digest in first.revisions
             # A 0.3 s batch (a cold disk) sends every later batch to the disk thread.
             monkeypatch.setattr(
                 f"{filesystem.__name__}.time.perf_counter", Clock(itertools.repeat(0.3))
             )
-            await storage.snapshot(REPO)
+            await view.snapshot(REPO)
             assert not storage._inline
-            again = await storage.snapshot(REPO)
+            again = await view.snapshot(REPO)
             assert again.revisions == first.revisions
-            manifests = await storage.read_manifests([digest])
+            manifests = await view.read_manifests([digest])
             assert digest in manifests
         finally:
             await storage.aclose()
@@ -147,10 +153,10 @@ def test_reads_more_manifests_than_a_batch_in_both_modes(tmp_path: Path) -> None
         digests.append(digest)
 
     async def read(inline: bool) -> set[Digest]:
-        storage = FilesystemStorage(tmp_path)
+        storage = FilesystemStore(tmp_path)
         storage._inline = inline
         try:
-            found = await storage.read_manifests(digests)
+            found = await RegistryView(storage).read_manifests(digests)
         finally:
             await storage.aclose()
         assert all(isinstance(info, ManifestRefs) for info in found.values())
@@ -160,26 +166,48 @@ def test_reads_more_manifests_than_a_batch_in_both_modes(tmp_path: Path) -> None
     assert asyncio.run(read(False)) == set(digests)
 
 
-def test_a_walk_batch_is_judged_per_folder_not_per_call(
+def test_a_listing_is_judged_per_entry_not_per_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(300):
         (tmp_path / f"docker/registry/v2/repositories/team/app{i}/_manifests").mkdir(parents=True)
-    storage = FilesystemStorage(tmp_path)
-    # Each walk batch "takes" 2.56 ms: 10 us a folder when a batch visits 256 folders.
-    monkeypatch.setattr(
-        f"{filesystem.__name__}.time.perf_counter", Clock(itertools.repeat(0.00256))
-    )
+    storage = FilesystemStore(tmp_path)
+    # The listing "takes" 3 ms: 10 us an entry for the 300 entries of team/.
+    monkeypatch.setattr(f"{filesystem.__name__}.time.perf_counter", Clock(itertools.repeat(0.003)))
 
     async def go() -> list[str]:
         try:
-            return [name async for name in storage.list_repositories()]
+            prefix = f"{layout.REPOSITORIES}/team"
+            return [entry.name async for page in storage.list_children(prefix) for entry in page]
         finally:
             await storage.aclose()
 
-    names = asyncio.run(go())
-    assert len(names) == 300
+    assert len(asyncio.run(go())) == 300
     assert storage._inline
+
+
+def test_deleting_unlinks_files_and_removes_only_the_empty_folders(tmp_path: Path) -> None:
+    gone = push(tmp_path, "gone")
+    stays = push(tmp_path, "stays")
+    folder = layout.revision_dir(REPO, gone)
+    extra = tmp_path / folder / "signatures/sha256/abc/link"
+    extra.parent.mkdir(parents=True)
+    extra.write_text("x")
+    storage = FilesystemStore(tmp_path)
+    keys = [f"{folder}/signatures/sha256/abc/link", f"{folder}/link", f"{folder}/missing"]
+    directories = [f"{folder}/signatures/sha256/abc", f"{folder}/signatures/sha256",
+                   f"{folder}/signatures", folder, layout.revisions_dir(REPO)]  # fmt: skip
+
+    async def go() -> list[str | None]:
+        try:
+            return await storage.delete_many(keys, directories=directories)
+        finally:
+            await storage.aclose()
+
+    assert asyncio.run(go()) == [None, None, None]  # a missing key is gone, not an error
+    assert not (tmp_path / folder).exists()
+    assert (tmp_path / layout.revision_link(REPO, stays)).is_file()  # not empty: kept
+    assert storage.stats.keys_deleted == 2
 
 
 @pytest.mark.parametrize("size", [0, 1, 99, 100, 101, 5000])
@@ -187,7 +215,7 @@ def test_capped_reads_return_the_file_or_cap_plus_one_bytes(tmp_path: Path, size
     path = tmp_path / "blob"
     data = bytes(range(256)) * (size // 256 + 1)
     path.write_bytes(data[:size])
-    got = filesystem._read_capped(str(path), 100)
+    got = filesystem._read_capped(str(path), 100).data
     assert got == data[: min(size, 101)]
 
 
@@ -203,5 +231,5 @@ def test_capped_read_of_a_file_that_grew_after_its_stat(
         return os.stat_result((info.st_mode, *info[1:6], 10, *info[7:]))
 
     monkeypatch.setattr(f"{filesystem.__name__}.os.fstat", stale_fstat)
-    assert filesystem._read_capped(str(path), 100) == b"x" * 50
-    assert filesystem._read_capped(str(path), 20) == b"x" * 21
+    assert filesystem._read_capped(str(path), 100).data == b"x" * 50
+    assert filesystem._read_capped(str(path), 20).data == b"x" * 21

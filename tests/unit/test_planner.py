@@ -9,17 +9,16 @@ from hypothesis import strategies as st
 
 from regcleaner import mediatypes
 from regcleaner.digest import Digest
-from regcleaner.manifests import ManifestKind, ManifestRefs
+from regcleaner.manifests import ManifestInfo, ManifestKind, ManifestRefs, Unreadable
+from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
-    REASON_GONE,
-    REASON_PUSHED_DURING_RUN,
-    REASON_TAGGED_DURING_RUN,
-    ManifestInfo,
+    GONE,
+    PUSHED_DURING_RUN,
     Policy,
-    RepositorySnapshot,
-    Unreadable,
+    Reason,
+    ReasonKind,
+    narrow,
     plan_repository,
-    recheck_plan,
 )
 
 NOW = 1_000_000.0
@@ -71,6 +70,11 @@ def repositories(draw: st.DrawFn, allow_unreadable: bool = False) -> Repo:
     return Repo(snapshot, manifests)
 
 
+def _children(repo: Repo, digest: Digest) -> tuple[Digest, ...]:
+    info = repo.manifests.get(digest)
+    return info.children if isinstance(info, ManifestRefs) else ()
+
+
 def reference_keep(repo: Repo, min_age: float) -> set[Digest]:
     """The in-use set by brute-force fixpoint: the specification, not the algorithm."""
     keep = set(repo.snapshot.tags.values())
@@ -98,8 +102,27 @@ def test_plan_keeps_exactly_the_reachable_set(repo: Repo, min_age: float) -> Non
     deleted = [x.digest for x in plan.delete]
     assert len(deleted) == len(set(deleted))
     assert set(deleted) == set(repo.snapshot.revisions) - expected_keep
-    assert all(x.reason == "untagged" for x in plan.delete)
-    assert plan.tagged == frozenset(repo.snapshot.tags.values())
+    assert plan.tagged == frozenset(repo.snapshot.tags.values() & repo.snapshot.revisions.keys())
+    # The cause of each deletion: a deleted index that lists it, a deleted subject, or
+    # nothing at all (plain untagged history).
+    deleted_set = set(deleted)
+    for decision in plan.delete:
+        kind, detail = decision.reason.kind, decision.reason.detail
+        info = repo.manifests.get(decision.digest)
+        if kind is ReasonKind.CHILD_OF_DELETED:
+            parent = repo.manifests[Digest(detail)]
+            assert isinstance(parent, ManifestRefs)
+            assert decision.digest in parent.children
+            assert Digest(detail) in deleted_set
+        elif kind is ReasonKind.REFERRER_OF_DELETED:
+            assert isinstance(info, ManifestRefs)
+            assert info.subject == detail
+            assert Digest(detail) in deleted_set
+        else:
+            assert kind is ReasonKind.UNTAGGED
+            parents = [x for x in deleted_set if decision.digest in _children(repo, x)]
+            assert parents == []
+            assert not (isinstance(info, ManifestRefs) and info.subject in deleted_set)
 
 
 @settings(max_examples=300)
@@ -139,7 +162,7 @@ def test_reasons_name_the_cause() -> None:
     }
     snapshot = RepositorySnapshot("r", dict.fromkeys(manifests, NOW - 100), {"v1": idx})
     plan = plan_repository(snapshot, manifests, Policy(), NOW)
-    assert plan.keep == {
+    assert {digest: str(reason) for digest, reason in plan.keep.items()} == {
         idx: "tagged:v1",
         kid: f"child-of:{idx}",
         sbom: f"referrer-of:{kid}",
@@ -148,12 +171,28 @@ def test_reasons_name_the_cause() -> None:
     assert [x.digest for x in plan.delete] == [d(5)]
 
 
+def test_deletion_reasons_say_untagged_child_or_referrer_of_a_deleted_manifest() -> None:
+    kid, idx, sbom, lone = d(1), d(2), d(3), d(4)
+    manifests: dict[Digest, ManifestInfo] = {
+        kid: image(), idx: index(kid), sbom: image(subject=idx), lone: image(),
+    }  # fmt: skip
+    snapshot = RepositorySnapshot("r", dict.fromkeys(manifests, NOW - 100), {})
+    plan = plan_repository(snapshot, manifests, Policy(), NOW)
+    assert {x.digest: str(x.reason) for x in plan.delete} == {
+        lone: "untagged",
+        idx: "untagged",
+        sbom: f"referrer-of-deleted:{idx}",
+        kid: f"child-of-deleted:{idx}",
+    }
+    assert [[x.digest for x in wave] for wave in plan.waves] == [[sbom, lone], [idx], [kid]]
+
+
 def test_tag_pointing_outside_revisions_still_protects_children() -> None:
     kid, dangling = d(1), d(2)
     manifests: dict[Digest, ManifestInfo] = {kid: image(), dangling: index(kid)}
     snapshot = RepositorySnapshot("r", {kid: NOW}, {"v": dangling})
     plan = plan_repository(snapshot, manifests, Policy(), NOW)
-    assert plan.keep == {kid: f"child-of:{dangling}"}
+    assert plan.keep == {kid: Reason(ReasonKind.CHILD_OF, dangling)}
     assert plan.tagged == frozenset()
 
 
@@ -162,8 +201,16 @@ def test_broken_tag_link_blocks_the_repository() -> None:
     snapshot = RepositorySnapshot("r", {d(1): NOW}, {}, {"v1": "garbage"})
     plan = plan_repository(snapshot, manifests, Policy(), NOW)
     assert plan.delete == ()
-    assert plan.keep == {d(1): "blocked:tag:v1"}
+    assert {x: str(r) for x, r in plan.keep.items()} == {d(1): "blocked:tag:v1"}
     assert plan.blocked
+
+
+def test_a_symbolic_link_the_registry_would_follow_blocks_the_repository() -> None:
+    manifests: dict[Digest, ManifestInfo] = {d(1): image()}
+    snapshot = RepositorySnapshot("r", {d(1): NOW - 100}, {}, doubts={"tag:v1": "a symbolic link"})
+    plan = plan_repository(snapshot, manifests, Policy(), NOW)
+    assert plan.delete == ()
+    assert str(plan.keep[d(1)]) == "blocked:tag:v1"
 
 
 def test_recheck_never_adds_and_explains_what_it_rescues() -> None:
@@ -187,12 +234,25 @@ def test_recheck_never_adds_and_explains_what_it_rescues() -> None:
     fresh_revisions[d(10)] = NOW - 1000  # a revision the first scan never saw
     fresh_manifests = {**manifests, new_index: index(kid), d(10): image()}
     fresh = RepositorySnapshot("r", fresh_revisions, {"v1": a, "v2": new_index})
-    plan, rescued = recheck_plan(first, fresh, fresh_manifests, Policy(60), NOW)
+    _, rescued = narrow(first.delete, fresh, fresh_manifests, Policy(60), NOW)
     assert rescued == {
-        a: REASON_TAGGED_DURING_RUN,
-        b: REASON_PUSHED_DURING_RUN,
-        c: REASON_GONE,
-        kid: REASON_TAGGED_DURING_RUN,
+        a: Reason(ReasonKind.TAGGED_DURING_RUN, "tagged:v1"),
+        b: PUSHED_DURING_RUN,
+        c: GONE,
+        kid: Reason(ReasonKind.TAGGED_DURING_RUN, f"child-of:{new_index}"),
     }
-    assert {x.digest for x in plan.delete} == {e}
-    assert plan.keep[a] == REASON_TAGGED_DURING_RUN
+    assert {x.digest for x in first.delete} - rescued.keys() == {e}
+
+
+def test_anything_pushed_since_the_scan_is_kept_with_what_it_needs_whatever_its_age() -> None:
+    """A push in progress (children first, the index last, no tag yet) with --min-age 0:
+    the re-check pins what was written since the scan, and its children with it."""
+    kid, other, old_index = d(1), d(2), d(3)
+    manifests: dict[Digest, ManifestInfo] = {kid: image(), other: image(), old_index: index(kid)}
+    scanned = {kid: NOW - 1000, other: NOW - 1000}
+    first = plan_repository(RepositorySnapshot("r", scanned, {}), manifests, Policy(), NOW)
+    assert {x.digest for x in first.delete} == {kid, other}
+    # The index (untagged, old content pushed again) arrives after the scan.
+    fresh = RepositorySnapshot("r", {**scanned, old_index: NOW - 5000}, {})
+    _, rescued = narrow(first.delete, fresh, manifests, Policy(), NOW, scanned=scanned)
+    assert rescued == {kid: Reason(ReasonKind.PUSHED_DURING_RUN, f"child-of:{old_index}")}

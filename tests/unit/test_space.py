@@ -8,8 +8,7 @@ import pytest
 
 from regcleaner import space
 from regcleaner.digest import Digest
-from regcleaner.manifests import ManifestKind, ManifestRefs
-from regcleaner.planner import ManifestInfo, Unreadable
+from regcleaner.manifests import Descriptor, ManifestInfo, ManifestKind, ManifestRefs, Unreadable
 from regcleaner.space import SpaceEstimate, human_bytes
 
 
@@ -21,8 +20,7 @@ def image(size: int, *layers: tuple[str, int]) -> ManifestRefs:
     return ManifestRefs(
         ManifestKind.IMAGE,
         "application/vnd.oci.image.manifest.v1+json",
-        blobs=tuple(d(name) for name, _ in layers),
-        blob_sizes=tuple(n for _, n in layers),
+        blobs=tuple(Descriptor(d(name), n) for name, n in layers),
         size=size,
     )
 

@@ -1,0 +1,219 @@
+"""Wiring: settings → byte store, registry view, remover, engine → report → exit code.
+
+The CLI parses and prints; this module builds the parts a run needs, runs it on one
+event loop, writes the report and metrics, and returns the exit code. ``clean``,
+``clean --dry-run`` and ``clean --direct`` differ only in the remover built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from regcleaner.config import Mode, OutputFormat, Settings
+from regcleaner.errors import RegcleanerError, RegistryUnreachable
+from regcleaner.exitcodes import RunEnd, exit_code
+from regcleaner.report import Progress, RunReport
+from regcleaner.storage.base import ByteStore
+from regcleaner.view import RegistryView
+
+log = logging.getLogger("regcleaner")
+
+
+def make_store(settings: Settings) -> ByteStore:
+    """The byte store the settings name."""
+    if settings.s3 is not None:
+        from regcleaner.storage.s3 import S3Store
+
+        return S3Store(settings.s3)
+    from regcleaner.storage.filesystem import FilesystemStore
+
+    return FilesystemStore(settings.registry_dir)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (the ``fast`` extra): it halves the client's CPU per DELETE,
+    and on a small machine that CPU is taken from the registry being cleaned."""
+    if os.environ.get("REGCLEANER_EVENT_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _registry_client(settings: Settings) -> Any:
+    # aiohttp is imported only when the registry is talked to: a direct run on a
+    # stopped registry starts without it.
+    from regcleaner.registry.auth import Authorizer
+    from regcleaner.registry.client import RegistryClient
+
+    assert settings.registry_url is not None
+    return RegistryClient(
+        settings.registry_url, Authorizer(settings.credentials), settings.tls, settings.limits
+    )
+
+
+async def _first_repository(view: RegistryView) -> str | None:
+    found: list[str] = []
+
+    class _Enough(Exception):
+        pass
+
+    async def take(name: str) -> None:
+        found.append(name)
+        raise _Enough
+
+    try:
+        await view.repositories(take)
+    except (_Enough, BaseExceptionGroup) as exc:
+        if isinstance(exc, BaseExceptionGroup):
+            _, rest = exc.split(_Enough)
+            if rest is not None:
+                raise
+    return found[0] if found else None
+
+
+def make_gate(settings: Settings, view: RegistryView) -> Callable[[], Awaitable[None]]:
+    """The check that must pass before storage is written."""
+
+    async def gate() -> None:
+        if settings.registry_url is None:
+            log.warning(
+                "--registry-stopped: trusting that no registry process can write %s; "
+                "nothing was probed",
+                view.describe(),
+            )
+            return
+        from regcleaner.gate import prove_read_only
+
+        client = _registry_client(settings)
+        async with client:
+            try:
+                await client.ping()
+            except RegistryUnreachable:
+                if settings.registry_stopped:
+                    log.info("the registry at %s does not answer: stopped, as --registry-stopped "
+                             "says", settings.registry_url)  # fmt: skip
+                    return
+                raise
+            repository = await _first_repository(view) or "regcleaner/read-only-probe"
+            await prove_read_only(client, repository, rounds=settings.gate_rounds)
+
+    return gate
+
+
+def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event) -> Any:
+    """API, direct or dry-run removal, as the settings ask."""
+    if settings.dry_run:
+        from regcleaner.removers.dryrun import DryRunRemover
+
+        return DryRunRemover(needs_history=settings.mode is Mode.DIRECT)
+    if settings.mode is Mode.DIRECT:
+        from regcleaner.removers.direct import DirectRemover
+
+        return DirectRemover(view, make_gate(settings, view))
+    from regcleaner.removers.api import ApiRemover
+
+    return ApiRemover(_registry_client(settings), settings.limits, stopping=stopping)
+
+
+async def clean(settings: Settings, view: RegistryView, report: RunReport) -> None:
+    """One clean over ``view``, filling ``report``."""
+    from regcleaner.engine import Engine
+
+    stopping = asyncio.Event()
+    try:
+        remover = make_remover(settings, view, stopping)
+        progress = Progress(report, interval_s=settings.progress_interval_s)
+        engine = Engine(settings, view, remover, report, progress=progress, stopping=stopping)
+        await engine.run()
+    finally:
+        report.finished = report.finished or time.monotonic()
+        await view.store.aclose()
+
+
+def run(coroutine: Coroutine[Any, Any, None], report: RunReport) -> BaseException | None:
+    """Run on a fresh event loop; return the error that ended the run, if any."""
+    error: BaseException | None = None
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(coroutine)
+    except RegcleanerError as exc:
+        error = exc
+        report.fatal_error = str(exc)
+        log.error("%s", exc)
+    except KeyboardInterrupt:
+        report.stopped_by = report.stopped_by or "SIGINT"
+    except Exception as exc:  # a bug: say so, keep the traceback, still write the report
+        error = exc
+        log.exception("internal error, please report it: %s", type(exc).__name__)
+        report.fatal_error = f"internal error: {type(exc).__name__}"
+    return error
+
+
+def write_outputs(settings: Settings, report: RunReport) -> None:
+    """The JSON report file, and the summary (text or JSON) on standard output."""
+    if settings.report_path is not None:
+        try:
+            with settings.report_path.open("w", encoding="utf-8") as stream:
+                report.write_json(stream)
+        except OSError as exc:
+            log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
+    if settings.output.format is OutputFormat.JSON:
+        report.write_json(sys.stdout)
+    elif not report.aborted:
+        from rich.console import Console
+
+        report.render_summary(Console())
+
+
+def export_metrics(settings: Settings, report: RunReport, code: int) -> None:
+    """Metrics, when asked for (prometheus-client is imported only then)."""
+    if settings.output.metrics_file is None and settings.output.pushgateway is None:
+        return
+    from regcleaner import metrics
+
+    metrics.export(
+        report,
+        exit_code=code,
+        textfile=settings.output.metrics_file,
+        pushgateway=settings.output.pushgateway,
+    )
+
+
+def run_clean(settings: Settings) -> int:
+    """A whole ``clean``: run, report, metrics; the exit code."""
+    store = make_store(settings)  # opens nothing yet; clean() closes it
+    view = RegistryView(store)
+    mode = "dry-run" if settings.dry_run else settings.mode.value
+    report = RunReport(
+        dry_run=settings.dry_run,
+        registry_url=settings.registry_url,
+        storage=store.describe(),
+        mode=mode,
+    )
+    try:
+        error = run(clean(settings, view, report), report)
+        write_outputs(settings, report)
+    finally:
+        report.close()
+    c = report.counters
+    code = exit_code(RunEnd(error, report.stopped_by, c.failed + c.repositories_failed))
+    if not report.aborted:
+        log.info(
+            "finished in %.1fs: %d repositories, %d manifests, %d kept, %d %s, %d already "
+            "gone, %d failed; exit code %d",
+            report.duration_s, c.repositories, c.manifests, c.kept,
+            c.would_delete if settings.dry_run else c.deleted,
+            "would be deleted" if settings.dry_run else "deleted", c.already_gone, c.failed, code,
+        )  # fmt: skip
+    export_metrics(settings, report, code)
+    return code

@@ -1,0 +1,340 @@
+"""The registry view: distribution's storage layout read (and, in a maintenance window,
+written) through any byte store. The only place besides ``layout.py`` that knows the
+registry's paths.
+
+It gives repositories, repository snapshots, verified manifests, revision mtimes, tag
+push times, blobs, and the keys that make up a manifest in a repository (for direct
+removal). Problems with one manifest or tag come back as values (``Unreadable``, a
+broken tag, a doubt), so that the planner keeps what they might protect; problems with
+a whole listing raise ``StorageError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from regcleaner import layout
+from regcleaner.digest import Digest, digest_from_hex, is_sha256_hex, parse_digest
+from regcleaner.errors import StorageError, StorageSetupError
+from regcleaner.manifests import MAX_MANIFEST_BYTES, ManifestInfo, Unreadable, decode_manifest
+from regcleaner.model import RepositorySnapshot
+from regcleaner.storage.base import ByteStore
+
+# A link file holds a 71-byte digest; anything much longer is garbage.
+MAX_LINK_BYTES = 1024
+_FOLLOWED = (
+    "a symbolic link or special file, which the registry would follow and regcleaner does not"
+)
+log = logging.getLogger(__name__)
+
+
+def parse_link(data: bytes) -> Digest:
+    """Parse a link file's content; raise ValueError for anything but one digest."""
+    if len(data) > MAX_LINK_BYTES:
+        raise ValueError(f"link file of {len(data)} bytes")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("link file is not ASCII") from None
+    return parse_digest(text.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """One blob under ``blobs/``: its digest, size and mtime."""
+
+    digest: Digest
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalKeys:
+    """What removing manifests from one repository deletes: files, then the folders
+    they leave empty (deepest first; a store without folders ignores those)."""
+
+    keys: tuple[str, ...]
+    directories: tuple[str, ...]
+
+
+class RegistryView:
+    """A registry's storage, in the registry's own terms."""
+
+    def __init__(self, store: ByteStore) -> None:
+        self.store = store
+
+    def describe(self) -> str:
+        """Where the storage is (no secrets)."""
+        return self.store.describe()
+
+    async def check(self) -> None:
+        """Raise StorageSetupError unless the root holds distribution's layout."""
+        await self.store.check()
+        async for page in self.store.list_children(layout.V2_ROOT):
+            if any(entry.kind == "dir" for entry in page):
+                return
+        raise StorageSetupError(
+            f"no registry storage under {self.store.describe()}: expected {layout.V2_ROOT}/ "
+            "(point --registry-dir at the registry's rootdirectory)"
+        )
+
+    # -- repositories ---------------------------------------------------------------
+
+    async def repositories(self, emit: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``emit`` with every folder below ``repositories/`` that holds
+        ``_manifests``, walking one folder per listing (several at once on a store that
+        benefits). Folders whose name starts with ``_`` are never entered."""
+        width = max(1, self.store.listing_concurrency)
+        if width == 1:
+            pending = [""]
+            while pending:
+                relative = pending.pop()
+                children, is_repository = await self._list_folder(relative)
+                if is_repository and relative:
+                    await emit(relative)
+                pending.extend(sorted(children, reverse=True))
+            return
+        await self._walk_concurrently(emit, width)
+
+    async def _walk_concurrently(self, emit: Callable[[str], Awaitable[None]], width: int) -> None:
+        pending = [""]
+        busy = 0
+        changed = asyncio.Condition()
+
+        async def lister() -> None:
+            nonlocal busy
+            while True:
+                async with changed:
+                    while not pending and busy:
+                        await changed.wait()
+                    if not pending:
+                        return  # nothing left, nobody listing who could add more
+                    relative = pending.pop()
+                    busy += 1
+                children: list[str] = []
+                try:
+                    children, is_repository = await self._list_folder(relative)
+                    if is_repository and relative:
+                        await emit(relative)
+                finally:
+                    async with changed:
+                        pending.extend(sorted(children, reverse=True))
+                        busy -= 1
+                        changed.notify_all()
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(width):
+                group.create_task(lister())
+
+    async def _list_folder(self, relative: str) -> tuple[list[str], bool]:
+        """Sub-folders of ``repositories/<relative>`` to visit, and whether it holds
+        ``_manifests``."""
+        prefix = f"{layout.REPOSITORIES}/{relative}" if relative else layout.REPOSITORIES
+        children: list[str] = []
+        is_repository = False
+        async for page in self.store.list_children(prefix):
+            for entry in page:
+                if entry.kind == "other":
+                    log.warning("%s/%s is a symbolic link or special file: not followed",
+                                prefix, entry.name)  # fmt: skip
+                elif entry.kind != "dir":
+                    continue
+                elif entry.name == layout.MANIFESTS_DIR:
+                    is_repository = True
+                elif not entry.name.startswith("_"):
+                    children.append(f"{relative}/{entry.name}" if relative else entry.name)
+        return children, is_repository
+
+    # -- one repository -------------------------------------------------------------
+
+    async def revision_listing(self, repository: str) -> tuple[dict[Digest, float], dict[str, str]]:
+        """Every revision link of ``repository`` with its mtime, and doubts (links the
+        registry would follow but a store never does)."""
+        revisions: dict[Digest, float] = {}
+        doubts: dict[str, str] = {}
+        async for page in self.store.list_leaves(layout.revisions_dir(repository), layout.LINK):
+            for leaf in page:
+                if not is_sha256_hex(leaf.name):
+                    continue
+                if not leaf.regular:
+                    doubts[f"revision:{leaf.name}"] = _FOLLOWED
+                    continue
+                revisions[Digest("sha256:" + leaf.name)] = leaf.mtime
+        return revisions, doubts
+
+    async def snapshot(self, repository: str, *, history: bool = False) -> RepositorySnapshot:
+        """Revisions (with mtimes), tags' current links (with push times) and, with
+        ``history``, every tag's ``index/`` history and the files in revision folders."""
+        revisions, doubts = await self.revision_listing(repository)
+        tags_dir = layout.tags_dir(repository)
+        tag_names: list[str] = []
+        tag_history: dict[Digest, list[str]] | None = None
+        revision_files: dict[Digest, list[str]] | None = None
+        if history:
+            tag_history, revision_files = {}, {}
+            seen: set[str] = set()
+            async for files in self.store.walk(tags_dir):
+                for file in files:
+                    tag, _, rest = file.key.partition("/")
+                    if not file.regular:
+                        doubts[f"tag:{tag}"] = f"{rest or 'the tag folder'}: {_FOLLOWED}"
+                    elif rest == layout.CURRENT_LINK and tag not in seen:
+                        seen.add(tag)
+                        tag_names.append(tag)
+                    elif rest.startswith("index/sha256/") and rest.endswith("/" + layout.LINK):
+                        hex_part = rest[len("index/sha256/") : -len(layout.LINK) - 1]
+                        if is_sha256_hex(hex_part):
+                            tag_history.setdefault(digest_from_hex(hex_part), []).append(tag)
+            async for files in self.store.walk(layout.revisions_dir(repository)):
+                for file in files:
+                    hex_part, _, rest = file.key.partition("/")
+                    if is_sha256_hex(hex_part) and rest and rest != layout.LINK:
+                        revision_files.setdefault(digest_from_hex(hex_part), []).append(rest)
+        else:
+            async for page in self.store.list_children(tags_dir):
+                for entry in page:
+                    if entry.kind == "dir":
+                        tag_names.append(entry.name)
+                    elif entry.kind == "other":
+                        doubts[f"tag:{entry.name}"] = _FOLLOWED
+        keys = [f"{tags_dir}/{tag}/{layout.CURRENT_LINK}" for tag in tag_names]
+        links = await self.store.read_many(keys, MAX_LINK_BYTES)
+        tags: dict[str, Digest] = {}
+        tag_times: dict[str, float] = {}
+        broken: dict[str, str] = {}
+        for tag, found in zip(tag_names, links, strict=True):
+            if found is None:
+                continue  # a tag folder without current/link is no tag
+            if isinstance(found, StorageError):
+                broken[tag] = f"unreadable current link: {found}"
+                continue
+            try:
+                tags[tag] = parse_link(found.data)
+            except ValueError as exc:
+                broken[tag] = f"unreadable current link: {exc}"
+                continue
+            tag_times[tag] = found.mtime
+        return RepositorySnapshot(
+            repository,
+            revisions,
+            tags,
+            broken,
+            tag_times,
+            doubts,
+            None if tag_history is None else {d: tuple(t) for d, t in tag_history.items()},
+            None if revision_files is None else {d: tuple(f) for d, f in revision_files.items()},
+        )
+
+    async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
+        """The revision link's mtime now (None if gone): a push of the manifest since
+        the snapshot rewrites it."""
+        found = await self.store.stat(layout.revision_link(repository, digest))
+        return None if found is None else found.mtime
+
+    async def revisions_stamp(self, repository: str) -> float | None:
+        """The revisions folder's mtime, which changes when a revision folder is added
+        or removed; None on a store without folders (nothing to look at cheaply)."""
+        if not self.store.has_directories:
+            return None
+        found = await self.store.stat(layout.revisions_dir(repository))
+        return None if found is None else found.mtime
+
+    async def tag_link(self, repository: str, tag: str) -> Digest | None:
+        """The digest ``tag`` points at now, None if the tag is gone; StorageError if
+        it cannot be read or holds garbage."""
+        found = await self.store.read(layout.tag_current_link(repository, tag), MAX_LINK_BYTES)
+        if found is None:
+            return None
+        try:
+            return parse_link(found.data)
+        except ValueError as exc:
+            raise StorageError(
+                f"tag {tag} of {repository}: unreadable current link: {exc}"
+            ) from None
+
+    async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
+        """Parse the manifest JSON of each digest after checking it hashes to the digest;
+        problems come back as Unreadable."""
+        ordered = list(digests)
+        found = await self.store.read_many([layout.blob_data(d) for d in ordered],
+                                           MAX_MANIFEST_BYTES)  # fmt: skip
+        result: dict[Digest, ManifestInfo] = {}
+        for digest, blob in zip(ordered, found, strict=True):
+            if blob is None:
+                result[digest] = Unreadable("manifest blob is missing")
+            elif isinstance(blob, StorageError):
+                result[digest] = Unreadable(f"cannot read manifest blob: {blob}")
+            else:
+                result[digest] = decode_manifest(digest, blob.data)
+        return result
+
+    # -- writing (maintenance window only) -------------------------------------------
+
+    @staticmethod
+    def removal_keys(snapshot: RepositorySnapshot, digests: Iterable[Digest]) -> RemovalKeys:
+        """The files that make ``digests`` manifests of the snapshot's repository: each
+        revision folder and each tag-history entry for it, as the registry's
+        ``garbage-collect --delete-untagged`` removes them. The snapshot must have been
+        taken with ``history``."""
+        if snapshot.tag_history is None or snapshot.revision_files is None:
+            raise ValueError("removal needs a snapshot taken with history=True")
+        repository = snapshot.name
+        keys: list[str] = []
+        directories: list[str] = []
+        for digest in digests:
+            for tag in snapshot.tag_history.get(digest, ()):
+                entry = layout.tag_history_entry(repository, tag, digest)
+                keys.append(f"{entry}/{layout.LINK}")
+                directories.append(entry)
+            folder = layout.revision_dir(repository, digest)
+            extra = snapshot.revision_files.get(digest, ())
+            keys += [f"{folder}/{name}" for name in extra]
+            keys.append(f"{folder}/{layout.LINK}")  # last: while it stays, the manifest stays
+            directories += _folders_below(folder, extra)
+            directories.append(folder)
+        return RemovalKeys(tuple(keys), tuple(directories))
+
+    # -- blobs ----------------------------------------------------------------------
+
+    async def blob_prefixes(self) -> list[str]:
+        """The two-hex-digit folders of ``blobs/sha256/``."""
+        names: list[str] = []
+        async for page in self.store.list_children(layout.BLOBS_SHA256):
+            names += [entry.name for entry in page if entry.kind == "dir"]
+        return sorted(names)
+
+    async def blobs_under(self, prefix: str) -> tuple[list[BlobInfo], list[str]]:
+        """Blobs in one two-hex-digit folder, and entries there that are not blobs."""
+        blobs: list[BlobInfo] = []
+        odd: list[str] = []
+        async for page in self.store.list_leaves(f"{layout.BLOBS_SHA256}/{prefix}", layout.DATA):
+            for leaf in page:
+                if is_sha256_hex(leaf.name) and leaf.name.startswith(prefix) and leaf.regular:
+                    blobs.append(BlobInfo(Digest("sha256:" + leaf.name), leaf.size, leaf.mtime))
+                else:
+                    odd.append(f"{layout.BLOBS_SHA256}/{prefix}/{leaf.name}")
+        return blobs, odd
+
+    @staticmethod
+    def blob_removal_keys(digests: Iterable[Digest]) -> RemovalKeys:
+        """A blob's data and its folder."""
+        keys: list[str] = []
+        directories: list[str] = []
+        for digest in digests:
+            keys.append(layout.blob_data(digest))
+            directories.append(layout.blob_dir(digest))
+        return RemovalKeys(tuple(keys), tuple(directories))
+
+
+def _folders_below(folder: str, files: Iterable[str]) -> list[str]:
+    """Every folder between ``folder`` and the given files (relative to it), deepest
+    first, so that removing them in order empties each before its parent."""
+    below: set[str] = set()
+    for name in files:
+        parts = name.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            below.add("/".join(parts[:depth]))
+    return [f"{folder}/{name}" for name in sorted(below, key=lambda n: -n.count("/"))]

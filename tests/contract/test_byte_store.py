@@ -1,0 +1,190 @@
+"""The byte-store contract: what any backend must do, run against a real directory tree
+and a real S3 server (moto). A new backend passes this file and ``test_view.py``."""
+
+from __future__ import annotations
+
+import pytest
+
+from regcleaner.errors import StorageError, StorageSetupError
+from regcleaner.storage.base import ByteStore, FileInfo, Leaf
+from regcleaner.storage.s3 import S3Store
+from testkit.s3 import MotoS3
+from tests.contract.conftest import Layout, new_bucket_layout, run
+
+
+async def children(store: ByteStore, prefix: str) -> dict[str, str]:
+    return {e.name: e.kind async for page in store.list_children(prefix) for e in page}
+
+
+async def leaves(store: ByteStore, prefix: str, leaf: str) -> dict[str, Leaf]:
+    return {x.name: x async for page in store.list_leaves(prefix, leaf) for x in page}
+
+
+async def walked(store: ByteStore, prefix: str) -> dict[str, FileInfo]:
+    return {f.key: f async for page in store.walk(prefix) for f in page}
+
+
+def test_list_children_gives_files_and_folders_one_level_down(layout: Layout) -> None:
+    layout.put_many([("a/x", b"1"), ("a/sub/y", b"2"), ("a/sub/deeper/z", b"3"), ("b/w", b"4")])
+    found = run(layout.store(), lambda s: children(s, "a"))
+    assert found == {"x": "file", "sub": "dir"}
+    assert run(layout.store(), lambda s: children(s, "missing")) == {}
+    top = run(layout.store(), lambda s: children(s, ""))
+    assert top == {"a": "dir", "b": "dir"}
+
+
+def test_list_leaves_finds_only_the_named_leaf_of_each_child(layout: Layout) -> None:
+    layout.put_many([
+        ("r/one/link", b"12345"), ("r/two/link", b"1"), ("r/two/other/link", b"x"),
+        ("r/three/nolink", b"x"), ("r/four/sub/link", b"x"),
+    ])  # fmt: skip
+    found = run(layout.store(), lambda s: leaves(s, "r", "link"))
+    assert set(found) == {"one", "two"}
+    assert found["one"].size == 5
+    assert found["one"].regular
+    deep = run(layout.store(), lambda s: leaves(s, "r", "sub/link"))
+    assert set(deep) == {"four"}
+
+
+def test_walk_gives_every_file_below_with_relative_keys(layout: Layout) -> None:
+    layout.put_many([("w/a", b"1"), ("w/b/c", b"22"), ("w/b/d/e", b"333"), ("x/no", b"")])
+    found = run(layout.store(), lambda s: walked(s, "w"))
+    assert {k: f.size for k, f in found.items()} == {"a": 1, "b/c": 2, "b/d/e": 3}
+    assert run(layout.store(), lambda s: walked(s, "nothing")) == {}
+
+
+def test_listings_page_past_1000_keys_and_deletions_batch_by_1000(layout: Layout) -> None:
+    keys = [f"big/{i:05d}/link" for i in range(1005)]
+    layout.put_many([(key, b"x") for key in keys])
+    assert len(run(layout.store(), lambda s: leaves(s, "big", "link"))) == 1005
+    assert len(run(layout.store(), lambda s: walked(s, "big"))) == 1005
+    assert len(run(layout.store(), lambda s: children(s, "big"))) == 1005
+    store = layout.store()
+    results = run(store, lambda s: s.delete_many(keys[:1003]))
+    assert results == [None] * 1003
+    assert layout.keys() == set(keys[1003:])
+    assert store.stats.keys_deleted == 1003
+    if isinstance(store, S3Store):
+        assert store.stats.delete == 2  # 1,000 keys a DeleteObjects
+
+
+@pytest.mark.parametrize("size", [0, 10, 11, 5000])
+def test_read_returns_at_most_cap_plus_one_bytes_and_the_mtime(layout: Layout, size: int) -> None:
+    data = bytes(range(256)) * 20
+    layout.put("k/blob", data[:size])
+
+    async def read(store: ByteStore) -> tuple[bytes, float] | None:
+        blob = await store.read("k/blob", 10)
+        return None if blob is None else (blob.data, blob.mtime)
+
+    got = run(layout.store(), read)
+    assert got is not None
+    assert got[0] == data[: min(size, 11)]
+    assert got[1] > 1_700_000_000
+    assert run(layout.store(), lambda s: s.read("k/none", 10)) is None
+
+
+def test_read_many_answers_per_key_in_order(layout: Layout) -> None:
+    layout.put_many([("m/a", b"aa"), ("m/c", b"cc")])
+    found = run(layout.store(), lambda s: s.read_many(["m/a", "m/b", "m/c"], 100))
+    assert [None if x is None else getattr(x, "data", x) for x in found] == [b"aa", None, b"cc"]
+
+
+def test_stat_gives_mtime_and_size_or_none(layout: Layout) -> None:
+    layout.put("s/file", b"12345")
+    info = run(layout.store(), lambda s: s.stat("s/file"))
+    assert info is not None
+    assert info.size == 5
+    assert run(layout.store(), lambda s: s.stat("s/none")) is None
+
+
+def test_delete_many_deletes_exactly_the_keys_and_reports_each(layout: Layout) -> None:
+    layout.put_many([(f"d/{i}/link", b"x") for i in range(5)] + [("d/keep", b"x")])
+    keys = ["d/0/link", "d/1/link", "d/never/link"]
+    results = run(layout.store(), lambda s: s.delete_many(keys, directories=["d/0", "d/1"]))
+    assert results == [None, None, None]  # a key already missing counts as gone
+    assert layout.keys() == {"d/2/link", "d/3/link", "d/4/link", "d/keep"}
+    listed = run(layout.store(), lambda s: children(s, "d"))
+    assert set(listed) == {"2", "3", "4", "keep"}  # no empty folders left behind
+
+
+def test_check_fails_for_a_root_that_does_not_exist(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from regcleaner.storage.filesystem import FilesystemStore
+
+    assert isinstance(tmp_path, Path)
+    with pytest.raises(StorageSetupError, match="is not a directory"):
+        run(FilesystemStore(tmp_path / "nope"), lambda s: s.check())
+
+
+def test_s3_missing_bucket_is_a_one_line_setup_error(moto_server: MotoS3) -> None:
+    layout = new_bucket_layout(moto_server)
+    store = S3Store(layout.options(bucket="no-such-bucket"))
+    with pytest.raises(StorageSetupError, match="bucket 'no-such-bucket' does not exist") as caught:
+        run(store, lambda s: s.check())
+    assert "\n" not in str(caught.value)
+
+
+def test_s3_listing_a_missing_bucket_fails_with_context(moto_server: MotoS3) -> None:
+    layout = new_bucket_layout(moto_server)
+    store = S3Store(layout.options(bucket="no-such-bucket"))
+    with pytest.raises(StorageError, match="listing"):
+        run(store, lambda s: children(s, "x"))
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "message"),
+    [
+        ("InvalidAccessKeyId", 403, "access key is not known"),
+        ("SignatureDoesNotMatch", 403, "secret key is wrong"),
+        ("AccessDenied", 403, "is denied"),
+        ("PermanentRedirect", 301, "another region"),
+        ("SlowDown", 503, "S3 answered 503 SlowDown"),
+    ],
+)
+def test_s3_errors_translate_to_one_line_without_secrets(
+    code: str, status: int, message: str
+) -> None:
+    # moto accepts any credentials, so the server's answers are scripted here.
+    from botocore.exceptions import ClientError
+
+    from regcleaner.config import S3Options
+    from testkit.s3 import SECRET_KEY
+
+    store = S3Store(S3Options(bucket="b", access_key="AKIA", secret_key=SECRET_KEY))
+    error = ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "HeadBucket",
+    )
+    translated = store._translate(error, "check")
+    assert isinstance(translated, StorageSetupError)
+    assert message in str(translated)
+    assert "\n" not in str(translated)
+    assert SECRET_KEY not in str(translated) + repr(store.options)
+
+
+def test_disk_symbolic_links_are_reported_and_never_followed(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from regcleaner.storage.filesystem import FilesystemStore
+    from tests.contract.conftest import DiskLayout
+
+    assert isinstance(tmp_path, Path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "link").write_text("secret")
+    layout = DiskLayout(tmp_path / "root")
+    layout.put("r/real/link", b"x")
+    (tmp_path / "root/r/linked").symlink_to(outside)
+    (tmp_path / "root/r/real2").mkdir()
+    (tmp_path / "root/r/real2/link").symlink_to(outside / "link")
+    store = FilesystemStore(tmp_path / "root")
+    assert run(store, lambda s: children(s, "r")) == {"real": "dir", "linked": "other",
+                                                      "real2": "dir"}  # fmt: skip
+    found = run(FilesystemStore(tmp_path / "root"), lambda s: leaves(s, "r", "link"))
+    assert found["real"].regular
+    assert not found["linked"].regular
+    assert not found["real2"].regular
+    with pytest.raises(StorageError):
+        run(FilesystemStore(tmp_path / "root"), lambda s: s.read("r/real2/link", 100))
