@@ -8,7 +8,6 @@ negative values and non-ASCII digits with one clear line.
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 from typing import Annotated
@@ -330,10 +329,4 @@ def clean(
 
 def main() -> None:
     """Console-script entry point."""
-    # Every DELETE allocates a few hundred short-lived objects in aiohttp. Freezing what
-    # the imports created keeps the collector from walking it again, and a larger first
-    # generation means fewer collections: ~3% less client CPU in `make bench`, CPU the
-    # registry being cleaned gets back on a shared machine.
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
     app()

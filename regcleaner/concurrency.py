@@ -1,11 +1,11 @@
 """A bounded channel that closes: the producer says "no more" once, and every consumer,
-however many, ends its ``async for`` after draining. No sentinel per consumer."""
+however many, sees the end (``get`` returns None) after draining. No sentinel per
+consumer."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -59,7 +59,3 @@ class Channel(Generic[T]):
             item = self._items.popleft()
             self._changed.notify_all()
             return item
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        while (item := await self.get()) is not None:
-            yield item

@@ -83,6 +83,8 @@ class RepositoryJob:
     manifests: dict[Digest, ManifestInfo]
     plan: RepositoryPlan
     record: RepositoryRecord
+    scanned_at: float = 0.0
+    """time.monotonic() just before the snapshot was taken."""
     reasons: dict[Digest, str] = field(default_factory=dict)
     """Each planned deletion's reason, as reported."""
 
@@ -112,7 +114,23 @@ class MismatchDetector:
 
 
 class PushWatch:
-    """Watches one repository for pushes while its deletions run (API mode)."""
+    """Watches one repository for pushes while its deletions run (API mode).
+
+    What it looks at, and when:
+
+    - before the first wave, the whole repository again (``recheck``);
+    - right before each DELETE of X: X's revision link (gone? rewritten by a push?),
+      the revision links of the manifests this run deleted that pointed at X (pushed
+      again, they need X), and on a disk the revisions folder's mtime, which changes
+      when a revision folder is added (a new manifest);
+    - on S3, where no folder mtime exists: a listing of the revisions instead of the
+      HEAD, while they fit in one page (same request count, and it sees every push);
+    - in any case a listing of the revisions at least every ``recheck_interval_s``, and
+      before each wave of a repository too big for one listing page.
+
+    Any change found reads the repository again and narrows the plan: what was pushed
+    since the scan is kept, whatever its age, with everything it points at.
+    """
 
     def __init__(
         self,
@@ -128,15 +146,19 @@ class PushWatch:
         self.name = job.record.name
         self.clock = clock
         self.monotonic = monotonic
+        self.interval = engine.settings.recheck_interval_s
         self.known: dict[Digest, float] = dict(job.snapshot.revisions)
         self.deleted: set[Digest] = set()
+        self.parents: dict[Digest, list[Digest]] = {}
+        """For each manifest, the deleted manifests that pointed at it."""
         self.rescued: dict[Digest, Reason] = {}
         self.remaining: list[Decision] = list(job.plan.delete)
-        self.stamp: float | None = None
-        self.listed_at = monotonic()
+        self.stamp: float | None = job.snapshot.stamp
+        self.listed_at = job.scanned_at
         self.lock = asyncio.Lock()
-        self.to_verify: list[tuple[Digest, str]] = []
+        self.to_verify: list[tuple[Digest, float | None, str]] = []
         self.rechecks = 0
+        self.listings = 0
 
     # -- full re-check --------------------------------------------------------------
 
@@ -162,97 +184,120 @@ class PushWatch:
             if reason.kind is not ReasonKind.GONE:
                 log.info("repository %s: keeping %s (%s)", self.name, digest, reason)
 
-    async def _changed_since_known(self) -> bool:
-        """List the revisions: is anything new, back, or rewritten?"""
+    async def _list_and_recheck(self) -> None:
+        """List the revisions; if anything is new, back, or rewritten, re-check."""
+        self.listings += 1
         listed, doubts = await self.view.revision_listing(self.name)
         self.listed_at = self.monotonic()
-        if doubts:
-            return True
-        return any(self.known.get(digest) != mtime for digest, mtime in listed.items())
+        known = self.known
+        if doubts or any(known.get(digest) != mtime for digest, mtime in listed.items()):
+            await self.recheck()
+
+    def _one_page(self) -> bool:
+        return len(self.known) <= ONE_PAGE
+
+    async def start(self) -> None:
+        """Before the first wave. The scan's snapshot stands while the looks can tell
+        what changed since: the revisions folder's mtime was read with it (a disk), or
+        each DELETE lists the revisions (S3, one page). Otherwise, or once the scan is
+        older than the interval, list the revisions now and re-check on any change."""
+        store = self.view.store
+        due = self.monotonic() - self.listed_at >= self.interval
+        if due or (not store.has_directories and not self._one_page()):
+            async with self.lock:
+                await self._list_and_recheck()
 
     async def before_wave(self) -> None:
-        """Before a later wave: list the revisions; re-plan if anything changed."""
+        """Before a later wave: list the revisions when the per-DELETE looks do not
+        cover the repository (S3, more than one page) or the interval has passed."""
         async with self.lock:
-            if await self._changed_since_known():
-                await self.recheck()
+            store = self.view.store
+            due = self.monotonic() - self.listed_at >= self.interval
+            if due or (not store.has_directories and not self._one_page()):
+                await self._list_and_recheck()
 
     # -- right before one DELETE ----------------------------------------------------
 
     async def last_look(self, digest: Digest) -> Reason | None:
         """A reason to keep ``digest`` after all, looked up right before its DELETE."""
-        async with self.lock:
-            await self._verify_landed()
-            if digest in self.rescued:
-                return self.rescued[digest]
-            expected = self.known.get(digest)
-            store = self.view.store
-            fresh_listing = False
-            if not store.has_directories and len(self.known) + len(self.deleted) <= ONE_PAGE:
-                # One LIST of at most one page: every push in the repository, X included.
-                if await self._changed_since_known():
-                    await self.recheck()
-                fresh_listing = True
-            elif self.monotonic() - self.listed_at >= self.engine.settings.recheck_interval_s:
-                if await self._changed_since_known():
-                    await self.recheck()
-                fresh_listing = True
-            elif store.has_directories:
-                stamp = await self.view.revisions_stamp(self.name)
-                if stamp != self.stamp:
-                    if await self._changed_since_known():
-                        await self.recheck()
-                    self.stamp = stamp
-                    fresh_listing = True
-            if digest in self.rescued:
-                return self.rescued[digest]
-            if fresh_listing:
-                return None if digest in self.known else GONE
-            now_mtime = await self.view.revision_mtime(self.name, digest)
-            if now_mtime is None:
-                return GONE
-            if now_mtime != expected:
-                return PUSHED_DURING_RUN
-            # The deleted manifests that pointed at this one: pushed again, they need it.
-            for parent in self._deleted_parents(digest):
-                if await self.view.revision_mtime(self.name, parent) is not None:
-                    await self.recheck()
-                    return self.rescued.get(digest)
-            return None
+        store = self.view.store
+        if (
+            self.to_verify
+            or (not store.has_directories and self._one_page())
+            or self.monotonic() - self.listed_at >= self.interval
+        ):
+            return await self._look_everywhere(digest, None)
+        # The cheap look needs no lock: it changes nothing, and ``known`` is replaced,
+        # never changed in place, by a re-check that may run meanwhile.
+        known = self.known
+        expected = known.get(digest)
+        parents = self.parents.get(digest, ())
+        mtime, parent_back, stamp = await self.view.look(self.name, digest, parents)
+        if digest in self.rescued:
+            return self.rescued[digest]
+        if parent_back or (store.has_directories and stamp != self.stamp):
+            # A revision folder was added, or a manifest this run deleted that pointed
+            # at this one was pushed again: look at everything.
+            return await self._look_everywhere(digest, stamp)
+        if mtime is None:
+            return GONE
+        if mtime != expected:
+            # Pushed (or tagged) again since the scan: re-check for the full reason;
+            # the re-check keeps whatever was pushed during the run.
+            return await self._look_everywhere(digest, None) or PUSHED_DURING_RUN
+        return None
 
-    def _deleted_parents(self, digest: Digest) -> list[Digest]:
-        manifests = self.job.manifests
-        return [p for p in self.deleted if digest in references_of(manifests.get(p))]
+    async def _look_everywhere(self, digest: Digest, stamp: float | None) -> Reason | None:
+        """Under the lock: verify pending deletions, list the revisions, re-check if
+        anything changed, then answer for ``digest``."""
+        async with self.lock:
+            if self.to_verify:
+                await self._verify_landed()
+            if stamp is not None:
+                self.stamp = stamp  # a re-check, if one follows, reads it anew
+            if digest not in self.rescued:
+                await self._list_and_recheck()
+            if digest in self.rescued:
+                return self.rescued[digest]
+            return None if digest in self.known else GONE
 
     # -- bookkeeping ----------------------------------------------------------------
 
     def removed(self, removal: Removal) -> None:
-        """Note an outcome: deleted manifests leave ``known``; some are verified."""
+        """Note an outcome: deleted manifests leave ``known`` and become the parents of
+        what they point at; the first few are verified to have left this storage."""
         digest = removal.digest
         if removal.outcome is Outcome.DELETED:
             self.deleted.add(digest)
-            self.known.pop(digest, None)
+            before = self.known.pop(digest, None)
+            for target in references_of(self.job.manifests.get(digest)):
+                self.parents.setdefault(target, []).append(digest)
             detector = self.engine.mismatch
             if detector is not None and detector.landing_checks_left > 0:
                 detector.landing_checks_left -= 1
-                self.to_verify.append((digest, "answered 202"))
+                self.to_verify.append((digest, before, "answered 202"))
         elif removal.outcome is Outcome.ALREADY_GONE:
-            self.known.pop(digest, None)
+            before = self.known.pop(digest, None)
             if removal.detail and self.engine.mismatch is not None:
-                self.to_verify.append((digest, "answered 404"))
+                self.to_verify.append((digest, before, "answered 404"))
 
     async def _verify_landed(self) -> None:
-        """A DELETE the registry acknowledged must have removed this storage's link."""
+        """A DELETE the registry acknowledged (or answered 404) must have left this
+        storage's revision link gone; one that is still there, unchanged, says the URL
+        serves another registry's storage."""
         detector = self.engine.mismatch
         pending, self.to_verify = self.to_verify, []
         if detector is None:
             return
-        for digest, answer in pending:
-            if await self.view.revision_mtime(self.name, digest) is not None:
-                detector.evidence.append(
-                    f"it {answer} for {self.name}@{digest}, whose revision link is still there"
-                )
-                if len(detector.evidence) >= MISMATCH_EVIDENCE or answer == "answered 202":
-                    self.engine.fatal(detector.error())
+        for digest, before, answer in pending:
+            now = await self.view.revision_mtime(self.name, digest)
+            if now is None or now != before:
+                continue  # gone, or pushed again since: nothing to learn
+            detector.evidence.append(
+                f"it {answer} for {self.name}@{digest}, whose revision link is still there"
+            )
+            if len(detector.evidence) >= MISMATCH_EVIDENCE or answer == "answered 202":
+                self.engine.fatal(detector.error())
 
     async def finish(self) -> None:
         """After the last wave: check what is still to be verified."""
@@ -479,6 +524,7 @@ class Engine:
 
     async def _plan(self, name: str) -> RepositoryJob | None:
         record = RepositoryRecord(name)
+        scanned_at = time.monotonic()
         try:
             snapshot = await self.view.snapshot(name, history=self.remover.needs_history)
             manifests = await self.view.read_manifests(needed_manifests(snapshot))
@@ -507,7 +553,7 @@ class Engine:
             log.warning(
                 "repository %s: something in it could not be read; nothing in it is deleted", name
             )
-        return RepositoryJob(snapshot, manifests, plan, record)
+        return RepositoryJob(snapshot, manifests, plan, record, scanned_at)
 
     async def _remove(self, jobs: Channel[RepositoryJob]) -> None:
         while (job := await jobs.get()) is not None:
@@ -549,8 +595,7 @@ class Engine:
         if self.remover.watches_pushes:
             watch = PushWatch(self, job, clock=self.clock)
             try:
-                async with watch.lock:
-                    await watch.recheck()
+                await watch.start()
             except StorageError as exc:
                 record.error = f"re-check before deleting failed: {exc}"
                 log.error("repository %s: %s; nothing in it is deleted", name, record.error)
@@ -578,6 +623,8 @@ class Engine:
             await self.remover.remove_wave(name, job.snapshot, decisions, wave)
         if watch is not None:
             await watch.finish()
+            log.debug("repository %s: %d re-checks, %d listings", name, watch.rechecks,
+                      watch.listings)  # fmt: skip
 
     def _settle_rescued(
         self,

@@ -30,5 +30,8 @@ class RepositorySnapshot:
     """Only when asked for (direct removal): for each digest, the tags whose ``index/``
     history holds it."""
     revision_files: Mapping[Digest, tuple[str, ...]] | None = None
+    stamp: float | None = None
+    """The revisions folder's mtime, read before the revisions were listed (on a store
+    with folders): a later change says a revision folder was added or removed."""
     """Only when asked for (direct removal): files inside a revision's folder besides
     its link (schema1 ``signatures/``), relative to that folder."""

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestInfo, ManifestRefs, Unreadable
@@ -45,17 +46,19 @@ class ReasonKind(Enum):
     REFERRER_OF_DELETED = "referrer-of-deleted"
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """A reason kind with its detail: ``tagged:v1``, ``child-of:sha256:...``."""
+class Reason(NamedTuple):
+    """A reason kind with its detail: ``tagged:v1``, ``child-of:sha256:...``. (A named
+    tuple: one is made per manifest planned, and a frozen dataclass costs more.)"""
 
     kind: ReasonKind
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind.value}:{self.detail}" if self.detail else self.kind.value
+        spelled = _SPELLING[self.kind]  # an Enum's .value is a property: slow on hot paths
+        return f"{spelled}:{self.detail}" if self.detail else spelled
 
 
+_SPELLING = {kind: kind.value for kind in ReasonKind}
 UNTAGGED = Reason(ReasonKind.UNTAGGED)
 YOUNG = Reason(ReasonKind.YOUNG)
 GONE = Reason(ReasonKind.GONE)
@@ -71,8 +74,7 @@ class Policy:
     min_age_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """One digest to delete, and why."""
 
     digest: Digest

@@ -8,12 +8,13 @@ event loop, writes the report and metrics, and returns the exit code. ``clean``,
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regcleaner.config import Mode, OutputFormat, Settings
 from regcleaner.errors import RegcleanerError, RegistryUnreachable
@@ -21,6 +22,9 @@ from regcleaner.exitcodes import RunEnd, exit_code
 from regcleaner.report import Progress, RunReport
 from regcleaner.storage.base import ByteStore
 from regcleaner.view import RegistryView
+
+if TYPE_CHECKING:
+    from regcleaner.engine import Engine
 
 log = logging.getLogger("regcleaner")
 
@@ -125,19 +129,26 @@ def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event
     return ApiRemover(_registry_client(settings), settings.limits, stopping=stopping)
 
 
-async def clean(settings: Settings, view: RegistryView, report: RunReport) -> None:
+async def clean(engine: Engine, view: RegistryView, report: RunReport) -> None:
     """One clean over ``view``, filling ``report``."""
-    from regcleaner.engine import Engine
-
-    stopping = asyncio.Event()
     try:
-        remover = make_remover(settings, view, stopping)
-        progress = Progress(report, interval_s=settings.progress_interval_s)
-        engine = Engine(settings, view, remover, report, progress=progress, stopping=stopping)
         await engine.run()
     finally:
         report.finished = report.finished or time.monotonic()
         await view.store.aclose()
+
+
+def freeze_imports() -> None:
+    """Move everything the imports created out of the collector's way.
+
+    Every DELETE allocates a few hundred short-lived objects in aiohttp; a full
+    collection would walk every object the imports made, aiohttp's included. Freezing
+    them (once the run's modules are imported, which happens lazily) and a larger first
+    generation cost ~3% less client CPU in ``make bench``: CPU the registry being cleaned
+    gets back on a shared machine.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def run(coroutine: Coroutine[Any, Any, None], report: RunReport) -> BaseException | None:
@@ -200,8 +211,15 @@ def run_clean(settings: Settings) -> int:
         storage=store.describe(),
         mode=mode,
     )
+    from regcleaner.engine import Engine
+
+    stopping = asyncio.Event()
+    remover = make_remover(settings, view, stopping)  # imports what the run needs
+    progress = Progress(report, interval_s=settings.progress_interval_s)
+    engine = Engine(settings, view, remover, report, progress=progress, stopping=stopping)
+    freeze_imports()
     try:
-        error = run(clean(settings, view, report), report)
+        error = run(clean(engine, view, report), report)
         write_outputs(settings, report)
     finally:
         report.close()

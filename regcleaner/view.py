@@ -12,12 +12,13 @@ a whole listing raise ``StorageError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from regcleaner import layout
-from regcleaner.digest import Digest, digest_from_hex, is_sha256_hex, parse_digest
+from regcleaner.digest import Digest, digest_from_hex, hex_of, is_sha256_hex, parse_digest
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.manifests import MAX_MANIFEST_BYTES, ManifestInfo, Unreadable, decode_manifest
 from regcleaner.model import RepositorySnapshot
@@ -73,9 +74,10 @@ class RegistryView:
     async def check(self) -> None:
         """Raise StorageSetupError unless the root holds distribution's layout."""
         await self.store.check()
-        async for page in self.store.list_children(layout.V2_ROOT):
-            if any(entry.kind == "dir" for entry in page):
-                return
+        async with contextlib.aclosing(self.store.list_children(layout.V2_ROOT)) as pages:
+            async for page in pages:
+                if any(entry.kind == "dir" for entry in page):
+                    return
         raise StorageSetupError(
             f"no registry storage under {self.store.describe()}: expected {layout.V2_ROOT}/ "
             "(point --registry-dir at the registry's rootdirectory)"
@@ -167,7 +169,9 @@ class RegistryView:
 
     async def snapshot(self, repository: str, *, history: bool = False) -> RepositorySnapshot:
         """Revisions (with mtimes), tags' current links (with push times) and, with
-        ``history``, every tag's ``index/`` history and the files in revision folders."""
+        ``history``, every tag's ``index/`` history and the files in revision folders.
+        On a store with folders, the revisions folder's mtime is read first."""
+        stamp = await self.revisions_stamp(repository)
         revisions, doubts = await self.revision_listing(repository)
         tags_dir = layout.tags_dir(repository)
         tag_names: list[str] = []
@@ -226,6 +230,7 @@ class RegistryView:
             doubts,
             None if tag_history is None else {d: tuple(t) for d, t in tag_history.items()},
             None if revision_files is None else {d: tuple(f) for d, f in revision_files.items()},
+            stamp,
         )
 
     async def revision_mtime(self, repository: str, digest: Digest) -> float | None:
@@ -233,6 +238,28 @@ class RegistryView:
         the snapshot rewrites it."""
         found = await self.store.stat(layout.revision_link(repository, digest))
         return None if found is None else found.mtime
+
+    async def look(
+        self, repository: str, digest: Digest, parents: Sequence[Digest]
+    ) -> tuple[float | None, bool, float | None]:
+        """Right before a DELETE, in one batch: the revision link's mtime (None if
+        gone), whether any of ``parents`` has a revision link again, and the revisions
+        folder's mtime (None on a store without folders)."""
+        base = layout.revisions_dir(repository)
+        keys = [f"{base}/{hex_of(digest)}/{layout.LINK}"]
+        keys += [f"{base}/{hex_of(parent)}/{layout.LINK}" for parent in parents]
+        folders = self.store.has_directories
+        if folders:
+            keys.append(base)
+        found = await self.store.stat_many(keys)
+        link = found[0]
+        parent_back = any(found[1 : 1 + len(parents)])
+        stamp = found[-1] if folders else None
+        return (
+            None if link is None else link.mtime,
+            parent_back,
+            None if stamp is None else stamp.mtime,
+        )
 
     async def revisions_stamp(self, repository: str) -> float | None:
         """The revisions folder's mtime, which changes when a revision folder is added

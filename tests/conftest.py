@@ -76,6 +76,18 @@ def clean_args(registry: RegistryProcess, *extra: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A CLI run points regcleaner's log handler at the runner's stream, which closes
+    when the run ends: later tests must not log into it."""
+    import logging
+
+    logger = logging.getLogger("regcleaner")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits the old script's variables from the machine's environment."""
     for name in (

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from regcleaner.digest import Digest
 from regcleaner.model import RepositorySnapshot
@@ -30,8 +29,7 @@ class Outcome(Enum):
     """Not removed after all, for ``reason`` (a push seen at the last look, a stop)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Removal:
+class Removal(NamedTuple):
     """The outcome of removing one manifest."""
 
     digest: Digest

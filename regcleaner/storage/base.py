@@ -6,22 +6,23 @@ A key is a ``/``-separated path relative to the store's root (the registry's
 meaning (repositories, revisions, tags, blobs) lives in ``regcleaner.view`` only.
 
 Listings stream in pages (lists), so a caller pays one await per page, not per key.
-Every failure other than "not there" is a ``StorageError`` naming the key.
+The values on hot paths (one per key) are named tuples: a frozen dataclass costs
+several times more to build. Every failure other than "not there" is a
+``StorageError`` naming the key.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from regcleaner.errors import StorageError
 
 EntryKind = Literal["file", "dir", "other"]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One child of a listed prefix."""
 
     name: str
@@ -33,8 +34,7 @@ class Entry:
     size: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FileInfo:
+class FileInfo(NamedTuple):
     """A file (object) found by a walk or a stat: its key relative to the walked prefix
     (or the full key, for ``stat``), modification time and size."""
 
@@ -45,8 +45,7 @@ class FileInfo:
     """False for a symbolic link or special file (only on a disk): not followed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):
     """``<name>/<leaf>`` found under a prefix by ``list_leaves``."""
 
     name: str
@@ -57,8 +56,7 @@ class Leaf:
     (only on a disk): not followed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Blob:
+class Blob(NamedTuple):
     """The bytes of a key (at most the cap + 1, so that "too large" can be seen) and
     its modification time."""
 
@@ -107,18 +105,18 @@ class ByteStore(Protocol):
         """Raise StorageSetupError unless the store can be reached and its root exists."""
         ...
 
-    def list_children(self, prefix: str) -> AsyncIterator[list[Entry]]:
+    def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
         """The direct children of ``prefix`` (files and sub-prefixes), in pages.
         A missing prefix lists nothing."""
         ...
 
-    def list_leaves(self, prefix: str, leaf: str) -> AsyncIterator[list[Leaf]]:
+    def list_leaves(self, prefix: str, leaf: str) -> AsyncGenerator[list[Leaf], None]:
         """Each child ``<name>`` of ``prefix`` that holds the file ``<name>/<leaf>``,
         with that file's mtime and size, in pages. Other keys below the children
         are ignored (and, on a disk, not visited)."""
         ...
 
-    def walk(self, prefix: str) -> AsyncIterator[list[FileInfo]]:
+    def walk(self, prefix: str) -> AsyncGenerator[list[FileInfo], None]:
         """Every file below ``prefix``, at any depth, keys relative to ``prefix``."""
         ...
 
@@ -134,6 +132,10 @@ class ByteStore(Protocol):
     async def stat(self, key: str) -> FileInfo | None:
         """The file or directory at ``key`` (mtime, size); None if it does not exist.
         On a store without directories only files exist."""
+        ...
+
+    async def stat_many(self, keys: Sequence[str]) -> list[FileInfo | None]:
+        """``stat`` for a few keys at once (one batch on a disk, concurrent on S3)."""
         ...
 
     async def delete_many(

@@ -18,7 +18,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,13 +131,13 @@ class FilesystemStore:
                 1000 * average,
                 1000 * elapsed,
             )
-        if count > 1:
-            await asyncio.sleep(0)  # a turn for the other tasks between two batches
+        if count >= _INLINE_BATCH:
+            await asyncio.sleep(0)  # a turn for the other tasks after a big batch
         return result
 
     # -- listings -------------------------------------------------------------------
 
-    async def list_children(self, prefix: str) -> AsyncIterator[list[Entry]]:
+    async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
         entries = await self._run(self._list_sync, prefix, items=_counted)
         if entries:
             yield entries
@@ -152,7 +152,7 @@ class FilesystemStore:
                 return []
             raise _failure("list", prefix, exc) from None
 
-    async def list_leaves(self, prefix: str, leaf: str) -> AsyncIterator[list[Leaf]]:
+    async def list_leaves(self, prefix: str, leaf: str) -> AsyncGenerator[list[Leaf], None]:
         leaves = await self._run(self._list_leaves_sync, prefix, leaf, items=_counted)
         if leaves:
             yield leaves
@@ -183,7 +183,7 @@ class FilesystemStore:
             raise _failure("list", prefix, exc) from None
         return leaves
 
-    async def walk(self, prefix: str) -> AsyncIterator[list[FileInfo]]:
+    async def walk(self, prefix: str) -> AsyncGenerator[list[FileInfo], None]:
         pending = [""]
         while pending:
             page = await self._run(self._walk_some, prefix, pending, items=_counted)
@@ -253,19 +253,26 @@ class FilesystemStore:
         return results
 
     async def stat(self, key: str) -> FileInfo | None:
-        # Right before every DELETE: on a fast disk one stat of a cached entry, inline.
-        return await self._run(self._stat_sync, key)
+        return (await self._run(self._stat_many_sync, (key,)))[0]
 
-    def _stat_sync(self, key: str) -> FileInfo | None:
-        self.stats.head += 1
-        try:
-            info = os.stat(self._prefix + key, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno in _ABSENT:
-                return None
-            raise _failure("stat", key, exc) from None
-        regular = stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
-        return FileInfo(key, info.st_mtime, info.st_size, regular)
+    async def stat_many(self, keys: Sequence[str]) -> list[FileInfo | None]:
+        # Right before every DELETE: on a fast disk a few stats of cached entries, inline.
+        return await self._run(self._stat_many_sync, keys, items=len(keys))
+
+    def _stat_many_sync(self, keys: Sequence[str]) -> list[FileInfo | None]:
+        self.stats.head += len(keys)
+        found: list[FileInfo | None] = []
+        for key in keys:
+            try:
+                info = os.stat(self._prefix + key, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno in _ABSENT:
+                    found.append(None)
+                    continue
+                raise _failure("stat", key, exc) from None
+            regular = stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
+            found.append(FileInfo(key, info.st_mtime, info.st_size, regular))
+        return found
 
     # -- writes ---------------------------------------------------------------------
 

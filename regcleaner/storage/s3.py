@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -158,7 +158,7 @@ class S3Store:
                 raise self._translate(exc, f"listing {prefix}") from None
             raise
 
-    async def list_children(self, prefix: str) -> AsyncIterator[list[Entry]]:
+    async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
         base = self._dir(prefix)
         async for page in self._pages(base, delimiter="/"):
             entries = [
@@ -174,7 +174,7 @@ class S3Store:
             if entries:
                 yield entries
 
-    async def list_leaves(self, prefix: str, leaf: str) -> AsyncIterator[list[Leaf]]:
+    async def list_leaves(self, prefix: str, leaf: str) -> AsyncGenerator[list[Leaf], None]:
         base = self._dir(prefix)
         tail = "/" + leaf
         async for page in self._pages(base):
@@ -190,7 +190,7 @@ class S3Store:
             if leaves:
                 yield leaves
 
-    async def walk(self, prefix: str) -> AsyncIterator[list[FileInfo]]:
+    async def walk(self, prefix: str) -> AsyncGenerator[list[FileInfo], None]:
         base = self._dir(prefix)
         async for page in self._pages(base):
             files = [
@@ -249,6 +249,9 @@ class S3Store:
         if head is None:
             return None
         return FileInfo(key, _seconds(head["LastModified"]), int(head.get("ContentLength", 0)))
+
+    async def stat_many(self, keys: Sequence[str]) -> list[FileInfo | None]:
+        return list(await asyncio.gather(*(self.stat(key) for key in keys)))
 
     async def delete_many(
         self, keys: Sequence[str], *, directories: Sequence[str] = ()

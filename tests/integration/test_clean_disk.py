@@ -149,7 +149,7 @@ def test_tag_pushed_between_scan_and_delete_protects_its_manifest(
 ) -> None:
     import pytest
 
-    from regcleaner.view import RegistryView
+    from regcleaner.engine import PushWatch
 
     assert isinstance(monkeypatch, pytest.MonkeyPatch)
     old = images.push_image(api, "race", "v1", seed="race-old")
@@ -159,18 +159,16 @@ def test_tag_pushed_between_scan_and_delete_protects_its_manifest(
     lonely = images.push_image(api, "race", None, seed="race-lonely")
     child_of_new = images.push_image(api, "race", None, seed="race-child", oci=True)
 
-    calls: dict[str, int] = {}
-    original = RegistryView.snapshot
+    original = PushWatch.start
 
-    async def snapshot_with_push(self: RegistryView, repository: str, **kwargs: bool):  # type: ignore[no-untyped-def]
-        calls[repository] = calls.get(repository, 0) + 1
-        if calls[repository] == 2:  # the re-check just before deleting
-            api.put_manifest("race", "revived", *_manifest(api, "race", old.digest))
-            api.put_manifest("race", "revived-multi", *_manifest(api, "race", old_index.digest))
-            images.push_index(api, "race", "brand-new", [child_of_new])
-        return await original(self, repository, **kwargs)
+    async def start_after_pushes(self: PushWatch) -> None:
+        # Between the scan and the first DELETE of the repository.
+        api.put_manifest("race", "revived", *_manifest(api, "race", old.digest))
+        api.put_manifest("race", "revived-multi", *_manifest(api, "race", old_index.digest))
+        images.push_index(api, "race", "brand-new", [child_of_new])
+        await original(self)
 
-    monkeypatch.setattr(RegistryView, "snapshot", snapshot_with_push)
+    monkeypatch.setattr(PushWatch, "start", start_after_pushes)
     result = run_cli(clean_args(registry), report_path=tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     assert result.report is not None
