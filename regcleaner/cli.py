@@ -330,3 +330,92 @@ def clean(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+GC = "Blob collection"
+
+
+@app.command()
+def gc(
+    registry_url: RegistryURL = None,
+    registry_dir: RegistryDir = None,
+    storage: StorageOption = "filesystem",
+    bucket: Bucket = None,
+    region: Region = None,
+    s3_endpoint: S3Endpoint = None,
+    access_key: AccessKey = None,
+    secret_key: SecretKey = None,
+    auth: Auth = None,
+    username: Username = None,
+    password_file: PasswordFile = None,
+    allow_insecure_auth: AllowInsecureAuth = False,
+    insecure: Insecure = False,
+    ca_cert: CACert = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            envvar="DRY_RUN",
+            rich_help_panel=GC,
+            help="List what would be swept, and the bytes; delete nothing.",
+        ),
+    ] = False,
+    registry_stopped: RegistryStopped = False,
+    gate_probes: GateProbes = "3",
+    min_blob_age: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            rich_help_panel=GC,
+            help="Never sweep blobs written more recently (0: as the registry).",
+        ),
+    ] = "0",
+    prune_layer_links: Annotated[
+        bool,
+        typer.Option(
+            "--prune-layer-links",
+            rich_help_panel=GC,
+            help="Also remove repositories' _layers links whose blob is gone.",
+        ),
+    ] = False,
+    purge_uploads: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            rich_help_panel=GC,
+            help="Also remove unfinished uploads started longer ago than this.",
+        ),
+    ] = None,
+    stop_grace: StopGrace = "10",
+    report: Report = None,
+    output: OutputOption = "text",
+    progress_interval: ProgressInterval = "10",
+    log_format: LogFormat = "text",
+    metrics_file: MetricsFile = None,
+    pushgateway: Pushgateway = None,
+    verbose: Verbose = False,
+) -> None:
+    """Collect the blobs no manifest references, as the registry's garbage-collect does,
+    many times faster; only while the registry is read-only or stopped."""
+    from regcleaner.config import build_gc_settings
+
+    try:
+        settings = build_gc_settings(
+            registry_url=registry_url, registry_dir=registry_dir, storage=storage,
+            bucket=bucket, region=region, s3_endpoint=s3_endpoint, access_key=access_key,
+            secret_key=secret_key, auth=auth, username=username, password_file=password_file,
+            allow_insecure_auth=allow_insecure_auth, insecure=insecure, ca_cert=ca_cert,
+            dry_run=dry_run, registry_stopped=registry_stopped, gate_rounds=gate_probes,
+            min_blob_age=min_blob_age, prune_layer_links=prune_layer_links,
+            purge_uploads=purge_uploads, stop_grace=stop_grace, report=report,
+            output=output, progress_interval=progress_interval, log_format=log_format,
+            verbose=verbose, metrics_file=metrics_file, pushgateway=pushgateway,
+        )  # fmt: skip
+    except ConfigError as exc:
+        raise _usage_error(exc) from None
+
+    from regcleaner.logs import setup_logging
+    from regcleaner.runner import run_gc
+
+    setup_logging(settings.output.verbose, settings.output.log_format)
+    raise typer.Exit(run_gc(settings))

@@ -141,6 +141,35 @@ class Settings:
         return self.output.progress_interval_s
 
 
+@dataclass(frozen=True, slots=True)
+class GcSettings:
+    """One run of ``regcleaner gc`` (or the blob collection after ``clean --direct``)."""
+
+    registry_url: str | None
+    registry_dir: Path
+    storage: StorageKind = StorageKind.FILESYSTEM
+    s3: S3Options | None = None
+    credentials: Credentials | None = None
+    tls: TLSOptions = TLSOptions()
+    dry_run: bool = False
+    registry_stopped: bool = False
+    gate_rounds: int = 3
+    min_blob_age_s: float = 0.0
+    """Blobs written more recently than this are never swept (0: exact parity with
+    the registry's garbage-collect)."""
+    prune_layer_links: bool = False
+    """Also remove repositories' ``_layers`` links whose blob is gone."""
+    purge_uploads_s: float | None = None
+    """Also remove unfinished uploads started longer ago than this."""
+    limits: Limits = Limits()
+    output: Output = Output()
+    stop_grace_s: float = 10.0
+
+    @property
+    def report_path(self) -> Path | None:
+        return self.output.report_path
+
+
 _ASCII_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -394,6 +423,83 @@ def output_settings(
         verbose=verbose,
         metrics_file=metrics_file,
         pushgateway=pushgateway or None,
+    )
+
+
+def build_gc_settings(
+    *,
+    registry_url: str | None,
+    registry_dir: Path | None,
+    storage: str = "filesystem",
+    bucket: str | None = None,
+    region: str | None = None,
+    s3_endpoint: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    auth: str | None = None,
+    username: str | None = None,
+    password_file: Path | None = None,
+    allow_insecure_auth: bool = False,
+    insecure: bool = False,
+    ca_cert: Path | None = None,
+    dry_run: bool = False,
+    registry_stopped: bool = False,
+    gate_rounds: str = "3",
+    min_blob_age: str = "0",
+    prune_layer_links: bool = False,
+    purge_uploads: str | None = None,
+    stop_grace: str = "10",
+    report: Path | None = None,
+    output: str = "text",
+    progress_interval: str = "10",
+    log_format: str = "text",
+    verbose: bool = False,
+    metrics_file: Path | None = None,
+    pushgateway: str | None = None,
+) -> GcSettings:
+    """Validate the options of ``regcleaner gc``; ConfigError on the first problem."""
+    url: str | None = None
+    if registry_url:
+        url = parse_registry_url(registry_url)
+    elif not registry_stopped and not dry_run:
+        raise ConfigError(
+            "gc removes blobs only when the registry cannot write: give --registry-url so "
+            "that its read-only mode can be checked, or --registry-stopped if no registry "
+            "process runs"
+        )
+    kind, root, s3_options = storage_settings(
+        registry_dir=registry_dir, storage=storage, bucket=bucket, region=region,
+        s3_endpoint=s3_endpoint, access_key=access_key, secret_key=secret_key,
+    )  # fmt: skip
+    credentials, tls = access_settings(
+        url=url, auth=auth, username=username, password_file=password_file,
+        allow_insecure_auth=allow_insecure_auth, insecure=insecure, ca_cert=ca_cert,
+    )  # fmt: skip
+    return GcSettings(
+        registry_url=url,
+        registry_dir=root,
+        storage=kind,
+        s3=s3_options,
+        credentials=credentials,
+        tls=tls,
+        dry_run=dry_run,
+        registry_stopped=registry_stopped,
+        gate_rounds=parse_count(gate_rounds, "--gate-probes"),
+        min_blob_age_s=parse_duration(min_blob_age, "--min-blob-age"),
+        prune_layer_links=prune_layer_links,
+        purge_uploads_s=(
+            None if purge_uploads is None else parse_duration(purge_uploads, "--purge-uploads")
+        ),
+        output=output_settings(
+            report=report,
+            output=output,
+            progress_interval=progress_interval,
+            log_format=log_format,
+            verbose=verbose,
+            metrics_file=metrics_file,
+            pushgateway=pushgateway,
+        ),
+        stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
     )
 
 

@@ -16,20 +16,22 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from regcleaner.config import Mode, OutputFormat, Settings
+from regcleaner.config import GcSettings, Mode, OutputFormat, Settings
 from regcleaner.errors import RegcleanerError, RegistryUnreachable
 from regcleaner.exitcodes import RunEnd, exit_code
 from regcleaner.report import Progress, RunReport
+from regcleaner.space import human_bytes
 from regcleaner.storage.base import ByteStore
 from regcleaner.view import RegistryView
 
 if TYPE_CHECKING:
     from regcleaner.engine import Engine
+    from regcleaner.gc import GcReport
 
 log = logging.getLogger("regcleaner")
 
 
-def make_store(settings: Settings) -> ByteStore:
+def make_store(settings: Settings | GcSettings) -> ByteStore:
     """The byte store the settings name."""
     if settings.s3 is not None:
         from regcleaner.storage.s3 import S3Store
@@ -53,7 +55,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _registry_client(settings: Settings) -> Any:
+def _registry_client(settings: Settings | GcSettings) -> Any:
     # aiohttp is imported only when the registry is talked to: a direct run on a
     # stopped registry starts without it.
     from regcleaner.registry.auth import Authorizer
@@ -85,7 +87,7 @@ async def _first_repository(view: RegistryView) -> str | None:
     return found[0] if found else None
 
 
-def make_gate(settings: Settings, view: RegistryView) -> Callable[[], Awaitable[None]]:
+def make_gate(settings: Settings | GcSettings, view: RegistryView) -> Callable[[], Awaitable[None]]:
     """The check that must pass before storage is written."""
 
     async def gate() -> None:
@@ -151,7 +153,7 @@ def freeze_imports() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def run(coroutine: Coroutine[Any, Any, None], report: RunReport) -> BaseException | None:
+def run(coroutine: Coroutine[Any, Any, None], report: RunReport | GcReport) -> BaseException | None:
     """Run on a fresh event loop; return the error that ended the run, if any."""
     error: BaseException | None = None
     try:
@@ -170,7 +172,7 @@ def run(coroutine: Coroutine[Any, Any, None], report: RunReport) -> BaseExceptio
     return error
 
 
-def write_outputs(settings: Settings, report: RunReport) -> None:
+def write_outputs(settings: Settings | GcSettings, report: RunReport | GcReport) -> None:
     """The JSON report file, and the summary (text or JSON) on standard output."""
     if settings.report_path is not None:
         try:
@@ -186,7 +188,7 @@ def write_outputs(settings: Settings, report: RunReport) -> None:
         report.render_summary(Console())
 
 
-def export_metrics(settings: Settings, report: RunReport, code: int) -> None:
+def export_metrics(settings: Settings | GcSettings, report: RunReport, code: int) -> None:
     """Metrics, when asked for (prometheus-client is imported only then)."""
     if settings.output.metrics_file is None and settings.output.pushgateway is None:
         return
@@ -234,4 +236,43 @@ def run_clean(settings: Settings) -> int:
             "would be deleted" if settings.dry_run else "deleted", c.already_gone, c.failed, code,
         )  # fmt: skip
     export_metrics(settings, report, code)
+    return code
+
+
+def run_gc(settings: GcSettings) -> int:
+    """A whole ``gc``: gate, mark, sweep, report; the exit code."""
+    from regcleaner.gc import Collector, GcProgress, GcReport
+
+    store = make_store(settings)
+    view = RegistryView(store)
+    report = GcReport(dry_run=settings.dry_run, storage=store.describe())
+    gate = None
+    if not settings.dry_run:
+        gate = make_gate(settings, view)
+    collector = Collector(
+        settings, view, report, gate=gate,
+        progress=GcProgress(report, interval_s=settings.output.progress_interval_s),
+    )  # fmt: skip
+    freeze_imports()
+
+    async def collect() -> None:
+        try:
+            await collector.run()
+        finally:
+            await store.aclose()
+
+    try:
+        error = run(collect(), report)
+        write_outputs(settings, report)
+    finally:
+        report.close()
+    c = report.counters
+    code = exit_code(RunEnd(error, report.stopped_by, c.failed))
+    if not report.aborted:
+        log.info(
+            "gc finished in %.1fs: %d manifests marked, %d of %d blobs %s (%s); exit code %d",
+            report.duration_s, c.manifests, c.to_sweep if settings.dry_run else c.swept,
+            c.blobs, "would be swept" if settings.dry_run else "swept",
+            human_bytes(c.to_sweep_bytes if settings.dry_run else c.swept_bytes), code,
+        )  # fmt: skip
     return code

@@ -85,23 +85,29 @@ class RegistryView:
 
     # -- repositories ---------------------------------------------------------------
 
-    async def repositories(self, emit: Callable[[str], Awaitable[None]]) -> None:
+    async def repositories(
+        self, emit: Callable[[str], Awaitable[None]], *, markers: tuple[str, ...] = ()
+    ) -> None:
         """Call ``emit`` with every folder below ``repositories/`` that holds
-        ``_manifests``, walking one folder per listing (several at once on a store that
-        benefits). Folders whose name starts with ``_`` are never entered."""
+        ``_manifests`` (or one of ``markers``, e.g. ``_layers``), walking one folder per
+        listing (several at once on a store that benefits). Folders whose name starts
+        with ``_`` are never entered."""
         width = max(1, self.store.listing_concurrency)
+        found = frozenset((layout.MANIFESTS_DIR, *markers))
         if width == 1:
             pending = [""]
             while pending:
                 relative = pending.pop()
-                children, is_repository = await self._list_folder(relative)
+                children, is_repository = await self._list_folder(relative, found)
                 if is_repository and relative:
                     await emit(relative)
                 pending.extend(sorted(children, reverse=True))
             return
-        await self._walk_concurrently(emit, width)
+        await self._walk_concurrently(emit, width, found)
 
-    async def _walk_concurrently(self, emit: Callable[[str], Awaitable[None]], width: int) -> None:
+    async def _walk_concurrently(
+        self, emit: Callable[[str], Awaitable[None]], width: int, found: frozenset[str]
+    ) -> None:
         pending = [""]
         busy = 0
         changed = asyncio.Condition()
@@ -118,7 +124,7 @@ class RegistryView:
                     busy += 1
                 children: list[str] = []
                 try:
-                    children, is_repository = await self._list_folder(relative)
+                    children, is_repository = await self._list_folder(relative, found)
                     if is_repository and relative:
                         await emit(relative)
                 finally:
@@ -131,9 +137,9 @@ class RegistryView:
             for _ in range(width):
                 group.create_task(lister())
 
-    async def _list_folder(self, relative: str) -> tuple[list[str], bool]:
-        """Sub-folders of ``repositories/<relative>`` to visit, and whether it holds
-        ``_manifests``."""
+    async def _list_folder(self, relative: str, found: frozenset[str]) -> tuple[list[str], bool]:
+        """Sub-folders of ``repositories/<relative>`` to visit, and whether it holds one
+        of the ``found`` folders (``_manifests``, ...)."""
         prefix = f"{layout.REPOSITORIES}/{relative}" if relative else layout.REPOSITORIES
         children: list[str] = []
         is_repository = False
@@ -144,7 +150,7 @@ class RegistryView:
                                 prefix, entry.name)  # fmt: skip
                 elif entry.kind != "dir":
                     continue
-                elif entry.name == layout.MANIFESTS_DIR:
+                elif entry.name in found:
                     is_repository = True
                 elif not entry.name.startswith("_"):
                     children.append(f"{relative}/{entry.name}" if relative else entry.name)
@@ -324,36 +330,114 @@ class RegistryView:
             directories.append(folder)
         return RemovalKeys(tuple(keys), tuple(directories))
 
-    # -- blobs ----------------------------------------------------------------------
+    # -- for blob collection ----------------------------------------------------------
 
-    async def blob_prefixes(self) -> list[str]:
-        """The two-hex-digit folders of ``blobs/sha256/``."""
-        names: list[str] = []
-        async for page in self.store.list_children(layout.BLOBS_SHA256):
-            names += [entry.name for entry in page if entry.kind == "dir"]
-        return sorted(names)
+    async def revision_link_files(
+        self, repository: str
+    ) -> list[tuple[str, bytes | StorageError | None]]:
+        """Every file named ``link`` below the repository's revisions (schema1
+        ``signatures/`` included, as the registry's garbage-collect walks them), with
+        its content; keys relative to ``_manifests/revisions/sha256``."""
+        base = layout.revisions_dir(repository)
+        keys: list[str] = []
+        async for files in self.store.walk(base):
+            keys += [f.key for f in files if f.key.rsplit("/", 1)[-1] == layout.LINK]
+        found = await self.store.read_many([f"{base}/{key}" for key in keys], MAX_LINK_BYTES)
+        return [
+            (key, blob if blob is None or isinstance(blob, StorageError) else blob.data)
+            for key, blob in zip(keys, found, strict=True)
+        ]
 
-    async def blobs_under(self, prefix: str) -> tuple[list[BlobInfo], list[str]]:
-        """Blobs in one two-hex-digit folder, and entries there that are not blobs."""
+    async def manifest_bytes(self, digests: Sequence[Digest]) -> list[bytes | StorageError | None]:
+        """The raw bytes of each manifest blob (at most the manifest cap + 1)."""
+        found = await self.store.read_many([layout.blob_data(d) for d in digests],
+                                           MAX_MANIFEST_BYTES)  # fmt: skip
+        return [b if b is None or isinstance(b, StorageError) else b.data for b in found]
+
+    async def blob_prefixes(self) -> list[tuple[str, str]]:
+        """(algorithm, two-hex-digit folder) pairs under ``blobs/``."""
+        pairs: list[tuple[str, str]] = []
+        algorithms: list[str] = []
+        async for page in self.store.list_children(layout.BLOBS):
+            algorithms += [entry.name for entry in page if entry.kind == "dir"]
+        for algorithm in sorted(algorithms):
+            async for page in self.store.list_children(f"{layout.BLOBS}/{algorithm}"):
+                pairs += [(algorithm, e.name) for e in page if e.kind == "dir"]
+        return sorted(pairs)
+
+    async def blobs_under(self, algorithm: str, prefix: str) -> tuple[list[BlobInfo], list[str]]:
+        """Blobs in one ``blobs/<algorithm>/<prefix>`` folder, and the entries there the
+        registry could not take for a blob (it refuses to collect when it meets one)."""
         blobs: list[BlobInfo] = []
         odd: list[str] = []
-        async for page in self.store.list_leaves(f"{layout.BLOBS_SHA256}/{prefix}", layout.DATA):
+        folder = f"{layout.BLOBS}/{algorithm}/{prefix}"
+        async for page in self.store.list_leaves(folder, layout.DATA):
             for leaf in page:
-                if is_sha256_hex(leaf.name) and leaf.name.startswith(prefix) and leaf.regular:
-                    blobs.append(BlobInfo(Digest("sha256:" + leaf.name), leaf.size, leaf.mtime))
+                name = leaf.name
+                if (
+                    leaf.regular
+                    and name.startswith(prefix)
+                    and (is_sha256_hex(name) if algorithm == "sha256" else _is_hex(name))
+                ):
+                    blobs.append(BlobInfo(Digest(f"{algorithm}:{name}"), leaf.size, leaf.mtime))
                 else:
-                    odd.append(f"{layout.BLOBS_SHA256}/{prefix}/{leaf.name}")
+                    odd.append(f"{folder}/{name}")
         return blobs, odd
+
+    async def layer_links(self, repository: str) -> list[str]:
+        """The hex digests of the blobs linked into a repository (``_layers``)."""
+        names: list[str] = []
+        async for page in self.store.list_leaves(layout.layers_dir(repository), layout.LINK):
+            names += [leaf.name for leaf in page]
+        return names
+
+    async def uploads(self, repository: str) -> list[tuple[str, bytes | StorageError | None]]:
+        """Each unfinished upload's id and its ``startedat`` content."""
+        ids: list[str] = []
+        async for page in self.store.list_children(layout.uploads_dir(repository)):
+            ids += [entry.name for entry in page if entry.kind == "dir"]
+        base = layout.uploads_dir(repository)
+        found = await self.store.read_many([f"{base}/{i}/startedat" for i in ids], 1024)
+        return [
+            (upload, b if b is None or isinstance(b, StorageError) else b.data)
+            for upload, b in zip(ids, found, strict=True)
+        ]
+
+    async def upload_removal_keys(self, repository: str, upload: str) -> RemovalKeys:
+        """Every file of one unfinished upload, and its folders deepest first."""
+        folder = f"{layout.uploads_dir(repository)}/{upload}"
+        files: list[str] = []
+        async for page in self.store.walk(folder):
+            files += [f.key for f in page]
+        return RemovalKeys(
+            tuple(f"{folder}/{name}" for name in files),
+            (*_folders_below(folder, files), folder),
+        )
+
+    @staticmethod
+    def layer_link_removal_keys(repository: str, hexes: Iterable[str]) -> RemovalKeys:
+        """A repository's ``_layers`` links for these blobs, and their folders."""
+        base = layout.layers_dir(repository)
+        return RemovalKeys(
+            tuple(f"{base}/{h}/{layout.LINK}" for h in hexes),
+            tuple(f"{base}/{h}" for h in hexes),
+        )
 
     @staticmethod
     def blob_removal_keys(digests: Iterable[Digest]) -> RemovalKeys:
-        """A blob's data and its folder."""
+        """Each blob's data and its folder (``blobs/<algorithm>/<hex[:2]>/<hex>``)."""
         keys: list[str] = []
         directories: list[str] = []
         for digest in digests:
-            keys.append(layout.blob_data(digest))
-            directories.append(layout.blob_dir(digest))
+            algorithm, _, hex_part = digest.partition(":")
+            folder = f"{layout.BLOBS}/{algorithm}/{hex_part[:2]}/{hex_part}"
+            keys.append(f"{folder}/{layout.DATA}")
+            directories.append(folder)
         return RemovalKeys(tuple(keys), tuple(directories))
+
+
+def _is_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdef" for c in text)
 
 
 def _folders_below(folder: str, files: Iterable[str]) -> list[str]:

@@ -213,8 +213,8 @@ def test_blobs_are_enumerated_with_sizes(layout: Layout) -> None:
         view = RegistryView(store)
         sizes: dict[str, int] = {}
         odd: list[str] = []
-        for prefix in await view.blob_prefixes():
-            found, strange = await view.blobs_under(prefix)
+        for algorithm, prefix in await view.blob_prefixes():
+            found, strange = await view.blobs_under(algorithm, prefix)
             sizes.update({b.digest: b.size for b in found})
             odd += strange
         return sizes, odd

@@ -1,0 +1,600 @@
+"""Blob garbage collection: what distribution 2.8's ``garbage-collect`` does (without
+``--delete-untagged``), concurrently, with bounded memory.
+
+Mark: in every repository, every revision link (the registry walks them all, schema1
+``signatures/`` included, and reads each one's digest), the manifest it names, and what
+that manifest references as the registry reads it (``gomanifest``: config and layers
+of an image, the entries of an index, the fsLayers of schema1). Sweep: every blob under
+``blobs/`` that nothing marked.
+
+The sweep is refused, and nothing is deleted, when the mark is not complete: a link or
+manifest that cannot be read or understood, a manifest blob that is missing or does not
+match its digest, a listing that fails, a folder under ``blobs/`` that is not a blob.
+The registry's own garbage-collect stops on most of these too; where it would skip one
+silently (a revision whose blob is missing, a link naming another digest), regcleaner
+refuses instead: a registry in that state needs a look before anything is deleted.
+
+Memory: the mark set holds one 64-bit integer per blob (the first 16 hex digits of its
+digest): a collision can only keep a blob that should go, never the other way round.
+The blobs to sweep are spooled to a temporary file between listing and deleting, so
+that nothing is deleted before the whole of ``blobs/`` was listed without a problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
+
+from regcleaner import __version__, gomanifest
+from regcleaner.concurrency import Channel
+from regcleaner.config import GcSettings
+from regcleaner.digest import Digest, is_sha256_hex
+from regcleaner.errors import MarkIncomplete, StorageError
+from regcleaner.manifests import MAX_MANIFEST_BYTES
+from regcleaner.report import peak_rss_mb
+from regcleaner.space import human_bytes
+from regcleaner.view import RegistryView, parse_link
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+log = logging.getLogger("regcleaner")
+
+SWEEP_BATCH = 1000
+MAX_PROBLEMS_KEPT = 1000
+_SIGNED = 1 << 63
+
+
+def blob_key(digest: str) -> int:
+    """A 64-bit key for a digest: its first 16 hex digits (a hash for anything else)."""
+    algorithm, _, hex_part = digest.partition(":")
+    if algorithm == "sha256" and len(hex_part) >= 16:
+        try:
+            return int(hex_part[:16], 16) - _SIGNED
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.sha256(digest.encode()).digest()[:8], "big") - _SIGNED
+
+
+@dataclass(slots=True)
+class GcCounters:
+    """Running totals of one collection."""
+
+    repositories: int = 0
+    manifests: int = 0
+    marked: int = 0
+    blobs: int = 0
+    blob_bytes: int = 0
+    to_sweep: int = 0
+    to_sweep_bytes: int = 0
+    swept: int = 0
+    swept_bytes: int = 0
+    young: int = 0
+    failed: int = 0
+    layer_links_removed: int = 0
+    uploads_removed: int = 0
+    prefixes_listed: int = 0
+    prefixes: int = 0
+
+
+class GcReport:
+    """What one collection found and did; the swept blobs are spooled to a file."""
+
+    def __init__(self, *, dry_run: bool, storage: str) -> None:
+        self.dry_run = dry_run
+        self.storage = storage
+        self.counters = GcCounters()
+        self.problems: list[str] = []
+        self.problem_count = 0
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.stopped_by: str | None = None
+        self.fatal_error: str | None = None
+        self.storage_requests: dict[str, int] | None = None
+        self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        """Drop the spool file."""
+        self._spool.close()
+
+    def problem(self, text: str) -> None:
+        """Something that makes the mark incomplete (kept, up to a bound)."""
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(text)
+        log.error("mark: %s", text)
+
+    def swept(self, digest: str, size: int) -> None:
+        """A blob removed (or, in a dry run, to be removed)."""
+        self._spool.write(f"{digest}\t{size}\n")
+
+    @property
+    def duration_s(self) -> float:
+        end = self.finished if self.finished is not None else time.monotonic()
+        return end - self.started
+
+    @property
+    def aborted(self) -> bool:
+        """True if the run ended on an error before anything was listed."""
+        return self.fatal_error is not None and self.counters.repositories == 0
+
+    def summary(self) -> dict[str, Any]:
+        """The ``summary`` object of the JSON report."""
+        c = self.counters
+        return {
+            "repositories": c.repositories,
+            "manifests_marked": c.manifests,
+            "blobs_marked": c.marked,
+            "blobs": c.blobs,
+            "blob_bytes": c.blob_bytes,
+            "blobs_to_sweep": c.to_sweep,
+            "bytes_to_sweep": c.to_sweep_bytes,
+            "blobs_swept": c.swept,
+            "bytes_freed": c.swept_bytes,
+            "blobs_kept_young": c.young,
+            "blobs_failed": c.failed,
+            "layer_links_removed": c.layer_links_removed,
+            "uploads_removed": c.uploads_removed,
+            "problems": self.problem_count,
+            "duration_s": round(self.duration_s, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "storage_requests": self.storage_requests,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The collection as one JSON object (the blob list read back from the spool)."""
+        self._spool.flush()
+        self._spool.seek(0)
+        blobs = []
+        for line in self._spool:
+            digest, _, size = line.rstrip("\n").partition("\t")
+            blobs.append({"digest": digest, "size": int(size)})
+        self._spool.seek(0, 2)
+        return {
+            "dry_run": self.dry_run,
+            "storage": self.storage,
+            "stopped_by": self.stopped_by,
+            "error": self.fatal_error,
+            "summary": self.summary(),
+            "problems": self.problems,
+            "would_sweep" if self.dry_run else "swept": blobs,
+        }
+
+    def write_json(self, stream: IO[str]) -> None:
+        """Write the whole report as one JSON document."""
+        document = {"regcleaner": __version__, "command": "gc", **self.to_json()}
+        json.dump(document, stream, indent=2)
+        stream.write("\n")
+
+    def render_summary(self, console: Console) -> None:
+        """The table printed at the end of a text run."""
+        if self.aborted:
+            return
+        from rich.markup import escape
+        from rich.table import Table
+
+        c = self.counters
+        title = "regcleaner gc dry run: nothing was deleted" if self.dry_run else "regcleaner gc"
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        rows: list[tuple[str, str]] = [
+            ("repositories", f"{c.repositories:,}"),
+            ("manifests marked", f"{c.manifests:,}"),
+            ("blobs marked (in use)", f"{c.marked:,}"),
+            ("blobs found", f"{c.blobs:,} ({human_bytes(c.blob_bytes)})"),
+        ]
+        if self.dry_run:
+            rows.append(("would sweep", f"{c.to_sweep:,} ({human_bytes(c.to_sweep_bytes)})"))
+        else:
+            rows.append(("swept", f"{c.swept:,} ({human_bytes(c.swept_bytes)})"))
+        rows += [
+            ("kept as younger than --min-blob-age", f"{c.young:,}"),
+            ("failed", f"{c.failed:,}"),
+            ("problems (sweep refused if any)", f"{self.problem_count:,}"),
+        ]
+        if c.layer_links_removed:
+            rows.append(("_layers links removed", f"{c.layer_links_removed:,}"))
+        if c.uploads_removed:
+            rows.append(("stale uploads removed", f"{c.uploads_removed:,}"))
+        rows.append(("duration", f"{self.duration_s:.1f}s"))
+        for name, value in rows:
+            table.add_row(name, value)
+        console.print(table)
+        if self.stopped_by:
+            console.print(f"Stopped by {self.stopped_by}: the report covers what was done.")
+        if self.fatal_error:
+            console.print(f"Blob collection ended early: {escape(self.fatal_error)}")
+        elif not self.dry_run and c.swept:
+            console.print(
+                f"{c.swept:,} blobs removed. Restart the registry (its blob-descriptor cache "
+                "may still describe them), then turn read-only mode off."
+            )
+
+
+class GcProgress:
+    """Progress lines (or bars on a terminal) while a collection runs."""
+
+    def __init__(self, report: GcReport, *, interval_s: float, terminal: bool | None = None):
+        self._report = report
+        self._interval = interval_s
+        self._terminal = sys.stderr.isatty() if terminal is None else terminal
+
+    def line(self) -> str:
+        """One line describing where the collection is."""
+        c = self._report.counters
+        return (
+            f"mark: {c.repositories:,} repositories, {c.manifests:,} manifests; "
+            f"sweep: {c.prefixes_listed:,}/{c.prefixes:,} blob folders listed, "
+            f"{c.blobs:,} blobs, {c.to_sweep:,} unmarked, {c.swept:,} swept"
+        )
+
+    async def run(self) -> None:
+        """Report until cancelled."""
+        if self._interval <= 0:
+            return
+        if not self._terminal:
+            while True:
+                await asyncio.sleep(self._interval)
+                log.info("progress: %s", self.line())
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from regcleaner.report import stderr_console
+
+        c = self._report.counters
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[detail]}"))  # fmt: skip
+        with Progress(*columns, console=stderr_console(), transient=True) as bars:
+            mark = bars.add_task("mark ", total=None, detail="")
+            sweep = bars.add_task("sweep", total=None, detail="")
+            while True:
+                bars.update(mark, completed=c.repositories, detail=f"{c.manifests:,} manifests")
+                bars.update(
+                    sweep,
+                    total=c.prefixes or None,
+                    completed=c.prefixes_listed,
+                    detail=f"{c.to_sweep:,} unmarked, {c.swept:,} swept",
+                )
+                await asyncio.sleep(0.2)
+
+
+class Collector:
+    """One mark-and-sweep over one registry's storage."""
+
+    def __init__(
+        self,
+        settings: GcSettings,
+        view: RegistryView,
+        report: GcReport,
+        *,
+        gate: Callable[[], Awaitable[None]] | None,
+        progress: GcProgress | None = None,
+        stopping: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.view = view
+        self.store = view.store
+        self.report = report
+        self.gate = gate
+        self.progress = progress
+        self.stopping = stopping if stopping is not None else asyncio.Event()
+        self.clock = clock
+        self.marked: set[int] = set()
+        self.existing: set[int] | None = set() if settings.prune_layer_links else None
+        self._candidates: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self.width = max(1, self.store.listing_concurrency)
+
+    def request_stop(self, why: str) -> None:
+        """Start nothing new; in-flight deletions finish."""
+        if not self.stopping.is_set():
+            log.warning("%s: finishing in-flight deletions, starting no new ones", why)
+            self.report.stopped_by = why
+            self.stopping.set()
+
+    async def run(self) -> None:
+        """The whole collection; raise MarkIncomplete instead of sweeping on doubt."""
+        await self.view.check()
+        if self.gate is not None:
+            await self.gate()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or no signal support
+        try:
+            async with asyncio.TaskGroup() as group:
+                reporter = None
+                if self.progress is not None:
+                    reporter = group.create_task(self.progress.run())
+                try:
+                    await self._collect()
+                finally:
+                    if reporter is not None:
+                        reporter.cancel()
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            self._candidates.close()
+            self.report.storage_requests = self.store.stats.as_dict()
+            self.report.finished = time.monotonic()
+
+    async def _collect(self) -> None:
+        log.info("gc: marking every blob the manifests of %s reference", self.view.describe())
+        await self._mark()
+        if self.stopping.is_set():
+            log.warning("gc: stopped during the mark; nothing was swept")
+            return
+        self._refuse_if_incomplete("mark")
+        await self._list_blobs()
+        if self.stopping.is_set():
+            log.warning("gc: stopped while listing blobs; nothing was swept")
+            return
+        self._refuse_if_incomplete("listing blobs")
+        c = self.report.counters
+        log.info(
+            "gc: %s blobs marked in use, %s of %s blobs (%s) unmarked%s",
+            f"{c.marked:,}", f"{c.to_sweep:,}", f"{c.blobs:,}", human_bytes(c.to_sweep_bytes),
+            "" if self.settings.dry_run else ": sweeping",
+        )  # fmt: skip
+        if self.settings.dry_run:
+            self._candidates.seek(0)
+            for line in self._candidates:
+                digest, _, size = line.rstrip("\n").partition("\t")
+                self.report.swept(digest, int(size))
+            return
+        await self._sweep()
+        if self.settings.prune_layer_links and not self.stopping.is_set():
+            await self._each_repository(self._prune_layer_links, markers=("_layers",))
+        if self.settings.purge_uploads_s is not None and not self.stopping.is_set():
+            await self._each_repository(self._purge_uploads, markers=("_uploads",))
+
+    def _refuse_if_incomplete(self, phase: str) -> None:
+        if self.report.problem_count:
+            first = self.report.problems[0]
+            raise MarkIncomplete(
+                f"refusing to sweep: {self.report.problem_count} problem(s) while {phase}, "
+                f"first: {first}. The registry's own garbage-collect would also stop or "
+                "skip here; fix or remove what is named, then run gc again"
+            )
+
+    # -- mark -------------------------------------------------------------------------
+
+    async def _each_repository(
+        self, work: Callable[[str], Awaitable[None]], *, markers: tuple[str, ...] = ()
+    ) -> None:
+        names: Channel[str] = Channel(self.width * 4)
+
+        async def produce() -> None:
+            try:
+                await self.view.repositories(names.put, markers=markers)
+            finally:
+                await names.close()
+
+        async def worker() -> None:
+            while (name := await names.get()) is not None:
+                if self.stopping.is_set():
+                    continue
+                try:
+                    await work(name)
+                except StorageError as exc:
+                    self.report.problem(f"{name}: {exc}")
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            for _ in range(self.width):
+                group.create_task(worker())
+
+    async def _mark(self) -> None:
+        await self._each_repository(self._mark_repository)
+        self.report.counters.marked = len(self.marked)
+
+    async def _mark_repository(self, name: str) -> None:
+        report = self.report
+        revisions: list[Digest] = []
+        for key, content in await self.view.revision_link_files(name):
+            if content is None:
+                continue  # gone since the listing
+            if isinstance(content, StorageError):
+                report.problem(f"{name}: cannot read revision link {key}: {content}")
+                continue
+            try:
+                digest = parse_link(content)
+            except ValueError as exc:
+                report.problem(f"{name}: revision link {key} holds garbage ({exc})")
+                continue
+            hex_part, _, rest = key.partition("/")
+            if rest == "link" and is_sha256_hex(hex_part):
+                if digest != "sha256:" + hex_part:
+                    report.problem(f"{name}: revision link {key} names another digest {digest}")
+                    continue
+                revisions.append(digest)
+            # Any other link (schema1 signatures) names a revision the registry marks only
+            # if that revision is one of the repository's: already in ``revisions``.
+        marked = self.marked
+        counters = report.counters
+        for digest, data in zip(revisions, await self.view.manifest_bytes(revisions), strict=True):
+            if data is None:
+                report.problem(f"{name}: manifest {digest}: its blob is missing")
+                continue
+            if isinstance(data, StorageError):
+                report.problem(f"{name}: manifest {digest}: cannot read its blob: {data}")
+                continue
+            if len(data) > MAX_MANIFEST_BYTES:
+                report.problem(f"{name}: manifest {digest}: larger than {MAX_MANIFEST_BYTES}")
+                continue
+            if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+                report.problem(f"{name}: manifest {digest}: content does not match its digest")
+                continue
+            try:
+                found = gomanifest.decode_manifest(data)
+            except gomanifest.GoManifestError as exc:
+                report.problem(f"{name}: manifest {digest}: {exc}")
+                continue
+            marked.add(blob_key(digest))
+            for reference in found.references:
+                if reference.digest:
+                    marked.add(blob_key(reference.digest))
+            counters.manifests += 1
+        counters.repositories += 1
+
+    # -- list and sweep ---------------------------------------------------------------
+
+    async def _list_blobs(self) -> None:
+        prefixes = await self.view.blob_prefixes()
+        counters = self.report.counters
+        counters.prefixes = len(prefixes)
+        queue: Channel[tuple[str, str]] = Channel(self.width * 4)
+        cutoff = self.clock() - self.settings.min_blob_age_s
+        young_matters = self.settings.min_blob_age_s > 0
+
+        async def produce() -> None:
+            try:
+                for prefix in prefixes:
+                    await queue.put(prefix)
+            finally:
+                await queue.close()
+
+        async def worker() -> None:
+            marked, existing, spool = self.marked, self.existing, self._candidates
+            while (item := await queue.get()) is not None:
+                if self.stopping.is_set():
+                    continue
+                try:
+                    blobs, odd = await self.view.blobs_under(*item)
+                except StorageError as exc:
+                    self.report.problem(f"listing blobs/{item[0]}/{item[1]}: {exc}")
+                    continue
+                for path in odd:
+                    self.report.problem(f"{path} is not a blob the registry can name")
+                for blob in blobs:
+                    counters.blobs += 1
+                    counters.blob_bytes += blob.size
+                    key = blob_key(blob.digest)
+                    if key in marked:
+                        if existing is not None:
+                            existing.add(key)
+                        continue
+                    if young_matters and blob.mtime > cutoff:
+                        counters.young += 1
+                        if existing is not None:
+                            existing.add(key)
+                        continue
+                    counters.to_sweep += 1
+                    counters.to_sweep_bytes += blob.size
+                    spool.write(f"{blob.digest}\t{blob.size}\n")
+                counters.prefixes_listed += 1
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            for _ in range(self.width):
+                group.create_task(worker())
+
+    async def _sweep(self) -> None:
+        in_flight = 1 if self.store.has_directories else 8
+        slots = asyncio.Semaphore(in_flight)
+        counters = self.report.counters
+        existing = self.existing
+
+        async def sweep(batch: list[tuple[str, int]]) -> None:
+            try:
+                keys = self.view.blob_removal_keys(Digest(d) for d, _ in batch)
+                results = await self.store.delete_many(keys.keys, directories=keys.directories)
+            finally:
+                slots.release()
+            for (digest, size), problem in zip(batch, results, strict=True):
+                if problem is None:
+                    counters.swept += 1
+                    counters.swept_bytes += size
+                    self.report.swept(digest, size)
+                else:
+                    counters.failed += 1
+                    log.error("sweep: %s", problem)
+                    if existing is not None:
+                        existing.add(blob_key(digest))
+
+        # Batches come from the spool one at a time, so memory stays bounded.
+        async with asyncio.TaskGroup() as group:
+            for batch in self._spool_batches():
+                if self.stopping.is_set():
+                    break
+                await slots.acquire()
+                group.create_task(sweep(batch))
+
+    def _spool_batches(self) -> Iterator[list[tuple[str, int]]]:
+        self._candidates.flush()
+        self._candidates.seek(0)
+        batch: list[tuple[str, int]] = []
+        for line in self._candidates:
+            digest, _, size = line.rstrip("\n").partition("\t")
+            batch.append((digest, int(size)))
+            if len(batch) >= SWEEP_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # -- optional extras ----------------------------------------------------------------
+
+    async def _prune_layer_links(self, name: str) -> None:
+        existing = self.existing
+        assert existing is not None
+        dangling = [h for h in await self.view.layer_links(name)
+                    if blob_key("sha256:" + h) not in existing]  # fmt: skip
+        if not dangling:
+            return
+        keys = self.view.layer_link_removal_keys(name, dangling)
+        results = await self.store.delete_many(keys.keys, directories=keys.directories)
+        self.report.counters.layer_links_removed += sum(1 for r in results if r is None)
+
+    async def _purge_uploads(self, name: str) -> None:
+        assert self.settings.purge_uploads_s is not None
+        cutoff = self.clock() - self.settings.purge_uploads_s
+        for upload, started in await self.view.uploads(name):
+            if not isinstance(started, bytes):
+                continue  # no startedat: the registry's purge never removes those either
+            try:
+                when = datetime.fromisoformat(started.decode("ascii").strip()).timestamp()
+            except (UnicodeDecodeError, ValueError):
+                continue
+            if when >= cutoff:
+                continue
+            keys = await self.view.upload_removal_keys(name, upload)
+            results = await self.store.delete_many(keys.keys, directories=keys.directories)
+            if all(r is None for r in results):
+                self.report.counters.uploads_removed += 1
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for error in leaves:
+        if isinstance(error, MarkIncomplete | StorageError):
+            return error
+    for error in leaves:
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return leaves[0] if leaves else RuntimeError("gc failed")
