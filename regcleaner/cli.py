@@ -227,6 +227,23 @@ def clean(
             help="Skip repositories matching this glob (repeatable).",
         ),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="REGCLEANER_POLICY",
+            metavar="FILE",
+            rich_help_panel=KEEP,
+            help="Tag retention policy (YAML or JSON): expired tags count as absent.",
+        ),
+    ] = None,
+    prune_orphan_signatures: Annotated[
+        bool,
+        typer.Option(
+            "--prune-orphan-signatures",
+            rich_help_panel=KEEP,
+            help="Remove sha256-<hex>.sig/.att/.sbom tags whose digest is gone.",
+        ),
+    ] = False,
     direct: Annotated[
         bool,
         typer.Option(
@@ -238,6 +255,38 @@ def clean(
     ] = False,
     registry_stopped: RegistryStopped = False,
     gate_probes: GateProbes = "3",
+    gc: Annotated[
+        bool,
+        typer.Option(
+            "--gc",
+            rich_help_panel=MAINTENANCE,
+            help="With --direct: collect the freed blobs in the same window.",
+        ),
+    ] = False,
+    min_blob_age: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            rich_help_panel=MAINTENANCE,
+            help="With --gc: never sweep blobs written more recently.",
+        ),
+    ] = "0",
+    prune_layer_links: Annotated[
+        bool,
+        typer.Option(
+            "--prune-layer-links",
+            rich_help_panel=MAINTENANCE,
+            help="With --gc: remove _layers links whose blob is gone.",
+        ),
+    ] = False,
+    purge_uploads: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            rich_help_panel=MAINTENANCE,
+            help="With --gc: remove uploads started longer ago than this.",
+        ),
+    ] = None,
     concurrency: Annotated[
         str,
         typer.Option(metavar="N", rich_help_panel=SPEED, help="DELETEs in flight at most."),
@@ -315,7 +364,10 @@ def clean(
             progress_interval=progress_interval, log_format=log_format, verbose=verbose,
             metrics_file=metrics_file, pushgateway=pushgateway,
             estimate_space=estimate_space, shard=shard, shards=shards,
-            completion_index=os.environ.get("JOB_COMPLETION_INDEX"),
+            completion_index=os.environ.get("JOB_COMPLETION_INDEX"), policy=policy,
+            prune_orphan_signatures=prune_orphan_signatures, gc=gc,
+            min_blob_age=min_blob_age, prune_layer_links=prune_layer_links,
+            purge_uploads=purge_uploads,
         )  # fmt: skip
     except ConfigError as exc:
         raise _usage_error(exc) from None
@@ -419,3 +471,25 @@ def gc(
 
     setup_logging(settings.output.verbose, settings.output.log_format)
     raise typer.Exit(run_gc(settings))
+
+
+policy_app = typer.Typer(
+    help="Tag retention policies.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The policy file to validate.")],
+) -> None:
+    """Validate a retention policy file and say what it keeps; touch nothing."""
+    from regcleaner.retention import describe, load_policy
+
+    try:
+        loaded = load_policy(str(file))
+    except ConfigError as exc:
+        raise _usage_error(exc) from None
+    for line in describe(loaded):
+        typer.echo(line)
+    typer.echo(f"{file}: valid; repositories no policy matches keep every tag")

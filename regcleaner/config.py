@@ -12,9 +12,13 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from regcleaner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from regcleaner.retention import RetentionPolicy
 
 
 class StorageKind(Enum):
@@ -131,6 +135,12 @@ class Settings:
     estimate_space: bool = True
     shard: tuple[int, int] | None = None
     """(index, count): clean only repositories whose stable hash falls in this shard."""
+    retention: RetentionPolicy | None = None
+    """Tag retention (``--policy FILE``): expired tags count as absent."""
+    prune_orphan_signatures: bool = False
+    """Remove cosign-style signature tags whose signed digest is gone or deleted."""
+    gc: GcSettings | None = None
+    """``clean --direct --gc``: collect blobs right after the removal."""
 
     @property
     def report_path(self) -> Path | None:
@@ -543,6 +553,12 @@ def build_settings(
     shard: str | None = None,
     shards: str | None = None,
     completion_index: str | None = None,
+    policy: Path | None = None,
+    prune_orphan_signatures: bool = False,
+    gc: bool = False,
+    min_blob_age: str = "0",
+    prune_layer_links: bool = False,
+    purge_uploads: str | None = None,
 ) -> Settings:
     """Validate everything the operator gave; raise ConfigError on the first problem."""
     mode = Mode.DIRECT if direct else Mode.API
@@ -575,6 +591,39 @@ def build_settings(
         rate=parse_number(rate, "--rate"),
         request_timeout_s=parse_number(timeout, "--timeout", positive=True),
     )
+    retention = None
+    if policy is not None:
+        from regcleaner.retention import load_policy
+
+        retention = load_policy(str(policy))
+    if gc and mode is not Mode.DIRECT:
+        raise ConfigError(
+            "--gc collects blobs in the maintenance window of --direct; with the registry "
+            "writable, run regcleaner gc (or registry garbage-collect) in a window later"
+        )
+    if (prune_layer_links or purge_uploads is not None or min_blob_age != "0") and not gc:
+        raise ConfigError("--min-blob-age, --prune-layer-links and --purge-uploads need --gc")
+    output_options = output_settings(
+        report=report, output=output, progress_interval=progress_interval,
+        log_format=log_format, verbose=verbose, metrics_file=metrics_file,
+        pushgateway=pushgateway,
+    )  # fmt: skip
+    gc_settings = None
+    if gc:
+        gc_settings = GcSettings(
+            registry_url=url, registry_dir=root, storage=kind, s3=s3_options,
+            credentials=credentials, tls=tls, dry_run=dry_run,
+            registry_stopped=registry_stopped,
+            gate_rounds=parse_count(gate_rounds, "--gate-probes"),
+            min_blob_age_s=parse_duration(min_blob_age, "--min-blob-age"),
+            prune_layer_links=prune_layer_links,
+            purge_uploads_s=(
+                None if purge_uploads is None
+                else parse_duration(purge_uploads, "--purge-uploads")
+            ),
+            output=output_options,
+            stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
+        )  # fmt: skip
     return Settings(
         registry_url=url,
         registry_dir=root,
@@ -584,21 +633,16 @@ def build_settings(
         tls=tls,
         dry_run=dry_run,
         mode=mode,
+        retention=retention,
+        prune_orphan_signatures=prune_orphan_signatures,
+        gc=gc_settings,
         registry_stopped=registry_stopped,
         gate_rounds=parse_count(gate_rounds, "--gate-probes"),
         limits=limits,
         min_age_s=parse_duration(min_age, "--min-age"),
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
-        output=output_settings(
-            report=report,
-            output=output,
-            progress_interval=progress_interval,
-            log_format=log_format,
-            verbose=verbose,
-            metrics_file=metrics_file,
-            pushgateway=pushgateway,
-        ),
+        output=output_options,
         stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
         recheck_interval_s=parse_duration(recheck_interval, "--recheck-interval"),
         estimate_space=estimate_space,

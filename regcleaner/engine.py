@@ -48,12 +48,12 @@ from regcleaner.planner import (
     RepositoryPlan,
     narrow,
     needed_manifests,
-    plan_repository,
     without,
 )
 from regcleaner.removers.base import Outcome, Removal, Remover
 from regcleaner.report import Progress, RepositoryRecord, RunReport
 from regcleaner.space import SpaceEstimate
+from regcleaner.tagplan import TagPlan, plan_with_tags, stays
 from regcleaner.view import RegistryView
 
 log = logging.getLogger("regcleaner")
@@ -85,6 +85,9 @@ class RepositoryJob:
     record: RepositoryRecord
     scanned_at: float = 0.0
     """time.monotonic() just before the snapshot was taken."""
+    tag_plan: TagPlan = field(default_factory=TagPlan)
+    tag_outcomes: dict[str, str | None] = field(default_factory=dict)
+    """Tags a remover removed alone: None when removed, else why each stays."""
     reasons: dict[Digest, str] = field(default_factory=dict)
     """Each planned deletion's reason, as reported."""
 
@@ -175,9 +178,16 @@ class PushWatch:
         self.known = dict(fresh.revisions)
         done = self.rescued.keys() | self.deleted
         undecided = [d for d in self.remaining if d.digest not in done]
+        scanned = self.job.snapshot
+        # A tag that was to go still counts as absent only while it is as the scan saw it.
+        ignore = {
+            tag for tag in self.job.tag_plan.going
+            if fresh.tags.get(tag) == scanned.tags.get(tag)
+            and fresh.tag_times.get(tag) == scanned.tag_times.get(tag)
+        }  # fmt: skip
         _, rescued = narrow(
             undecided, fresh, manifests, self.engine.policy, self.clock(),
-            scanned=self.job.snapshot.revisions,
+            scanned=scanned.revisions, ignore_tags=ignore,
         )  # fmt: skip
         for digest, reason in rescued.items():
             self.rescued[digest] = reason
@@ -528,7 +538,13 @@ class Engine:
         try:
             snapshot = await self.view.snapshot(name, history=self.remover.needs_history)
             manifests = await self.view.read_manifests(needed_manifests(snapshot))
-            plan = plan_repository(snapshot, manifests, self.policy, self.clock())
+            tag_policy = None
+            if self.settings.retention is not None:
+                tag_policy = self.settings.retention.for_repository(name)
+            plan, tag_plan = plan_with_tags(
+                snapshot, manifests, self.policy, self.clock(), tag_policy=tag_policy,
+                prune_orphan_signatures=self.settings.prune_orphan_signatures,
+            )  # fmt: skip
         except StorageError as exc:
             record.error = str(exc)
             log.error("repository %s: %s; nothing in it is deleted", name, exc)
@@ -547,13 +563,15 @@ class Engine:
         record.tagged = len(plan.tagged)
         record.kept = {d: str(r) for d, r in plan.keep.items()}
         record.warnings = list(plan.warnings)
+        if tag_plan.going or self.settings.retention is not None:
+            record.tags_kept = sorted(tag_plan.kept.items())
         for warning in plan.warnings:
             log.warning("repository %s: %s", name, warning)
         if plan.blocked:
             log.warning(
                 "repository %s: something in it could not be read; nothing in it is deleted", name
             )
-        return RepositoryJob(snapshot, manifests, plan, record, scanned_at)
+        return RepositoryJob(snapshot, manifests, plan, record, scanned_at, tag_plan)
 
     async def _remove(self, jobs: Channel[RepositoryJob]) -> None:
         while (job := await jobs.get()) is not None:
@@ -563,8 +581,36 @@ class Engine:
                 self._finish_repository(job)
 
     def _finish_repository(self, job: RepositoryJob) -> None:
+        self._settle_tags(job)
         self._account_space(job)
         self.report.add(job.record)
+
+    def _settle_tags(self, job: RepositoryJob) -> None:
+        """Record where each tag that was to go ended up: removed (alone, or with its
+        digest), or staying, with the reason."""
+        record = job.record
+        snapshot = job.snapshot
+        deleted = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
+        for tag, why in sorted(job.tag_plan.going.items()):
+            digest = snapshot.tags[tag]
+            if tag in job.tag_outcomes:
+                outcome = job.tag_outcomes[tag]
+                if outcome is None:
+                    record.tags_removed.append((tag, digest, why))
+                else:
+                    record.tags_expired.append((tag, digest, why, outcome))
+                continue
+            if self.remover.removes_tags:
+                # Not attempted (a stop, a failed repository): it stays.
+                record.tags_expired.append((tag, digest, why, "not-attempted"))
+                continue
+            stay = stays(tag, snapshot, job.tag_plan, job.plan, deleted)
+            if stay is None:
+                record.tags_removed.append((tag, digest, f"{why}; with its digest"))
+            else:
+                if digest in record.kept and stay.startswith("digest-not"):
+                    stay = f"digest-in-use:{record.kept[digest]}"
+                record.tags_expired.append((tag, digest, why, stay))
 
     def _account_space(self, job: RepositoryJob) -> None:
         """Feed the reclaimable-space estimate with what this repository deleted and kept."""
@@ -603,6 +649,15 @@ class Engine:
                 return
             self._settle_rescued(job, watch)
             waves = without(waves, watch.rescued)
+        if self.remover.removes_tags and job.tag_plan.going:
+            going = [(t, job.snapshot.tags[t]) for t in sorted(job.tag_plan.going)]
+            try:
+                job.tag_outcomes = await self.remover.remove_tags(name, job.snapshot, going)
+            except StorageError as exc:
+                record.error = f"removing tags failed: {exc}"
+                log.error("repository %s: %s; nothing else in it is deleted", name, record.error)
+                self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
+                return
         protected: dict[Digest, Digest] = {}
         wave = _Wave(self, job, protected, watch)
         for number, decisions in enumerate(waves):

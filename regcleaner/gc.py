@@ -30,7 +30,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -281,8 +281,10 @@ class Collector:
         progress: GcProgress | None = None,
         stopping: asyncio.Event | None = None,
         clock: Callable[[], float] = time.time,
+        forget: Mapping[str, Collection[Digest]] | None = None,
     ) -> None:
         self.settings = settings
+        self.forget = forget
         self.view = view
         self.store = view.store
         self.report = report
@@ -420,6 +422,8 @@ class Collector:
                 continue
             hex_part, _, rest = key.partition("/")
             if rest == "link" and is_sha256_hex(hex_part):
+                if self.forget is not None and digest in self.forget.get(name, ()):
+                    continue  # a dry run after clean's dry run: as if it were deleted
                 if digest != "sha256:" + hex_part:
                     report.problem(f"{name}: revision link {key} names another digest {digest}")
                     continue

@@ -1,12 +1,52 @@
-"""Repository selection by glob (``--include``/``--exclude``)."""
+"""Repository globs, for ``--include``/``--exclude`` and retention policies.
+
+``*`` and ``?`` stay within one path segment (they never match ``/``); ``**`` crosses
+segments: ``ci/**`` matches ``ci/app`` and ``ci/team/app``, ``**/app`` matches ``app``
+and ``team/app``, ``team-*/app`` matches ``team-a/app`` but not ``team-a/x/app``.
+"""
 
 from __future__ import annotations
 
-import fnmatch
+import re
+from functools import lru_cache
+
+
+@lru_cache(maxsize=256)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The regular expression a repository glob stands for (whole-name match)."""
+    if not pattern:
+        raise ValueError("an empty glob matches nothing")
+    parts: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            parts.append("(?:.*/)?")  # zero or more whole segments
+            i += 3
+        elif pattern.startswith("/**", i) and i + 3 == n:
+            parts.append("(?:/.*)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            parts.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            parts.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            parts.append("[^/]")
+            i += 1
+        else:
+            parts.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(parts))
+
+
+def glob_matches(pattern: str, name: str) -> bool:
+    """True if the repository ``name`` matches ``pattern``."""
+    return compile_glob(pattern).fullmatch(name) is not None
 
 
 def repository_selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     """Apply ``--include``/``--exclude`` globs (exclude wins)."""
-    if include and not any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+    if include and not any(glob_matches(pattern, name) for pattern in include):
         return False
-    return not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+    return not any(glob_matches(pattern, name) for pattern in exclude)

@@ -30,6 +30,9 @@ class RepositorySnapshot:
     """Only when asked for (direct removal): for each digest, the tags whose ``index/``
     history holds it."""
     revision_files: Mapping[Digest, tuple[str, ...]] | None = None
+    tag_files: Mapping[str, tuple[str, ...]] | None = None
+    """Only when asked for (direct removal): every file in each tag's folder, relative
+    to it (``current/link``, ``index/sha256/<hex>/link``)."""
     stamp: float | None = None
     """The revisions folder's mtime, read before the revisions were listed (on a store
     with folders): a later change says a revision folder was added or removed."""

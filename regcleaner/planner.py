@@ -10,7 +10,7 @@ be protecting any manifest beside it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -118,11 +118,13 @@ def plan_repository(
     now: float,
     *,
     pinned: Mapping[Digest, Reason] | None = None,
+    ignore_tags: Collection[str] = (),
 ) -> RepositoryPlan:
     """Decide, for every revision of ``snapshot``, keep (with reason) or delete.
 
     ``pinned`` manifests are kept like tagged ones, with the reason given (a re-plan
-    during the run pins what was pushed since the scan).
+    during the run pins what was pushed since the scan). Tags in ``ignore_tags``
+    (expired by a retention policy, orphaned signatures) count as absent.
     """
     reasons: dict[Digest, Reason] = {}
     pending: deque[Digest] = deque()
@@ -134,10 +136,13 @@ def plan_repository(
             pending.append(digest)
 
     for tag in sorted(snapshot.tags):
-        keep(snapshot.tags[tag], Reason(ReasonKind.TAGGED, tag))
+        if tag not in ignore_tags:
+            keep(snapshot.tags[tag], Reason(ReasonKind.TAGGED, tag))
     for digest, reason in sorted((pinned or {}).items()):
         keep(digest, reason)
-    tagged = frozenset(d for d in snapshot.tags.values() if d in snapshot.revisions)
+    tagged = frozenset(
+        d for t, d in snapshot.tags.items() if d in snapshot.revisions and t not in ignore_tags
+    )
 
     if policy.min_age_s > 0:
         for digest, mtime in snapshot.revisions.items():
@@ -273,6 +278,7 @@ def narrow(
     now: float,
     *,
     scanned: Mapping[Digest, float] | None = None,
+    ignore_tags: Collection[str] = (),
 ) -> tuple[RepositoryPlan, dict[Digest, Reason]]:
     """Re-plan on a fresh snapshot; of ``remaining``, return what the fresh plan no
     longer deletes, with the reason. The check can never add a deletion: only digests
@@ -289,7 +295,9 @@ def narrow(
             for digest, mtime in fresh_snapshot.revisions.items()
             if scanned.get(digest) != mtime
         }
-    fresh = plan_repository(fresh_snapshot, manifests, policy, now, pinned=pinned)
+    fresh = plan_repository(
+        fresh_snapshot, manifests, policy, now, pinned=pinned, ignore_tags=ignore_tags
+    )
     fresh_delete = {d.digest for d in fresh.delete}
     rescued = {
         decision.digest: rescue_reason(decision.digest, fresh, fresh_snapshot)

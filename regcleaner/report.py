@@ -23,6 +23,8 @@ from regcleaner.space import human_bytes
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from regcleaner.gc import GcReport
+
 log = logging.getLogger("regcleaner")
 
 
@@ -51,6 +53,13 @@ class RepositoryRecord:
     failed: list[tuple[Digest, str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    tags_kept: list[tuple[str, str]] = field(default_factory=list)
+    """With a retention policy: every surviving tag and the rule that keeps it."""
+    tags_expired: list[tuple[str, Digest, str, str]] = field(default_factory=list)
+    """Tags the policy expired (or orphaned signatures) that stay: (tag, digest, why it
+    was to go, why it stays)."""
+    tags_removed: list[tuple[str, Digest, str]] = field(default_factory=list)
+    """Tags removed (or, in a dry run, to be removed): (tag, digest, why)."""
 
     def to_json(self) -> dict[str, Any]:
         """The repository's entry in the JSON report."""
@@ -70,6 +79,17 @@ class RepositoryRecord:
             "kept": [{"digest": d, "reason": r} for d, r in sorted(self.kept.items())],
             "warnings": self.warnings,
             "error": self.error,
+            **({"tags": self._tags_json()} if self.tags_kept or self.tags_expired
+               or self.tags_removed else {}),
+        }  # fmt: skip
+
+    def _tags_json(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "kept": [{"tag": t, "reason": r} for t, r in self.tags_kept],
+            "expired": [
+                {"tag": t, "digest": d, "reason": r, "stays": s} for t, d, r, s in self.tags_expired
+            ],
+            "removed": [{"tag": t, "digest": d, "reason": r} for t, d, r in self.tags_removed],
         }
 
 
@@ -87,6 +107,8 @@ class Counters:
     kept: int = 0
     kept_young: int = 0
     not_attempted: int = 0
+    tags_removed: int = 0
+    tags_expired_kept: int = 0
     planned: int = 0
     deleted: int = 0
     would_delete: int = 0
@@ -128,6 +150,11 @@ class RunReport:
         self.requests = 0
         self.reclaimable: tuple[int, int, list[tuple[str, int]]] | None = None
         self.storage_requests: dict[str, int] | None = None
+        self.gc: GcReport | None = None
+        """The blob collection that followed (``clean --direct --gc``)."""
+        self.forget: dict[str, set[Digest]] | None = None
+        """When set, the digests each repository deleted (or would delete) are kept here,
+        for a blob collection dry run that follows."""
         self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
@@ -166,6 +193,12 @@ class RunReport:
             elif reason.startswith("not-attempted"):
                 c.not_attempted += 1
         c.already_gone += len(record.already_gone)
+        c.tags_removed += len(record.tags_removed)
+        if self.forget is not None:
+            gone = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
+            if gone:
+                self.forget[record.name] = gone
+        c.tags_expired_kept += len(record.tags_expired)
         c.failed += len(record.failed)
         c.warnings += len(record.warnings)
         self._spool.write(json.dumps(record.to_json(), separators=(",", ":")))
@@ -188,6 +221,8 @@ class RunReport:
             "kept": c.kept,
             "kept_young": c.kept_young,
             "not_attempted": c.not_attempted,
+            "tags_removed" if not self.dry_run else "tags_would_remove": c.tags_removed,
+            "tags_expired_kept": c.tags_expired_kept,
             "deleted": c.deleted,
             "would_delete": c.would_delete,
             "already_gone": c.already_gone,
@@ -216,6 +251,7 @@ class RunReport:
                 {"name": name, "bytes": size} for name, size in (self.reclaimable or (0, 0, []))[2]
             ],
             "reclaimable_note": RECLAIMABLE_NOTE,
+            **({"gc": self.gc.to_json()} if self.gc is not None else {}),
         }
         text = json.dumps(header, indent=2)
         stream.write(text[: text.rfind("}")].rstrip() + ',\n  "repositories": [\n')
@@ -254,6 +290,9 @@ class RunReport:
             rows.append(("would delete", c.would_delete))
         else:
             rows += [("deleted", c.deleted), ("already gone", c.already_gone)]
+        if c.tags_removed or c.tags_expired_kept:
+            verb = "tags that would go" if self.dry_run else "tags removed"
+            rows += [(verb, c.tags_removed), ("expired tags that stay", c.tags_expired_kept)]
         rows += [
             ("failed deletions", c.failed),
             ("not attempted (run stopped)", c.not_attempted),
@@ -282,6 +321,8 @@ class RunReport:
             console.print(f"Stopped by {self.stopped_by}: the report covers what was done.")
         if self.fatal_error:
             console.print(f"Run ended early: {escape(self.fatal_error)}")
+        if self.gc is not None:
+            self.gc.render_summary(console)
         if self.dry_run:
             console.print(f"{c.would_delete:,} manifests would be deleted; run without --dry-run.")
         elif c.deleted and self.mode == "direct":

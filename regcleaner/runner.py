@@ -26,7 +26,7 @@ from regcleaner.view import RegistryView
 
 if TYPE_CHECKING:
     from regcleaner.engine import Engine
-    from regcleaner.gc import GcReport
+    from regcleaner.gc import Collector, GcReport
 
 log = logging.getLogger("regcleaner")
 
@@ -131,10 +131,17 @@ def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event
     return ApiRemover(_registry_client(settings), settings.limits, stopping=stopping)
 
 
-async def clean(engine: Engine, view: RegistryView, report: RunReport) -> None:
-    """One clean over ``view``, filling ``report``."""
+async def clean(
+    engine: Engine, view: RegistryView, report: RunReport, collector: Collector | None = None
+) -> None:
+    """One clean over ``view``, filling ``report``; then, for ``--direct --gc``, the
+    blob collection in the same maintenance window (not after a failed or stopped run)."""
     try:
         await engine.run()
+        report.finished = time.monotonic()
+        if collector is not None and not report.stopped_by and not report.counters.failed:
+            log.info("collecting blobs in the same window (--gc)")
+            await collector.run()
     finally:
         report.finished = report.finished or time.monotonic()
         await view.store.aclose()
@@ -219,14 +226,33 @@ def run_clean(settings: Settings) -> int:
     remover = make_remover(settings, view, stopping)  # imports what the run needs
     progress = Progress(report, interval_s=settings.progress_interval_s)
     engine = Engine(settings, view, remover, report, progress=progress, stopping=stopping)
+    collector = gc_report = None
+    if settings.gc is not None:
+        from regcleaner.gc import Collector, GcProgress, GcReport
+
+        gc_report = GcReport(dry_run=settings.dry_run, storage=store.describe())
+        report.gc = gc_report
+        if settings.dry_run:
+            report.forget = {}  # the gc dry run marks as if the deletions were done
+        collector = Collector(
+            settings.gc, view, gc_report,
+            gate=None if settings.dry_run else make_gate(settings.gc, view),
+            progress=GcProgress(gc_report, interval_s=settings.progress_interval_s),
+            stopping=stopping, forget=report.forget,
+        )  # fmt: skip
     freeze_imports()
     try:
-        error = run(clean(engine, view, report), report)
+        error = run(clean(engine, view, report, collector), report)
         write_outputs(settings, report)
+        if gc_report is not None and gc_report.stopped_by:
+            report.stopped_by = report.stopped_by or gc_report.stopped_by
     finally:
         report.close()
+        if gc_report is not None:
+            gc_report.close()
     c = report.counters
-    code = exit_code(RunEnd(error, report.stopped_by, c.failed + c.repositories_failed))
+    failures = c.failed + c.repositories_failed + (gc_report.counters.failed if gc_report else 0)
+    code = exit_code(RunEnd(error, report.stopped_by, failures))
     if not report.aborted:
         log.info(
             "finished in %.1fs: %d repositories, %d manifests, %d kept, %d %s, %d already "

@@ -183,12 +183,14 @@ class RegistryView:
         tag_names: list[str] = []
         tag_history: dict[Digest, list[str]] | None = None
         revision_files: dict[Digest, list[str]] | None = None
+        tag_files: dict[str, list[str]] | None = None
         if history:
-            tag_history, revision_files = {}, {}
+            tag_history, revision_files, tag_files = {}, {}, {}
             seen: set[str] = set()
             async for files in self.store.walk(tags_dir):
                 for file in files:
                     tag, _, rest = file.key.partition("/")
+                    tag_files.setdefault(tag, []).append(rest)
                     if not file.regular:
                         doubts[f"tag:{tag}"] = f"{rest or 'the tag folder'}: {_FOLLOWED}"
                     elif rest == layout.CURRENT_LINK and tag not in seen:
@@ -236,6 +238,7 @@ class RegistryView:
             doubts,
             None if tag_history is None else {d: tuple(t) for d, t in tag_history.items()},
             None if revision_files is None else {d: tuple(f) for d, f in revision_files.items()},
+            None if tag_files is None else {t: tuple(f) for t, f in tag_files.items()},
             stamp,
         )
 
@@ -329,6 +332,20 @@ class RegistryView:
             directories += _folders_below(folder, extra)
             directories.append(folder)
         return RemovalKeys(tuple(keys), tuple(directories))
+
+    @staticmethod
+    def tag_removal_keys(snapshot: RepositorySnapshot, tag: str) -> RemovalKeys:
+        """A tag's whole folder (``current/link`` and its ``index/`` history), as the
+        registry's own untag removes it. The snapshot must have been taken with
+        ``history``."""
+        if snapshot.tag_files is None:
+            raise ValueError("removing a tag needs a snapshot taken with history=True")
+        folder = layout.tag_dir(snapshot.name, tag)
+        files = snapshot.tag_files.get(tag, ())
+        return RemovalKeys(
+            tuple(f"{folder}/{name}" for name in files),
+            (*_folders_below(folder, files), folder),
+        )
 
     # -- for blob collection ----------------------------------------------------------
 

@@ -52,6 +52,7 @@ class ApiRemover:
     name = "api"
     watches_pushes = True
     needs_history = False
+    removes_tags = False
 
     def __init__(
         self,
@@ -83,6 +84,11 @@ class ApiRemover:
         async with self._client:
             await self._client.ping()
             yield
+
+    async def remove_tags(
+        self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]
+    ) -> dict[str, str | None]:
+        raise NotImplementedError("a tag goes only with its digest through the API")
 
     async def remove_wave(
         self,

@@ -72,12 +72,22 @@ class Remover(Protocol):
     before a repository's deletions and watches it for pushes while they run."""
     needs_history: bool
     """True when removal needs each tag's ``index/`` history in the snapshot."""
+    removes_tags: bool
+    """True when a tag can go alone (its folder removed); else a tag goes only with
+    its digest (the registry API: a DELETE by digest removes every tag on it)."""
     requests: int
     """Requests made to carry out removals (DELETEs, or store delete requests)."""
 
     def session(self) -> AbstractAsyncContextManager[None]:
         """Open for the run: check that removal can work (ping the registry, prove it
         is read-only), and own any background work until the block ends."""
+        ...
+
+    async def remove_tags(
+        self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]
+    ) -> dict[str, str | None]:
+        """Remove these tags (only when ``removes_tags``), each only if it still points
+        at the digest given; per tag None when removed, else why it stays."""
         ...
 
     async def remove_wave(

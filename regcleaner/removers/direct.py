@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from regcleaner.digest import Digest
+from regcleaner.errors import StorageError
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision
 from regcleaner.removers.base import Outcome, Removal, WaveContext
@@ -101,6 +102,7 @@ class DirectRemover:
     name = "direct"
     watches_pushes = False  # the gate proved nothing else writes
     needs_history = True
+    removes_tags = True
 
     def __init__(self, view: RegistryView, gate: Callable[[], Awaitable[None]]) -> None:
         self._view = view
@@ -130,6 +132,25 @@ class DirectRemover:
             finally:
                 self._batcher = None
                 batcher.close()
+
+    async def remove_tags(
+        self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]
+    ) -> dict[str, str | None]:
+        outcome: dict[str, str | None] = {}
+        for tag, expected in tags:
+            try:
+                now = await self._view.tag_link(repository, tag)
+            except StorageError as exc:
+                outcome[tag] = f"cannot re-read the tag: {exc}"
+                continue
+            if now != expected:
+                outcome[tag] = f"moved-since-plan:{now}" if now else "gone-before-removal"
+                continue
+            keys = self._view.tag_removal_keys(snapshot, tag)
+            results = await self._view.store.delete_many(keys.keys, directories=keys.directories)
+            problems = [r for r in results if r is not None]
+            outcome[tag] = "; ".join(problems) if problems else None
+        return outcome
 
     async def remove_wave(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+from regcleaner.digest import Digest
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision
 from regcleaner.removers.base import Outcome, Removal, WaveContext
@@ -19,8 +20,14 @@ class DryRunRemover:
 
     def __init__(self, *, needs_history: bool = False) -> None:
         # A dry run of direct removal reads the tag history a real one needs, so that
-        # it meets the same problems the real run would.
+        # it meets the same problems the real run would, and removes tags as it would.
         self.needs_history = needs_history
+        self.removes_tags = needs_history
+
+    async def remove_tags(
+        self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]
+    ) -> dict[str, str | None]:
+        return dict.fromkeys((tag for tag, _ in tags), None)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:

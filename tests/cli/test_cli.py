@@ -170,14 +170,14 @@ def test_an_internal_error_while_planning_stays_in_its_repository(
     for repo in ("bug", "fine"):
         images.push_image(api, repo, "v", seed=f"{repo}-1")
         images.push_image(api, repo, "v", seed=f"{repo}-2")
-    original = engine.plan_repository  # type: ignore[attr-defined]
+    original = engine.plan_with_tags
 
     def broken(snapshot: object, *args: object, **kwargs: object) -> object:
         if getattr(snapshot, "name", "") == "bug":
             raise ZeroDivisionError("a bug")
         return original(snapshot, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(engine, "plan_repository", broken)
+    monkeypatch.setattr(engine, "plan_with_tags", broken)
     result = run_cli(clean_args(registry), report_path=tmp_path / "r.json")
     assert result.exit_code == 1
     assert "internal error" in result.stderr
