@@ -93,15 +93,19 @@ class _Repository:
         for blob in (self.config, self.layer):
             writer.link(name, f"_layers/sha256/{blob[7:]}/link", blob)
 
-    def image(self, **extra: Any) -> dict[str, Any]:
+    def image(self, *, own_layer: bool = False, **extra: Any) -> dict[str, Any]:
         self.counter += 1
+        layer = self.layer
+        if own_layer:  # a blob of its own, freed with the image (for blob collection)
+            layer = self.writer.blob(f"layer {self.counter} of {self.name}".encode() * 8)
+            self.writer.link(self.name, f"_layers/sha256/{layer[7:]}/link", layer)
         document = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                        "digest": self.config, "size": 60},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                        "digest": self.layer, "size": 40}],
+                        "digest": layer, "size": 40}],
             "annotations": {"bench.id": f"{self.name}#{self.counter}"},
             **extra,
         }  # fmt: skip
@@ -124,8 +128,11 @@ class _Repository:
         self.result.tags += 1
 
 
-def generate(root: Path, repositories: int, per_repo: int = 32) -> SyntheticRegistry:
-    """Generate ``repositories`` repositories of ``per_repo`` manifests under ``root``."""
+def generate(
+    root: Path, repositories: int, per_repo: int = 32, *, own_layers: bool = False
+) -> SyntheticRegistry:
+    """Generate ``repositories`` repositories of ``per_repo`` manifests under ``root``;
+    with ``own_layers`` every image has a layer blob of its own."""
     if per_repo < FIXED_IN_USE + 3:
         raise ValueError(f"per_repo must be at least {FIXED_IN_USE + 3}")
     writer = _Writer(root)
@@ -134,10 +141,12 @@ def generate(root: Path, repositories: int, per_repo: int = 32) -> SyntheticRegi
         result.repositories.append(name)
         repo = _Repository(writer, name, result)
         # History first (older), then what is live.
-        old_kids = [repo.image() for _ in range(2)]
+        old_kids = [repo.image(own_layer=own_layers) for _ in range(2)]
         old_index = repo.index(old_kids)
         history = [old_index["digest"], *(k["digest"] for k in old_kids)]
-        history += [repo.image()["digest"] for _ in range(per_repo - FIXED_IN_USE - 3)]
+        history += [
+            repo.image(own_layer=own_layers)["digest"] for _ in range(per_repo - FIXED_IN_USE - 3)
+        ]
 
         kids = [repo.image() for _ in range(2)]
         index = repo.index(kids)
@@ -153,6 +162,26 @@ def generate(root: Path, repositories: int, per_repo: int = 32) -> SyntheticRegi
         in_use = [index, *kids, sbom, signature, *tagged]
         result.in_use += [(name, m["digest"]) for m in in_use]
         result.history += [(name, d) for d in history]
+    return result
+
+
+def generate_tagged_repository(
+    root: Path, tags: int = 1000, manifests: int = 5000
+) -> SyntheticRegistry:
+    """One repository of ``manifests`` images, ``tags`` of them tagged (each tag pushed
+    over by a share of the rest, which is untagged history): the registry reads every
+    tag of the repository on every DELETE, so this is where its DELETE is slowest."""
+    writer = _Writer(root)
+    result = SyntheticRegistry(root)
+    name = "big/app"
+    result.repositories.append(name)
+    repo = _Repository(writer, name, result)
+    history = [repo.image()["digest"] for _ in range(manifests - tags)]
+    for n in range(tags):
+        image = repo.image()
+        repo.tag(f"build-{n}", image["digest"], history[n::tags])
+        result.in_use.append((name, image["digest"]))
+    result.history += [(name, d) for d in history]
     return result
 
 

@@ -321,7 +321,8 @@ def parse_shard(
     else:
         return None
     if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"shard {index}/{count}: need 0 <= index < count")
+        option = "--shard" if shard else "--shards/JOB_COMPLETION_INDEX"
+        raise ConfigError(f"{option} {index}/{count}: need 0 <= index < count")
     return index, count
 
 

@@ -60,10 +60,8 @@ log = logging.getLogger("regcleaner")
 
 STOPPED = Reason(ReasonKind.STOPPED)
 RECHECK_FAILED = Reason(ReasonKind.RECHECK_FAILED)
-# After a DELETE answered 202, the first few are checked to have left this storage;
-# after a 404, the link is checked to be gone. The URL and the storage are taken to be
-# different registries after this much evidence.
-LANDING_CHECKS = 3
+# 404s whose revision link stays, before the URL and the storage are taken to be
+# different registries (one 202 whose link stays is enough).
 MISMATCH_EVIDENCE = 3
 # A listing that fits in one S3 page replaces the per-DELETE HEAD: same request count,
 # and it sees every push in the repository, not just one manifest's.
@@ -101,12 +99,90 @@ class _StopWalk(Exception):
 
 @dataclass(slots=True)
 class MismatchDetector:
-    """Evidence that the registry at the URL does not use the storage being read."""
+    """Proof that the registry at the URL uses the storage being read, before deleting
+    at full speed: until one DELETE answered 202 and this storage's revision link went
+    with it, DELETEs go one at a time. A 202 whose link stays, or three 404s whose links
+    stay, stop the run (the URL serves another registry's storage), with at most those
+    few DELETEs sent."""
 
     registry_url: str
     storage: str
-    landing_checks_left: int = LANDING_CHECKS
+    engine: Engine
+    proven: bool = False
+    probe: tuple[str, Digest, float | None] | None = None
     evidence: list[str] = field(default_factory=list)
+    waiting: int = 0
+    _changed: asyncio.Condition | None = None
+
+    async def _wait(self, changed: asyncio.Condition) -> None:
+        self.waiting += 1
+        try:
+            await changed.wait()
+        finally:
+            self.waiting -= 1
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def admit(self, repository: str, digest: Digest, before: float | None) -> bool:
+        """Before a DELETE: True to send it (as the probe while unproven), False if the
+        run stopped meanwhile."""
+        changed = self._condition()
+        async with changed:
+            if self.probe is not None and self.probe[:2] == (repository, digest):
+                # The probe again: its last answer said nothing (a retryable status, no
+                # answer at all). Let another DELETE probe while this one backs off, so
+                # that a storm of errors does not fall on one manifest.
+                if self.waiting:
+                    self.probe = None
+                    changed.notify_all()
+                    await self._wait(changed)
+                else:
+                    return True
+            while not self.proven:
+                if self.engine.fatal_error is not None or self.engine.stopping.is_set():
+                    return False
+                if self.probe is None:
+                    self.probe = (repository, digest, before)
+                    return True
+                await self._wait(changed)
+        return True
+
+    async def release(self, digest: Digest) -> None:
+        """The probe was not sent after all: let the next DELETE be the probe."""
+        if self.probe is not None and self.probe[1] == digest:
+            async with self._condition():
+                self.probe = None
+                self._condition().notify_all()
+
+    async def confirm(self, view: RegistryView, removal: Removal) -> None:
+        """After the probe's answer: did this storage's link go with it?"""
+        if self.probe is None or self.probe[1] != removal.digest or self.proven:
+            return
+        repository, digest, before = self.probe
+        try:
+            registry_404 = removal.outcome is Outcome.ALREADY_GONE and bool(removal.detail)
+            if removal.outcome is Outcome.DELETED or registry_404:
+                now = await view.revision_mtime(repository, digest)
+                if now is None or now != before:
+                    if removal.outcome is Outcome.DELETED:
+                        self.proven = True  # gone (or pushed again since): same storage
+                else:
+                    answer = "answered 202" if removal.outcome is Outcome.DELETED else "said 404"
+                    self.evidence.append(
+                        f"it {answer} for {repository}@{digest}, whose revision link is still there"
+                    )
+                    if (
+                        removal.outcome is Outcome.DELETED
+                        or len(self.evidence) >= MISMATCH_EVIDENCE
+                    ):
+                        self.engine.fatal(self.error())
+        finally:
+            async with self._condition():
+                self.probe = None
+                self._condition().notify_all()
 
     def error(self) -> RegistryMismatch:
         return RegistryMismatch(
@@ -159,7 +235,6 @@ class PushWatch:
         self.stamp: float | None = job.snapshot.stamp
         self.listed_at = job.scanned_at
         self.lock = asyncio.Lock()
-        self.to_verify: list[tuple[Digest, float | None, str]] = []
         self.rechecks = 0
         self.listings = 0
 
@@ -231,10 +306,8 @@ class PushWatch:
     async def last_look(self, digest: Digest) -> Reason | None:
         """A reason to keep ``digest`` after all, looked up right before its DELETE."""
         store = self.view.store
-        if (
-            self.to_verify
-            or (not store.has_directories and self._one_page())
-            or self.monotonic() - self.listed_at >= self.interval
+        if (not store.has_directories and self._one_page()) or (
+            self.monotonic() - self.listed_at >= self.interval
         ):
             return await self._look_everywhere(digest, None)
         # The cheap look needs no lock: it changes nothing, and ``known`` is replaced,
@@ -261,8 +334,6 @@ class PushWatch:
         """Under the lock: verify pending deletions, list the revisions, re-check if
         anything changed, then answer for ``digest``."""
         async with self.lock:
-            if self.to_verify:
-                await self._verify_landed()
             if stamp is not None:
                 self.stamp = stamp  # a re-check, if one follows, reads it anew
             if digest not in self.rescued:
@@ -279,40 +350,11 @@ class PushWatch:
         digest = removal.digest
         if removal.outcome is Outcome.DELETED:
             self.deleted.add(digest)
-            before = self.known.pop(digest, None)
+            self.known.pop(digest, None)
             for target in references_of(self.job.manifests.get(digest)):
                 self.parents.setdefault(target, []).append(digest)
-            detector = self.engine.mismatch
-            if detector is not None and detector.landing_checks_left > 0:
-                detector.landing_checks_left -= 1
-                self.to_verify.append((digest, before, "answered 202"))
         elif removal.outcome is Outcome.ALREADY_GONE:
-            before = self.known.pop(digest, None)
-            if removal.detail and self.engine.mismatch is not None:
-                self.to_verify.append((digest, before, "answered 404"))
-
-    async def _verify_landed(self) -> None:
-        """A DELETE the registry acknowledged (or answered 404) must have left this
-        storage's revision link gone; one that is still there, unchanged, says the URL
-        serves another registry's storage."""
-        detector = self.engine.mismatch
-        pending, self.to_verify = self.to_verify, []
-        if detector is None:
-            return
-        for digest, before, answer in pending:
-            now = await self.view.revision_mtime(self.name, digest)
-            if now is None or now != before:
-                continue  # gone, or pushed again since: nothing to learn
-            detector.evidence.append(
-                f"it {answer} for {self.name}@{digest}, whose revision link is still there"
-            )
-            if len(detector.evidence) >= MISMATCH_EVIDENCE or answer == "answered 202":
-                self.engine.fatal(detector.error())
-
-    async def finish(self) -> None:
-        """After the last wave: check what is still to be verified."""
-        async with self.lock:
-            await self._verify_landed()
+            self.known.pop(digest, None)
 
 
 class _Wave:
@@ -329,6 +371,7 @@ class _Wave:
         self.job = job
         self.protected = protected
         self.watch = watch
+        self.failed: Reason | None = None
 
     def skip(self, digest: Digest) -> Reason | None:
         engine = self.engine
@@ -336,21 +379,51 @@ class _Wave:
             return Reason(ReasonKind.NOT_ATTEMPTED, str(engine.fatal_error))
         if engine.stopping.is_set():
             return STOPPED
+        if self.failed is not None:
+            return self.failed
         if digest in self.protected:
             return Reason(ReasonKind.PARENT_NOT_DELETED, self.protected[digest])
         if self.watch is not None and digest in self.watch.rescued:
             return self.watch.rescued[digest]
         return None
 
-    async def last_look(self, digest: Digest) -> Reason | None:
-        if self.watch is None:
+    async def admit(self, digest: Digest) -> Reason | None:
+        """Before the rate limit and the last look: until the URL is proven to serve this
+        storage, DELETEs go one at a time (MismatchDetector)."""
+        detector = self.engine.mismatch
+        if detector is None or detector.proven or self.watch is None:
             return None
+        expected = self.watch.known.get(digest)
+        if not await detector.admit(self.job.record.name, digest, expected):
+            error = self.engine.fatal_error
+            return Reason(ReasonKind.NOT_ATTEMPTED, str(error)) if error else STOPPED
+        return None
+
+    async def last_look(self, digest: Digest) -> Reason | None:
+        watch = self.watch
+        if watch is None:
+            return None
+        if self.failed is not None:
+            return self.failed
+        detector = self.engine.mismatch
+        probe = detector is not None and not detector.proven
         try:
-            return await self.watch.last_look(digest)
+            reason = await watch.last_look(digest)
         except StorageError as exc:
-            log.warning("repository %s: cannot look at %s before deleting: %s",
-                        self.job.record.name, digest, exc)  # fmt: skip
-            return Reason(ReasonKind.RECHECK_FAILED, str(exc))
+            # The storage cannot answer for this repository: nothing more is deleted in
+            # it, and it counts as failed; the run goes on with the others.
+            record = self.job.record
+            record.error = record.error or f"cannot look at storage before deleting: {exc}"
+            log.error("repository %s: %s; its other deletions are skipped", record.name, exc)
+            self.failed = Reason(ReasonKind.RECHECK_FAILED, str(exc))
+            reason = self.failed
+        if reason is not None and probe and detector is not None:
+            await detector.release(digest)  # not sent: the next DELETE is the probe
+        return reason
+
+    async def confirm(self, removal: Removal) -> None:
+        if self.engine.mismatch is not None and not self.engine.mismatch.proven:
+            await self.engine.mismatch.confirm(self.engine.view, removal)
 
     def fatal(self, error: BaseException) -> None:
         self.engine.fatal(error)
@@ -385,10 +458,12 @@ class Engine:
         self.space: SpaceEstimate | None = None
         self.mismatch: MismatchDetector | None = None
         if remover.watches_pushes:
-            self.mismatch = MismatchDetector(settings.registry_url or "", view.describe())
+            self.mismatch = MismatchDetector(settings.registry_url or "", view.describe(), self)
         self._deadline: asyncio.Timeout | None = None
         limits = settings.limits
-        self.removal_workers = max(2, 2 * math.ceil(limits.concurrency / limits.per_repository))
+        self.removal_workers = remover.parallel_repositories or max(
+            2, 2 * math.ceil(limits.concurrency / limits.per_repository)
+        )
 
     # -- stopping -------------------------------------------------------------------
 
@@ -492,12 +567,15 @@ class Engine:
                         scanning.create_task(self._scan(names, jobs))
             finally:
                 await jobs.close()
+                self.remover.no_more_repositories()
 
     async def _produce(self, names: Channel[str]) -> None:
         try:
             await self.view.repositories(lambda name: self._offer(name, names))
-        except _StopWalk:
-            pass
+            if not self.stopping.is_set():
+                self.report.scan_complete = True
+        except* _StopWalk:
+            pass  # a stop ended the walk (on S3, from inside its listers' TaskGroup)
         finally:
             await names.close()
 
@@ -522,6 +600,7 @@ class Engine:
     async def _scan(self, names: Channel[str], jobs: Channel[RepositoryJob]) -> None:
         while (name := await names.get()) is not None:
             if self.stopping.is_set():
+                self.report.scan_complete = False  # listed, never planned: not reported
                 continue
             job = await self._plan(name)
             if job is None:
@@ -676,10 +755,6 @@ class Engine:
                 if not decisions:
                     continue
             await self.remover.remove_wave(name, job.snapshot, decisions, wave)
-        if watch is not None:
-            await watch.finish()
-            log.debug("repository %s: %d re-checks, %d listings", name, watch.rechecks,
-                      watch.listings)  # fmt: skip
 
     def _settle_rescued(
         self,

@@ -150,6 +150,9 @@ class RunReport:
         self.requests = 0
         self.reclaimable: tuple[int, int, list[tuple[str, int]]] | None = None
         self.storage_requests: dict[str, int] | None = None
+        self.scan_complete = False
+        """True once every repository was listed (False after an early stop: those not
+        reached are not in the report)."""
         self.gc: GcReport | None = None
         """The blob collection that followed (``clean --direct --gc``)."""
         self.forget: dict[str, set[Digest]] | None = None
@@ -246,6 +249,7 @@ class RunReport:
             "storage": self.storage,
             "stopped_by": self.stopped_by,
             "error": self.fatal_error,
+            "scan_complete": self.scan_complete,
             "summary": self.summary(),
             "reclaimable_by_repository": [
                 {"name": name, "bytes": size} for name, size in (self.reclaimable or (0, 0, []))[2]

@@ -175,8 +175,9 @@ class RegistryView:
 
     async def snapshot(self, repository: str, *, history: bool = False) -> RepositorySnapshot:
         """Revisions (with mtimes), tags' current links (with push times) and, with
-        ``history``, every tag's ``index/`` history and the files in revision folders.
-        On a store with folders, the revisions folder's mtime is read first."""
+        ``history``, every tag's ``index/`` history and files (and, on an object store,
+        the files in revision folders besides their links). On a store with folders,
+        the revisions folder's mtime is read first."""
         stamp = await self.revisions_stamp(repository)
         revisions, doubts = await self.revision_listing(repository)
         tags_dir = layout.tags_dir(repository)
@@ -184,16 +185,15 @@ class RegistryView:
         tag_history: dict[Digest, list[str]] | None = None
         revision_files: dict[Digest, list[str]] | None = None
         tag_files: dict[str, list[str]] | None = None
-        if history:
+        if history and not self.store.has_directories:
+            # An object store: one flat listing of all tags beats one per tag.
             tag_history, revision_files, tag_files = {}, {}, {}
             seen: set[str] = set()
             async for files in self.store.walk(tags_dir):
                 for file in files:
                     tag, _, rest = file.key.partition("/")
                     tag_files.setdefault(tag, []).append(rest)
-                    if not file.regular:
-                        doubts[f"tag:{tag}"] = f"{rest or 'the tag folder'}: {_FOLLOWED}"
-                    elif rest == layout.CURRENT_LINK and tag not in seen:
+                    if rest == layout.CURRENT_LINK and tag not in seen:
                         seen.add(tag)
                         tag_names.append(tag)
                     elif rest.startswith("index/sha256/") and rest.endswith("/" + layout.LINK):
@@ -212,6 +212,28 @@ class RegistryView:
                         tag_names.append(entry.name)
                     elif entry.kind == "other":
                         doubts[f"tag:{entry.name}"] = _FOLLOWED
+            if history:
+                # A disk: one listing of each tag's history folder (a walk would list
+                # every level of it), and a walk of the revision folders for what else
+                # they hold (schema1 signatures).
+                tag_history, revision_files, tag_files = {}, {}, {}
+                async for walked in self.store.walk(layout.revisions_dir(repository)):
+                    for info in walked:
+                        hex_part, _, rest = info.key.partition("/")
+                        if is_sha256_hex(hex_part) and rest and rest != layout.LINK:
+                            revision_files.setdefault(digest_from_hex(hex_part), []).append(rest)
+                for tag in tag_names:
+                    names = [layout.CURRENT_LINK]
+                    history_dir = f"{tags_dir}/{tag}/index/sha256"
+                    async for leaves in self.store.list_leaves(history_dir, layout.LINK):
+                        for leaf in leaves:
+                            if not leaf.regular:
+                                doubts[f"tag:{tag}"] = f"index/sha256/{leaf.name}: {_FOLLOWED}"
+                            elif is_sha256_hex(leaf.name):
+                                names.append(f"index/sha256/{leaf.name}/{layout.LINK}")
+                                digest = digest_from_hex(leaf.name)
+                                tag_history.setdefault(digest, []).append(tag)
+                    tag_files[tag] = names
         keys = [f"{tags_dir}/{tag}/{layout.CURRENT_LINK}" for tag in tag_names]
         links = await self.store.read_many(keys, MAX_LINK_BYTES)
         tags: dict[str, Digest] = {}
@@ -278,18 +300,24 @@ class RegistryView:
         found = await self.store.stat(layout.revisions_dir(repository))
         return None if found is None else found.mtime
 
-    async def tag_link(self, repository: str, tag: str) -> Digest | None:
-        """The digest ``tag`` points at now, None if the tag is gone; StorageError if
-        it cannot be read or holds garbage."""
-        found = await self.store.read(layout.tag_current_link(repository, tag), MAX_LINK_BYTES)
-        if found is None:
-            return None
-        try:
-            return parse_link(found.data)
-        except ValueError as exc:
-            raise StorageError(
-                f"tag {tag} of {repository}: unreadable current link: {exc}"
-            ) from None
+    async def tag_links(
+        self, repository: str, tags: Sequence[str]
+    ) -> list[Digest | StorageError | None]:
+        """The digest each tag points at now: None if the tag is gone, StorageError if
+        its link cannot be read or holds garbage."""
+        keys = [layout.tag_current_link(repository, tag) for tag in tags]
+        found = await self.store.read_many(keys, MAX_LINK_BYTES)
+        result: list[Digest | StorageError | None] = []
+        for tag, blob in zip(tags, found, strict=True):
+            if blob is None or isinstance(blob, StorageError):
+                result.append(blob)
+                continue
+            try:
+                result.append(parse_link(blob.data))
+            except ValueError as exc:
+                problem = f"tag {tag} of {repository}: unreadable current link: {exc}"
+                result.append(StorageError(problem))
+        return result
 
     async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
         """Parse the manifest JSON of each digest after checking it hashes to the digest;

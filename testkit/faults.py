@@ -115,11 +115,8 @@ class FaultProxy:
             if isinstance(action, int):
                 record.answered = action
                 headers = {"Retry-After": self.script.retry_after} if action == 429 else {}
-                return web.Response(
-                    status=action,
-                    headers=headers,
-                    text='{"errors":[{"code":"INJECTED","message":"fault"}]}',
-                )
+                headers["Content-Type"] = self.script.content_type
+                return web.Response(status=action, headers=headers, text=self.script.body)
             return await self._forward(request, record)
         return await self._forward(request, None)
 

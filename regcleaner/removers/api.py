@@ -78,6 +78,10 @@ class ApiRemover:
             self._limiter = AsyncLimiter(1, 1.0 / limits.rate)
         self._transport_failures_in_a_row = 0
         self.requests = 0
+        self.parallel_repositories: int | None = None
+
+    def no_more_repositories(self) -> None:
+        pass
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
@@ -112,7 +116,9 @@ class ApiRemover:
                     context.record(Removal(digest, Outcome.KEPT, reason=why))
                     continue
                 try:
-                    removal = await self.delete(repository, digest, context.last_look)
+                    removal = await self.delete(
+                        repository, digest, context.last_look, admit=context.admit
+                    )
                 except asyncio.CancelledError:
                     context.record(
                         Removal(digest, Outcome.FAILED, "abandoned at stop: outcome unknown")
@@ -125,6 +131,7 @@ class ApiRemover:
                 except RegistryError as exc:
                     context.fatal(exc)
                     removal = Removal(digest, Outcome.FAILED, str(exc))
+                await context.confirm(removal)
                 context.record(removal)
 
         async with asyncio.TaskGroup() as group:
@@ -132,9 +139,14 @@ class ApiRemover:
                 group.create_task(worker())
 
     async def _send(
-        self, repository: str, digest: Digest, last_look: LastLook | None
+        self, repository: str, digest: Digest, last_look: LastLook | None, admit: LastLook | None
     ) -> RegistryResponse | Reason:
         async with self._slots:
+            if admit is not None:
+                # Before the rate limit: a DELETE held back here has not used its turn.
+                verdict = await admit(digest)
+                if verdict is not None:
+                    return verdict
             if self._limiter is not None:
                 await self._limiter.acquire()
             if last_look is not None:
@@ -146,7 +158,12 @@ class ApiRemover:
             return await self._client.delete_manifest(repository, digest)
 
     async def delete(
-        self, repository: str, digest: Digest, last_look: LastLook | None = None
+        self,
+        repository: str,
+        digest: Digest,
+        last_look: LastLook | None = None,
+        *,
+        admit: LastLook | None = None,
     ) -> Removal:
         """Delete one manifest, retrying what can be retried; raise what stops the run.
 
@@ -162,7 +179,7 @@ class ApiRemover:
             auth_error = ""
             no_answer = False
             try:
-                sent = await self._send(repository, digest, last_look)
+                sent = await self._send(repository, digest, last_look, admit)
             except TransportError as exc:
                 last, no_answer = str(exc), True
                 action = retry.Action.RETRY

@@ -48,8 +48,18 @@ class WaveContext(Protocol):
         before it is removed; None to go on."""
         ...
 
+    def admit(self, digest: Digest) -> Awaitable[Reason | None]:
+        """Before waiting for the rate limit: a reason not to send (None: go on). May
+        wait, e.g. until a first DELETE proved the URL serves this storage."""
+        ...
+
     def last_look(self, digest: Digest) -> Awaitable[Reason | None]:
         """Right before a request is sent: a reason to keep ``digest`` after all."""
+        ...
+
+    async def confirm(self, removal: Removal) -> None:
+        """After a DELETE's answer (API): lets the engine check the answer against
+        storage before more go out."""
         ...
 
     def fatal(self, error: BaseException) -> None:
@@ -77,10 +87,18 @@ class Remover(Protocol):
     its digest (the registry API: a DELETE by digest removes every tag on it)."""
     requests: int
     """Requests made to carry out removals (DELETEs, or store delete requests)."""
+    parallel_repositories: int | None
+    """How many repositories may be in removal at once; None: the engine derives it
+    from ``--concurrency``."""
 
     def session(self) -> AbstractAsyncContextManager[None]:
         """Open for the run: check that removal can work (ping the registry, prove it
         is read-only), and own any background work until the block ends."""
+        ...
+
+    def no_more_repositories(self) -> None:
+        """The scan has handed over its last repository (a remover that gathers work
+        from many repositories need not wait for more)."""
         ...
 
     async def remove_tags(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
@@ -30,70 +30,149 @@ from regcleaner.view import RegistryView
 log = logging.getLogger(__name__)
 
 MAX_KEYS = 1000
+ABANDONED = "abandoned at stop: outcome unknown"
+
+
+class _Call:
+    """One caller's keys: its results, and how many are still to come."""
+
+    __slots__ = ("done", "pending", "results")
+
+    def __init__(self, size: int, done: asyncio.Future[list[str | None]]) -> None:
+        self.results: list[str | None] = [None] * size
+        self.pending = size
+        self.done = done
 
 
 class KeyBatcher:
-    """Coalesces deletions from concurrent callers into store requests of up to 1,000
-    keys, with a bounded number in flight. ``run`` is owned by the caller's TaskGroup."""
+    """Gathers the keys of many repositories' waves into store requests of up to 1,000
+    keys, with a bounded number in flight. ``run`` is owned by the caller's TaskGroup.
 
-    def __init__(self, store: ByteStore, *, in_flight: int = 8, linger_s: float = 0.005) -> None:
+    Callers take part (``participant``) for as long as they remove something. A request
+    goes out when 1,000 keys are queued, or when every participant has keys queued and
+    none can join soon: no more repositories will come, all places are taken, or none
+    came for ``idle_s``. Nothing waits longer than ``max_hold_s``. A participant whose
+    keys are in flight is waited for: it will queue its next wave as soon as they are
+    answered. So on an object store a wave costs a share of a request, not a request;
+    waves of one repository still go one after the other (each waits for its own
+    keys).
+    """
+
+    def __init__(
+        self,
+        store: ByteStore,
+        *,
+        places: int,
+        in_flight: int = 8,
+        idle_s: float = 0.1,
+        max_hold_s: float = 1.0,
+    ) -> None:
         self._store = store
+        self._places = places
         self._slots = asyncio.Semaphore(in_flight)
-        self._linger_s = linger_s
-        self._keys: list[tuple[str, asyncio.Future[str | None]]] = []
+        self._idle_s = idle_s
+        self._max_hold_s = max_hold_s
+        self._queue: list[tuple[str, _Call, int]] = []
         self._directories: list[str] = []
+        self._participants = 0
+        self._queued_calls = 0
+        self._last_arrival = 0.0
+        self._oldest = 0.0
+        self._feed_done = False
         self._wake = asyncio.Event()
         self._closed = False
 
+    @contextlib.contextmanager
+    def participant(self) -> Iterator[None]:
+        """While inside, the batcher expects this caller's keys before it sends."""
+        self._participants += 1
+        self._last_arrival = asyncio.get_running_loop().time()
+        try:
+            yield
+        finally:
+            self._participants -= 1
+            self._wake.set()
+
+    def no_more_participants(self) -> None:
+        """Nobody new will come: send as soon as everyone present is waiting."""
+        self._feed_done = True
+        self._wake.set()
+
     async def delete(self, keys: Sequence[str], directories: Sequence[str]) -> list[str | None]:
         """Delete ``keys`` (then, on a disk, the empty ``directories``); per-key results."""
+        if not keys:
+            return []
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in keys]
-        self._keys += zip(keys, futures, strict=True)
+        call = _Call(len(keys), loop.create_future())
+        if not self._queue:
+            self._oldest = loop.time()
+        self._queue += ((key, call, i) for i, key in enumerate(keys))
         self._directories += directories
+        self._queued_calls += 1
         self._wake.set()
-        return list(await asyncio.gather(*futures))
+        return await call.done
 
     def close(self) -> None:
         """No more deletions: ``run`` ends once everything queued is sent."""
         self._closed = True
         self._wake.set()
 
+    def _due_in(self, now: float) -> float | None:
+        """Seconds until the queue should go (0: now), or None: wait for a change."""
+        if not self._queue:
+            return None
+        if self._closed or len(self._queue) >= MAX_KEYS:
+            return 0.0
+        hold = self._oldest + self._max_hold_s - now
+        if self._queued_calls < self._participants:
+            return max(hold, 0.0)  # someone is about to add keys, or has keys in flight
+        if self._feed_done or self._participants >= self._places:
+            return 0.0
+        return max(min(hold, self._last_arrival + self._idle_s - now), 0.0)
+
     async def run(self) -> None:
         """Send queued keys until closed."""
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as sending:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if not self._keys:
-                    if self._closed:
-                        return
+                due = self._due_in(loop.time())
+                if due is None and self._closed:
+                    return
+                if due is None or due > 0:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(due):
+                            await self._wake.wait()
                     continue
-                if len(self._keys) < MAX_KEYS and self._linger_s > 0:
-                    await asyncio.sleep(self._linger_s)  # let concurrent waves join this request
-                while self._keys:
-                    batch, self._keys = self._keys[:MAX_KEYS], self._keys[MAX_KEYS:]
+                self._queued_calls = 0
+                while self._queue:
+                    batch, self._queue = self._queue[:MAX_KEYS], self._queue[MAX_KEYS:]
                     directories, self._directories = self._directories, []
                     await self._slots.acquire()
                     sending.create_task(self._send(batch, directories))
 
-    async def _send(
-        self, batch: list[tuple[str, asyncio.Future[str | None]]], directories: list[str]
-    ) -> None:
+    async def _send(self, batch: list[tuple[str, _Call, int]], directories: list[str]) -> None:
         try:
-            results = await self._store.delete_many(
-                [key for key, _ in batch], directories=directories
+            results: list[str | None] | None = await self._store.delete_many(
+                [key for key, _, _ in batch], directories=directories
             )
+            failure: BaseException | None = None
         except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            results, failure = None, exc
         finally:
             self._slots.release()
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        for position, (_, call, index) in enumerate(batch):
+            if call.done.done():
+                continue
+            if failure is not None:
+                call.done.set_exception(failure)
+                continue
+            assert results is not None
+            call.results[index] = results[position]
+            call.pending -= 1
+            if call.pending == 0:
+                call.done.set_result(call.results)
+        self._wake.set()
 
 
 class DirectRemover:
@@ -104,11 +183,16 @@ class DirectRemover:
     needs_history = True
     removes_tags = True
 
-    def __init__(self, view: RegistryView, gate: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, view: RegistryView, gate: Callable[[], Awaitable[None]], *, places: int = 64
+    ) -> None:
         self._view = view
         self._gate = gate
         self._batcher: KeyBatcher | None = None
         self._delete_requests_at_start = 0
+        # On an object store many repositories are in removal at once, so that their
+        # waves share DeleteObjects requests; on a disk the engine's default applies.
+        self.parallel_repositories: int | None = None if view.store.has_directories else places
 
     @property
     def requests(self) -> int:
@@ -120,10 +204,10 @@ class DirectRemover:
         await self._gate()
         self._delete_requests_at_start = self._view.store.stats.delete
         store = self._view.store
-        if store.has_directories:
+        if self.parallel_repositories is None:
             yield  # a disk: each wave is one batch of unlinks, nothing to coalesce
             return
-        batcher = KeyBatcher(store)
+        batcher = KeyBatcher(store, places=self.parallel_repositories)
         async with asyncio.TaskGroup() as group:
             group.create_task(batcher.run())
             self._batcher = batcher
@@ -133,24 +217,40 @@ class DirectRemover:
                 self._batcher = None
                 batcher.close()
 
+    def no_more_repositories(self) -> None:
+        if self._batcher is not None:
+            self._batcher.no_more_participants()
+
     async def remove_tags(
         self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]
     ) -> dict[str, str | None]:
-        outcome: dict[str, str | None] = {}
-        for tag, expected in tags:
-            try:
-                now = await self._view.tag_link(repository, tag)
-            except StorageError as exc:
-                outcome[tag] = f"cannot re-read the tag: {exc}"
-                continue
-            if now != expected:
-                outcome[tag] = f"moved-since-plan:{now}" if now else "gone-before-removal"
-                continue
-            keys = self._view.tag_removal_keys(snapshot, tag)
-            results = await self._view.store.delete_many(keys.keys, directories=keys.directories)
-            problems = [r for r in results if r is not None]
-            outcome[tag] = "; ".join(problems) if problems else None
-        return outcome
+        with self._taking_part():
+            outcome: dict[str, str | None] = {}
+            now = await self._view.tag_links(repository, [tag for tag, _ in tags])
+            going: list[str] = []
+            for (tag, expected), found in zip(tags, now, strict=True):
+                if isinstance(found, StorageError):
+                    outcome[tag] = f"cannot re-read the tag: {found}"
+                elif found != expected:
+                    outcome[tag] = f"moved-since-plan:{found}" if found else "gone-before-removal"
+                else:
+                    going.append(tag)
+            plans = [(tag, self._view.tag_removal_keys(snapshot, tag)) for tag in going]
+            results = await self._delete(
+                [key for _, plan in plans for key in plan.keys],
+                [folder for _, plan in plans for folder in plan.directories],
+            )
+            position = 0
+            for tag, plan in plans:
+                mine = results[position : position + len(plan.keys)]
+                position += len(plan.keys)
+                problems = [r for r in mine if r is not None]
+                outcome[tag] = "; ".join(problems) if problems else None
+            return outcome
+
+    def _taking_part(self) -> contextlib.AbstractContextManager[None]:
+        batcher = self._batcher
+        return batcher.participant() if batcher is not None else contextlib.nullcontext()
 
     async def remove_wave(
         self,
@@ -168,35 +268,58 @@ class DirectRemover:
                 chosen.append(decision.digest)
         if not chosen:
             return
+        with self._taking_part():
+            await self._remove_chosen(repository, snapshot, chosen, context)
+
+    async def _remove_chosen(
+        self,
+        repository: str,
+        snapshot: RepositorySnapshot,
+        chosen: list[Digest],
+        context: WaveContext,
+    ) -> None:
         plans = [(d, self._view.removal_keys(snapshot, [d])) for d in chosen]
-        keys = [key for _, plan in plans for key in plan.keys]
-        directories = [folder for _, plan in plans for folder in plan.directories]
+        # Two steps: first each manifest's tag-history entries (and other files in its
+        # revision folder), then, for the manifests whose first step fully succeeded,
+        # the revision link itself. A manifest whose history could not go keeps its
+        # revision link, so it is reported failed and a rerun plans it again.
         try:
-            if self._batcher is not None:
-                results = await self._batcher.delete(keys, directories)
-            else:
-                results = await self._view.store.delete_many(keys, directories=directories)
+            first = [key for _, plan in plans for key in plan.keys[:-1]]
+            failed_first: dict[Digest, list[str]] = {}
+            if first:
+                results = await self._delete(first, [])
+                position = 0
+                for digest, plan in plans:
+                    mine = results[position : position + len(plan.keys) - 1]
+                    position += len(plan.keys) - 1
+                    problems = [p for p in mine if p is not None]
+                    if problems:
+                        failed_first[digest] = problems
+            second = [(d, plan) for d, plan in plans if d not in failed_first]
+            results = await self._delete(
+                [plan.keys[-1] for _, plan in second],
+                [folder for _, plan in second for folder in plan.directories],
+            )
         except asyncio.CancelledError:
             for digest in chosen:
-                context.record(
-                    Removal(digest, Outcome.FAILED, "abandoned at stop: outcome unknown")
-                )
+                context.record(Removal(digest, Outcome.FAILED, ABANDONED))
             raise
         except Exception as exc:
             log.error("repository %s: removing a wave failed: %s", repository, exc)
             for digest in chosen:
                 context.record(Removal(digest, Outcome.FAILED, str(exc)))
             return
-        position = 0
-        for digest, plan in plans:
-            mine = results[position : position + len(plan.keys)]
-            position += len(plan.keys)
-            problems = [problem for problem in mine if problem is not None]
-            # The revision link is the last key: while it stays, the manifest stays.
-            if mine[-1] is not None:
-                context.record(Removal(digest, Outcome.FAILED, "; ".join(problems)))
-                continue
-            if problems:
-                log.warning("repository %s: %s removed, but some tag history stayed: %s",
-                            repository, digest, "; ".join(problems))  # fmt: skip
-            context.record(Removal(digest, Outcome.DELETED))
+        for digest, problems in failed_first.items():
+            context.record(Removal(digest, Outcome.FAILED, "; ".join(problems)))
+        for (digest, _), problem in zip(second, results, strict=True):
+            if problem is None:
+                context.record(Removal(digest, Outcome.DELETED))
+            else:
+                context.record(Removal(digest, Outcome.FAILED, problem))
+
+    async def _delete(self, keys: list[str], directories: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        if self._batcher is not None:
+            return await self._batcher.delete(keys, directories)
+        return await self._view.store.delete_many(keys, directories=directories)

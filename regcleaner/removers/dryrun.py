@@ -17,12 +17,16 @@ class DryRunRemover:
     name = "dry-run"
     watches_pushes = False  # nothing is deleted, so nothing needs protecting from a race
     requests = 0
+    parallel_repositories: int | None = None
 
     def __init__(self, *, needs_history: bool = False) -> None:
         # A dry run of direct removal reads the tag history a real one needs, so that
         # it meets the same problems the real run would, and removes tags as it would.
         self.needs_history = needs_history
         self.removes_tags = needs_history
+
+    def no_more_repositories(self) -> None:
+        pass
 
     async def remove_tags(
         self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]

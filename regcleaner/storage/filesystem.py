@@ -115,9 +115,15 @@ class FilesystemStore:
         result): inline while the disk is fast, else in the disk thread."""
         if not self._inline:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, function, *args)
+            try:
+                return await loop.run_in_executor(self._executor, function, *args)
+            except OSError as exc:
+                raise _failure("use", str(self.root), exc) from None
         started = time.perf_counter()
-        result = function(*args)
+        try:
+            result = function(*args)
+        except OSError as exc:  # anything a batch did not turn into a StorageError itself
+            raise _failure("use", str(self.root), exc) from None
         elapsed = time.perf_counter() - started
         count = items if isinstance(items, int) else items(result)
         per_item = elapsed / max(count, 1)

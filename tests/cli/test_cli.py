@@ -170,7 +170,7 @@ def test_an_internal_error_while_planning_stays_in_its_repository(
     for repo in ("bug", "fine"):
         images.push_image(api, repo, "v", seed=f"{repo}-1")
         images.push_image(api, repo, "v", seed=f"{repo}-2")
-    original = engine.plan_with_tags
+    original = engine.plan_with_tags  # type: ignore[attr-defined]
 
     def broken(snapshot: object, *args: object, **kwargs: object) -> object:
         if getattr(snapshot, "name", "") == "bug":

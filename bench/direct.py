@@ -1,0 +1,215 @@
+"""``python -m bench.direct``: ``clean --direct`` against the registry's DELETE floor.
+
+Side by side in one run, on fresh hard-linked copies of one synthetic registry:
+
+- ``tags``: one repository of 5,000 manifests, 1,000 of them tagged (every DELETE makes
+  the registry read all 1,000 tags): the floor client deletes the 4,000 untagged
+  manifests through the real registry; ``clean --direct --registry-stopped`` removes the
+  same from storage.
+- ``small``: 200 repositories x 32 manifests (the API benchmark's small size).
+- ``s3``: moto behind a proxy that adds 20 ms to every request, for the registry's s3
+  driver and for regcleaner alike: ``clean`` through the API against ``clean --direct``
+  on two identical buckets, with the S3 write requests per deleted manifest.
+
+Each run is checked: everything in use is still there and all the history is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.floor import delete_floor
+from bench.generate import (
+    SyntheticRegistry,
+    generate,
+    generate_tagged_repository,
+    remaining_revisions,
+)
+from testkit.latency import LatencyProxy
+from testkit.registry import RegistryProcess
+from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+
+
+def linked_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-al", str(source), str(target)], check=True)
+
+
+def regcleaner(args: list[str], env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
+    """Run ``regcleaner clean ARGS`` as a subprocess; (wall seconds, JSON report)."""
+    report = Path(tempfile.mkstemp(suffix=".json")[1])
+    command = [sys.executable, "-m", "regcleaner", "clean", *args, "--min-age", "0",
+               "--progress-interval", "0", "--output", "json", "--report", str(report)]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          check=False, env=env, text=True)  # fmt: skip
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"regcleaner exited {done.returncode}: {done.stderr[-2000:]}")
+    document: dict[str, Any] = json.loads(report.read_text())
+    report.unlink()
+    return elapsed, document
+
+
+def verified(root: Path, synthetic: SyntheticRegistry) -> bool:
+    remaining = remaining_revisions(root)
+    return set(synthetic.in_use) <= remaining and not (set(synthetic.history) & remaining)
+
+
+def disk_case(
+    workdir: Path, label: str, make: Callable[[Path], SyntheticRegistry], concurrency: int
+) -> dict[str, Any]:
+    base = workdir / f"{label}-base"
+    synthetic = make(base)
+    print(f"{label}: {synthetic.manifests:,} manifests, {len(synthetic.history):,} history",
+          flush=True)  # fmt: skip
+    floor_copy = workdir / f"{label}-floor"
+    linked_copy(base, floor_copy / "storage")
+    registry = RegistryProcess(floor_copy)
+    registry.start()
+    try:
+        floor_s, statuses = delete_floor(registry.url, synthetic.history, concurrency, workdir)
+    finally:
+        registry.stop()
+    if statuses.get(202) != len(synthetic.history):
+        raise RuntimeError(f"floor got {dict(statuses)}")
+    print(f"  floor (DELETE through the registry, {concurrency} in flight): {floor_s:.2f}s",
+          flush=True)  # fmt: skip
+    direct_copy = workdir / f"{label}-direct"
+    linked_copy(base, direct_copy)
+    direct_s, report = regcleaner(
+        ["--direct", "--registry-stopped", "--registry-dir", str(direct_copy),
+         "--no-estimate-space"]
+    )  # fmt: skip
+    ok = verified(direct_copy, synthetic) and report["summary"]["deleted"] == len(synthetic.history)
+    print(f"  regcleaner --direct: {direct_s:.2f}s, verified={ok}: x{floor_s / direct_s:.1f}",
+          flush=True)  # fmt: skip
+    for path in (base, floor_copy, direct_copy):
+        shutil.rmtree(path, ignore_errors=True)
+    return {
+        "case": label, "manifests": synthetic.manifests, "history": len(synthetic.history),
+        "floor_s": round(floor_s, 3), "direct_s": round(direct_s, 3),
+        "speedup": round(floor_s / direct_s, 1), "verified": ok,
+    }  # fmt: skip
+
+
+def upload(moto: MotoS3, bucket: str, root: Path) -> None:
+    client = moto.client()
+    client.create_bucket(Bucket=bucket)
+    files = [p for p in root.rglob("*") if p.is_file()]
+
+    def put(path: Path) -> None:
+        client.put_object(Bucket=bucket, Key=f"root/{path.relative_to(root)}",
+                          Body=path.read_bytes())  # fmt: skip
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, files))
+
+
+def bucket_revisions(moto: MotoS3, bucket: str) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    paginator = moto.client().get_paginator("list_objects_v2")
+    prefix = "root/docker/registry/v2/repositories/"
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            repo, _, rest = item["Key"][len(prefix) :].partition("/_manifests/")
+            parts = rest.split("/")
+            if len(parts) == 4 and parts[0] == "revisions" and parts[3] == "link":
+                found.add((repo, "sha256:" + parts[2]))
+    return found
+
+
+def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
+    base = workdir / "s3-base"
+    synthetic = generate(base, repositories, 32)
+    moto = MotoS3()
+    moto.start()
+    proxy = LatencyProxy(moto.url, delay_s)
+    proxy.start()
+    try:
+        for bucket in ("api", "direct"):
+            upload(moto, bucket, base)
+        print(f"s3: {synthetic.manifests:,} manifests in {repositories} repositories, "
+              f"{len(synthetic.history):,} history; {1000 * delay_s:.0f} ms a request",
+              flush=True)  # fmt: skip
+        env = {**os.environ, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
+        common = ["--storage", "s3", "--registry-dir", "/root", "--region", REGION,
+                  "--s3-endpoint", proxy.url, "--no-estimate-space"]  # fmt: skip
+        registry = RegistryProcess(workdir / "s3-registry",
+                                   storage=_registry_storage(moto, proxy, "api"))  # fmt: skip
+        registry.start()
+        try:
+            api_s, api_report = regcleaner(
+                ["--registry-url", registry.url, "--bucket", "api", *common], env
+            )
+        finally:
+            registry.stop()
+        api_ok = not (set(synthetic.history) & bucket_revisions(moto, "api"))
+        print(f"  regcleaner through the API: {api_s:.2f}s, verified={api_ok}", flush=True)
+        direct_s, report = regcleaner(
+            ["--direct", "--registry-stopped", "--bucket", "direct", *common], env
+        )
+        remaining = bucket_revisions(moto, "direct")
+        ok = set(synthetic.in_use) <= remaining and not (set(synthetic.history) & remaining)
+        requests = report["summary"]["storage_requests"]
+        deleted = report["summary"]["deleted"]
+        per_manifest = requests["delete"] / max(deleted, 1)
+        print(f"  regcleaner --direct: {direct_s:.2f}s, verified={ok}: x{api_s / direct_s:.1f}; "
+              f"{requests['delete']} DeleteObjects for {deleted:,} manifests "
+              f"({per_manifest:.3f} a manifest); all requests {requests}", flush=True)  # fmt: skip
+    finally:
+        proxy.stop()
+        moto.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        "case": "s3", "manifests": synthetic.manifests, "history": len(synthetic.history),
+        "api_s": round(api_s, 3), "direct_s": round(direct_s, 3),
+        "speedup": round(api_s / direct_s, 1), "write_requests_per_manifest":
+        round(per_manifest, 4), "storage_requests": requests, "verified": ok and api_ok,
+        "api_storage_requests": api_report["summary"]["storage_requests"],
+    }  # fmt: skip
+
+
+def _registry_storage(moto: MotoS3, proxy: LatencyProxy, bucket: str) -> dict[str, Any]:
+    storage = moto.registry_storage(bucket, "/root")
+    storage["s3"]["regionendpoint"] = proxy.url
+    return storage
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.direct", description=__doc__)
+    parser.add_argument("--case", action="append", choices=["tags", "small", "s3"])
+    parser.add_argument("--s3-repositories", type=int, default=8)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+    cases = args.case or ["tags", "small", "s3"]
+    workdir = Path(tempfile.mkdtemp(prefix="regcleaner-bench-direct-", dir="/dev/shm"))
+    results = []
+    try:
+        if "tags" in cases:
+            results.append(disk_case(workdir, "tags", generate_tagged_repository, 32))
+        if "small" in cases:
+            results.append(disk_case(workdir, "small", lambda p: generate(p, 200, 32), 32))
+        if "s3" in cases:
+            results.append(s3_case(workdir, args.s3_repositories, args.delay_ms / 1000))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0 if all(r["verified"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

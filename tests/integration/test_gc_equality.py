@@ -1,0 +1,599 @@
+"""``regcleaner gc`` removes exactly what ``docker-registry garbage-collect`` removes.
+
+Random registries are written straight into distribution's layout (testkit's
+registry_writer), twice: the real registry's garbage-collect (distribution 2.8.2,
+without ``--delete-untagged``) runs on one copy, ``regcleaner gc`` on the other, and
+the blobs left under ``blobs/`` must be the same, on disk and on S3 (moto).
+
+Where the registry's garbage-collect fails, regcleaner must refuse too (exit 1,
+nothing deleted). Where the registry silently skips something a sane registry never
+holds (a revision whose blob is missing, a link naming another digest, a manifest that
+does not hash to its digest), regcleaner deliberately refuses instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from testkit.registry import RegistryProcess, find_registry_binary
+from testkit.registry_writer import (
+    BLOBS,
+    DiskSink,
+    Manifest,
+    MemorySink,
+    RegistryWriter,
+    S3Sink,
+    blob_data_key,
+    blobs_in_bucket,
+    blobs_on_disk,
+    hex_of,
+    image_config,
+    image_manifest,
+    layer_blob,
+    repository_key,
+    revision_link_key,
+    sha256_digest,
+)
+from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from tests.conftest import CliResult, run_cli
+
+pytestmark = pytest.mark.integration
+
+S3_ROOT = "/root"
+_buckets = itertools.count()
+
+# -- the random registry ---------------------------------------------------------------
+
+# Nested names, and names that are a prefix of another (team/app and team/app/web).
+REPOSITORY_NAMES = ("app", "team/app", "team/app/web", "lib", "org/x/y")
+# A repository that only ever received blob uploads: _layers, no _manifests.
+UPLOADS_ONLY = "cache/uploads"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One manifest in one repository."""
+
+    kind: str  # image | index | referrer | copy (of an image from another repository)
+    repository: str
+    oci: bool
+    config: int  # image and referrer: which config (shared configs share a blob)
+    layers: tuple[int, ...]  # image and referrer: indices into the layer pool
+    targets: tuple[int, ...]  # index: children; referrer: (subject,); copy: (original,)
+    revision: bool  # False: its revision link was deleted since (its blob stays)
+    link_layers: bool  # False: the layers are linked into no _layers of this repository
+    tag: str | None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A registry's storage, as data."""
+
+    items: tuple[Item, ...]
+    orphans: tuple[tuple[int, str | None], ...]  # blobs uploaded, never referenced
+    foreign_links: tuple[tuple[int, str], ...]  # layer i linked into another repository
+
+
+@st.composite
+def registries(draw: st.DrawFn) -> Spec:
+    repositories = draw(st.lists(st.sampled_from(REPOSITORY_NAMES), min_size=1, max_size=4,
+                                 unique=True))  # fmt: skip
+    items: list[Item] = []
+    for number in range(draw(st.integers(1, 12))):
+        repository = draw(st.sampled_from(repositories))
+        earlier = [i for i, item in enumerate(items) if item.repository == repository]
+        images_elsewhere = [i for i, item in enumerate(items)
+                            if item.repository != repository and item.kind != "index"]  # fmt: skip
+        kinds = ["image", "image", "index", "index", "referrer"] if earlier else ["image"]
+        if images_elsewhere:
+            kinds.append("copy")
+        kind = draw(st.sampled_from(kinds))
+        oci = draw(st.booleans())
+        targets: tuple[int, ...] = ()
+        if kind == "copy":
+            # The same manifest in a second repository (crane copy, a mount and a PUT).
+            targets = (draw(st.sampled_from(images_elsewhere)),)
+        elif kind == "index":
+            # Children in the same repository; an index among them nests indexes.
+            targets = tuple(draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3,
+                                          unique=True)))  # fmt: skip
+        elif kind == "referrer":
+            oci = True  # only OCI manifests carry a subject
+            targets = (draw(st.sampled_from(earlier)),)
+        layers: tuple[int, ...] = ()
+        if kind in ("image", "referrer"):
+            # A small pool: layers shared within and across repositories.
+            layers = tuple(draw(st.lists(st.integers(0, 7), max_size=3, unique=True)))
+        revision = draw(st.integers(0, 3)) > 0
+        tagged = revision and draw(st.booleans())
+        items.append(
+            Item(
+                kind, repository, oci,
+                config=draw(st.integers(0, 5)),
+                layers=layers,
+                targets=targets,
+                revision=revision,
+                link_layers=draw(st.integers(0, 3)) > 0,
+                tag=f"t{number}" if tagged else None,
+            )
+        )  # fmt: skip
+    homes = st.sampled_from((None, UPLOADS_ONLY, *repositories))
+    seeds = sorted(draw(st.sets(st.integers(0, 9), max_size=4)))
+    orphans = tuple((seed, draw(homes)) for seed in seeds)
+    foreign = tuple(draw(st.lists(st.tuples(st.integers(0, 7), st.sampled_from(repositories)),
+                                  max_size=3)))  # fmt: skip
+    return Spec(tuple(items), orphans, foreign)
+
+
+def features(spec: Spec) -> set[str]:
+    """What a spec exercises (``pytest --hypothesis-show-statistics`` counts them)."""
+    found: set[str] = set()
+    items = spec.items
+    by_layer: dict[int, set[str]] = {}
+    for item in items:
+        for layer in item.layers:
+            by_layer.setdefault(layer, set()).add(item.repository)
+        if item.kind == "index" and any(items[t].kind == "index" for t in item.targets):
+            found.add("nested index")
+        if item.kind == "referrer":
+            found.add("referrer")
+        if item.kind == "copy":
+            found.add("manifest in two repositories")
+        if not item.revision:
+            found.add("revision link deleted")
+        if item.layers and not item.link_layers:
+            found.add("layers not linked into their repository")
+        if item.tag:
+            found.add("tag")
+    if any(len(repos) > 1 for repos in by_layer.values()):
+        found.add("layer shared across repositories")
+    if any(home == UPLOADS_ONLY for _, home in spec.orphans):
+        found.add("repository with uploads only")
+    if spec.orphans:
+        found.add("blob never referenced")
+    if spec.foreign_links:
+        found.add("blob linked into another repository")
+    if len({item.repository for item in items}) > 1:
+        found.add("several repositories")
+    return found
+
+
+@dataclass(frozen=True)
+class Written:
+    """The files of a spec, and what the registry's garbage-collect must sweep."""
+
+    files: MemorySink
+    blobs: frozenset[str]
+    sweep: frozenset[str]
+
+
+def write_spec(spec: Spec) -> Written:
+    """Write ``spec`` into memory (to replay into each copy); compute the model's sweep:
+    every blob but each revision's manifest and its references, in repositories that
+    have a ``_layers`` folder (every one here: each image or copy links its config)."""
+    files = MemorySink()
+    writer = RegistryWriter(files)
+    manifests: list[Manifest] = []
+    marked: set[str] = set()
+    for item in spec.items:
+        if item.kind == "copy":
+            manifest = writer.manifest(item.repository, manifests[item.targets[0]],
+                                       revision=item.revision)  # fmt: skip
+            for reference in manifest.references:
+                writer.link_layer(item.repository, reference)
+        elif item.kind == "index":
+            manifest = writer.index(
+                item.repository, [manifests[t].descriptor for t in item.targets],
+                oci=item.oci, revision=item.revision,
+            )  # fmt: skip
+        else:
+            config, config_descriptor = image_config(f"c{item.config}", oci=item.oci)
+            writer.upload(item.repository, config, config_descriptor.media_type)
+            layer_descriptors = []
+            for layer in item.layers:
+                data, descriptor = layer_blob(f"L{layer}", oci=item.oci)
+                writer.blob(data, descriptor.media_type)
+                if item.link_layers:
+                    writer.link_layer(item.repository, descriptor.digest)
+                layer_descriptors.append(descriptor)
+            subject = manifests[item.targets[0]].descriptor if item.kind == "referrer" else None
+            manifest = writer.manifest(
+                item.repository,
+                image_manifest(
+                    config_descriptor, layer_descriptors, oci=item.oci, subject=subject,
+                    artifact_type="application/spdx+json" if subject else None,
+                ),
+                revision=item.revision,
+            )  # fmt: skip
+        manifests.append(manifest)
+        if item.revision:
+            marked.add(manifest.digest)
+            marked.update(manifest.references)
+        if item.tag is not None:
+            history = [m.digest for m, it in zip(manifests, spec.items, strict=False)
+                       if it.repository == item.repository]  # fmt: skip
+            writer.tag(item.repository, item.tag, manifest.digest, history=history)
+    for seed, home in spec.orphans:
+        descriptor = writer.blob(f"orphan {seed}".encode())
+        if home is not None:
+            writer.link_layer(home, descriptor.digest)
+    for layer, repository in spec.foreign_links:
+        data, descriptor = layer_blob(f"L{layer}", oci=True)
+        writer.blob(data)
+        writer.link_layer(repository, descriptor.digest)
+    blobs = frozenset(writer.blobs)
+    return Written(files, blobs, blobs - frozenset(marked))
+
+
+# -- running both collectors -----------------------------------------------------------
+
+
+def registry_gc(config: Path) -> subprocess.CompletedProcess[str]:
+    """``docker-registry garbage-collect CONFIG`` (no --delete-untagged), as it is."""
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    return subprocess.run(
+        [find_registry_binary(), "garbage-collect", str(config)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def regcleaner_gc_disk(root: Path, report: Path, *extra: str) -> CliResult:
+    return run_cli(
+        ["gc", "--registry-stopped", "--registry-dir", str(root), "--progress-interval", "0",
+         *extra],
+        report_path=report,
+    )  # fmt: skip
+
+
+def regcleaner_gc_s3(moto: MotoS3, bucket: str, report: Path, *extra: str) -> CliResult:
+    return run_cli(
+        ["gc", "--registry-stopped", "--storage", "s3", "--bucket", bucket,
+         "--registry-dir", S3_ROOT, "--s3-endpoint", moto.url, "--region", REGION,
+         "--progress-interval", "0", *extra],
+        env={"ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY},
+        report_path=report,
+    )  # fmt: skip
+
+
+def swept_in_report(report: dict[str, Any] | None) -> set[str]:
+    assert report is not None
+    return {entry["digest"] for entry in report["swept"]}
+
+
+def assert_same_as_registry(
+    before: set[str], after_registry: set[str], after_ours: set[str], result: CliResult,
+    model: frozenset[str],
+) -> None:  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert after_ours == after_registry, (
+        f"only the registry swept {sorted(after_ours - after_registry)}; "
+        f"only regcleaner swept {sorted(after_registry - after_ours)}"
+    )
+    removed = before - after_registry
+    assert removed == model, "the test's model of garbage-collect is wrong"
+    assert result.report is not None
+    assert result.report["summary"]["blobs_swept"] == len(removed)
+    assert result.report["summary"]["blobs_failed"] == 0
+    assert swept_in_report(result.report) == removed
+
+
+# -- equality on disk and on S3 ----------------------------------------------------------
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+@given(registries())
+def test_gc_on_disk_sweeps_exactly_what_the_registry_sweeps(spec: Spec) -> None:
+    for feature in features(spec):
+        event(feature)
+    written = write_spec(spec)
+    with tempfile.TemporaryDirectory(prefix="gc-equality-") as tmp:
+        theirs = RegistryProcess(Path(tmp) / "registry")
+        ours = Path(tmp) / "ours"
+        written.files.replay(DiskSink(theirs.root), DiskSink(ours))
+        before = blobs_on_disk(ours)
+        assert before == written.blobs
+
+        gc = registry_gc(theirs.config_path)
+        assert gc.returncode == 0, gc.stdout + gc.stderr
+        result = regcleaner_gc_disk(ours, Path(tmp) / "report.json")
+
+        assert_same_as_registry(before, blobs_on_disk(theirs.root), blobs_on_disk(ours), result,
+                                written.sweep)  # fmt: skip
+
+
+@settings(max_examples=16, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+@given(registries())
+def test_gc_on_s3_sweeps_exactly_what_the_registry_sweeps(moto_server: MotoS3, spec: Spec) -> None:
+    for feature in features(spec):
+        event(feature)
+    written = write_spec(spec)
+    client = moto_server.client()
+    number = next(_buckets)
+    theirs_bucket, ours_bucket = f"gc-eq-registry-{number}", f"gc-eq-ours-{number}"
+    for bucket in (theirs_bucket, ours_bucket):
+        moto_server.create_bucket(bucket)
+        with S3Sink(client, bucket, S3_ROOT) as sink:
+            written.files.replay(sink)
+    before = blobs_in_bucket(client, ours_bucket, S3_ROOT)
+    assert before == written.blobs
+    with tempfile.TemporaryDirectory(prefix="gc-equality-s3-") as tmp:
+        theirs = RegistryProcess(
+            Path(tmp) / "registry", storage=moto_server.registry_storage(theirs_bucket, S3_ROOT)
+        )
+        theirs.garbage_collect()
+        result = regcleaner_gc_s3(moto_server, ours_bucket, Path(tmp) / "report.json")
+    assert_same_as_registry(
+        before, blobs_in_bucket(client, theirs_bucket, S3_ROOT),
+        blobs_in_bucket(client, ours_bucket, S3_ROOT), result, written.sweep,
+    )  # fmt: skip
+
+
+# -- storage the registry's garbage-collect fails on: regcleaner refuses ------------------
+
+
+@dataclass(frozen=True)
+class Base:
+    """A tagged image, and a blob nobody references (which a sweep would remove)."""
+
+    writer: RegistryWriter
+    image: Manifest
+
+
+Damage = Callable[[Base], None]
+
+
+def base_registry(root: Path) -> Base:
+    writer = RegistryWriter(DiskSink(root))
+    image = writer.image("app", b'{"config":1}', [b"layer one", b"layer two"], oci=True)
+    writer.tag("app", "v1", image.digest)
+    other = writer.image("team/app", b'{"config":2}', [b"layer three"], oci=False)
+    writer.tag("team/app", "v1", other.digest)
+    writer.blob(b"never referenced")
+    return Base(writer, image)
+
+
+def garbage_manifest(base: Base) -> None:
+    junk = base.writer.blob(b'{"schemaVersion": 2, "mediaType": ')
+    base.writer.revision("app", junk.digest)
+
+
+def empty_manifest(base: Base) -> None:
+    base.writer.revision("app", base.writer.blob(b"").digest)
+
+
+def garbage_revision_link(base: Base) -> None:
+    base.writer.raw(revision_link_key("app", sha256_digest(b"x")), b"not a digest")
+
+
+def empty_revision_link(base: Base) -> None:
+    base.writer.raw(revision_link_key("app", base.image.digest), b"")
+
+
+def uppercase_revision_link(base: Base) -> None:
+    digest = base.image.digest
+    base.writer.raw(revision_link_key("app", digest), b"sha256:" + hex_of(digest).upper().encode())
+
+
+def garbage_signature_link(base: Base) -> None:
+    # schema1 signatures: the registry's Enumerate reads every link below revisions/.
+    hex_part = hex_of(base.image.digest)
+    key = f"_manifests/revisions/sha256/{hex_part}/signatures/sha256/{'1' * 64}/link"
+    base.writer.raw(repository_key("app", key), b"garbage")
+
+
+def not_hex_blob(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/ab/not-hex/data", b"x")
+
+
+def blob_in_wrong_prefix(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/ab/{'cd' + '0' * 62}/data", b"x")
+
+
+def uppercase_blob(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/AB/{'AB' + '0' * 62}/data", b"x")
+
+
+def one_letter_blob(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/ab/a/data", b"x")  # 2.8.2 panics on this one
+
+
+def invalid_repository_name(name: str) -> Damage:
+    def damage(base: Base) -> None:
+        base.writer.image(name, b'{"config":9}', [b"layer nine"], oci=True)
+
+    damage.__name__ = f"repository_named_{name}"
+    return damage
+
+
+def revision_link_with_newline(base: Base) -> None:
+    digest = base.image.digest
+    base.writer.raw(revision_link_key("app", digest), digest.encode() + b"\n")
+
+
+def link_outside_sha256(base: Base) -> None:
+    base.writer.raw(repository_key("app", "_manifests/revisions/sha512/abc/link"), b"garbage")
+
+
+def data_below_a_blob(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/ab/{'ab' + '0' * 62}/sub/data", b"x")
+
+
+def _known_gap(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+REGISTRY_FAILS: list[Any] = [
+    garbage_manifest,
+    empty_manifest,
+    garbage_revision_link,
+    empty_revision_link,
+    uppercase_revision_link,
+    garbage_signature_link,
+    not_hex_blob,
+    blob_in_wrong_prefix,
+    uppercase_blob,
+    one_letter_blob,
+    pytest.param(
+        invalid_repository_name("App"),
+        marks=_known_gap(
+            "regcleaner gc marks a repository whose name reference.WithName "
+            "rejects and sweeps (exit 0); 2.8.2 fails: failed to parse repo name"
+        ),
+    ),
+    pytest.param(
+        invalid_repository_name("a..b"),
+        marks=_known_gap(
+            "regcleaner gc accepts the repository name a..b and sweeps (exit "
+            "0); 2.8.2 fails: invalid reference format"
+        ),
+    ),
+    pytest.param(
+        revision_link_with_newline,
+        marks=_known_gap(
+            "view.parse_link strips whitespace, so a revision link ending in "
+            "a newline is read (exit 0, sweeps); 2.8.2 fails: invalid checksum "
+            "digest length"
+        ),
+    ),
+    pytest.param(
+        link_outside_sha256,
+        marks=_known_gap(
+            "regcleaner gc walks _manifests/revisions/sha256 only; 2.8.2 walks "
+            "all of _manifests/revisions and fails on a garbage link there"
+        ),
+    ),
+    pytest.param(
+        data_below_a_blob,
+        marks=_known_gap(
+            "regcleaner gc lists blobs/<alg>/<hh>/<x>/data only; 2.8.2 walks "
+            "all of blobs/ and fails on any other file named data"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("damage", REGISTRY_FAILS)
+def test_where_the_registry_gc_fails_regcleaner_refuses(damage: Damage, tmp_path: Path) -> None:
+    theirs = RegistryProcess(tmp_path / "registry")
+    damage(base_registry(theirs.root))
+    ours = tmp_path / "ours"
+    damage(base_registry(ours))
+    before = blobs_on_disk(ours)
+
+    gc = registry_gc(theirs.config_path)
+    assert gc.returncode != 0, f"2.8.2 did not fail: {gc.stdout}"
+    assert blobs_on_disk(theirs.root) == before
+
+    result = regcleaner_gc_disk(ours, tmp_path / "report.json")
+    assert result.exit_code == 1, result.output
+    assert blobs_on_disk(ours) == before
+    assert result.report is not None
+    assert result.report["summary"]["blobs_swept"] == 0
+    assert result.report["problems"]
+
+
+# -- deliberately stricter than the registry ---------------------------------------------
+# In each case below 2.8.2's garbage-collect exits 0 and sweeps; regcleaner refuses
+# (exit 1, nothing deleted). This is a deliberate difference: a registry in that state
+# needs a look before anything is deleted (the registry's sweep can even remove the
+# blobs of a tagged image, see link_naming_another_revision).
+
+
+def missing_manifest_blob(base: Base) -> None:
+    base.writer.revision("app", sha256_digest(b"a manifest nobody wrote"))
+
+
+def link_naming_an_unknown_digest(base: Base) -> None:
+    elsewhere = base.writer.image("app", b'{"config":3}', [b"layer four"], oci=True,
+                                  revision=False)  # fmt: skip
+    base.writer.raw(revision_link_key("app", sha256_digest(b"y")), elsewhere.digest.encode())
+
+
+def link_naming_another_revision(base: Base) -> None:
+    # The tagged image's revision link names a manifest without a revision: 2.8.2 skips
+    # it, marks nothing of the tagged image and sweeps its layers.
+    elsewhere = base.writer.image("app", b'{"config":3}', [b"layer four"], oci=True,
+                                  revision=False)  # fmt: skip
+    base.writer.raw(revision_link_key("app", base.image.digest), elsewhere.digest.encode())
+
+
+def manifest_not_matching_its_digest(base: Base) -> None:
+    config, layer = base.writer.blob(b'{"config":5}'), base.writer.blob(b"layer five")
+    real = image_manifest(config, [layer], oci=True)
+    claimed = sha256_digest(b"claimed")
+    base.writer.raw(blob_data_key(claimed), real.data)
+    base.writer.revision("app", claimed)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [missing_manifest_blob, link_naming_an_unknown_digest, link_naming_another_revision,
+     manifest_not_matching_its_digest],
+)  # fmt: skip
+def test_deliberately_stricter_than_the_registry(damage: Damage, tmp_path: Path) -> None:
+    theirs = RegistryProcess(tmp_path / "registry")
+    damage(base_registry(theirs.root))
+    ours = tmp_path / "ours"
+    damage(base_registry(ours))
+    before = blobs_on_disk(ours)
+
+    gc = registry_gc(theirs.config_path)
+    assert gc.returncode == 0, gc.stderr  # 2.8.2 skips silently...
+    assert blobs_on_disk(theirs.root) < before  # ...and sweeps
+
+    result = regcleaner_gc_disk(ours, tmp_path / "report.json")  # regcleaner refuses
+    assert result.exit_code == 1, result.output
+    assert blobs_on_disk(ours) == before
+    assert result.report is not None
+    assert result.report["summary"]["blobs_swept"] == 0
+    assert result.report["problems"]
+    assert "refusing to sweep" in result.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="2.8.2 enumerates repositories by their _layers folder (catalog.go "
+    "handleRepository), so it never marks the manifests of a repository without one and "
+    "sweeps them; regcleaner gc enumerates by _manifests and keeps them",
+)
+def test_a_repository_without_layers_folder_is_swept_as_the_registry_does(
+    tmp_path: Path,
+) -> None:
+    def damage(base: Base) -> None:
+        base.writer.image("nolayers", b'{"config":7}', [b"layer seven"], oci=True,
+                          link_blobs=False)  # fmt: skip
+
+    theirs = RegistryProcess(tmp_path / "registry")
+    damage(base_registry(theirs.root))
+    ours = tmp_path / "ours"
+    damage(base_registry(ours))
+    gc = registry_gc(theirs.config_path)
+    assert gc.returncode == 0, gc.stderr
+    result = regcleaner_gc_disk(ours, tmp_path / "report.json")
+    assert result.exit_code == 0, result.output
+    assert blobs_on_disk(ours) == blobs_on_disk(theirs.root)
+
+
+def test_report_names_each_swept_blob_once(tmp_path: Path) -> None:
+    """The report file is one JSON document and names each swept blob once."""
+    ours = tmp_path / "ours"
+    base_registry(ours)
+    result = regcleaner_gc_disk(ours, tmp_path / "report.json")
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert document["command"] == "gc"
+    assert [entry["digest"] for entry in document["swept"]] == [sha256_digest(b"never referenced")]
