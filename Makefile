@@ -45,8 +45,13 @@ test: lint
 demo: install
 	$(BIN)/python -m demo
 
+# Every figure in docs/benchmarks.md: the API path against the registry's DELETE floor,
+# direct removal, blob collection and retention planning.
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.direct
+	$(BIN)/python -m bench.gc
+	$(BIN)/python -m bench.retention
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

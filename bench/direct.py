@@ -9,7 +9,15 @@ Side by side in one run, on fresh hard-linked copies of one synthetic registry:
 - ``small``: 200 repositories x 32 manifests (the API benchmark's small size).
 - ``s3``: moto behind a proxy that adds 20 ms to every request, for the registry's s3
   driver and for regcleaner alike: ``clean`` through the API against ``clean --direct``
-  on two identical buckets, with the S3 write requests per deleted manifest.
+  on two identical buckets, with the S3 write requests per deleted manifest and every
+  S3 request both sides made (the registry's own, counted by the proxy).
+- ``s3-tags``: the same with repositories of many tags (default 2 repositories of 150
+  manifests, 50 of them tagged), where the registry reads every tag of the repository
+  on each DELETE.
+
+moto is a Python server and runs in a process of its own; on this 2-core machine it
+answers a few hundred requests a second, so the S3 cases are bound by moto's CPU, not
+by the 20 ms: the wall-time ratio then follows the ratio of requests made.
 
 Each run is checked: everything in use is still there and all the history is gone.
 """
@@ -33,6 +41,7 @@ from bench.floor import delete_floor
 from bench.generate import (
     SyntheticRegistry,
     generate,
+    generate_tagged_repositories,
     generate_tagged_repository,
     remaining_revisions,
 )
@@ -130,36 +139,43 @@ def bucket_revisions(moto: MotoS3, bucket: str) -> set[tuple[str, str]]:
     return found
 
 
-def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
-    base = workdir / "s3-base"
-    synthetic = generate(base, repositories, 32)
-    moto = MotoS3()
+def s3_case(
+    workdir: Path, label: str, make: Callable[[Path], SyntheticRegistry], delay_s: float
+) -> dict[str, Any]:
+    base = workdir / f"{label}-base"
+    synthetic = make(base)
+    moto = MotoS3(own_process=True)
     moto.start()
     proxy = LatencyProxy(moto.url, delay_s)
     proxy.start()
     try:
         for bucket in ("api", "direct"):
             upload(moto, bucket, base)
-        print(f"s3: {synthetic.manifests:,} manifests in {repositories} repositories, "
-              f"{len(synthetic.history):,} history; {1000 * delay_s:.0f} ms a request",
-              flush=True)  # fmt: skip
+        print(f"{label}: {synthetic.manifests:,} manifests in {len(synthetic.repositories)} "
+              f"repositories, {len(synthetic.history):,} history; {1000 * delay_s:.0f} ms "
+              "a request", flush=True)  # fmt: skip
         env = {**os.environ, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
         common = ["--storage", "s3", "--registry-dir", "/root", "--region", REGION,
                   "--s3-endpoint", proxy.url, "--no-estimate-space"]  # fmt: skip
-        registry = RegistryProcess(workdir / "s3-registry",
+        registry = RegistryProcess(workdir / f"{label}-registry",
                                    storage=_registry_storage(moto, proxy, "api"))  # fmt: skip
         registry.start()
         try:
+            before = sum(proxy.requests.values())
             api_s, api_report = regcleaner(
                 ["--registry-url", registry.url, "--bucket", "api", *common], env
             )
+            api_requests = sum(proxy.requests.values()) - before
         finally:
             registry.stop()
         api_ok = not (set(synthetic.history) & bucket_revisions(moto, "api"))
-        print(f"  regcleaner through the API: {api_s:.2f}s, verified={api_ok}", flush=True)
+        print(f"  regcleaner through the API: {api_s:.2f}s, verified={api_ok}, "
+              f"{api_requests:,} S3 requests (registry and regcleaner)", flush=True)  # fmt: skip
+        before = sum(proxy.requests.values())
         direct_s, report = regcleaner(
             ["--direct", "--registry-stopped", "--bucket", "direct", *common], env
         )
+        direct_requests = sum(proxy.requests.values()) - before
         remaining = bucket_revisions(moto, "direct")
         ok = set(synthetic.in_use) <= remaining and not (set(synthetic.history) & remaining)
         requests = report["summary"]["storage_requests"]
@@ -167,13 +183,15 @@ def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
         per_manifest = requests["delete"] / max(deleted, 1)
         print(f"  regcleaner --direct: {direct_s:.2f}s, verified={ok}: x{api_s / direct_s:.1f}; "
               f"{requests['delete']} DeleteObjects for {deleted:,} manifests "
-              f"({per_manifest:.3f} a manifest); all requests {requests}", flush=True)  # fmt: skip
+              f"({per_manifest:.3f} a manifest); {direct_requests:,} S3 requests in all "
+              f"(x{api_requests / max(direct_requests, 1):.1f} fewer)", flush=True)  # fmt: skip
     finally:
         proxy.stop()
         moto.stop()
         shutil.rmtree(base, ignore_errors=True)
     return {
-        "case": "s3", "manifests": synthetic.manifests, "history": len(synthetic.history),
+        "case": label, "api_requests": api_requests, "direct_requests": direct_requests,
+        "manifests": synthetic.manifests, "history": len(synthetic.history),
         "api_s": round(api_s, 3), "direct_s": round(direct_s, 3),
         "speedup": round(api_s / direct_s, 1), "write_requests_per_manifest":
         round(per_manifest, 4), "storage_requests": requests, "verified": ok and api_ok,
@@ -189,12 +207,14 @@ def _registry_storage(moto: MotoS3, proxy: LatencyProxy, bucket: str) -> dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.direct", description=__doc__)
-    parser.add_argument("--case", action="append", choices=["tags", "small", "s3"])
+    parser.add_argument("--case", action="append", choices=["tags", "small", "s3", "s3-tags"])
     parser.add_argument("--s3-repositories", type=int, default=8)
+    parser.add_argument("--s3-tagged", default="2x50x150",
+                        help="s3-tags: REPOSITORIESxTAGSxMANIFESTS")  # fmt: skip
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
-    cases = args.case or ["tags", "small", "s3"]
+    cases = args.case or ["tags", "small", "s3", "s3-tags"]
     workdir = Path(tempfile.mkdtemp(prefix="regcleaner-bench-direct-", dir="/dev/shm"))
     results = []
     try:
@@ -202,8 +222,16 @@ def main() -> int:
             results.append(disk_case(workdir, "tags", generate_tagged_repository, 32))
         if "small" in cases:
             results.append(disk_case(workdir, "small", lambda p: generate(p, 200, 32), 32))
+        delay_s = args.delay_ms / 1000
         if "s3" in cases:
-            results.append(s3_case(workdir, args.s3_repositories, args.delay_ms / 1000))
+            fleet = args.s3_repositories
+            results.append(s3_case(workdir, "s3", lambda p: generate(p, fleet, 32), delay_s))
+        if "s3-tags" in cases:
+            count, tags, manifests = (int(x) for x in args.s3_tagged.split("x"))
+            results.append(s3_case(
+                workdir, "s3-tags",
+                lambda p: generate_tagged_repositories(p, count, tags, manifests), delay_s,
+            ))  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

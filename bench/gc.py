@@ -109,7 +109,7 @@ def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
     base = workdir / "s3-base"
     synthetic = generate(base, repositories, 32, own_layers=True)
     forget_history(base, synthetic)
-    moto = MotoS3()
+    moto = MotoS3(own_process=True)
     moto.start()
     proxy = LatencyProxy(moto.url, delay_s)
     proxy.start()

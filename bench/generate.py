@@ -171,17 +171,24 @@ def generate_tagged_repository(
     """One repository of ``manifests`` images, ``tags`` of them tagged (each tag pushed
     over by a share of the rest, which is untagged history): the registry reads every
     tag of the repository on every DELETE, so this is where its DELETE is slowest."""
+    return generate_tagged_repositories(root, 1, tags, manifests, names=["big/app"])
+
+
+def generate_tagged_repositories(
+    root: Path, repositories: int, tags: int, manifests: int, *, names: list[str] | None = None
+) -> SyntheticRegistry:
+    """``repositories`` repositories as ``generate_tagged_repository`` makes one."""
     writer = _Writer(root)
     result = SyntheticRegistry(root)
-    name = "big/app"
-    result.repositories.append(name)
-    repo = _Repository(writer, name, result)
-    history = [repo.image()["digest"] for _ in range(manifests - tags)]
-    for n in range(tags):
-        image = repo.image()
-        repo.tag(f"build-{n}", image["digest"], history[n::tags])
-        result.in_use.append((name, image["digest"]))
-    result.history += [(name, d) for d in history]
+    for name in names or repository_names(repositories):
+        result.repositories.append(name)
+        repo = _Repository(writer, name, result)
+        history = [repo.image()["digest"] for _ in range(manifests - tags)]
+        for n in range(tags):
+            image = repo.image()
+            repo.tag(f"build-{n}", image["digest"], history[n::tags])
+            result.in_use.append((name, image["digest"]))
+        result.history += [(name, d) for d in history]
     return result
 
 

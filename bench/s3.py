@@ -29,7 +29,7 @@ def main() -> int:
             (str(path.relative_to(root)), path)
             for path in root.rglob("*") if path.is_file()
         ]  # fmt: skip
-        moto = MotoS3()
+        moto = MotoS3(own_process=True)
         moto.start()
         try:
             client = moto.client()

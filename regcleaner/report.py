@@ -329,6 +329,12 @@ class RunReport:
             self.gc.render_summary(console)
         if self.dry_run:
             console.print(f"{c.would_delete:,} manifests would be deleted; run without --dry-run.")
+        elif c.deleted and self.mode == "direct" and self.gc is not None:
+            console.print(
+                f"{c.deleted:,} manifests removed from storage and their blobs collected. "
+                "Restart the registry (its blob-descriptor cache may still describe them), "
+                "then turn read-only mode off."
+            )
         elif c.deleted and self.mode == "direct":
             console.print(
                 f"{c.deleted:,} manifests removed from storage. Restart the registry (its "

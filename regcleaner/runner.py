@@ -132,16 +132,24 @@ def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event
 
 
 async def clean(
-    engine: Engine, view: RegistryView, report: RunReport, collector: Collector | None = None
+    engine: Engine,
+    view: RegistryView,
+    report: RunReport,
+    collector: Callable[[], Collector] | None = None,
 ) -> None:
     """One clean over ``view``, filling ``report``; then, for ``--direct --gc``, the
     blob collection in the same maintenance window (not after a failed or stopped run)."""
     try:
         await engine.run()
         report.finished = time.monotonic()
-        if collector is not None and not report.stopped_by and not report.counters.failed:
-            log.info("collecting blobs in the same window (--gc)")
-            await collector.run()
+        if collector is None:
+            return
+        c = report.counters
+        if report.stopped_by or c.failed or c.repositories_failed:
+            log.warning("blobs not collected: the removal did not finish cleanly; run again")
+            return
+        log.info("collecting blobs in the same window (--gc)")
+        await collector().run()
     finally:
         report.finished = report.finished or time.monotonic()
         await view.store.aclose()
@@ -226,20 +234,25 @@ def run_clean(settings: Settings) -> int:
     remover = make_remover(settings, view, stopping)  # imports what the run needs
     progress = Progress(report, interval_s=settings.progress_interval_s)
     engine = Engine(settings, view, remover, report, progress=progress, stopping=stopping)
-    collector = gc_report = None
+    collector: Callable[[], Collector] | None = None
+    gc_report: GcReport | None = None
     if settings.gc is not None:
         from regcleaner.gc import Collector, GcProgress, GcReport
 
         gc_report = GcReport(dry_run=settings.dry_run, storage=store.describe())
-        report.gc = gc_report
         if settings.dry_run:
             report.forget = {}  # the gc dry run marks as if the deletions were done
-        collector = Collector(
-            settings.gc, view, gc_report,
-            gate=None if settings.dry_run else make_gate(settings.gc, view),
-            progress=GcProgress(gc_report, interval_s=settings.progress_interval_s),
-            stopping=stopping, forget=report.forget,
-        )  # fmt: skip
+        gc_settings, window_report = settings.gc, gc_report
+
+        def collector() -> Collector:
+            report.gc = window_report  # in the report only once collection starts
+            return Collector(
+                gc_settings, view, window_report,
+                gate=None if settings.dry_run else make_gate(gc_settings, view),
+                progress=GcProgress(window_report, interval_s=settings.progress_interval_s),
+                stopping=stopping, forget=report.forget,
+            )  # fmt: skip
+
     freeze_imports()
     try:
         error = run(clean(engine, view, report, collector), report)

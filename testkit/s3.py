@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 from moto.server import ThreadedMotoServer
@@ -15,19 +20,56 @@ REGION = "us-east-1"
 
 
 class MotoS3:
-    """A ThreadedMotoServer on 127.0.0.1 with helpers to make buckets."""
+    """moto's S3 on 127.0.0.1 with helpers to make buckets: a ThreadedMotoServer in this
+    process, or (``own_process``, for benchmarks) a server process of its own, so that
+    its CPU does not contend for this process's GIL with whatever else runs here."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, own_process: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._own_process = own_process
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server.start()
+        if not self._own_process:
+            self._server.start()
+            return
+        code = (
+            "import logging, sys; from moto.server import ThreadedMotoServer; "
+            "logging.getLogger('werkzeug').setLevel(logging.ERROR); "
+            f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={self.port}, verbose=False); "
+            "s.start(); sys.stdin.read(); s.stop()"
+        )
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"moto exited with {self._process.returncode}")
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # it answers
+            except OSError:
+                time.sleep(0.05)  # poll: not listening yet
+        raise RuntimeError("moto did not start")
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._process is None:
+            self._server.stop()
+            return
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
 
     def client(self) -> Any:
         """A synchronous boto3 S3 client for test setup and inspection."""

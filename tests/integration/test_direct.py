@@ -647,6 +647,20 @@ def test_direct_run_on_a_read_only_registry_leaves_every_tag_whole(
         assert answer.status == 404, f"{repository}@{digest} still served after the run"
 
 
+def test_read_only_mode_set_by_environment_variable_passes_the_gate(
+    disk_sites: Sites, scenario_template: Template, tmp_path: Path
+) -> None:
+    # docs/maintenance.md and docs/kubernetes.md: on Kubernetes, read-only mode can be
+    # turned on with the environment variable instead of the config file.
+    site = disk_sites.make(scenario_template, start=False)
+    assert not site.registry.readonly
+    site.registry.env_overrides["REGISTRY_STORAGE_MAINTENANCE_READONLY"] = '{"enabled": true}'
+    site.registry.start()
+    result = site.clean(report=tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    assert report_set(result.report, "deleted") == site.expectation.delete
+
+
 # -- 3. garbage-collect frees the same as after an API run ------------------------------------
 
 
@@ -678,6 +692,64 @@ def test_garbage_collect_frees_the_same_blobs_as_after_an_api_run(
 
     direct.restart()
     pull_everything(direct)
+
+
+def test_one_window_clean_direct_gc_frees_what_garbage_collect_frees_after_an_api_run(
+    sites: Sites, scenario_template: Template, tmp_path: Path
+) -> None:
+    by_api = sites.make(scenario_template)
+    window = sites.make(scenario_template, readonly=True)
+    before = window.storage.key_set()
+    api_run = by_api.clean(report=tmp_path / "api.json", direct=False)
+    assert api_run.exit_code == 0, api_run.output
+    by_api.registry.stop()
+    by_api.registry.garbage_collect()
+
+    # The dry run of the window writes nothing, and marks as if the removals were done.
+    dry = window.clean("--gc", "--dry-run", report=tmp_path / "dry.json")
+    assert dry.exit_code == 0, dry.output
+    assert window.storage.key_set() == before
+    assert dry.report is not None
+    would = {blob["digest"] for blob in dry.report["gc"]["would_sweep"]}
+
+    run = window.clean("--gc", report=tmp_path / "window.json")
+    assert run.exit_code == 0, run.output
+    assert run.report is not None
+    assert report_set(run.report, "deleted") == window.expectation.delete
+    swept = {blob["digest"] for blob in run.report["gc"]["swept"]}
+    assert swept, "the scenario should leave blobs to collect"
+    assert swept == would, "the dry run did not list what the run swept"
+    left = blobs(window.storage.key_set())
+    assert left == blobs(by_api.storage.key_set()), "not what garbage-collect frees"
+    assert blobs(before) - left == swept
+
+    window.restart()
+    pull_everything(window)
+
+
+def test_the_window_collects_no_blob_after_a_failed_removal(
+    disk_sites: Sites, scenario_template: Template, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from regcleaner.storage.filesystem import FilesystemStore
+
+    site = disk_sites.make(scenario_template, readonly=True)
+    before = blobs(site.storage.key_set())
+    delete_many_sync = FilesystemStore._delete_many_sync
+
+    def refuse_one(
+        self: FilesystemStore, keys: Sequence[str], directories: Sequence[str]
+    ) -> list[str | None]:
+        results = delete_many_sync(self, keys[1:], directories)
+        return ["EACCES: refused by the test", *results]
+
+    monkeypatch.setattr(FilesystemStore, "_delete_many_sync", refuse_one)
+    result = site.clean("--gc", report=tmp_path / "r.json")
+    assert result.exit_code == 1, result.output
+    assert result.report is not None
+    assert result.report["summary"]["failed"] >= 1
+    assert "gc" not in result.report or not result.report["gc"].get("swept")
+    assert blobs(site.storage.key_set()) == before, "blobs were collected after a failure"
 
 
 # -- 4. a run stopped half-way, then rerun ----------------------------------------------

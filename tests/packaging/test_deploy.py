@@ -123,7 +123,11 @@ def test_kubernetes_manifests_are_operable() -> None:
     indexed = (ROOT / "deploy/kubernetes/indexed-job.yaml").read_text()
     assert "completionMode: Indexed" in indexed
     assert "--shards" in indexed
-    for text in (cron, job, indexed):
+    maintenance = (ROOT / "deploy/kubernetes/maintenance-job.yaml").read_text()
+    assert '"--direct", "--gc"' in maintenance
+    assert "{name: registry-data, mountPath: /registry}" in maintenance  # read-write
+    assert "REGISTRY_URL" in maintenance  # the gate probes the registry
+    for text in (cron, job, indexed, maintenance):
         assert "requests:" in text
 
 
