@@ -86,6 +86,9 @@ class RepositoryJob:
     tag_plan: TagPlan = field(default_factory=TagPlan)
     tag_outcomes: dict[str, str | None] = field(default_factory=dict)
     """Tags a remover removed alone: None when removed, else why each stays."""
+    tags_after: dict[str, Digest | StorageError | None] | None = None
+    """Through the API: where the going tags whose digest was deleted point after the
+    repository's deletions (None: gone), read once; None when not read."""
     reasons: dict[Digest, str] = field(default_factory=dict)
     """Each planned deletion's reason, as reported."""
 
@@ -656,6 +659,7 @@ class Engine:
         while (job := await jobs.get()) is not None:
             try:
                 await self._carry_out(job)
+                await self._reread_going_tags(job)
             finally:
                 self._finish_repository(job)
 
@@ -664,12 +668,33 @@ class Engine:
         self._account_space(job)
         self.report.add(job.record)
 
+    async def _reread_going_tags(self, job: RepositoryJob) -> None:
+        """Through the API, after the repository's deletions: read once where each going
+        tag whose digest was deleted points now. The DELETE removed the tag with its
+        digest, unless the tag was pushed again during the run (to another manifest, or
+        to the same one pushed back): the report must not call such a tag removed."""
+        if not self.remover.watches_pushes or self.remover.removes_tags:
+            return
+        deleted = {d for d, _ in job.record.deleted}
+        tags = sorted(t for t in job.tag_plan.going if job.snapshot.tags[t] in deleted)
+        if not tags:
+            return
+        name = job.record.name
+        try:
+            found: list[Digest | StorageError | None] = await self.view.tag_links(name, tags)
+        except StorageError as exc:
+            log.warning("repository %s: cannot re-read expired tags after deleting: %s",
+                        name, exc)  # fmt: skip
+            found = [exc] * len(tags)
+        job.tags_after = dict(zip(tags, found, strict=True))
+
     def _settle_tags(self, job: RepositoryJob) -> None:
         """Record where each tag that was to go ended up: removed (alone, or with its
         digest), or staying, with the reason."""
         record = job.record
         snapshot = job.snapshot
         deleted = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
+        after = job.tags_after or {}
         for tag, why in sorted(job.tag_plan.going.items()):
             digest = snapshot.tags[tag]
             if tag in job.tag_outcomes:
@@ -684,6 +709,8 @@ class Engine:
                 record.tags_expired.append((tag, digest, why, "not-attempted"))
                 continue
             stay = stays(tag, snapshot, job.tag_plan, job.plan, deleted)
+            if stay is None and tag in after:
+                stay = _tag_after_run(after[tag], digest)
             if stay is None:
                 record.tags_removed.append((tag, digest, f"{why}; with its digest"))
             else:
@@ -817,6 +844,17 @@ class Engine:
             return
         record.failed.append((digest, reason, removal.detail))
         log.warning("repository %s: deleting %s failed: %s", record.name, digest, removal.detail)
+
+
+def _tag_after_run(now: Digest | StorageError | None, planned: Digest) -> str | None:
+    """Why a tag whose digest this run deleted still stays (None: it went with it)."""
+    if now is None:
+        return None
+    if isinstance(now, StorageError):
+        return f"cannot re-read the tag: {now}"
+    if now != planned:
+        return f"moved-during-run:{now}"
+    return f"pushed-again-during-run:{now}"
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -16,6 +16,13 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     """The regular expression a repository glob stands for (whole-name match)."""
     if not pattern:
         raise ValueError("an empty glob matches nothing")
+    # ``**/**`` crosses segments just as one ``**`` does: collapse repeated ``**``
+    # segments first, so ``a/**/**`` matches ``a`` as ``a/**`` does.
+    segments: list[str] = []
+    for segment in pattern.split("/"):
+        if segment != "**" or not segments or segments[-1] != "**":
+            segments.append(segment)
+    pattern = "/".join(segments)
     parts: list[str] = []
     i, n = 0, len(pattern)
     while i < n:

@@ -193,23 +193,34 @@ def parse_policy(text: str, source: str = "policy") -> RetentionPolicy:
     return _validate(document, source)
 
 
-def _to_values(node: Any) -> _Located:
+def _to_values(node: Any, field: str = "") -> _Located:
+    """Plain values with their lines; ``field`` is the node's path as validation names
+    it (``policies[0].keep[1]``), so a duplicate or non-string key is reported like any
+    other bad field."""
     import yaml
 
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[str, _Located] = {}
         for key_node, value_node in node.value:
-            key = _scalar_node(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            key_line = key_node.start_mark.line + 1
+            scalar = isinstance(key_node, yaml.ScalarNode)
+            key = _scalar_node(key_node) if scalar else None
             if not isinstance(key, str):
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: keys must be names")
+                shown = repr(key) if scalar else "a mapping or list"
+                raise ConfigError(f"line {key_line}: {field or '(top)'}: keys must be names, "
+                                  f"not {shown}")  # fmt: skip
+            path = f"{field}.{key}" if field else key
             if key in result:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: {key!r} given twice")
+                raise ConfigError(f"line {key_line}: {path}: given twice (first at line "
+                                  f"{result[key].line})")  # fmt: skip
             # A field is reported at its key's line.
-            result[key] = _Located(_to_values(value_node).value, key_node.start_mark.line + 1)
+            result[key] = _Located(_to_values(value_node, path).value, key_line)
         return _Located(result, line)
     if isinstance(node, yaml.SequenceNode):
-        return _Located([_to_values(item) for item in node.value], line)
+        return _Located(
+            [_to_values(item, f"{field}[{i}]") for i, item in enumerate(node.value)], line
+        )
     return _Located(_scalar_node(node), line)
 
 
@@ -311,7 +322,9 @@ def _validate_rule(entry: _Located, field: str, source: str) -> Rule:
         try:
             within = parse_duration(str(item.value), "pushed_within")
         except ConfigError as exc:
-            raise _fail(source, f"{field}.pushed_within", item.line, str(exc)) from None
+            # parse_duration names the option first; the field path already says it.
+            problem = str(exc).removeprefix("pushed_within: ")
+            raise _fail(source, f"{field}.pushed_within", item.line, problem) from None
         if not math.isfinite(within):
             raise _fail(source, f"{field}.pushed_within", item.line, "must be finite")
     if patterns is None and newest is None and within is None:

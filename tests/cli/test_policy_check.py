@@ -74,11 +74,6 @@ def test_check_a_bad_file_exits_2_with_the_field_and_line(
     assert error.startswith(f"error: {path}:line {line}: {field}: "), error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a duplicate key is reported as \"FILE:line N: 'KEY' given twice\": the line, "
-    "but no field path",
-)
 @pytest.mark.parametrize(
     ("text", "field", "line"),
     [pytest.param(text, field, line, id=name) for name, text, field, line in DUPLICATE_FILES],

@@ -395,22 +395,17 @@ def test_expired_tag_pushed_again_with_the_same_manifest_keeps_it_api(
     survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b"}})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="through the API the report settles expired tags from the scan's snapshot: "
-    "an expired tag pushed again during the run is listed under tags.removed "
-    "('…; with its digest') although it still exists",
-)
 def test_expired_tag_pushed_again_during_the_run_is_not_reported_removed(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
 ) -> None:
     images.push_image(api, "race", "keep-a", seed="race-a")
-    images.push_image(api, "race", "old-b", seed="race-b")
-    images.push_image(api, "race", "old-c", seed="race-c")
+    old_b = images.push_image(api, "race", "old-b", seed="race-b")
+    old_c = images.push_image(api, "race", "old-c", seed="race-c")
+    pushed_again: list[Pushed] = []
 
     def decide(number: int, path: str) -> int | str | None:
         if number == 1:
-            images.push_image(api, "race", "old-b", seed="race-b-again")
+            pushed_again.append(images.push_image(api, "race", "old-b", seed="race-b-again"))
         return None
 
     policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
@@ -418,8 +413,77 @@ def test_expired_tag_pushed_again_during_the_run_is_not_reported_removed(
         result = clean(registry, "api", tmp_path / "r.json", "--policy", str(policy),
                        "--per-repository", "1", url=proxy.url)  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert len(pushed_again) == 1
     assert "old-b" in api.tags("race")
-    assert "old-b" not in removed(result.report, "race"), tags_of(result.report, "race")
+    assert not api.manifest_exists("race", old_b.digest)
+    assert removed(result.report, "race") == {"old-c": old_c.digest}, tags_of(result.report, "race")
+    staying = expired_staying(result.report, "race")
+    assert staying == {"old-b": f"moved-during-run:{pushed_again[0].digest}"}, staying
+    assert result.report is not None
+    assert result.report["summary"]["tags_removed"] == 1
+    assert result.report["summary"]["tags_expired_kept"] == 1
+
+
+def test_expired_tag_pushed_back_after_its_digest_went_is_not_reported_removed(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same manifest and tag pushed again after this run's DELETE took them: the
+    tag exists again, on the same digest, and the report says so."""
+    from regcleaner.engine import Engine, RepositoryJob
+
+    images.push_image(api, "race", "keep-a", seed="race-a")
+    old_b = images.push_image(api, "race", "old-b", seed="race-b")
+    old_c = images.push_image(api, "race", "old-c", seed="race-c")
+    body = api.get_manifest("race", old_b.digest)
+    original = Engine._reread_going_tags
+    pushed_back: list[bool] = []
+
+    async def push_back_first(self: Engine, job: RepositoryJob) -> None:
+        if job.record.name == "race":
+            assert not api.manifest_exists("race", old_b.digest), "deleted by now"
+            api.put_manifest("race", "old-b", body.body, body.headers["Content-Type"])
+            pushed_back.append(True)
+        await original(self, job)
+
+    monkeypatch.setattr(Engine, "_reread_going_tags", push_back_first)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
+    result = clean(registry, "api", tmp_path / "r.json", "--policy", str(policy))
+    assert result.exit_code == 0, result.output
+    assert pushed_back == [True]
+    assert digests(result.report, "race", "deleted") == {old_b.digest, old_c.digest}
+    assert removed(result.report, "race") == {"old-c": old_c.digest}
+    assert expired_staying(result.report, "race") == {
+        "old-b": f"pushed-again-during-run:{old_b.digest}"
+    }
+    assert set(api.tags("race")) == {"keep-a", "old-b"}
+    survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b"}})
+
+
+def test_expired_tag_unreadable_after_its_digest_went_is_not_reported_removed(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the re-read cannot tell whether the tag went, the report does not claim it."""
+    from regcleaner.engine import Engine, RepositoryJob
+
+    images.push_image(api, "race", "keep-a", seed="race-a")
+    images.push_image(api, "race", "old-b", seed="race-b")
+    old_c = images.push_image(api, "race", "old-c", seed="race-c")
+    original = Engine._reread_going_tags
+
+    async def garble_first(self: Engine, job: RepositoryJob) -> None:
+        link = tag_link(registry, "race", "old-b")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.write_text("not a digest")
+        await original(self, job)
+
+    monkeypatch.setattr(Engine, "_reread_going_tags", garble_first)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
+    result = clean(registry, "api", tmp_path / "r.json", "--policy", str(policy))
+    assert result.exit_code == 0, result.output
+    assert removed(result.report, "race") == {"old-c": old_c.digest}
+    staying = expired_staying(result.report, "race")
+    assert set(staying) == {"old-b"}
+    assert staying["old-b"].startswith("cannot re-read the tag: "), staying
 
 
 def test_expired_tag_moved_before_its_removal_is_kept_direct(
