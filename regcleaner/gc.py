@@ -1,18 +1,28 @@
 """Blob garbage collection: what distribution 2.8's ``garbage-collect`` does (without
 ``--delete-untagged``), concurrently, with bounded memory.
 
-Mark: in every repository, every revision link (the registry walks them all, schema1
-``signatures/`` included, and reads each one's digest), the manifest it names, and what
-that manifest references as the registry reads it (``gomanifest``: config and layers
-of an image, the entries of an index, the fsLayers of schema1). Sweep: every blob under
-``blobs/`` that nothing marked.
+Mark: in every repository, every revision link (the registry walks all of
+``_manifests/revisions``, every algorithm folder and schema1 ``signatures/`` included,
+and reads each link's digest, untrimmed), the manifest it names, and what that manifest
+references as the registry reads it (``gomanifest``: config and layers of an image, the
+entries of an index, the fsLayers of schema1). Sweep: every blob under ``blobs/`` that
+nothing marked.
 
-The sweep is refused, and nothing is deleted, when the mark is not complete: a link or
-manifest that cannot be read or understood, a manifest blob that is missing or does not
-match its digest, a listing that fails, a folder under ``blobs/`` that is not a blob.
-The registry's own garbage-collect stops on most of these too; where it would skip one
-silently (a revision whose blob is missing, a link naming another digest), regcleaner
-refuses instead: a registry in that state needs a look before anything is deleted.
+The sweep is refused, and nothing is deleted, when the mark is not complete: a
+repository name the registry cannot parse, a link or manifest that cannot be read or
+understood, a manifest blob that is missing or does not match its digest, a listing
+that fails, a file named ``data`` under ``blobs/`` that is not a blob's, a symbolic
+link the registry would follow. The registry's own garbage-collect stops on most of
+these too; where it would skip one silently (a revision whose blob is missing, a link
+naming another digest), regcleaner refuses instead: a registry in that state needs a
+look before anything is deleted.
+
+Repositories are found by ``_manifests`` or ``_layers``; the registry finds them by
+``_layers`` only, so it never marks the manifests of a repository without that folder
+and sweeps their blobs. regcleaner marks them (keeps more) and warns.
+
+A stop (SIGTERM, SIGINT) starts nothing new and gives in-flight requests
+``stop_grace_s``; then they are abandoned and the report says so.
 
 Memory: the mark set holds one 64-bit integer per blob (the first 16 hex digits of its
 digest): a collision can only keep a blob that should go, never the other way round.
@@ -30,12 +40,12 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
-from regcleaner import __version__, gomanifest
+from regcleaner import __version__, gomanifest, layout
 from regcleaner.concurrency import Channel
 from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
@@ -43,6 +53,7 @@ from regcleaner.errors import MarkIncomplete, StorageError
 from regcleaner.manifests import MAX_MANIFEST_BYTES
 from regcleaner.report import peak_rss_mb
 from regcleaner.space import human_bytes
+from regcleaner.storage.base import EntryKind
 from regcleaner.view import RegistryView, parse_link
 
 if TYPE_CHECKING:
@@ -81,6 +92,7 @@ class GcCounters:
     swept_bytes: int = 0
     young: int = 0
     failed: int = 0
+    abandoned: int = 0
     layer_links_removed: int = 0
     uploads_removed: int = 0
     prefixes_listed: int = 0
@@ -96,6 +108,7 @@ class GcReport:
         self.counters = GcCounters()
         self.problems: list[str] = []
         self.problem_count = 0
+        self.warnings: list[str] = []
         self.started = time.monotonic()
         self.finished: float | None = None
         self.stopped_by: str | None = None
@@ -113,6 +126,13 @@ class GcReport:
         if len(self.problems) < MAX_PROBLEMS_KEPT:
             self.problems.append(text)
         log.error("mark: %s", text)
+
+    def warning(self, text: str) -> None:
+        """Something the registry's own garbage-collect would do differently, where
+        regcleaner keeps more (kept, up to a bound; no refusal)."""
+        if len(self.warnings) < MAX_PROBLEMS_KEPT:
+            self.warnings.append(text)
+        log.warning("mark: %s", text)
 
     def swept(self, digest: str, size: int) -> None:
         """A blob removed (or, in a dry run, to be removed)."""
@@ -143,6 +163,7 @@ class GcReport:
             "bytes_freed": c.swept_bytes,
             "blobs_kept_young": c.young,
             "blobs_failed": c.failed,
+            "blobs_abandoned": c.abandoned,
             "layer_links_removed": c.layer_links_removed,
             "uploads_removed": c.uploads_removed,
             "problems": self.problem_count,
@@ -167,6 +188,7 @@ class GcReport:
             "error": self.fatal_error,
             "summary": self.summary(),
             "problems": self.problems,
+            "warnings": self.warnings,
             "would_sweep" if self.dry_run else "swept": blobs,
         }
 
@@ -203,6 +225,10 @@ class GcReport:
             ("failed", f"{c.failed:,}"),
             ("problems (sweep refused if any)", f"{self.problem_count:,}"),
         ]
+        if c.abandoned:
+            rows.append(("abandoned after the stop (outcome unknown)", f"{c.abandoned:,}"))
+        if self.warnings:
+            rows.append(("warnings (kept more than the registry's gc)", f"{len(self.warnings):,}"))
         if c.layer_links_removed:
             rows.append(("_layers links removed", f"{c.layer_links_removed:,}"))
         if c.uploads_removed:
@@ -296,19 +322,22 @@ class Collector:
         self.existing: set[int] | None = set() if settings.prune_layer_links else None
         self._candidates: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self.width = max(1, self.store.listing_concurrency)
+        self._deadline: asyncio.Timeout | None = None
 
     def request_stop(self, why: str) -> None:
-        """Start nothing new; in-flight deletions finish."""
-        if not self.stopping.is_set():
-            log.warning("%s: finishing in-flight deletions, starting no new ones", why)
-            self.report.stopped_by = why
-            self.stopping.set()
+        """Start nothing new; in-flight requests get ``stop_grace_s``, then are abandoned."""
+        if self.stopping.is_set():
+            return
+        log.warning("%s: finishing in-flight requests (at most %.0fs), starting no new ones",
+                    why, self.settings.stop_grace_s)  # fmt: skip
+        self.report.stopped_by = why
+        self.stopping.set()
+        if self._deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._deadline.reschedule(loop.time() + self.settings.stop_grace_s)
 
     async def run(self) -> None:
         """The whole collection; raise MarkIncomplete instead of sweeping on doubt."""
-        await self.view.check()
-        if self.gate is not None:
-            await self.gate()
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -318,15 +347,7 @@ class Collector:
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support
         try:
-            async with asyncio.TaskGroup() as group:
-                reporter = None
-                if self.progress is not None:
-                    reporter = group.create_task(self.progress.run())
-                try:
-                    await self._collect()
-                finally:
-                    if reporter is not None:
-                        reporter.cancel()
+            await self._run_bounded()
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         finally:
@@ -335,6 +356,40 @@ class Collector:
             self._candidates.close()
             self.report.storage_requests = self.store.stats.as_dict()
             self.report.finished = time.monotonic()
+
+    async def _run_bounded(self) -> None:
+        """Everything under a deadline that a stop sets to now + the grace period (as
+        the clean engine does): in-flight requests get that long, then are abandoned."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                if self.stopping.is_set():  # stopped before the deadline existed
+                    deadline.reschedule(loop.time() + self.settings.stop_grace_s)
+                await self.view.check()
+                if self.gate is not None:
+                    await self.gate()
+                async with asyncio.TaskGroup() as group:
+                    reporter = None
+                    if self.progress is not None:
+                        reporter = group.create_task(self.progress.run())
+                    try:
+                        await self._collect()
+                    finally:
+                        if reporter is not None:
+                            reporter.cancel()
+        except TimeoutError:
+            if not (self.stopping.is_set() and deadline.expired()):
+                raise
+            log.warning(
+                "in-flight requests did not finish within %.0fs of the stop; abandoned them "
+                "(%d blobs in deletions of unknown outcome, not reported as swept; a rerun "
+                "finishes the collection)",
+                self.settings.stop_grace_s,
+                self.report.counters.abandoned,
+            )
+        finally:
+            self._deadline = None
 
     async def _collect(self) -> None:
         log.info("gc: marking every blob the manifests of %s reference", self.view.describe())
@@ -371,8 +426,9 @@ class Collector:
             first = self.report.problems[0]
             raise MarkIncomplete(
                 f"refusing to sweep: {self.report.problem_count} problem(s) while {phase}, "
-                f"first: {first}. The registry's own garbage-collect would also stop or "
-                "skip here; fix or remove what is named, then run gc again"
+                f"first: {first}. The registry's own garbage-collect would stop here too, "
+                "or act on what regcleaner cannot check; fix or remove what is named, then "
+                "run gc again"
             )
 
     # -- mark -------------------------------------------------------------------------
@@ -388,6 +444,16 @@ class Collector:
             finally:
                 await names.close()
 
+        await self._work_through(names, produce(), work)
+
+    async def _work_through(
+        self,
+        names: Channel[str],
+        producer: Coroutine[Any, Any, None],
+        work: Callable[[str], Awaitable[None]],
+    ) -> None:
+        """Run ``work`` on each name the producer puts in ``names``, ``width`` at once."""
+
         async def worker() -> None:
             while (name := await names.get()) is not None:
                 if self.stopping.is_set():
@@ -398,20 +464,69 @@ class Collector:
                     self.report.problem(f"{name}: {exc}")
 
         async with asyncio.TaskGroup() as group:
-            group.create_task(produce())
+            group.create_task(producer)
             for _ in range(self.width):
                 group.create_task(worker())
 
     async def _mark(self) -> None:
-        await self._each_repository(self._mark_repository)
+        # Repositories as the registry finds them (by _layers, a file of that name
+        # included) and by _manifests as well: see _mark_repository.
+        names: Channel[str] = Channel(self.width * 4)
+        layers: dict[str, bool] = {}
+
+        async def emit(name: str, found: Mapping[str, EntryKind]) -> None:
+            if not layout.registry_can_open(name):
+                where = f"repository {name!r}" if name else "the repositories folder itself"
+                self.report.problem(
+                    f"{where} holds {' and '.join(sorted(found))}, but its name is not one "
+                    "the registry can open (reference.WithName or the storage driver's "
+                    "path rules reject it): its garbage-collect fails on it"
+                )
+                return
+            if layout.MANIFESTS_DIR not in found:
+                self.report.counters.repositories += 1  # blob links only: nothing to mark
+                return
+            layers[name] = layout.LAYERS_DIR in found
+            await names.put(name)
+
+        def other(key: str) -> None:
+            self.report.problem(
+                f"{key} is a symbolic link or special file: the registry's garbage-collect "
+                "follows it and marks what it finds there, regcleaner follows no links"
+            )
+
+        async def produce() -> None:
+            try:
+                await self.view.repository_folders(emit, markers=(layout.LAYERS_DIR,),
+                                                   other=other)  # fmt: skip
+            finally:
+                await names.close()
+
+        async def mark(name: str) -> None:
+            await self._mark_repository(name, has_layers=layers.pop(name))
+
+        await self._work_through(names, produce(), mark)
         self.report.counters.marked = len(self.marked)
 
-    async def _mark_repository(self, name: str) -> None:
+    async def _mark_repository(self, name: str, *, has_layers: bool) -> None:
         report = self.report
+        if not has_layers:
+            report.warning(
+                f"repository {name!r} has no _layers folder: the registry's garbage-collect "
+                "does not see it and would sweep the blobs only its manifests reference; "
+                "regcleaner marks them (keeps them)"
+            )
         revisions: list[Digest] = []
-        for key, content in await self.view.revision_link_files(name):
+        links, odd = await self.view.revision_link_files(name)
+        for stray in odd:
+            report.problem(str(stray))
+        for key, content in links:
             if content is None:
                 continue  # gone since the listing
+            if not layout.is_driver_path(key):
+                report.problem(f"{name}: revision link {key}: a path the registry's storage "
+                               "driver refuses to read")  # fmt: skip
+                continue
             if isinstance(content, StorageError):
                 report.problem(f"{name}: cannot read revision link {key}: {content}")
                 continue
@@ -420,16 +535,18 @@ class Collector:
             except ValueError as exc:
                 report.problem(f"{name}: revision link {key} holds garbage ({exc})")
                 continue
-            hex_part, _, rest = key.partition("/")
-            if rest == "link" and is_sha256_hex(hex_part):
+            algorithm, _, below = key.partition("/")
+            hex_part, _, rest = below.partition("/")
+            if algorithm == "sha256" and rest == "link" and is_sha256_hex(hex_part):
                 if self.forget is not None and digest in self.forget.get(name, ()):
                     continue  # a dry run after clean's dry run: as if it were deleted
                 if digest != "sha256:" + hex_part:
                     report.problem(f"{name}: revision link {key} names another digest {digest}")
                     continue
                 revisions.append(digest)
-            # Any other link (schema1 signatures) names a revision the registry marks only
-            # if that revision is one of the repository's: already in ``revisions``.
+            # Any other link (schema1 signatures, a link under another algorithm's folder)
+            # names a revision the registry marks only if it is one of the repository's
+            # (it looks up revisions/sha256/<hex>/link): already in ``revisions``.
         marked = self.marked
         counters = report.counters
         for digest, data in zip(revisions, await self.view.manifest_bytes(revisions), strict=True):
@@ -460,7 +577,9 @@ class Collector:
     # -- list and sweep ---------------------------------------------------------------
 
     async def _list_blobs(self) -> None:
-        prefixes = await self.view.blob_prefixes()
+        prefixes, odd = await self.view.blob_prefixes()
+        for stray in odd:
+            self.report.problem(str(stray))
         counters = self.report.counters
         counters.prefixes = len(prefixes)
         queue: Channel[tuple[str, str]] = Channel(self.width * 4)
@@ -484,8 +603,8 @@ class Collector:
                 except StorageError as exc:
                     self.report.problem(f"listing blobs/{item[0]}/{item[1]}: {exc}")
                     continue
-                for path in odd:
-                    self.report.problem(f"{path} is not a blob the registry can name")
+                for stray in odd:
+                    self.report.problem(str(stray))
                 for blob in blobs:
                     counters.blobs += 1
                     counters.blob_bytes += blob.size
@@ -519,6 +638,9 @@ class Collector:
             try:
                 keys = self.view.blob_removal_keys(Digest(d) for d, _ in batch)
                 results = await self.store.delete_many(keys.keys, directories=keys.directories)
+            except asyncio.CancelledError:
+                counters.abandoned += len(batch)  # the deadline after a stop: outcome unknown
+                raise
             finally:
                 slots.release()
             for (digest, size), problem in zip(batch, results, strict=True):
@@ -535,9 +657,11 @@ class Collector:
         # Batches come from the spool one at a time, so memory stays bounded.
         async with asyncio.TaskGroup() as group:
             for batch in self._spool_batches():
-                if self.stopping.is_set():
-                    break
                 await slots.acquire()
+                # Checked with the slot in hand: a stop while waiting for one starts nothing.
+                if self.stopping.is_set():
+                    slots.release()
+                    break
                 group.create_task(sweep(batch))
 
     def _spool_batches(self) -> Iterator[list[tuple[str, int]]]:

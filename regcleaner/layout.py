@@ -28,11 +28,59 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 MAX_NAME_LENGTH = 255
+# reference.WithName also takes a domain before the path components: its components
+# may hold capitals, and it may end in a port (reference/regexp.go, anchoredNameRegexp).
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_REFERENCE_NAME = re.compile(rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*")
+# The storage driver's path grammar (storagedriver.PathRegexp), one component at a time.
+_DRIVER_COMPONENT = re.compile(r"[A-Za-z0-9._-]+")
+# The digest algorithms the registry's go-digest knows, and their hex lengths.
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
 def is_valid_repository_name(name: str) -> bool:
     """True if ``name`` obeys the distribution name grammar and is safe to put in a URL."""
     return len(name) <= MAX_NAME_LENGTH and _NAME.fullmatch(name) is not None
+
+
+def is_reference_name(name: str) -> bool:
+    """True if distribution's ``reference.WithName`` accepts ``name``: what
+    ``is_valid_repository_name`` accepts, and also a domain-like first component
+    (``App/x``, ``host:5000/x``)."""
+    return len(name) <= MAX_NAME_LENGTH and _REFERENCE_NAME.fullmatch(name) is not None
+
+
+def is_driver_path(key: str) -> bool:
+    """True if the registry's storage driver accepts this path: every component made of
+    ``A-Za-z0-9._-`` only (it refuses to read anything else)."""
+    return all(_DRIVER_COMPONENT.fullmatch(part) for part in key.split("/"))
+
+
+def registry_can_open(name: str) -> bool:
+    """True if the registry's garbage-collect can open repository ``name``: WithName
+    accepts it and the driver accepts its path (a domain's ``:port`` fails there)."""
+    return is_reference_name(name) and is_driver_path(name)
+
+
+def blob_digest_at(key: str) -> str | None:
+    """The digest whose bytes ``key`` (relative to ``blobs/``) holds, if it is a blob's
+    ``<algorithm>/<hex[:2]>/<hex>/data``, with an algorithm the registry knows and its
+    exact lowercase hex; None for any other key. The registry's garbage-collect fails
+    on any other file named ``data`` (or takes it for a blob whose folder it cannot
+    remove), so a caller treats those as doubt."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[3] != DATA:
+        return None
+    algorithm, fan_out, hex_part, _ = parts
+    if (
+        len(hex_part) != DIGEST_HEX_LENGTHS.get(algorithm)
+        or fan_out != hex_part[:2]
+        or _LOWER_HEX.fullmatch(hex_part) is None
+    ):
+        return None
+    return f"{algorithm}:{hex_part}"
 
 
 def is_valid_component(component: str) -> bool:
@@ -58,6 +106,12 @@ def manifests_dir(repository: str) -> str:
 def revisions_dir(repository: str) -> str:
     """Folder that holds one ``<hex>/link`` per manifest ever pushed to the repository."""
     return f"{manifests_dir(repository)}/revisions/sha256"
+
+
+def all_revisions_dir(repository: str) -> str:
+    """``_manifests/revisions``: every algorithm's revisions (the registry's
+    garbage-collect reads every link below it)."""
+    return f"{manifests_dir(repository)}/revisions"
 
 
 def revision_link(repository: str, digest: Digest) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from regcleaner import layout
@@ -22,7 +22,7 @@ from regcleaner.digest import Digest, digest_from_hex, hex_of, is_sha256_hex, pa
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.manifests import MAX_MANIFEST_BYTES, ManifestInfo, Unreadable, decode_manifest
 from regcleaner.model import RepositorySnapshot
-from regcleaner.storage.base import ByteStore
+from regcleaner.storage.base import ByteStore, EntryKind
 
 # A link file holds a 71-byte digest; anything much longer is garbage.
 MAX_LINK_BYTES = 1024
@@ -33,14 +33,18 @@ log = logging.getLogger(__name__)
 
 
 def parse_link(data: bytes) -> Digest:
-    """Parse a link file's content; raise ValueError for anything but one digest."""
+    """Parse a link file's content; raise ValueError for anything but one digest.
+
+    Nothing is trimmed: the registry reads a link as it is (blobstore.readlink), so a
+    link with a newline or a space is as unreadable to it (500 when serving, a failed
+    garbage-collect) as to regcleaner."""
     if len(data) > MAX_LINK_BYTES:
         raise ValueError(f"link file of {len(data)} bytes")
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         raise ValueError("link file is not ASCII") from None
-    return parse_digest(text.strip())
+    return parse_digest(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,28 @@ class BlobInfo:
     digest: Digest
     size: int
     mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class StrayEntry:
+    """Something found where the registry's garbage-collect would act on it in a way
+    regcleaner cannot follow: the key, and why."""
+
+    key: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.why}"
+
+
+_NOT_A_BLOB = (
+    "a file named data where no blob's data can be (the registry's garbage-collect fails "
+    "on it, or takes it for a blob whose folder it then cannot remove)"
+)
+_LINK_FOLLOWED_BY_GC = (
+    "a symbolic link or special file: the registry's garbage-collect follows it, "
+    "regcleaner follows no links"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,22 +117,47 @@ class RegistryView:
         """Call ``emit`` with every folder below ``repositories/`` that holds
         ``_manifests`` (or one of ``markers``, e.g. ``_layers``), walking one folder per
         listing (several at once on a store that benefits). Folders whose name starts
-        with ``_`` are never entered."""
+        with ``_`` are never entered; symbolic links are not followed (a warning)."""
+
+        async def folders(name: str, found: Mapping[str, EntryKind]) -> None:
+            if name and "dir" in found.values():
+                await emit(name)
+
+        await self.repository_folders(folders, markers=markers)
+
+    async def repository_folders(
+        self,
+        emit: Callable[[str, Mapping[str, EntryKind]], Awaitable[None]],
+        *,
+        markers: tuple[str, ...] = (),
+        other: Callable[[str], None] | None = None,
+    ) -> None:
+        """Call ``emit`` with every folder below ``repositories/`` (``""`` for that
+        folder itself) that holds an entry named ``_manifests`` or one of ``markers``,
+        and what kind each of those entries is (a file named ``_layers`` makes a
+        repository for the registry's garbage-collect, too). ``other`` is told the key
+        of each symbolic link or special file met (by default, a warning)."""
         width = max(1, self.store.listing_concurrency)
         found = frozenset((layout.MANIFESTS_DIR, *markers))
+        if other is None:
+            other = _warn_not_followed
         if width == 1:
             pending = [""]
             while pending:
                 relative = pending.pop()
-                children, is_repository = await self._list_folder(relative, found)
-                if is_repository and relative:
-                    await emit(relative)
+                children, here = await self._list_folder(relative, found, other)
+                if here:
+                    await emit(relative, here)
                 pending.extend(sorted(children, reverse=True))
             return
-        await self._walk_concurrently(emit, width, found)
+        await self._walk_concurrently(emit, width, found, other)
 
     async def _walk_concurrently(
-        self, emit: Callable[[str], Awaitable[None]], width: int, found: frozenset[str]
+        self,
+        emit: Callable[[str, Mapping[str, EntryKind]], Awaitable[None]],
+        width: int,
+        found: frozenset[str],
+        other: Callable[[str], None],
     ) -> None:
         pending = [""]
         busy = 0
@@ -124,9 +175,9 @@ class RegistryView:
                     busy += 1
                 children: list[str] = []
                 try:
-                    children, is_repository = await self._list_folder(relative, found)
-                    if is_repository and relative:
-                        await emit(relative)
+                    children, here = await self._list_folder(relative, found, other)
+                    if here:
+                        await emit(relative, here)
                 finally:
                     async with changed:
                         pending.extend(sorted(children, reverse=True))
@@ -137,24 +188,24 @@ class RegistryView:
             for _ in range(width):
                 group.create_task(lister())
 
-    async def _list_folder(self, relative: str, found: frozenset[str]) -> tuple[list[str], bool]:
-        """Sub-folders of ``repositories/<relative>`` to visit, and whether it holds one
-        of the ``found`` folders (``_manifests``, ...)."""
+    async def _list_folder(
+        self, relative: str, found: frozenset[str], other: Callable[[str], None]
+    ) -> tuple[list[str], dict[str, EntryKind]]:
+        """Sub-folders of ``repositories/<relative>`` to visit, and which of the
+        ``found`` names (``_manifests``, ...) it holds, with their kinds."""
         prefix = f"{layout.REPOSITORIES}/{relative}" if relative else layout.REPOSITORIES
         children: list[str] = []
-        is_repository = False
+        here: dict[str, EntryKind] = {}
         async for page in self.store.list_children(prefix):
             for entry in page:
                 if entry.kind == "other":
-                    log.warning("%s/%s is a symbolic link or special file: not followed",
-                                prefix, entry.name)  # fmt: skip
-                elif entry.kind != "dir":
-                    continue
+                    other(f"{prefix}/{entry.name}")
                 elif entry.name in found:
-                    is_repository = True
-                elif not entry.name.startswith("_"):
+                    if here.get(entry.name) != "dir":  # on S3 a key can be both
+                        here[entry.name] = entry.kind
+                elif entry.kind == "dir" and not entry.name.startswith("_"):
                     children.append(f"{relative}/{entry.name}" if relative else entry.name)
-        return children, is_repository
+        return children, here
 
     # -- one repository -------------------------------------------------------------
 
@@ -379,19 +430,27 @@ class RegistryView:
 
     async def revision_link_files(
         self, repository: str
-    ) -> list[tuple[str, bytes | StorageError | None]]:
-        """Every file named ``link`` below the repository's revisions (schema1
-        ``signatures/`` included, as the registry's garbage-collect walks them), with
-        its content; keys relative to ``_manifests/revisions/sha256``."""
-        base = layout.revisions_dir(repository)
+    ) -> tuple[list[tuple[str, bytes | StorageError | None]], list[StrayEntry]]:
+        """Every file named ``link`` below the repository's ``_manifests/revisions``
+        (every algorithm folder, schema1 ``signatures/`` included, as the registry's
+        garbage-collect walks them), with its content, keys relative to that folder;
+        and the keys of the symbolic links and special files met there (the registry's
+        disk driver follows them; no store does)."""
+        base = layout.all_revisions_dir(repository)
         keys: list[str] = []
+        odd: list[StrayEntry] = []
         async for files in self.store.walk(base):
-            keys += [f.key for f in files if f.key.rsplit("/", 1)[-1] == layout.LINK]
+            for file in files:
+                if not file.regular:
+                    odd.append(StrayEntry(f"{base}/{file.key}", _LINK_FOLLOWED_BY_GC))
+                elif file.key.rsplit("/", 1)[-1] == layout.LINK:
+                    keys.append(file.key)
         found = await self.store.read_many([f"{base}/{key}" for key in keys], MAX_LINK_BYTES)
-        return [
+        links = [
             (key, blob if blob is None or isinstance(blob, StorageError) else blob.data)
             for key, blob in zip(keys, found, strict=True)
         ]
+        return links, odd
 
     async def manifest_bytes(self, digests: Sequence[Digest]) -> list[bytes | StorageError | None]:
         """The raw bytes of each manifest blob (at most the manifest cap + 1)."""
@@ -399,34 +458,56 @@ class RegistryView:
                                            MAX_MANIFEST_BYTES)  # fmt: skip
         return [b if b is None or isinstance(b, StorageError) else b.data for b in found]
 
-    async def blob_prefixes(self) -> list[tuple[str, str]]:
-        """(algorithm, two-hex-digit folder) pairs under ``blobs/``."""
+    async def blob_prefixes(self) -> tuple[list[tuple[str, str]], list[StrayEntry]]:
+        """(algorithm, fan-out folder) pairs under ``blobs/``, and the keys of what the
+        registry's garbage-collect would not take there: a file named ``data`` (it
+        fails on one), a symbolic link or special file (it follows one)."""
         pairs: list[tuple[str, str]] = []
+        odd: list[StrayEntry] = []
         algorithms: list[str] = []
         async for page in self.store.list_children(layout.BLOBS):
-            algorithms += [entry.name for entry in page if entry.kind == "dir"]
+            for entry in page:
+                if entry.kind == "dir":
+                    algorithms.append(entry.name)
+                elif entry.kind == "other":
+                    odd.append(StrayEntry(f"{layout.BLOBS}/{entry.name}", _LINK_FOLLOWED_BY_GC))
+                elif entry.name == layout.DATA:
+                    odd.append(StrayEntry(f"{layout.BLOBS}/{entry.name}", _NOT_A_BLOB))
         for algorithm in sorted(algorithms):
-            async for page in self.store.list_children(f"{layout.BLOBS}/{algorithm}"):
-                pairs += [(algorithm, e.name) for e in page if e.kind == "dir"]
-        return sorted(pairs)
+            folder = f"{layout.BLOBS}/{algorithm}"
+            async for page in self.store.list_children(folder):
+                for entry in page:
+                    if entry.kind == "dir":
+                        pairs.append((algorithm, entry.name))
+                    elif entry.kind == "other":
+                        odd.append(StrayEntry(f"{folder}/{entry.name}", _LINK_FOLLOWED_BY_GC))
+                    elif entry.name == layout.DATA:
+                        odd.append(StrayEntry(f"{folder}/{entry.name}", _NOT_A_BLOB))
+        return sorted(pairs), odd
 
-    async def blobs_under(self, algorithm: str, prefix: str) -> tuple[list[BlobInfo], list[str]]:
-        """Blobs in one ``blobs/<algorithm>/<prefix>`` folder, and the entries there the
-        registry could not take for a blob (it refuses to collect when it meets one)."""
+    async def blobs_under(
+        self, algorithm: str, prefix: str
+    ) -> tuple[list[BlobInfo], list[StrayEntry]]:
+        """Blobs in one ``blobs/<algorithm>/<prefix>`` folder, walked to any depth as the
+        registry's garbage-collect walks it, and the keys there it could not take for a
+        blob: any other file named ``data`` (it fails on one, or takes it for a blob
+        whose folder it then cannot remove), a symbolic link or special file (it
+        follows one). Other files are ignored, as it ignores them."""
         blobs: list[BlobInfo] = []
-        odd: list[str] = []
+        odd: list[StrayEntry] = []
         folder = f"{layout.BLOBS}/{algorithm}/{prefix}"
-        async for page in self.store.list_leaves(folder, layout.DATA):
-            for leaf in page:
-                name = leaf.name
-                if (
-                    leaf.regular
-                    and name.startswith(prefix)
-                    and (is_sha256_hex(name) if algorithm == "sha256" else _is_hex(name))
-                ):
-                    blobs.append(BlobInfo(Digest(f"{algorithm}:{name}"), leaf.size, leaf.mtime))
-                else:
-                    odd.append(f"{folder}/{name}")
+        tail = "/" + layout.DATA
+        async for page in self.store.walk(folder):
+            for file in page:
+                key = file.key
+                if not file.regular:
+                    odd.append(StrayEntry(f"{folder}/{key}", _LINK_FOLLOWED_BY_GC))
+                elif key == layout.DATA or key.endswith(tail):
+                    digest = layout.blob_digest_at(f"{algorithm}/{prefix}/{key}")
+                    if digest is None:
+                        odd.append(StrayEntry(f"{folder}/{key}", _NOT_A_BLOB))
+                    else:
+                        blobs.append(BlobInfo(Digest(digest), file.size, file.mtime))
         return blobs, odd
 
     async def layer_links(self, repository: str) -> list[str]:
@@ -481,8 +562,8 @@ class RegistryView:
         return RemovalKeys(tuple(keys), tuple(directories))
 
 
-def _is_hex(text: str) -> bool:
-    return bool(text) and all(c in "0123456789abcdef" for c in text)
+def _warn_not_followed(key: str) -> None:
+    log.warning("%s is a symbolic link or special file: not followed", key)
 
 
 def _folders_below(folder: str, files: Iterable[str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 
 import pytest
 
@@ -13,7 +14,7 @@ from regcleaner.digest import Digest
 from regcleaner.errors import StorageSetupError
 from regcleaner.manifests import ManifestKind, ManifestRefs, Unreadable
 from regcleaner.model import RepositorySnapshot
-from regcleaner.storage.base import ByteStore
+from regcleaner.storage.base import ByteStore, EntryKind
 from regcleaner.view import RegistryView
 from tests.contract.conftest import (
     V2,
@@ -206,19 +207,90 @@ def test_removal_keys_take_a_manifest_out_of_its_repository_and_nothing_else(
 def test_blobs_are_enumerated_with_sizes(layout: Layout) -> None:
     one, d1 = manifest("1")
     two, d2 = manifest("2")
-    layout.put_many([(blob_key(d1), one), (blob_key(d2), two),
-                     (f"{V2}/blobs/sha256/{d1[7:9]}/not-a-digest/data", b"x")])  # fmt: skip
+    hh = d1[7:9]
+    sha512 = "sha512:" + hh + "0" * 126
+    layout.put_many([
+        (blob_key(d1), one), (blob_key(d2), two),
+        (f"{V2}/blobs/sha512/{hh}/{sha512[7:]}/data", b"wide"),
+        (f"{V2}/blobs/sha256/{hh}/not-a-digest/data", b"x"),
+        (f"{V2}/blobs/sha256/{hh}/{d1[7:]}/sub/data", b"x"),  # below a blob
+        (f"{V2}/blobs/sha256/{hh}/data", b"x"),
+        (f"{V2}/blobs/sha256/data", b"x"),
+        (f"{V2}/blobs/data", b"x"),
+        (f"{V2}/blobs/md5/{hh}/{hh + '0' * 30}/data", b"x"),  # an unknown algorithm
+        # Files not named data: the registry's garbage-collect ignores them.
+        (f"{V2}/blobs/sha256/{hh}/{d2[7:]}/startedat", b"x"),
+        (f"{V2}/blobs/sha256/{hh}/{'e' * 64}/data/inside", b"x"),
+        (f"{V2}/blobs/sha256/loose", b"x"),
+    ])  # fmt: skip
 
     async def blobs(store: ByteStore) -> tuple[dict[str, int], list[str]]:
         view = RegistryView(store)
         sizes: dict[str, int] = {}
-        odd: list[str] = []
-        for algorithm, prefix in await view.blob_prefixes():
+        prefixes, odd = await view.blob_prefixes()
+        for algorithm, prefix in prefixes:
             found, strange = await view.blobs_under(algorithm, prefix)
             sizes.update({b.digest: b.size for b in found})
             odd += strange
-        return sizes, odd
+        return sizes, [entry.key for entry in odd]
 
     sizes, odd = run(layout.store(), blobs)
-    assert sizes == {d1: len(one), d2: len(two)}
-    assert odd == [f"{paths.BLOBS_SHA256}/{d1[7:9]}/not-a-digest"]
+    assert sizes == {d1: len(one), d2: len(two), sha512: 4}
+    assert sorted(odd) == sorted([
+        f"{paths.BLOBS}/data",
+        f"{paths.BLOBS}/md5/{hh}/{hh + '0' * 30}/data",
+        f"{paths.BLOBS_SHA256}/data",
+        f"{paths.BLOBS_SHA256}/{hh}/data",
+        f"{paths.BLOBS_SHA256}/{hh}/not-a-digest/data",
+        f"{paths.BLOBS_SHA256}/{hh}/{d1[7:]}/sub/data",
+    ])  # fmt: skip
+
+
+def test_revision_links_are_read_below_every_algorithm(layout: Layout) -> None:
+    _, d1 = manifest("1")
+    repo = "team/app"
+    base = f"{V2}/repositories/{repo}/_manifests/revisions"
+    signature = f"sha256/{d1[7:]}/signatures/sha256/{'2' * 64}/link"
+    layout.put_many([
+        (revision_key(repo, d1), d1.encode()),
+        (f"{base}/{signature}", b"sig"),
+        (f"{base}/sha512/abc/link", b"garbage"),
+        (f"{base}/sha256/{d1[7:]}/other", b"not a link"),
+    ])  # fmt: skip
+    links, odd = run(layout.store(), lambda s: RegistryView(s).revision_link_files(repo))
+    assert sorted(links) == sorted([
+        (f"sha256/{d1[7:]}/link", d1.encode()), (signature, b"sig"),
+        ("sha512/abc/link", b"garbage"),
+    ])  # fmt: skip
+    assert odd == []
+
+
+def test_repository_folders_say_what_marks_them(layout: Layout) -> None:
+    data, digest = manifest("x")
+    layout.put_many([
+        (blob_key(digest), data),
+        (revision_key("both", digest), digest.encode()),
+        (f"{V2}/repositories/both/_layers/sha256/{'1' * 64}/link", b"x"),
+        (revision_key("manifests/only", digest), digest.encode()),
+        (f"{V2}/repositories/layers/only/_layers/sha256/{'1' * 64}/link", b"x"),
+        (f"{V2}/repositories/layersfile/_layers", b"x"),
+        (f"{V2}/repositories/uploads/_uploads/u/startedat", b"x"),
+    ])  # fmt: skip
+
+    async def folders(store: ByteStore) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+
+        async def emit(name: str, here: Mapping[str, EntryKind]) -> None:
+            found[name] = set(here)
+
+        await RegistryView(store).repository_folders(emit, markers=(paths.LAYERS_DIR,))
+        return found
+
+    assert run(layout.store(), folders) == {
+        "both": {"_manifests", "_layers"},
+        "manifests/only": {"_manifests"},
+        "layers/only": {"_layers"},
+        "layersfile": {"_layers"},
+    }
+    # The clean pipeline's listing is unchanged: folders holding _manifests only.
+    assert sorted(run(layout.store(), all_repositories)) == ["both", "manifests/only"]

@@ -351,6 +351,7 @@ class Base:
 
     writer: RegistryWriter
     image: Manifest
+    root: Path
 
 
 Damage = Callable[[Base], None]
@@ -363,7 +364,7 @@ def base_registry(root: Path) -> Base:
     other = writer.image("team/app", b'{"config":2}', [b"layer three"], oci=False)
     writer.tag("team/app", "v1", other.digest)
     writer.blob(b"never referenced")
-    return Base(writer, image)
+    return Base(writer, image, root)
 
 
 def garbage_manifest(base: Base) -> None:
@@ -432,8 +433,40 @@ def data_below_a_blob(base: Base) -> None:
     base.writer.raw(f"{BLOBS}/sha256/ab/{'ab' + '0' * 62}/sub/data", b"x")
 
 
-def _known_gap(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
+def unknown_digest_algorithm_blob(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/md5/ab/{'ab' + '0' * 30}/data", b"x")
+
+
+def sha512_blob_of_the_wrong_length(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha512/ab/{'ab' + '0' * 62}/data", b"x")
+
+
+def data_directly_under_blobs(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/data", b"x")
+
+
+def data_directly_under_an_algorithm(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/data", b"x")
+
+
+def layers_file_in_an_invalid_repository(base: Base) -> None:
+    # The registry's walk takes a file named _layers for a repository, too.
+    base.writer.raw(repository_key("App", "_layers"), b"x")
+
+
+def layers_only_in_an_invalid_repository(base: Base) -> None:
+    base.writer.link_layer("App", base.image.digest)
+
+
+def layers_directly_under_repositories(base: Base) -> None:
+    base.writer.raw(f"docker/registry/v2/repositories/_layers/sha256/{'1' * 64}/link",
+                    base.image.digest.encode())  # fmt: skip
+
+
+def link_at_a_path_the_driver_rejects(base: Base) -> None:
+    # The walk lists it; reading it goes through the driver's path check, which fails.
+    key = "_manifests/revisions/sha256/not a digest/link"
+    base.writer.raw(repository_key("app", key), base.image.digest.encode())
 
 
 REGISTRY_FAILS: list[Any] = [
@@ -447,42 +480,20 @@ REGISTRY_FAILS: list[Any] = [
     blob_in_wrong_prefix,
     uppercase_blob,
     one_letter_blob,
-    pytest.param(
-        invalid_repository_name("App"),
-        marks=_known_gap(
-            "regcleaner gc marks a repository whose name reference.WithName "
-            "rejects and sweeps (exit 0); 2.8.2 fails: failed to parse repo name"
-        ),
-    ),
-    pytest.param(
-        invalid_repository_name("a..b"),
-        marks=_known_gap(
-            "regcleaner gc accepts the repository name a..b and sweeps (exit "
-            "0); 2.8.2 fails: invalid reference format"
-        ),
-    ),
-    pytest.param(
-        revision_link_with_newline,
-        marks=_known_gap(
-            "view.parse_link strips whitespace, so a revision link ending in "
-            "a newline is read (exit 0, sweeps); 2.8.2 fails: invalid checksum "
-            "digest length"
-        ),
-    ),
-    pytest.param(
-        link_outside_sha256,
-        marks=_known_gap(
-            "regcleaner gc walks _manifests/revisions/sha256 only; 2.8.2 walks "
-            "all of _manifests/revisions and fails on a garbage link there"
-        ),
-    ),
-    pytest.param(
-        data_below_a_blob,
-        marks=_known_gap(
-            "regcleaner gc lists blobs/<alg>/<hh>/<x>/data only; 2.8.2 walks "
-            "all of blobs/ and fails on any other file named data"
-        ),
-    ),
+    invalid_repository_name("App"),
+    invalid_repository_name("a..b"),
+    invalid_repository_name("localhost:5000/app"),  # WithName takes it; the driver's paths do not
+    revision_link_with_newline,
+    link_outside_sha256,
+    data_below_a_blob,
+    unknown_digest_algorithm_blob,
+    sha512_blob_of_the_wrong_length,
+    data_directly_under_blobs,
+    data_directly_under_an_algorithm,
+    layers_file_in_an_invalid_repository,
+    layers_only_in_an_invalid_repository,
+    layers_directly_under_repositories,
+    link_at_a_path_the_driver_rejects,
 ]
 
 
@@ -504,6 +515,107 @@ def test_where_the_registry_gc_fails_regcleaner_refuses(damage: Damage, tmp_path
     assert result.report is not None
     assert result.report["summary"]["blobs_swept"] == 0
     assert result.report["problems"]
+    assert "refusing to sweep" in result.output
+
+
+# A file named data where no blob can be, but whose path still parses as a digest: the
+# registry's enumeration takes it for that blob, and its sweep fails when it removes the
+# blob's canonical folder, which is not there (after removing the blobs it reached
+# first, in random order).
+
+
+def blob_without_its_fan_out_folder(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/{'ab' + '0' * 62}/data", b"x")
+
+
+def blob_below_an_algorithm_folder_in_a_fan_out(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha256/ab/sha256/{'ab' + '0' * 62}/data", b"x")
+
+
+@pytest.mark.parametrize(
+    "damage", [blob_without_its_fan_out_folder, blob_below_an_algorithm_folder_in_a_fan_out]
+)
+def test_where_the_registry_gc_fails_mid_sweep_regcleaner_refuses_before(
+    damage: Damage, tmp_path: Path
+) -> None:
+    theirs = RegistryProcess(tmp_path / "registry")
+    damage(base_registry(theirs.root))
+    ours = tmp_path / "ours"
+    damage(base_registry(ours))
+    before = data_files(ours)
+
+    gc = registry_gc(theirs.config_path)
+    assert gc.returncode != 0, f"2.8.2 did not fail: {gc.stdout}"
+    assert "failed to delete blob" in gc.stderr
+
+    result = regcleaner_gc_disk(ours, tmp_path / "report.json")
+    assert result.exit_code == 1, result.output
+    assert data_files(ours) == before
+    assert result.report is not None
+    assert result.report["summary"]["blobs_swept"] == 0
+    assert "refusing to sweep" in result.output
+
+
+# -- odd storage the registry's garbage-collect accepts: the same sweep -------------------
+
+
+def data_files(root: Path) -> set[str]:
+    """Every file named ``data`` below ``blobs/``, any algorithm, any depth."""
+    return {str(path.relative_to(root)) for path in (root / BLOBS).rglob("data")
+            if path.is_file()}  # fmt: skip
+
+
+def sha384_and_sha512_blobs(base: Base) -> None:
+    base.writer.raw(f"{BLOBS}/sha512/ab/{'ab' + '0' * 126}/data", b"x")
+    base.writer.raw(f"{BLOBS}/sha384/cd/{'cd' + '0' * 94}/data", b"y")
+
+
+def repository_with_a_domain_like_first_component(base: Base) -> None:
+    # reference.WithName takes "App/x" (a domain may hold capitals): marked, kept.
+    image = base.writer.image("App/x", b'{"config":9}', [b"layer nine"], oci=True)
+    base.writer.tag("App/x", "v1", image.digest)
+
+
+def valid_link_outside_sha256(base: Base) -> None:
+    key = "_manifests/revisions/sha512/abc/link"
+    base.writer.raw(repository_key("app", key), base.image.digest.encode())
+
+
+def valid_link_directly_under_sha256(base: Base) -> None:
+    key = "_manifests/revisions/sha256/link"
+    base.writer.raw(repository_key("app", key), base.image.digest.encode())
+
+
+def files_beside_blobs(base: Base) -> None:
+    hex_part = "ab" + "0" * 62
+    base.writer.raw(f"{BLOBS}/sha256/ab/{hex_part}/not-data", b"x")
+    base.writer.raw(f"{BLOBS}/sha256/ab/{'ab' + '1' * 62}/data/inside", b"x")  # a folder
+    base.writer.raw(f"{BLOBS}/sha256/ab/loose", b"x")
+    base.writer.raw(f"{BLOBS}/sha256/loose", b"x")
+    base.writer.raw(f"{BLOBS}/loose", b"x")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [sha384_and_sha512_blobs, repository_with_a_domain_like_first_component,
+     valid_link_outside_sha256, valid_link_directly_under_sha256, files_beside_blobs],
+)  # fmt: skip
+def test_odd_storage_the_registry_accepts_is_swept_the_same(damage: Damage, tmp_path: Path) -> None:
+    theirs = RegistryProcess(tmp_path / "registry")
+    damage(base_registry(theirs.root))
+    ours = tmp_path / "ours"
+    damage(base_registry(ours))
+    before = data_files(ours)
+
+    gc = registry_gc(theirs.config_path)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    result = regcleaner_gc_disk(ours, tmp_path / "report.json")
+    assert result.exit_code == 0, result.output
+    after = data_files(ours)
+    assert after == data_files(theirs.root)
+    assert after < before
+    assert result.report is not None
+    assert result.report["summary"]["blobs_swept"] == len(before - after)
 
 
 # -- deliberately stricter than the registry ---------------------------------------------
@@ -539,10 +651,48 @@ def manifest_not_matching_its_digest(base: Base) -> None:
     base.writer.revision("app", claimed)
 
 
+def invalid_repository_name_without_layers(base: Base) -> None:
+    # The registry never opens it (no _layers folder), so never fails on its name.
+    base.writer.image("App", b'{"config":6}', [b"layer six"], oci=True, link_blobs=False)
+
+
+def _outside(base: Base) -> Path:
+    outside = base.root.parent / f"{base.root.name}-outside"
+    outside.mkdir(exist_ok=True)
+    return outside
+
+
+def symlinked_repository(base: Base) -> None:
+    # The registry's disk driver follows the link and marks what the manifests there
+    # reference; regcleaner follows no links.
+    image = base.writer.image("app/linked", b'{"config":6}', [b"layer six"], oci=True)
+    base.writer.tag("app/linked", "v1", image.digest)
+    folder = base.root / repository_key("app/linked", "")
+    moved = _outside(base) / "linked"
+    folder.rename(moved)
+    folder.symlink_to(moved, target_is_directory=True)
+
+
+def symlinked_revision_folder(base: Base) -> None:
+    folder = (base.root / revision_link_key("app", base.image.digest)).parent
+    moved = _outside(base) / "revision"
+    folder.rename(moved)
+    folder.symlink_to(moved, target_is_directory=True)
+
+
+def symlinked_blob_folder(base: Base) -> None:
+    garbage = base.writer.blob(b"garbage behind a symbolic link")
+    folder = (base.root / blob_data_key(garbage.digest)).parent
+    moved = _outside(base) / "blob"
+    folder.rename(moved)
+    folder.symlink_to(moved, target_is_directory=True)
+
+
 @pytest.mark.parametrize(
     "damage",
     [missing_manifest_blob, link_naming_an_unknown_digest, link_naming_another_revision,
-     manifest_not_matching_its_digest],
+     manifest_not_matching_its_digest, invalid_repository_name_without_layers,
+     symlinked_repository, symlinked_revision_folder, symlinked_blob_folder],
 )  # fmt: skip
 def test_deliberately_stricter_than_the_registry(damage: Damage, tmp_path: Path) -> None:
     theirs = RegistryProcess(tmp_path / "registry")
@@ -564,28 +714,63 @@ def test_deliberately_stricter_than_the_registry(damage: Damage, tmp_path: Path)
     assert "refusing to sweep" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="2.8.2 enumerates repositories by their _layers folder (catalog.go "
-    "handleRepository), so it never marks the manifests of a repository without one and "
-    "sweeps them; regcleaner gc enumerates by _manifests and keeps them",
-)
-def test_a_repository_without_layers_folder_is_swept_as_the_registry_does(
-    tmp_path: Path,
-) -> None:
-    def damage(base: Base) -> None:
-        base.writer.image("nolayers", b'{"config":7}', [b"layer seven"], oci=True,
-                          link_blobs=False)  # fmt: skip
+def test_a_repository_without_layers_folder_is_kept_deliberately(tmp_path: Path) -> None:
+    """2.8.2 enumerates repositories by their ``_layers`` folder (catalog.go,
+    handleRepository): it never marks the manifests of a repository without one and
+    sweeps their blobs. regcleaner marks them (keeps their blobs) and warns."""
+
+    def damage(base: Base) -> Manifest:
+        return base.writer.image("nolayers", b'{"config":7}', [b"layer seven"], oci=True,
+                                 link_blobs=False)  # fmt: skip
 
     theirs = RegistryProcess(tmp_path / "registry")
     damage(base_registry(theirs.root))
     ours = tmp_path / "ours"
-    damage(base_registry(ours))
+    hidden = damage(base_registry(ours))
+    before = blobs_on_disk(ours)
+    hidden_blobs = {hidden.digest, *hidden.references}
+    garbage = sha256_digest(b"never referenced")
+
     gc = registry_gc(theirs.config_path)
     assert gc.returncode == 0, gc.stderr
+    assert before - blobs_on_disk(theirs.root) == hidden_blobs | {garbage}
+
     result = regcleaner_gc_disk(ours, tmp_path / "report.json")
     assert result.exit_code == 0, result.output
-    assert blobs_on_disk(ours) == blobs_on_disk(theirs.root)
+    assert before - blobs_on_disk(ours) == {garbage}
+    assert result.report is not None
+    warnings = result.report["warnings"]
+    assert len(warnings) == 1
+    assert "nolayers" in warnings[0]
+    assert "_layers" in warnings[0]
+    assert "nolayers" in result.stderr
+
+
+def test_a_file_starting_with_underscore_hides_repositories_from_the_registry_only(
+    tmp_path: Path,
+) -> None:
+    """The registry's disk walk (WalkFallback) stops listing a folder at a file whose
+    name starts with ``_``: every repository sorted after it goes unmarked, its blobs
+    swept. regcleaner marks them."""
+
+    def damage(base: Base) -> None:
+        base.writer.raw("docker/registry/v2/repositories/_stray", b"x")
+
+    theirs = RegistryProcess(tmp_path / "registry")
+    damage(base_registry(theirs.root))
+    ours = tmp_path / "ours"
+    base = base_registry(ours)
+    damage(base)
+    before = blobs_on_disk(ours)
+    garbage = sha256_digest(b"never referenced")
+
+    gc = registry_gc(theirs.config_path)
+    assert gc.returncode == 0, gc.stderr
+    assert {base.image.digest, *base.image.references} <= before - blobs_on_disk(theirs.root)
+
+    result = regcleaner_gc_disk(ours, tmp_path / "report.json")
+    assert result.exit_code == 0, result.output
+    assert before - blobs_on_disk(ours) == {garbage}
 
 
 def test_report_names_each_swept_blob_once(tmp_path: Path) -> None:

@@ -298,12 +298,6 @@ def test_s3_per_key_delete_errors_are_retried_or_reported_never_counted(
     assert registry_plan(s3_setup.registry) == set()  # nothing left for the registry's gc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gc ignores --stop-grace: after SIGTERM it waits for a stalled DeleteObjects "
-    "(measured: still running 400 s after SIGTERM with --stop-grace 1, the request sent 7 "
-    "times: read_timeout 60 s, max_attempts 8) instead of abandoning it after the grace",
-)
 def test_s3_sigterm_with_a_stalled_delete_ends_after_the_grace(
     s3_setup: S3Setup, tmp_path: Path
 ) -> None:
@@ -336,6 +330,13 @@ def test_s3_sigterm_with_a_stalled_delete_ends_after_the_grace(
                 process.wait()
     assert process.returncode == 143, stderr
     assert s3_setup.blobs() == before  # the stalled request never reached moto
+    document = json.loads(report.read_text())
+    assert document["stopped_by"] == "SIGTERM"
+    assert document["swept"] == []  # nothing was confirmed
+    summary = document["summary"]
+    assert summary["blobs_to_sweep"] > 0
+    assert summary["blobs_abandoned"] == summary["blobs_to_sweep"]  # one batch, in flight
+    assert "abandon" in stderr
 
 
 # -- SIGTERM mid-sweep -------------------------------------------------------------------------
@@ -349,7 +350,7 @@ def test_sigterm_mid_sweep_exits_143_keeps_every_tag_and_a_rerun_finishes(
     with running(registry):
         content = push_content(api)
     # Enough garbage for several sweep batches (1,000 blobs each): the signal lands in
-    # the first or second, and a stop lets at most two more start (see the xfail below).
+    # the first or second, and a stop lets none start after it.
     writer = RegistryWriter(DiskSink(registry.root))
     garbage = [writer.blob(f"garbage {n}".encode()).digest for n in range(5000)]
     plan = registry_plan(registry)
@@ -395,12 +396,6 @@ def test_sigterm_mid_sweep_exits_143_keeps_every_tag_and_a_rerun_finishes(
     assert registry_plan(registry) == set()  # nothing left for the registry's gc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Collector._sweep checks the stop flag before waiting for a free slot, so the "
-    "batch queued behind the one in flight starts after SIGTERM (1,000 more deletions on "
-    "disk; on S3 the batch after the 8 in flight)",
-)
 def test_a_stop_during_a_sweep_batch_starts_no_further_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

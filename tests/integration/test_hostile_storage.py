@@ -91,3 +91,29 @@ def test_hostile_storage_is_survived(
         assert api.manifest_exists(repo, digest)
     assert "links" in result.stderr
     assert "huge" in result.stderr
+
+
+def test_a_tag_link_ending_in_a_newline_blocks_its_repository(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
+) -> None:
+    """The registry reads a link file as it is, without trimming (blobstore.readlink):
+    it answers 500 for such a tag. regcleaner reads it the same way: the tag is broken,
+    and its repository is kept whole, with a warning."""
+    old = images.push_image(api, "newline", "v1", seed="n1")
+    current = images.push_image(api, "newline", "v1", seed="n2")
+    link = registry.root / V2 / "repositories/newline/_manifests/tags/v1/current/link"
+    link.write_bytes(current.digest.encode() + b"\n")
+    assert api.get_manifest("newline", "v1").status == 500
+    control_old = images.push_image(api, "control", "v", seed="c1")
+    images.push_image(api, "control", "v", seed="c2")
+
+    result = run_cli(clean_args(registry), report_path=tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    report = result.report
+    assert report is not None
+    names = {r["name"]: r for r in report["repositories"]}
+    assert names["newline"]["deleted"] == []
+    assert kept_reasons(report, "newline")[old.digest] == "blocked:tag:v1"
+    assert any("v1" in w and "current link" in w for w in names["newline"]["warnings"])
+    assert {d["digest"] for d in names["control"]["deleted"]} == {control_old.digest}
+    assert api.manifest_exists("newline", old.digest)
