@@ -22,6 +22,7 @@ deletion or retry starts after it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
@@ -50,7 +51,13 @@ from regcleaner.planner import (
     needed_manifests,
     without,
 )
-from regcleaner.removers.base import Outcome, Removal, Remover
+from regcleaner.removers.base import (
+    GONE_BEFORE_REMOVAL,
+    MOVED_SINCE_PLAN,
+    Outcome,
+    Removal,
+    Remover,
+)
 from regcleaner.report import Progress, RepositoryRecord, RunReport
 from regcleaner.space import SpaceEstimate
 from regcleaner.tagplan import TagPlan, plan_with_tags, stays
@@ -479,11 +486,16 @@ class Engine:
             self._deadline.reschedule(loop.time() + self.settings.stop_grace_s)
 
     def request_stop(self, why: str) -> None:
-        """Stop listing and starting deletions; in-flight requests get the grace period."""
+        """Stop listing and starting deletions; in-flight requests get the grace period.
+        A second stop abandons them at once."""
         if not self.stopping.is_set():
             log.warning("%s: finishing in-flight deletions, starting no new ones", why)
             self.report.stopped_by = why
-        self._begin_stop()
+            self._begin_stop()
+            return
+        if self._deadline is not None:
+            log.warning("%s again: abandoning in-flight deletions now", why)
+            self._deadline.reschedule(asyncio.get_running_loop().time())
 
     def fatal(self, error: BaseException) -> None:
         """An error that ends the run: record it once, stop, report the rest."""
@@ -512,10 +524,7 @@ class Engine:
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support
         try:
-            async with self.remover.session():
-                if self.settings.estimate_space:
-                    self.space = SpaceEstimate()
-                await self._run_bounded()
+            await self._run_bounded()
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         finally:
@@ -530,21 +539,26 @@ class Engine:
             raise self.fatal_error
 
     async def _run_bounded(self) -> None:
-        """The pipeline under a deadline that a stop sets to now + the grace period."""
+        """The remover's session and the pipeline under a deadline that a stop sets to
+        now + the grace period (so work the remover owns, such as requests that carry
+        many repositories' keys, is abandoned at the deadline too)."""
         try:
             async with asyncio.timeout(None) as deadline:
                 self._deadline = deadline
                 if self.stopping.is_set():  # stopped before the deadline existed
                     deadline.reschedule(asyncio.get_running_loop().time())
-                async with asyncio.TaskGroup() as group:
-                    reporter = None
-                    if self.progress is not None:
-                        reporter = group.create_task(self.progress.run())
-                    try:
-                        await self._pipeline()
-                    finally:
-                        if reporter is not None:
-                            reporter.cancel()
+                async with self.remover.session():
+                    if self.settings.estimate_space:
+                        self.space = SpaceEstimate()
+                    async with asyncio.TaskGroup() as group:
+                        reporter = None
+                        if self.progress is not None:
+                            reporter = group.create_task(self.progress.run())
+                        try:
+                            await self._pipeline()
+                        finally:
+                            if reporter is not None:
+                                reporter.cancel()
         except TimeoutError:
             if not self.stopping.is_set():
                 raise
@@ -764,6 +778,15 @@ class Engine:
                 log.error("repository %s: %s; nothing else in it is deleted", name, record.error)
                 self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
                 return
+            stayed = {
+                tag: why for tag, why in job.tag_outcomes.items()
+                if why is not None and why != GONE_BEFORE_REMOVAL
+            }  # fmt: skip
+            if stayed:
+                kept = self._keep_for_staying_tags(job, stayed)
+                if kept is None:
+                    return
+                waves = without(waves, kept)
         protected: dict[Digest, Digest] = {}
         wave = _Wave(self, job, protected, watch)
         for number, decisions in enumerate(waves):
@@ -782,6 +805,39 @@ class Engine:
                 if not decisions:
                     continue
             await self.remover.remove_wave(name, job.snapshot, decisions, wave)
+
+    def _keep_for_staying_tags(
+        self, job: RepositoryJob, stayed: dict[str, str]
+    ) -> dict[Digest, Reason] | None:
+        """The plan counted these tags as absent, but they stay (their removal was
+        refused, or they moved since the plan): plan again with them present, where
+        they point now, and keep what they reach. None when that cannot be known (a tag
+        moved to a manifest the scan never saw): then nothing in the repository goes,
+        and it counts as failed."""
+        record = job.record
+        snapshot = job.snapshot
+        tags = dict(snapshot.tags)
+        for tag, why in stayed.items():
+            moved_to = why.removeprefix(MOVED_SINCE_PLAN)
+            if moved_to != why:
+                if moved_to not in snapshot.revisions:
+                    record.error = f"tag {tag} moved to a manifest the scan did not see: {why}"
+                    log.error("repository %s: %s; nothing in it is deleted", record.name,
+                              record.error)  # fmt: skip
+                    self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
+                    return None
+                tags[tag] = Digest(moved_to)
+            else:
+                record.error = record.error or f"tag {tag} could not be removed: {why}"
+        fresh = dataclasses.replace(snapshot, tags=tags)
+        _, rescued = narrow(
+            list(job.plan.delete), fresh, job.manifests, self.policy, self.clock(),
+            ignore_tags=set(job.tag_plan.going) - stayed.keys(),
+        )  # fmt: skip
+        for digest, reason in rescued.items():
+            record.kept[digest] = str(reason)
+            log.info("repository %s: keeping %s (%s: its tag stays)", record.name, digest, reason)
+        return rescued
 
     def _settle_rescued(
         self,

@@ -17,6 +17,11 @@ from regcleaner.digest import Digest
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision, Reason
 
+GONE_BEFORE_REMOVAL = "gone-before-removal"
+"""``remove_tags``: the tag was already gone (nothing to remove, nothing kept)."""
+MOVED_SINCE_PLAN = "moved-since-plan:"
+"""``remove_tags``: the tag now points at the digest that follows (it stays)."""
+
 
 class Outcome(Enum):
     """How the removal of one manifest ended."""

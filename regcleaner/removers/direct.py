@@ -23,7 +23,13 @@ from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision
-from regcleaner.removers.base import Outcome, Removal, WaveContext
+from regcleaner.removers.base import (
+    GONE_BEFORE_REMOVAL,
+    MOVED_SINCE_PLAN,
+    Outcome,
+    Removal,
+    WaveContext,
+)
 from regcleaner.storage.base import ByteStore
 from regcleaner.view import RegistryView
 
@@ -144,12 +150,18 @@ class KeyBatcher:
                         async with asyncio.timeout(due):
                             await self._wake.wait()
                     continue
-                self._queued_calls = 0
                 while self._queue:
-                    batch, self._queue = self._queue[:MAX_KEYS], self._queue[MAX_KEYS:]
-                    directories, self._directories = self._directories, []
                     await self._slots.acquire()
+                    # A caller cancelled meanwhile (a stop's deadline) reported its
+                    # digests as abandoned: its keys are not sent.
+                    live = [entry for entry in self._queue if not entry[1].done.done()]
+                    batch, self._queue = live[:MAX_KEYS], live[MAX_KEYS:]
+                    directories, self._directories = self._directories, []
+                    if not batch:
+                        self._slots.release()
+                        break
                     sending.create_task(self._send(batch, directories))
+                self._queued_calls = len({id(call) for _, call, _ in self._queue})
 
     async def _send(self, batch: list[tuple[str, _Call, int]], directories: list[str]) -> None:
         try:
@@ -157,8 +169,10 @@ class KeyBatcher:
                 [key for key, _, _ in batch], directories=directories
             )
             failure: BaseException | None = None
-        except Exception as exc:
+        except StorageError as exc:
             results, failure = None, exc
+        except Exception as exc:  # a bug or an unexpected answer: still the store's failure
+            results, failure = None, StorageError(f"deleting keys failed: {exc}")
         finally:
             self._slots.release()
         for position, (_, call, index) in enumerate(batch):
@@ -232,7 +246,7 @@ class DirectRemover:
                 if isinstance(found, StorageError):
                     outcome[tag] = f"cannot re-read the tag: {found}"
                 elif found != expected:
-                    outcome[tag] = f"moved-since-plan:{found}" if found else "gone-before-removal"
+                    outcome[tag] = f"{MOVED_SINCE_PLAN}{found}" if found else GONE_BEFORE_REMOVAL
                 else:
                     going.append(tag)
             plans = [(tag, self._view.tag_removal_keys(snapshot, tag)) for tag in going]

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -87,6 +91,8 @@ class DeleteObjectsProxy(FaultProxy):
         keys = [unescape(k) for k in re.findall(r"<Key>(.*?)</Key>", body.decode())]
         self.requests.append(keys)
         action = self.script.decide(number, request.path_qs)
+        if action == "stall":
+            await asyncio.sleep(3600)  # until the client gives up
         if isinstance(action, int):
             record.answered = action
             return web.Response(status=action, body=self.script.body.encode(),
@@ -266,3 +272,44 @@ def test_a_refused_tag_history_key_is_not_counted_and_a_rerun_removes_it(
     assert first.exit_code == 1, first.output
     assert (repository, digest) not in report_set(first.report, "deleted")
     assert (repository, digest) in report_set(first.report, "failed")
+
+
+def test_sigterm_with_stalled_delete_objects_ends_after_the_grace(
+    sites: Sites, scenario_template: Template, moto_server: MotoS3, tmp_path: Path
+) -> None:
+    # The DeleteObjects requests carry many repositories' keys and belong to the
+    # remover's session, not to one repository: the stop's deadline must reach them.
+    site = sites.make(scenario_template, start=False)
+    before = site.storage.key_set()
+    proxy = proxy_for(moto_server)
+    proxy.script = FaultScript(lambda n, path: "stall", methods=frozenset({"POST"}))
+    report = tmp_path / "r.json"
+    with running(proxy):
+        argv = [*through(site, proxy), "--stop-grace", "1", "--report", str(report)]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "regcleaner", *argv], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **site.env},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not proxy.requests and time.monotonic() < deadline:
+                time.sleep(0.02)  # polling the proxy for the first DeleteObjects
+            assert proxy.requests, "no DeleteObjects was sent"
+            process.send_signal(signal.SIGTERM)
+            try:
+                _, stderr = process.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                pytest.fail("still running 15 s after SIGTERM with --stop-grace 1")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 143, stderr
+    assert "abandon" in stderr
+    assert site.storage.key_set() == before  # the stalled requests never reached moto
+    document = json.loads(report.read_text())
+    assert document["stopped_by"] == "SIGTERM"
+    assert document["summary"]["deleted"] == 0
+    assert len(proxy.requests) == 1, "a request was sent after the stop"

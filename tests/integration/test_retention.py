@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -509,6 +509,47 @@ def test_expired_tag_moved_before_its_removal_is_kept_direct(
     assert set(api.tags("race")) == {"keep-a", "old-b"}
     assert keep.digest in api.pull("race", "old-b")
     assert not api.manifest_exists("race", old_b.digest)
+    survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b"}})
+
+
+@pytest.mark.parametrize("gc", [False, True], ids=["direct", "direct-gc"])
+def test_expired_tag_whose_removal_is_refused_keeps_its_digest_direct(
+    gc: bool, registry: RegistryProcess, api: RegistryAPI, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from regcleaner.storage.filesystem import FilesystemStore
+
+    images.push_image(api, "race", "keep-a", seed="race-a")
+    old_b = images.push_image(api, "race", "old-b", seed="race-b")
+    old_c = images.push_image(api, "race", "old-c", seed="race-c")
+    go_read_only(registry)
+    blobs_before = set((registry.root / "docker/registry/v2/blobs").rglob("data"))
+    refused = "/_manifests/tags/old-b/current/link"
+    delete_many_sync = FilesystemStore._delete_many_sync
+
+    def refuse(
+        self: FilesystemStore, keys: Sequence[str], directories: Sequence[str]
+    ) -> list[str | None]:
+        done = iter(
+            delete_many_sync(self, [k for k in keys if not k.endswith(refused)], directories)
+        )
+        return ["EACCES: refused by the test" if k.endswith(refused) else next(done)
+                for k in keys]  # fmt: skip
+
+    monkeypatch.setattr(FilesystemStore, "_delete_many_sync", refuse)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
+    extra = ["--gc"] if gc else []
+    result = clean(registry, "direct", tmp_path / "r.json", "--policy", str(policy), *extra)
+    assert result.exit_code == 1, result.output
+    assert removed(result.report, "race") == {"old-c": old_c.digest}
+    assert "EACCES" in expired_staying(result.report, "race")["old-b"]
+    on_disk = revisions_on_disk(registry.root, "race")
+    assert old_b.digest in on_disk, "the digest of a tag that stays was removed"
+    assert old_c.digest not in on_disk
+    if gc:
+        after = set((registry.root / "docker/registry/v2/blobs").rglob("data"))
+        assert after == blobs_before, "blobs were collected after a failed tag removal"
+    monkeypatch.undo()
     survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b"}})
 
 

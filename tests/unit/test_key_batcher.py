@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 
+from regcleaner.errors import StorageError
 from regcleaner.removers.direct import MAX_KEYS, KeyBatcher
 from regcleaner.storage.base import ByteStore
 
@@ -157,7 +158,7 @@ def test_a_failed_request_fails_every_caller_in_it() -> None:
         with batcher.participant():
             try:
                 await batcher.delete([f"{name}/k"], [])
-            except RuntimeError as exc:
+            except StorageError as exc:  # whatever the store raised, as a storage error
                 return exc
         return None
 
@@ -169,7 +170,7 @@ def test_a_failed_request_fails_every_caller_in_it() -> None:
 
     errors = asyncio.run(with_batcher(store, body, places=64, idle_s=30, max_hold_s=30))
     assert len(store.requests) == 1
-    assert [str(e) for e in errors] == ["connection reset"] * 3
+    assert [str(e) for e in errors] == ["deleting keys failed: connection reset"] * 3
 
 
 def test_a_cancelled_participant_does_not_hold_the_others() -> None:
@@ -189,3 +190,21 @@ def test_a_cancelled_participant_does_not_hold_the_others() -> None:
     asyncio.run(asyncio.wait_for(
         with_batcher(store, body, places=64, idle_s=30, max_hold_s=30), timeout=10
     ))  # fmt: skip
+
+
+def test_keys_of_a_caller_cancelled_before_they_went_are_never_sent() -> None:
+    store = ScriptedStore(delay_s=0.05)
+
+    async def body(batcher: KeyBatcher) -> None:
+        batcher.no_more_participants()
+        first = asyncio.create_task(repository(batcher, "first", waves=1, per_wave=1))
+        await store.asked.wait()  # the one slot is taken by first's request
+        late = asyncio.create_task(repository(batcher, "late", waves=1, per_wave=1))
+        await asyncio.sleep(0)  # late queues its key behind the request in flight
+        late.cancel()  # a stop's deadline: late's digests are reported abandoned
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        assert await first == [0]
+
+    asyncio.run(with_batcher(store, body, places=64, in_flight=1, idle_s=30, max_hold_s=30))
+    assert store.requests == [["first/w0/k0"]], "an abandoned caller's key was sent"
