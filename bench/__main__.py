@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import compile_regcleaner
 from bench.floor import delete_floor
 from bench.generate import SyntheticRegistry, generate, remaining_revisions
 from testkit.registry import RegistryProcess
@@ -309,6 +310,7 @@ def main() -> int:
         "--dry-only", action="store_true", help="skip the delete rounds: scan speed and memory"
     )
     args = parser.parse_args()
+    compile_regcleaner()
     sizes = args.size or ["small", "medium"]
     levels = [int(x) for x in args.levels.split(",")]
     workdir = args.workdir or default_workdir(sizes)

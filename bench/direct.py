@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench import compile_regcleaner
 from bench.floor import delete_floor
 from bench.generate import (
     SyntheticRegistry,
@@ -214,6 +215,7 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
+    compile_regcleaner()
     cases = args.case or ["tags", "small", "s3", "s3-tags"]
     workdir = Path(tempfile.mkdtemp(prefix="regcleaner-bench-direct-", dir="/dev/shm"))
     results = []

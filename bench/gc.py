@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import compile_regcleaner
 from bench.direct import upload
 from bench.generate import SyntheticRegistry, generate
 from testkit.latency import LatencyProxy
@@ -202,6 +203,7 @@ def main() -> int:
     parser.add_argument("--blobs", type=int, default=0, help="only the memory case, N blobs")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    compile_regcleaner()
     workdir = Path(tempfile.mkdtemp(prefix="regcleaner-bench-gc-", dir="/dev/shm"))
     results = []
     try:

@@ -172,15 +172,13 @@ class GcReport:
             "storage_requests": self.storage_requests,
         }
 
-    def to_json(self) -> dict[str, Any]:
-        """The collection as one JSON object (the blob list read back from the spool)."""
-        self._spool.flush()
-        self._spool.seek(0)
-        blobs = []
-        for line in self._spool:
-            digest, _, size = line.rstrip("\n").partition("\t")
-            blobs.append({"digest": digest, "size": int(size)})
-        self._spool.seek(0, 2)
+    @property
+    def blobs_field(self) -> str:
+        """The name of the blob list in the JSON report."""
+        return "would_sweep" if self.dry_run else "swept"
+
+    def header(self) -> dict[str, Any]:
+        """The collection as a JSON object, without its blob list (see ``write_fields``)."""
         return {
             "dry_run": self.dry_run,
             "storage": self.storage,
@@ -189,14 +187,33 @@ class GcReport:
             "summary": self.summary(),
             "problems": self.problems,
             "warnings": self.warnings,
-            "would_sweep" if self.dry_run else "swept": blobs,
         }
+
+    def write_fields(self, stream: IO[str], indent: str) -> None:
+        """Write the collection's fields (no braces) with the blob list streamed from the
+        spool, so that a million swept blobs never sit in memory as one list."""
+        text = json.dumps(self.header(), indent=2)
+        inner = text[text.index("{") + 1 : text.rindex("}")].strip("\n")
+        stream.write("\n".join(indent + line[2:] for line in inner.split("\n")))
+        stream.write(f',\n{indent}"{self.blobs_field}": [')
+        self._spool.flush()
+        self._spool.seek(0)
+        separator = "\n"
+        for line in self._spool:
+            digest, _, size = line.rstrip("\n").partition("\t")
+            stream.write(
+                f'{separator}{indent}  {{"digest": {json.dumps(digest)}, "size": {int(size)}}}'
+            )
+            separator = ",\n"
+        stream.write(f"\n{indent}]" if separator != "\n" else "]")
+        self._spool.seek(0, 2)
 
     def write_json(self, stream: IO[str]) -> None:
         """Write the whole report as one JSON document."""
-        document = {"regcleaner": __version__, "command": "gc", **self.to_json()}
-        json.dump(document, stream, indent=2)
-        stream.write("\n")
+        head = json.dumps({"regcleaner": __version__, "command": "gc"}, indent=2)
+        stream.write(head[: head.rindex("}")].rstrip() + ",\n")
+        self.write_fields(stream, "  ")
+        stream.write("\n}\n")
 
     def render_summary(self, console: Console) -> None:
         """The table printed at the end of a text run."""

@@ -255,10 +255,14 @@ class RunReport:
                 {"name": name, "bytes": size} for name, size in (self.reclaimable or (0, 0, []))[2]
             ],
             "reclaimable_note": RECLAIMABLE_NOTE,
-            **({"gc": self.gc.to_json()} if self.gc is not None else {}),
         }
         text = json.dumps(header, indent=2)
-        stream.write(text[: text.rfind("}")].rstrip() + ',\n  "repositories": [\n')
+        stream.write(text[: text.rfind("}")].rstrip() + ",\n")
+        if self.gc is not None:
+            stream.write('  "gc": {\n')
+            self.gc.write_fields(stream, "    ")
+            stream.write("\n  },\n")
+        stream.write('  "repositories": [\n')
         self._spool.flush()
         self._spool.seek(0)
         first = True

@@ -1,0 +1,53 @@
+"""The gc report streams its blob list from the spool into valid JSON, alone and nested."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from regcleaner.gc import GcReport
+from regcleaner.report import RunReport
+
+
+def _digest(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_gc_report_streams_every_swept_blob(dry_run: bool, count: int) -> None:
+    report = GcReport(dry_run=dry_run, storage="filesystem")
+    for n in range(count):
+        report.swept(_digest(n), n * 7)
+    stream = io.StringIO()
+    report.write_json(stream)
+    document = json.loads(stream.getvalue())
+    field = "would_sweep" if dry_run else "swept"
+    assert document["command"] == "gc"
+    assert document[field] == [{"digest": _digest(n), "size": n * 7} for n in range(count)]
+    assert document["summary"]["blobs"] == 0
+    # writing twice gives the same document (the spool is read back, not consumed)
+    again = io.StringIO()
+    report.write_json(again)
+    assert json.loads(again.getvalue())[field] == document[field]
+    report.close()
+
+
+def test_clean_report_nests_the_streamed_gc_report() -> None:
+    run = RunReport(dry_run=False, registry_url=None, storage="filesystem", mode="direct")
+    run.gc = GcReport(dry_run=False, storage="filesystem")
+    run.gc.swept(_digest(1), 10)
+    run.gc.swept(_digest(2), 20)
+    stream = io.StringIO()
+    run.write_json(stream)
+    document = json.loads(stream.getvalue())
+    assert document["gc"]["swept"] == [
+        {"digest": _digest(1), "size": 10},
+        {"digest": _digest(2), "size": 20},
+    ]
+    assert document["gc"]["summary"]["blobs_swept"] == 0
+    assert document["repositories"] == []
+    run.gc.close()
+    run.close()
