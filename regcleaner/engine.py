@@ -10,7 +10,7 @@ When the registry may be written during the run (API mode), a ``PushWatch`` guar
 repository's deletions: the repository is read again before its first wave, its
 revisions are listed again before every later wave and at least every
 ``recheck_interval_s`` within one, and right before each DELETE the manifest's own
-revision link, the revision links of the deleted manifests that pointed at it, and
+revision link, the revision links of the deleted manifests it depends on, and
 (on a disk) the revisions folder are looked at. Any change re-plans the repository
 with the new manifests read; a re-plan can only keep more.
 
@@ -37,7 +37,7 @@ from regcleaner.config import Settings
 from regcleaner.digest import Digest
 from regcleaner.errors import RegcleanerError, RegistryMismatch, StorageError
 from regcleaner.globs import repository_selected
-from regcleaner.manifests import ManifestInfo, references_of
+from regcleaner.manifests import ManifestInfo
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
     GONE,
@@ -59,6 +59,7 @@ from regcleaner.removers.base import (
     Remover,
 )
 from regcleaner.report import Progress, RepositoryRecord, RunReport
+from regcleaner.retention import signed_digest
 from regcleaner.space import SpaceEstimate
 from regcleaner.tagplan import TagPlan, plan_with_tags, stays
 from regcleaner.view import RegistryView
@@ -209,7 +210,7 @@ class PushWatch:
 
     - before the first wave, the whole repository again (``recheck``);
     - right before each DELETE of X: X's revision link (gone? rewritten by a push?),
-      the revision links of the manifests this run deleted that pointed at X (pushed
+      the revision links of the manifests this run deleted that X depends on (pushed
       again, they need X), and on a disk the revisions folder's mtime, which changes
       when a revision folder is added (a new manifest);
     - on S3, where no folder mtime exists: a listing of the revisions instead of the
@@ -239,7 +240,8 @@ class PushWatch:
         self.known: dict[Digest, float] = dict(job.snapshot.revisions)
         self.deleted: set[Digest] = set()
         self.parents: dict[Digest, list[Digest]] = {}
-        """For each manifest, the deleted manifests that pointed at it."""
+        """For each manifest, the deleted manifests it depends on (its index, its
+        subject, the digest its signature tag signs): pushed again, they need it."""
         self.rescued: dict[Digest, Reason] = {}
         self.remaining: list[Decision] = list(job.plan.delete)
         self.stamp: float | None = job.snapshot.stamp
@@ -270,10 +272,22 @@ class PushWatch:
             if fresh.tags.get(tag) == scanned.tags.get(tag)
             and fresh.tag_times.get(tag) == scanned.tag_times.get(tag)
         }  # fmt: skip
-        _, rescued = narrow(
-            undecided, fresh, manifests, self.engine.policy, self.clock(),
-            scanned=scanned.revisions, ignore_tags=ignore,
-        )  # fmt: skip
+        # A signature tag that was to go with its digest stays when the digest is kept
+        # now (tagged again during the run), and keeps its signature manifest.
+        signatures = {
+            tag: Digest(signed) for tag in ignore
+            if (signed := signed_digest(tag)) is not None
+        }  # fmt: skip
+        live: set[str] = set()
+        while True:
+            plan, rescued = narrow(
+                undecided, fresh, manifests, self.engine.policy, self.clock(),
+                scanned=scanned.revisions, ignore_tags=ignore - live,
+            )  # fmt: skip
+            now_live = {tag for tag, digest in signatures.items() if digest in plan.keep}
+            if now_live <= live:
+                break
+            live |= now_live
         for digest, reason in rescued.items():
             self.rescued[digest] = reason
             if reason.kind is not ReasonKind.GONE:
@@ -356,12 +370,12 @@ class PushWatch:
 
     def removed(self, removal: Removal) -> None:
         """Note an outcome: deleted manifests leave ``known`` and become the parents of
-        what they point at; the first few are verified to have left this storage."""
+        what depends on them; the first few are verified to have left this storage."""
         digest = removal.digest
         if removal.outcome is Outcome.DELETED:
             self.deleted.add(digest)
             self.known.pop(digest, None)
-            for target in references_of(self.job.manifests.get(digest)):
+            for target in self.job.plan.dependents.get(digest, ()):
                 self.parents.setdefault(target, []).append(digest)
         elif removal.outcome is Outcome.ALREADY_GONE:
             self.known.pop(digest, None)
@@ -470,6 +484,7 @@ class Engine:
         if remover.watches_pushes:
             self.mismatch = MismatchDetector(settings.registry_url or "", view.describe(), self)
         self._deadline: asyncio.Timeout | None = None
+        self._signalled = False
         limits = settings.limits
         self.removal_workers = remover.parallel_repositories or max(
             2, 2 * math.ceil(limits.concurrency / limits.per_repository)
@@ -487,10 +502,11 @@ class Engine:
 
     def request_stop(self, why: str) -> None:
         """Stop listing and starting deletions; in-flight requests get the grace period.
-        A second stop abandons them at once."""
-        if not self.stopping.is_set():
+        A second signal abandons them at once (a stop for a fatal error is not one)."""
+        if not self._signalled:
+            self._signalled = True
             log.warning("%s: finishing in-flight deletions, starting no new ones", why)
-            self.report.stopped_by = why
+            self.report.stopped_by = self.report.stopped_by or why
             self._begin_stop()
             return
         if self._deadline is not None:
@@ -622,7 +638,7 @@ class Engine:
             job = await self._plan(name)
             if job is None:
                 continue
-            if not job.plan.waves:
+            if not job.plan.waves and not (self.remover.removes_tags and job.tag_plan.going):
                 self._finish_repository(job)
             else:
                 self.report.planned(len(job.plan.delete))
@@ -770,23 +786,10 @@ class Engine:
             self._settle_rescued(job, watch)
             waves = without(waves, watch.rescued)
         if self.remover.removes_tags and job.tag_plan.going:
-            going = [(t, job.snapshot.tags[t]) for t in sorted(job.tag_plan.going)]
-            try:
-                job.tag_outcomes = await self.remover.remove_tags(name, job.snapshot, going)
-            except StorageError as exc:
-                record.error = f"removing tags failed: {exc}"
-                log.error("repository %s: %s; nothing else in it is deleted", name, record.error)
-                self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
+            after_tags = await self._remove_going_tags(job, waves)
+            if after_tags is None:
                 return
-            stayed = {
-                tag: why for tag, why in job.tag_outcomes.items()
-                if why is not None and why != GONE_BEFORE_REMOVAL
-            }  # fmt: skip
-            if stayed:
-                kept = self._keep_for_staying_tags(job, stayed)
-                if kept is None:
-                    return
-                waves = without(waves, kept)
+            waves = after_tags
         protected: dict[Digest, Digest] = {}
         wave = _Wave(self, job, protected, watch)
         for number, decisions in enumerate(waves):
@@ -806,14 +809,66 @@ class Engine:
                     continue
             await self.remover.remove_wave(name, job.snapshot, decisions, wave)
 
+    async def _remove_going_tags(
+        self, job: RepositoryJob, waves: tuple[tuple[Decision, ...], ...]
+    ) -> tuple[tuple[Decision, ...], ...] | None:
+        """Remove the tags that go, each alone (direct removal), before any manifest.
+
+        Signature tags of digests this run is to delete go last: a tag that stays (its
+        removal refused, or moved) can keep such a digest, and its signature tag must
+        then stay with it, so they are removed only for the digests still going once
+        every other tag's fate is known. Returns the waves without what the staying
+        tags keep; None when nothing more in the repository may go."""
+        name = job.record.name
+        snapshot = job.snapshot
+        going = job.tag_plan.going
+        signatures = {
+            tag: Digest(signed) for tag in going
+            if (signed := signed_digest(tag)) is not None and signed in snapshot.revisions
+        }  # fmt: skip
+        job.tag_outcomes = {}
+        stayed: dict[str, str] = {}
+        kept: dict[Digest, Reason] = {}
+        live: frozenset[str] = frozenset()
+        for batch in (sorted(set(going) - signatures.keys()), sorted(signatures)):
+            batch = [tag for tag in batch if tag not in live]
+            if not batch:
+                continue
+            try:
+                found = await self.remover.remove_tags(
+                    name, snapshot, [(tag, snapshot.tags[tag]) for tag in batch]
+                )
+            except StorageError as exc:
+                job.record.error = f"removing tags failed: {exc}"
+                log.error("repository %s: %s; nothing else in it is deleted", name,
+                          job.record.error)  # fmt: skip
+                self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
+                return None
+            job.tag_outcomes.update(found)
+            refused = {
+                tag: why for tag, why in found.items()
+                if why is not None and why != GONE_BEFORE_REMOVAL
+            }  # fmt: skip
+            if not refused:
+                continue
+            stayed.update(refused)
+            replanned = self._keep_for_staying_tags(job, stayed, signatures)
+            if replanned is None:
+                return None
+            kept, live = replanned
+            for tag in live:
+                job.tag_outcomes.setdefault(tag, f"signature-of-kept:{signatures[tag]}")
+        return without(waves, kept)
+
     def _keep_for_staying_tags(
-        self, job: RepositoryJob, stayed: dict[str, str]
-    ) -> dict[Digest, Reason] | None:
+        self, job: RepositoryJob, stayed: dict[str, str], signatures: dict[str, Digest]
+    ) -> tuple[dict[Digest, Reason], frozenset[str]] | None:
         """The plan counted these tags as absent, but they stay (their removal was
         refused, or they moved since the plan): plan again with them present, where
-        they point now, and keep what they reach. None when that cannot be known (a tag
-        moved to a manifest the scan never saw): then nothing in the repository goes,
-        and it counts as failed."""
+        they point now, and keep what they reach, with the signature tags (of
+        ``signatures``) of every digest kept that way. Returns what is kept and those
+        signature tags; None when that cannot be known (a tag moved to a manifest the
+        scan never saw): then nothing in the repository goes, and it counts as failed."""
         record = job.record
         snapshot = job.snapshot
         tags = dict(snapshot.tags)
@@ -830,14 +885,21 @@ class Engine:
             else:
                 record.error = record.error or f"tag {tag} could not be removed: {why}"
         fresh = dataclasses.replace(snapshot, tags=tags)
-        _, rescued = narrow(
-            list(job.plan.delete), fresh, job.manifests, self.policy, self.clock(),
-            ignore_tags=set(job.tag_plan.going) - stayed.keys(),
-        )  # fmt: skip
-        for digest, reason in rescued.items():
+        live: frozenset[str] = frozenset()
+        while True:  # a signature tag comes back with its digest; its manifest may keep more
+            plan, rescued = narrow(
+                list(job.plan.delete), fresh, job.manifests, self.policy, self.clock(),
+                ignore_tags=set(job.tag_plan.going) - stayed.keys() - live,
+            )  # fmt: skip
+            now_live = frozenset(t for t, d in signatures.items() if d in plan.keep) - stayed.keys()
+            if now_live <= live:
+                break
+            live |= now_live
+        kept = {digest: _tag_stays(reason) for digest, reason in rescued.items()}
+        for digest, reason in kept.items():
             record.kept[digest] = str(reason)
-            log.info("repository %s: keeping %s (%s: its tag stays)", record.name, digest, reason)
-        return rescued
+            log.info("repository %s: keeping %s (%s: a tag stays)", record.name, digest, reason)
+        return kept, live
 
     def _settle_rescued(
         self,
@@ -864,7 +926,7 @@ class Engine:
         protected: dict[Digest, Digest],
         watch: PushWatch | None,
     ) -> None:
-        """Account for one outcome; protect what a surviving manifest points at."""
+        """Account for one outcome; protect what depends on a surviving manifest."""
         record = job.record
         digest = removal.digest
         reason = job.reasons.get(digest) or str(Reason(ReasonKind.UNTAGGED))
@@ -890,7 +952,7 @@ class Engine:
             said_404 = outcome is Outcome.ALREADY_GONE and bool(removal.detail)
             record.already_gone.append((digest, reason if said_404 else str(GONE)))
             return
-        for target in references_of(job.manifests.get(digest)):
+        for target in job.plan.dependents.get(digest, ()):
             protected.setdefault(target, digest)
         if outcome is Outcome.KEPT:
             why = removal.reason or STOPPED
@@ -911,6 +973,18 @@ def _tag_after_run(now: Digest | StorageError | None, planned: Digest) -> str | 
     if now != planned:
         return f"moved-during-run:{now}"
     return f"pushed-again-during-run:{now}"
+
+
+def _tag_stays(reason: Reason) -> Reason:
+    """A manifest kept because a tag that was to go stays: said as the plan would say
+    it (``tagged:v1``, ``child-of:...``), not as a tag made during the run (with direct
+    removal the registry cannot write)."""
+    if reason.kind is ReasonKind.TAGGED_DURING_RUN:
+        kind, _, detail = reason.detail.partition(":")
+        for candidate in (ReasonKind.TAGGED, ReasonKind.CHILD_OF, ReasonKind.REFERRER_OF):
+            if kind == candidate.value and detail:
+                return Reason(candidate, detail)
+    return reason
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

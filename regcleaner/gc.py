@@ -340,17 +340,24 @@ class Collector:
         self._candidates: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self.width = max(1, self.store.listing_concurrency)
         self._deadline: asyncio.Timeout | None = None
+        self._signalled = False
 
     def request_stop(self, why: str) -> None:
-        """Start nothing new; in-flight requests get ``stop_grace_s``, then are abandoned."""
-        if self.stopping.is_set():
+        """Start nothing new; in-flight requests get ``stop_grace_s``, then are abandoned.
+        A second signal abandons them at once, as in ``clean``."""
+        loop = asyncio.get_running_loop()
+        if self._signalled:
+            if self._deadline is not None:
+                log.warning("%s again: abandoning in-flight requests now", why)
+                self._deadline.reschedule(loop.time())
             return
+        self._signalled = True
         log.warning("%s: finishing in-flight requests (at most %.0fs), starting no new ones",
                     why, self.settings.stop_grace_s)  # fmt: skip
-        self.report.stopped_by = why
+        self.report.stopped_by = self.report.stopped_by or why
+        already = self.stopping.is_set()
         self.stopping.set()
-        if self._deadline is not None:
-            loop = asyncio.get_running_loop()
+        if self._deadline is not None and not already:
             self._deadline.reschedule(loop.time() + self.settings.stop_grace_s)
 
     async def run(self) -> None:

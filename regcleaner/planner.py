@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
@@ -89,11 +89,15 @@ class RepositoryPlan:
     keep: Mapping[Digest, Reason]
     """Every revision kept, with the first reason found for keeping it."""
     waves: tuple[tuple[Decision, ...], ...]
-    """Deletions in order: a wave's manifests are referenced by no manifest of a later
-    wave, so indexes and referrers go before what they point at, and a run stopped
-    half-way never leaves a surviving index with missing children."""
+    """Deletions in order: whatever needs another manifest to survive goes after it. An
+    index goes before its children (a run stopped half-way never leaves a surviving
+    index with missing children), a subject before its referrers and a signed digest
+    before the manifest of its signature tag (a subject kept at the last moment, tagged
+    during the run or not deleted, keeps its SBOMs and signatures)."""
     tagged: frozenset[Digest]
     warnings: tuple[str, ...] = ()
+    dependents: Mapping[Digest, tuple[Digest, ...]] = field(default_factory=dict)
+    """For each manifest to delete, those of later waves that must stay if it stays."""
 
     @property
     def delete(self) -> tuple[Decision, ...]:
@@ -119,12 +123,15 @@ def plan_repository(
     *,
     pinned: Mapping[Digest, Reason] | None = None,
     ignore_tags: Collection[str] = (),
+    order: Iterable[tuple[Digest, Digest]] = (),
 ) -> RepositoryPlan:
     """Decide, for every revision of ``snapshot``, keep (with reason) or delete.
 
     ``pinned`` manifests are kept like tagged ones, with the reason given (a re-plan
     during the run pins what was pushed since the scan). Tags in ``ignore_tags``
-    (expired by a retention policy, orphaned signatures) count as absent.
+    (expired by a retention policy, orphaned signatures) count as absent. ``order``
+    adds pairs (first, then) to the deletion order: ``then`` goes after ``first``, and
+    stays if ``first`` stays.
     """
     reasons: dict[Digest, Reason] = {}
     pending: deque[Digest] = deque()
@@ -186,20 +193,33 @@ def plan_repository(
         candidates = []
 
     kept = {d: r for d, r in reasons.items() if d in snapshot.revisions}
-    waves = _deletion_waves(sorted(candidates), manifests)
-    return RepositoryPlan(snapshot.name, kept, waves, tagged, tuple(warnings))
+    waves, dependents = _deletion_waves(sorted(candidates), manifests, order)
+    return RepositoryPlan(snapshot.name, kept, waves, tagged, tuple(warnings), dependents)
 
 
 def _deletion_waves(
-    candidates: Iterable[Digest], manifests: Mapping[Digest, ManifestInfo]
-) -> tuple[tuple[Decision, ...], ...]:
-    """Order candidates so that what points (index, referrer) goes before what it points
-    at, and name each deletion's cause: untagged, or the deleted index or subject."""
+    candidates: Iterable[Digest],
+    manifests: Mapping[Digest, ManifestInfo],
+    order: Iterable[tuple[Digest, Digest]] = (),
+) -> tuple[tuple[tuple[Decision, ...], ...], dict[Digest, tuple[Digest, ...]]]:
+    """Order candidates so that what needs another to survive goes after it (an index's
+    children after it, a subject's referrers after it, and the pairs of ``order``), and
+    name each deletion's cause: untagged, or the deleted index or subject. Also return,
+    for each candidate, the candidates that go after it because of it."""
     members = list(candidates)
     member_set = set(members)
     targets: dict[Digest, list[Digest]] = {d: [] for d in members}
     indegree: dict[Digest, int] = dict.fromkeys(members, 0)
     cause: dict[Digest, Reason] = {}
+    edges: set[tuple[Digest, Digest]] = set()
+
+    def edge(first: Digest, then: Digest) -> None:
+        pair = (first, then)
+        if first != then and first in member_set and then in member_set and pair not in edges:
+            edges.add(pair)
+            targets[first].append(then)
+            indegree[then] += 1
+
     for digest in members:
         info = manifests.get(digest)
         if not isinstance(info, ManifestRefs):
@@ -207,12 +227,12 @@ def _deletion_waves(
         for child in info.children:
             if child in member_set and child != digest:
                 cause.setdefault(child, Reason(ReasonKind.CHILD_OF_DELETED, digest))
+            edge(digest, child)
         if info.subject is not None and info.subject in member_set:
             cause.setdefault(digest, Reason(ReasonKind.REFERRER_OF_DELETED, info.subject))
-        for target in dict.fromkeys(info.references):
-            if target in member_set and target != digest:
-                targets[digest].append(target)
-                indegree[target] += 1
+            edge(info.subject, digest)
+    for first, then in order:
+        edge(first, then)
 
     def decided(digest: Digest) -> Decision:
         return Decision(digest, cause.get(digest, UNTAGGED))
@@ -233,7 +253,7 @@ def _deletion_waves(
     if placed != len(members):  # a cycle cannot exist with content addressing; be safe
         done = {d.digest for wave in waves for d in wave}
         waves.append(tuple(decided(d) for d in members if d not in done))
-    return tuple(waves)
+    return tuple(waves), {d: tuple(t) for d, t in targets.items() if t}
 
 
 _ROOT_KINDS = {

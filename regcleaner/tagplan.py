@@ -59,11 +59,13 @@ def plan_with_tags(
     verdicts = decide_tags(tag_policy, times, now)
     expired = {t: v.reason for t, v in verdicts.items() if not v.keep}
     signatures = {t: d for t in snapshot.tags if (d := signed_digest(t)) is not None}
+    # A signature's manifest goes after the digest it signs, and stays if that stays.
+    order = [(Digest(d), snapshot.tags[t]) for t, d in signatures.items()]
     live: set[str] = set()
     while True:  # a signature's manifest, once kept, can keep another signed digest
         ignored = set(expired) | (set(signatures) - live)
         plan = plan_repository(snapshot, manifests, policy, now, pinned=pinned,
-                               ignore_tags=ignored)  # fmt: skip
+                               ignore_tags=ignored, order=order)  # fmt: skip
         now_live = {t for t, d in signatures.items()
                     if d in snapshot.revisions and Digest(d) in plan.keep}  # fmt: skip
         if now_live == live:

@@ -438,6 +438,48 @@ def test_a_stop_during_a_sweep_batch_starts_no_further_batch(
     assert batches == [1000], f"batches started: {batches}"
 
 
+def test_a_second_signal_abandons_a_stalled_sweep_batch_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in clean: the first SIGTERM gives in-flight requests --stop-grace (an hour
+    here), a second one abandons them now."""
+    from regcleaner.config import GcSettings
+    from regcleaner.gc import Collector, GcReport
+    from regcleaner.storage.filesystem import FilesystemStore
+    from regcleaner.view import RegistryView
+
+    root = tmp_path / "storage"
+    writer = RegistryWriter(DiskSink(root))
+    writer.tag("app", "v1", writer.image("app", b"{}", [b"layer"], oci=True).digest)
+    for number in range(10):
+        writer.blob(f"garbage {number}".encode())
+    before = blobs_on_disk(root)
+    store = FilesystemStore(root)
+    report = GcReport(dry_run=False, storage=store.describe())
+    settings = GcSettings(registry_url=None, registry_dir=root, registry_stopped=True,
+                          stop_grace_s=3600.0)  # fmt: skip
+    collector = Collector(settings, RegistryView(store), report, gate=None)
+
+    async def stalls_after_two_signals(
+        keys: Sequence[str], *, directories: Sequence[str] = ()
+    ) -> list[str | None]:
+        collector.request_stop("SIGTERM")
+        collector.request_stop("SIGTERM")
+        await asyncio.sleep(3600)  # a request that never answers
+        raise AssertionError("not abandoned")
+
+    monkeypatch.setattr(store, "delete_many", stalls_after_two_signals)
+    try:
+        asyncio.run(asyncio.wait_for(collector.run(), 60))
+    finally:
+        report.close()
+        asyncio.run(store.aclose())
+    assert report.stopped_by == "SIGTERM"
+    assert report.counters.swept == 0
+    assert report.summary()["blobs_abandoned"] == 10
+    assert blobs_on_disk(root) == before
+
+
 # -- the gate ----------------------------------------------------------------------------------
 
 

@@ -356,3 +356,40 @@ def test_push_in_progress_children_first_then_an_untagged_index(
     rest -= {target.digest, other.digest}
     assert deleted(result.report) == rest
     assert_gone(api, rest)
+
+
+def test_untagged_image_tagged_during_the_run_keeps_its_referrers_and_signature(
+    disk: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old untagged image D with an SBOM (subject D) and a cosign signature tag is
+    tagged again (a rollback by digest) after the scan: D's own look sees it, and D
+    goes before what depends on it, so its SBOM and signature are kept with it."""
+    from regcleaner.engine import PushWatch
+
+    api = RegistryAPI(disk.registry.url)
+    images.push_image(api, REPO, "latest", seed="live")
+    old = images.push_image(api, REPO, None, seed="rollback", oci=True)
+    sbom = images.push_referrer(api, REPO, subject=old, seed="rollback-sbom")
+    signature = images.push_cosign_signature(api, REPO, old, seed="rollback-sig")
+    lone = [images.push_image(api, REPO, None, seed=f"lone{i}") for i in range(4)]
+    original = PushWatch.start
+
+    async def tag_between_scan_and_deletions(self: PushWatch) -> None:
+        body = api.get_manifest(REPO, old.digest)
+        api.put_manifest(REPO, "rollback", body.body, body.headers["Content-Type"])
+        await original(self)
+
+    monkeypatch.setattr(PushWatch, "start", tag_between_scan_and_deletions)
+    result = run_cli(disk.args(disk.registry.url, "--prune-orphan-signatures"),
+                     report_path=tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.report is not None
+    reasons = kept_reasons(result.report)
+    assert reasons[old.digest].startswith("tagged-during-run"), reasons
+    for dependent in (sbom, signature):
+        assert api.manifest_exists(REPO, dependent.digest), (dependent, reasons)
+    assert deleted(result.report) == {x.digest for x in lone}
+    sig_tag = "sha256-" + old.digest.split(":", 1)[1] + ".sig"
+    assert set(api.tags(REPO)) == {"latest", "rollback", sig_tag}
+    for tag in ("latest", "rollback", sig_tag):
+        api.pull(REPO, tag)

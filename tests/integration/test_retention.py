@@ -553,6 +553,103 @@ def test_expired_tag_whose_removal_is_refused_keeps_its_digest_direct(
     survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b"}})
 
 
+def test_refused_tag_keeps_its_signature_direct(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signature tag of a digest the run was to delete goes only once that digest
+    surely goes: here the digest stays (its expired tag's removal is refused), so its
+    signature tag and signature manifest stay too; the other image's go."""
+    from regcleaner.storage.filesystem import FilesystemStore
+
+    images.push_image(api, "race", "keep-a", seed="race-a")
+    old_b = images.push_image(api, "race", "old-b", seed="race-b")
+    sig_b = images.push_cosign_signature(api, "race", old_b, seed="race-b-sig")
+    old_c = images.push_image(api, "race", "old-c", seed="race-c")
+    sig_c = images.push_cosign_signature(api, "race", old_c, seed="race-c-sig")
+    go_read_only(registry)
+    refused = "/_manifests/tags/old-b/current/link"
+    delete_many_sync = FilesystemStore._delete_many_sync
+
+    def refuse(
+        self: FilesystemStore, keys: Sequence[str], directories: Sequence[str]
+    ) -> list[str | None]:
+        done = iter(
+            delete_many_sync(self, [k for k in keys if not k.endswith(refused)], directories)
+        )
+        return ["EACCES: refused by the test" if k.endswith(refused) else next(done)
+                for k in keys]  # fmt: skip
+
+    monkeypatch.setattr(FilesystemStore, "_delete_many_sync", refuse)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
+    result = clean(registry, "direct", tmp_path / "r.json", "--policy", str(policy))
+    assert result.exit_code == 1, result.output
+    assert removed(result.report, "race") == {
+        "old-c": old_c.digest,
+        signature_tag(old_c): sig_c.digest,
+    }
+    staying = expired_staying(result.report, "race")
+    assert set(staying) == {"old-b", signature_tag(old_b)}, staying
+    assert "EACCES" in staying["old-b"]
+    assert staying[signature_tag(old_b)] == f"signature-of-kept:{old_b.digest}"
+    on_disk = revisions_on_disk(registry.root, "race")
+    assert {old_b.digest, sig_b.digest} <= on_disk, "a kept image lost its signature"
+    assert not {old_c.digest, sig_c.digest} & on_disk
+    kept = {k["digest"]: k["reason"] for k in record(result.report, "race")["kept"]}
+    assert kept[old_b.digest] == "tagged:old-b", kept
+    monkeypatch.undo()
+    survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b", signature_tag(old_b)}})
+
+
+def test_expired_tag_pushed_again_keeps_its_signature_api(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the API: an expired tag pushed again (same manifest) between the scan
+    and the deletions keeps its digest, and with it the digest's signature."""
+    from regcleaner.engine import PushWatch
+
+    images.push_image(api, "race", "keep-a", seed="race-a")
+    old_b = images.push_image(api, "race", "old-b", seed="race-b")
+    sig_b = images.push_cosign_signature(api, "race", old_b, seed="race-b-sig")
+    old_c = images.push_image(api, "race", "old-c", seed="race-c")
+    sig_c = images.push_cosign_signature(api, "race", old_c, seed="race-c-sig")
+    original = PushWatch.start
+
+    async def push_between_scan_and_deletions(self: PushWatch) -> None:
+        body = api.get_manifest("race", old_b.digest)
+        api.put_manifest("race", "old-b", body.body, body.headers["Content-Type"])
+        await original(self)
+
+    monkeypatch.setattr(PushWatch, "start", push_between_scan_and_deletions)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
+    result = clean(registry, "api", tmp_path / "r.json", "--policy", str(policy))
+    assert result.exit_code == 0, result.output
+    assert digests(result.report, "race", "deleted") == {old_c.digest, sig_c.digest}
+    assert api.manifest_exists("race", sig_b.digest), "a kept image lost its signature"
+    assert set(api.tags("race")) == {"keep-a", "old-b", signature_tag(old_b)}
+    staying = expired_staying(result.report, "race")
+    assert set(staying) == {"old-b", signature_tag(old_b)}, staying
+    survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b", signature_tag(old_b)}})
+
+
+def test_expired_tags_go_in_a_repository_with_nothing_to_delete_direct(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
+) -> None:
+    """With --direct an expired tag goes alone, even where no manifest goes: here it
+    shares its digest with a kept tag."""
+    kept = images.push_image(api, "only", "keep-a", seed="only-a")
+    body = api.get_manifest("only", kept.digest)
+    api.put_manifest("only", "old-b", body.body, body.headers["Content-Type"])
+    go_read_only(registry)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="only"))
+    result = clean(registry, "direct", tmp_path / "r.json", "--policy", str(policy))
+    assert result.exit_code == 0, result.output
+    assert removed(result.report, "only") == {"old-b": kept.digest}
+    assert expired_staying(result.report, "only") == {}
+    assert not tag_link(registry, "only", "old-b").exists()
+    assert revisions_on_disk(registry.root, "only") == {kept.digest}
+    survives_garbage_collect(registry, api, {"only": {"keep-a"}})
+
+
 # -- a dry run ----------------------------------------------------------------------------
 
 

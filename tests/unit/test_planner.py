@@ -127,15 +127,34 @@ def test_plan_keeps_exactly_the_reachable_set(repo: Repo, min_age: float) -> Non
 
 @settings(max_examples=300)
 @given(repositories())
-def test_waves_delete_what_points_before_what_it_points_at(repo: Repo) -> None:
+def test_waves_delete_an_index_before_its_children_and_a_subject_before_its_referrers(
+    repo: Repo,
+) -> None:
     plan = plan_repository(repo.snapshot, repo.manifests, Policy(), NOW)
     wave_of = {x.digest: i for i, wave in enumerate(plan.waves) for x in wave}
     for digest, info in repo.manifests.items():
         if digest not in wave_of or not isinstance(info, ManifestRefs):
             continue
-        for target in (*info.children, *([info.subject] if info.subject else [])):
-            if target in wave_of:
-                assert wave_of[digest] < wave_of[target]
+        for child in info.children:
+            if child in wave_of and child != digest:
+                assert wave_of[digest] < wave_of[child]
+                assert child in plan.dependents[digest]
+        if info.subject in wave_of and info.subject != digest:
+            assert wave_of[info.subject] < wave_of[digest]
+            assert digest in plan.dependents[info.subject]
+    for digest, dependents in plan.dependents.items():
+        assert all(wave_of[digest] < wave_of[x] for x in dependents)
+
+
+def test_order_pairs_put_a_signature_after_the_digest_it_signs() -> None:
+    signed, signature, lone = d(1), d(2), d(3)
+    manifests: dict[Digest, ManifestInfo] = {signed: image(), signature: image(), lone: image()}
+    snapshot = RepositorySnapshot("r", dict.fromkeys(manifests, NOW - 100), {})
+    plain = plan_repository(snapshot, manifests, Policy(), NOW)
+    assert [[x.digest for x in wave] for wave in plain.waves] == [[signed, signature, lone]]
+    plan = plan_repository(snapshot, manifests, Policy(), NOW, order=[(signed, signature)])
+    assert [[x.digest for x in wave] for wave in plan.waves] == [[signed, lone], [signature]]
+    assert plan.dependents == {signed: (signature,)}
 
 
 @settings(max_examples=300)
@@ -184,7 +203,8 @@ def test_deletion_reasons_say_untagged_child_or_referrer_of_a_deleted_manifest()
         sbom: f"referrer-of-deleted:{idx}",
         kid: f"child-of-deleted:{idx}",
     }
-    assert [[x.digest for x in wave] for wave in plan.waves] == [[sbom, lone], [idx], [kid]]
+    assert [[x.digest for x in wave] for wave in plan.waves] == [[idx, lone], [kid, sbom]]
+    assert plan.dependents == {idx: (kid, sbom)}
 
 
 def test_tag_pointing_outside_revisions_still_protects_children() -> None:
