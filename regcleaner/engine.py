@@ -289,6 +289,10 @@ class PushWatch:
                 break
             live |= now_live
         for digest, reason in rescued.items():
+            tag = reason.detail.removeprefix("tagged:")
+            if reason.kind is ReasonKind.TAGGED_DURING_RUN and tag in live:
+                # its signature tag is as it was: the digest it signs was tagged
+                reason = Reason(ReasonKind.TAGGED_DURING_RUN, f"signature-of:{signatures[tag]}")
             self.rescued[digest] = reason
             if reason.kind is not ReasonKind.GONE:
                 log.info("repository %s: keeping %s (%s)", self.name, digest, reason)
@@ -638,7 +642,10 @@ class Engine:
             job = await self._plan(name)
             if job is None:
                 continue
-            if not job.plan.waves and not (self.remover.removes_tags and job.tag_plan.going):
+            removes_tags = (
+                self.remover.removes_tags and job.tag_plan.going and not job.plan.blocked
+            )  # a repository blocked by doubt keeps its tags too
+            if not job.plan.waves and not removes_tags:
                 self._finish_repository(job)
             else:
                 self.report.planned(len(job.plan.delete))
@@ -785,7 +792,7 @@ class Engine:
                 return
             self._settle_rescued(job, watch)
             waves = without(waves, watch.rescued)
-        if self.remover.removes_tags and job.tag_plan.going:
+        if self.remover.removes_tags and job.tag_plan.going and not job.plan.blocked:
             after_tags = await self._remove_going_tags(job, waves)
             if after_tags is None:
                 return
@@ -834,6 +841,10 @@ class Engine:
             batch = [tag for tag in batch if tag not in live]
             if not batch:
                 continue
+            stop = self._stop_reason()
+            if stop is not None:  # the rest stays, reported not-attempted
+                self._keep_all(job, list(job.plan.delete), stop)
+                return None
             try:
                 found = await self.remover.remove_tags(
                     name, snapshot, [(tag, snapshot.tags[tag]) for tag in batch]
@@ -857,8 +868,22 @@ class Engine:
                 return None
             kept, live = replanned
             for tag in live:
-                job.tag_outcomes.setdefault(tag, f"signature-of-kept:{signatures[tag]}")
+                if job.tag_outcomes.get(tag, "") is None:  # removed before this was known
+                    warning = (f"signature tag {tag} was removed, but {signatures[tag]} "
+                               "stays: another tag's removal was refused")  # fmt: skip
+                    job.record.warnings.append(warning)
+                    log.warning("repository %s: %s", name, warning)
+                    continue
+                job.tag_outcomes[tag] = f"signature-of-kept:{signatures[tag]}"
         return without(waves, kept)
+
+    def _stop_reason(self) -> Reason | None:
+        """Why nothing new may start now (a fatal error, a stop), or None."""
+        if self.fatal_error is not None:
+            return Reason(ReasonKind.NOT_ATTEMPTED, str(self.fatal_error))
+        if self.stopping.is_set():
+            return STOPPED
+        return None
 
     def _keep_for_staying_tags(
         self, job: RepositoryJob, stayed: dict[str, str], signatures: dict[str, Digest]

@@ -205,21 +205,17 @@ def _deletion_waves(
     """Order candidates so that what needs another to survive goes after it (an index's
     children after it, a subject's referrers after it, and the pairs of ``order``), and
     name each deletion's cause: untagged, or the deleted index or subject. Also return,
-    for each candidate, the candidates that go after it because of it."""
+    for each candidate, the candidates that go after it because of it.
+
+    Index-to-child edges can form no cycle (content addressing), but a subject or an
+    ``order`` pair can close one (an index whose subject is its own child): the edges of
+    that kind between manifests caught in a cycle are then dropped, never a child edge.
+    """
     members = list(candidates)
     member_set = set(members)
-    targets: dict[Digest, list[Digest]] = {d: [] for d in members}
-    indegree: dict[Digest, int] = dict.fromkeys(members, 0)
     cause: dict[Digest, Reason] = {}
-    edges: set[tuple[Digest, Digest]] = set()
-
-    def edge(first: Digest, then: Digest) -> None:
-        pair = (first, then)
-        if first != then and first in member_set and then in member_set and pair not in edges:
-            edges.add(pair)
-            targets[first].append(then)
-            indegree[then] += 1
-
+    hard: list[tuple[Digest, Digest]] = []
+    soft: list[tuple[Digest, Digest]] = []
     for digest in members:
         info = manifests.get(digest)
         if not isinstance(info, ManifestRefs):
@@ -227,21 +223,39 @@ def _deletion_waves(
         for child in info.children:
             if child in member_set and child != digest:
                 cause.setdefault(child, Reason(ReasonKind.CHILD_OF_DELETED, digest))
-            edge(digest, child)
+                hard.append((digest, child))
         if info.subject is not None and info.subject in member_set:
             cause.setdefault(digest, Reason(ReasonKind.REFERRER_OF_DELETED, info.subject))
-            edge(info.subject, digest)
-    for first, then in order:
-        edge(first, then)
+            soft.append((info.subject, digest))
+    soft += [(a, b) for a, b in order if a in member_set and b in member_set]
 
-    def decided(digest: Digest) -> Decision:
-        return Decision(digest, cause.get(digest, UNTAGGED))
+    layers, targets, stuck = _layers(members, hard + soft)
+    if stuck:
+        caught = set(stuck)
+        kept_soft = [(a, b) for a, b in soft if not (a in caught and b in caught)]
+        layers, targets, stuck = _layers(members, hard + kept_soft)
+        if stuck:  # cannot happen with content addressing; be safe
+            layers.append(stuck)
+    waves = tuple(tuple(Decision(d, cause.get(d, UNTAGGED)) for d in layer) for layer in layers)
+    return waves, {d: tuple(t) for d, t in targets.items() if t}
 
-    waves: list[tuple[Decision, ...]] = []
+
+def _layers(
+    members: list[Digest], pairs: Iterable[tuple[Digest, Digest]]
+) -> tuple[list[list[Digest]], dict[Digest, list[Digest]], list[Digest]]:
+    """Kahn's layering of ``members`` by ``pairs`` (first, then); the members left over
+    (in or after a cycle) come last."""
+    targets: dict[Digest, list[Digest]] = {d: [] for d in members}
+    indegree: dict[Digest, int] = dict.fromkeys(members, 0)
+    for first, then in dict.fromkeys(pairs):
+        if first != then:
+            targets[first].append(then)
+            indegree[then] += 1
+    layers: list[list[Digest]] = []
     current = [d for d in members if indegree[d] == 0]
     placed = 0
     while current:
-        waves.append(tuple(decided(d) for d in current))
+        layers.append(current)
         placed += len(current)
         following: list[Digest] = []
         for digest in current:
@@ -250,10 +264,8 @@ def _deletion_waves(
                 if indegree[target] == 0:
                     following.append(target)
         current = sorted(following)
-    if placed != len(members):  # a cycle cannot exist with content addressing; be safe
-        done = {d.digest for wave in waves for d in wave}
-        waves.append(tuple(decided(d) for d in members if d not in done))
-    return tuple(waves), {d: tuple(t) for d, t in targets.items() if t}
+    stuck = [d for d in members if indegree[d] > 0] if placed != len(members) else []
+    return layers, targets, stuck
 
 
 _ROOT_KINDS = {

@@ -626,6 +626,8 @@ def test_expired_tag_pushed_again_keeps_its_signature_api(
     assert digests(result.report, "race", "deleted") == {old_c.digest, sig_c.digest}
     assert api.manifest_exists("race", sig_b.digest), "a kept image lost its signature"
     assert set(api.tags("race")) == {"keep-a", "old-b", signature_tag(old_b)}
+    kept = {k["digest"]: k["reason"] for k in record(result.report, "race")["kept"]}
+    assert kept[sig_b.digest] == f"tagged-during-run:signature-of:{old_b.digest}", kept
     staying = expired_staying(result.report, "race")
     assert set(staying) == {"old-b", signature_tag(old_b)}, staying
     survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b", signature_tag(old_b)}})
@@ -648,6 +650,65 @@ def test_expired_tags_go_in_a_repository_with_nothing_to_delete_direct(
     assert not tag_link(registry, "only", "old-b").exists()
     assert revisions_on_disk(registry.root, "only") == {kept.digest}
     survives_garbage_collect(registry, api, {"only": {"keep-a"}})
+
+
+def test_a_blocked_repository_keeps_its_expired_tags_direct(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
+) -> None:
+    """Anything unreadable keeps its whole repository, tags included: with --direct an
+    expired tag there is not removed either."""
+    from testkit.scenario import corrupt_blob
+
+    images.push_image(api, "blocked", "keep-a", seed="blocked-a")
+    old_b = images.push_image(api, "blocked", "old-b", seed="blocked-b")
+    mystery = images.push_image(api, "blocked", None, seed="blocked-x", oci=True)
+    corrupt_blob(registry.root, mystery.digest)
+    go_read_only(registry)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="blocked"))
+    result = clean(registry, "direct", tmp_path / "r.json", "--policy", str(policy))
+    assert tag_link(registry, "blocked", "old-b").exists(), "a tag of a blocked repository went"
+    assert removed(result.report, "blocked") == {}
+    assert set(expired_staying(result.report, "blocked")) == {"old-b"}
+    assert old_b.digest in revisions_on_disk(registry.root, "blocked")
+
+
+def test_a_stop_during_tag_removal_removes_no_further_tags_direct(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop that lands while the expired tags are removed: the signature tags, which
+    go in a later batch, are not removed, and nothing else is."""
+    from regcleaner.engine import Engine
+
+    images.push_image(api, "race", "keep-a", seed="race-a")
+    old_b = images.push_image(api, "race", "old-b", seed="race-b")
+    images.push_cosign_signature(api, "race", old_b, seed="race-b-sig")
+    go_read_only(registry)
+    original = DirectRemover.remove_tags
+    calls: list[list[str]] = []
+
+    async def stop_after_the_first(self: DirectRemover, repository: str, snapshot: Any,
+                                   tags: Any) -> dict[str, str | None]:  # fmt: skip
+        calls.append([tag for tag, _ in tags])
+        found = await original(self, repository, snapshot, tags)
+        Engine.request_stop(engine_of[0], "SIGTERM")
+        return found
+
+    engine_of: list[Engine] = []
+    engine_init = Engine.__init__
+
+    def remember(self: Engine, *args: Any, **kwargs: Any) -> None:
+        engine_init(self, *args, **kwargs)
+        engine_of.append(self)
+
+    monkeypatch.setattr(Engine, "__init__", remember)
+    monkeypatch.setattr(DirectRemover, "remove_tags", stop_after_the_first)
+    policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
+    result = clean(registry, "direct", tmp_path / "r.json", "--policy", str(policy))
+    assert result.exit_code == 143, result.output
+    assert calls == [["old-b"]], calls
+    assert tag_link(registry, "race", signature_tag(old_b)).exists()
+    assert removed(result.report, "race") == {"old-b": old_b.digest}
+    assert old_b.digest in revisions_on_disk(registry.root, "race")
 
 
 # -- a dry run ----------------------------------------------------------------------------

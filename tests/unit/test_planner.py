@@ -146,6 +146,27 @@ def test_waves_delete_an_index_before_its_children_and_a_subject_before_its_refe
         assert all(wave_of[digest] < wave_of[x] for x in dependents)
 
 
+def test_a_subject_cycle_never_breaks_index_before_children() -> None:
+    """An index whose subject is one of its own descendants (legal content) makes the
+    subject-first rule a cycle: the order then keeps every index before its children."""
+    outer, child, inner, grandchild, lone = d(1), d(2), d(3), d(4), d(5)
+    manifests: dict[Digest, ManifestInfo] = {
+        outer: index(child, inner, subject=child),
+        child: image(),
+        inner: index(grandchild),
+        grandchild: image(),
+        lone: image(),
+    }
+    snapshot = RepositorySnapshot("r", dict.fromkeys(manifests, NOW - 100), {})
+    plan = plan_repository(snapshot, manifests, Policy(), NOW)
+    wave_of = {x.digest: i for i, wave in enumerate(plan.waves) for x in wave}
+    assert set(wave_of) == set(manifests)
+    assert wave_of[outer] < wave_of[child]
+    assert wave_of[outer] < wave_of[inner] < wave_of[grandchild]
+    for digest, dependents in plan.dependents.items():
+        assert all(wave_of[digest] < wave_of[x] for x in dependents)
+
+
 def test_order_pairs_put_a_signature_after_the_digest_it_signs() -> None:
     signed, signature, lone = d(1), d(2), d(3)
     manifests: dict[Digest, ManifestInfo] = {signed: image(), signature: image(), lone: image()}
