@@ -71,6 +71,43 @@ def go_read_only(registry: RegistryProcess) -> None:
     registry.restart()
 
 
+def refuse_removal(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """The disk store refuses to delete any key ending in ``suffix`` (EACCES), as a
+    storage that denies one removal would; every other key is deleted as usual."""
+    from regcleaner.storage.filesystem import FilesystemStore
+
+    delete_many_sync = FilesystemStore._delete_many_sync
+
+    def refuse(
+        self: FilesystemStore, keys: Sequence[str], directories: Sequence[str]
+    ) -> list[str | None]:
+        done = iter(
+            delete_many_sync(self, [k for k in keys if not k.endswith(suffix)], directories)
+        )
+        return ["EACCES: refused by the test" if k.endswith(suffix) else next(done)
+                for k in keys]  # fmt: skip
+
+    monkeypatch.setattr(FilesystemStore, "_delete_many_sync", refuse)
+
+
+def retag_after_the_scan(
+    monkeypatch: pytest.MonkeyPatch, api: RegistryAPI, repository: str, tag: str,
+    pushed: Pushed,
+) -> None:  # fmt: skip
+    """Between the scan and the first wave of an API run, push ``pushed``'s manifest
+    again under ``tag`` (a re-tag of the same content)."""
+    from regcleaner.engine import PushWatch
+
+    original = PushWatch.start
+
+    async def push_between_scan_and_deletions(self: PushWatch) -> None:
+        body = api.get_manifest(repository, pushed.digest)
+        api.put_manifest(repository, tag, body.body, body.headers["Content-Type"])
+        await original(self)
+
+    monkeypatch.setattr(PushWatch, "start", push_between_scan_and_deletions)
+
+
 def clean(
     registry: RegistryProcess,
     mode: str,
@@ -368,19 +405,10 @@ def test_expired_tag_pushed_again_during_the_run_is_kept_api(
 def test_expired_tag_pushed_again_with_the_same_manifest_keeps_it_api(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from regcleaner.engine import PushWatch
-
     images.push_image(api, "race", "keep-a", seed="race-a")
     old_b = images.push_image(api, "race", "old-b", seed="race-b")
     old_c = images.push_image(api, "race", "old-c", seed="race-c")
-    original = PushWatch.start
-
-    async def push_between_scan_and_deletions(self: PushWatch) -> None:
-        body = api.get_manifest("race", old_b.digest)
-        api.put_manifest("race", "old-b", body.body, body.headers["Content-Type"])
-        await original(self)
-
-    monkeypatch.setattr(PushWatch, "start", push_between_scan_and_deletions)
+    retag_after_the_scan(monkeypatch, api, "race", "old-b", old_b)
     policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
     result = clean(registry, "api", tmp_path / "r.json", "--policy", str(policy))
     assert result.exit_code == 0, result.output
@@ -517,26 +545,12 @@ def test_expired_tag_whose_removal_is_refused_keeps_its_digest_direct(
     gc: bool, registry: RegistryProcess, api: RegistryAPI, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    from regcleaner.storage.filesystem import FilesystemStore
-
     images.push_image(api, "race", "keep-a", seed="race-a")
     old_b = images.push_image(api, "race", "old-b", seed="race-b")
     old_c = images.push_image(api, "race", "old-c", seed="race-c")
     go_read_only(registry)
     blobs_before = set((registry.root / "docker/registry/v2/blobs").rglob("data"))
-    refused = "/_manifests/tags/old-b/current/link"
-    delete_many_sync = FilesystemStore._delete_many_sync
-
-    def refuse(
-        self: FilesystemStore, keys: Sequence[str], directories: Sequence[str]
-    ) -> list[str | None]:
-        done = iter(
-            delete_many_sync(self, [k for k in keys if not k.endswith(refused)], directories)
-        )
-        return ["EACCES: refused by the test" if k.endswith(refused) else next(done)
-                for k in keys]  # fmt: skip
-
-    monkeypatch.setattr(FilesystemStore, "_delete_many_sync", refuse)
+    refuse_removal(monkeypatch, "/_manifests/tags/old-b/current/link")
     policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
     extra = ["--gc"] if gc else []
     result = clean(registry, "direct", tmp_path / "r.json", "--policy", str(policy), *extra)
@@ -559,27 +573,13 @@ def test_refused_tag_keeps_its_signature_direct(
     """A signature tag of a digest the run was to delete goes only once that digest
     surely goes: here the digest stays (its expired tag's removal is refused), so its
     signature tag and signature manifest stay too; the other image's go."""
-    from regcleaner.storage.filesystem import FilesystemStore
-
     images.push_image(api, "race", "keep-a", seed="race-a")
     old_b = images.push_image(api, "race", "old-b", seed="race-b")
     sig_b = images.push_cosign_signature(api, "race", old_b, seed="race-b-sig")
     old_c = images.push_image(api, "race", "old-c", seed="race-c")
     sig_c = images.push_cosign_signature(api, "race", old_c, seed="race-c-sig")
     go_read_only(registry)
-    refused = "/_manifests/tags/old-b/current/link"
-    delete_many_sync = FilesystemStore._delete_many_sync
-
-    def refuse(
-        self: FilesystemStore, keys: Sequence[str], directories: Sequence[str]
-    ) -> list[str | None]:
-        done = iter(
-            delete_many_sync(self, [k for k in keys if not k.endswith(refused)], directories)
-        )
-        return ["EACCES: refused by the test" if k.endswith(refused) else next(done)
-                for k in keys]  # fmt: skip
-
-    monkeypatch.setattr(FilesystemStore, "_delete_many_sync", refuse)
+    refuse_removal(monkeypatch, "/_manifests/tags/old-b/current/link")
     policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
     result = clean(registry, "direct", tmp_path / "r.json", "--policy", str(policy))
     assert result.exit_code == 1, result.output
@@ -605,21 +605,12 @@ def test_expired_tag_pushed_again_keeps_its_signature_api(
 ) -> None:
     """Through the API: an expired tag pushed again (same manifest) between the scan
     and the deletions keeps its digest, and with it the digest's signature."""
-    from regcleaner.engine import PushWatch
-
     images.push_image(api, "race", "keep-a", seed="race-a")
     old_b = images.push_image(api, "race", "old-b", seed="race-b")
     sig_b = images.push_cosign_signature(api, "race", old_b, seed="race-b-sig")
     old_c = images.push_image(api, "race", "old-c", seed="race-c")
     sig_c = images.push_cosign_signature(api, "race", old_c, seed="race-c-sig")
-    original = PushWatch.start
-
-    async def push_between_scan_and_deletions(self: PushWatch) -> None:
-        body = api.get_manifest("race", old_b.digest)
-        api.put_manifest("race", "old-b", body.body, body.headers["Content-Type"])
-        await original(self)
-
-    monkeypatch.setattr(PushWatch, "start", push_between_scan_and_deletions)
+    retag_after_the_scan(monkeypatch, api, "race", "old-b", old_b)
     policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
     result = clean(registry, "api", tmp_path / "r.json", "--policy", str(policy))
     assert result.exit_code == 0, result.output
