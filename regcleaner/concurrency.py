@@ -1,11 +1,15 @@
 """A bounded channel that closes: the producer says "no more" once, and every consumer,
 however many, sees the end (``get`` returns None) after draining. No sentinel per
-consumer."""
+consumer. And what ``clean`` and ``gc`` share around their task groups: the stop
+signals, and the one error to report when a group fails."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -59,3 +63,48 @@ class Channel(Generic[T]):
             item = self._items.popleft()
             self._changed.notify_all()
             return item
+
+
+@contextmanager
+def stop_signals(handler: Callable[[str], None]) -> Iterator[None]:
+    """Within the running loop: SIGTERM and SIGINT call ``handler`` with the signal's
+    name (where the loop can take signals: the main thread, a platform that has them)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, handler, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or no signal support
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def first_error(
+    group: BaseExceptionGroup[BaseException],
+    preferred: type[BaseException] | tuple[type[BaseException], ...],
+    fallback: str,
+) -> BaseException:
+    """The error to report from a TaskGroup failure: the first ``preferred`` one, else
+    the first that is not a cancellation."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for error in leaves:
+        if isinstance(error, preferred):
+            return error
+    for error in leaves:
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return leaves[0] if leaves else RuntimeError(fallback)

@@ -26,13 +26,12 @@ import dataclasses
 import hashlib
 import logging
 import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from regcleaner import layout
-from regcleaner.concurrency import Channel
+from regcleaner.concurrency import Channel, first_error, stop_signals
 from regcleaner.config import Settings
 from regcleaner.digest import Digest
 from regcleaner.errors import RegcleanerError, RegistryMismatch, StorageError
@@ -535,26 +534,17 @@ class Engine:
             f", registry {self.settings.registry_url}" if self.settings.registry_url else "",
             self.remover.name,
         )
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        with stop_signals(self.request_stop):
             try:
-                loop.add_signal_handler(sig, self.request_stop, sig.name)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or no signal support
-        try:
-            await self._run_bounded()
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-            self.report.requests = self.remover.requests
-            if self.space is not None:
-                self.report.reclaimable = self.space.settle()
-                self.space.close()
-            self.report.storage_requests = self.view.store.stats.as_dict()
+                await self._run_bounded()
+            except BaseExceptionGroup as group:
+                raise first_error(group, RegcleanerError, "pipeline failed") from None
+            finally:
+                self.report.requests = self.remover.requests
+                if self.space is not None:
+                    self.report.reclaimable = self.space.settle()
+                    self.space.close()
+                self.report.storage_requests = self.view.store.stats.as_dict()
         if self.fatal_error is not None:
             raise self.fatal_error
 
@@ -1010,24 +1000,3 @@ def _tag_stays(reason: Reason) -> Reason:
             if kind == candidate.value and detail:
                 return Reason(candidate, detail)
     return reason
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report from a TaskGroup failure: ours first, then anything else."""
-    leaves: list[BaseException] = []
-
-    def walk(error: BaseException) -> None:
-        if isinstance(error, BaseExceptionGroup):
-            for inner in error.exceptions:
-                walk(inner)
-        else:
-            leaves.append(error)
-
-    walk(group)
-    for error in leaves:
-        if isinstance(error, RegcleanerError):
-            return error
-    for error in leaves:
-        if not isinstance(error, asyncio.CancelledError):
-            return error
-    return leaves[0] if leaves else RuntimeError("pipeline failed")

@@ -36,7 +36,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import signal
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from regcleaner import __version__, gomanifest, layout
-from regcleaner.concurrency import Channel
+from regcleaner.concurrency import Channel, first_error, stop_signals
 from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import MarkIncomplete, StorageError
@@ -362,24 +361,15 @@ class Collector:
 
     async def run(self) -> None:
         """The whole collection; raise MarkIncomplete instead of sweeping on doubt."""
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        with stop_signals(self.request_stop):
             try:
-                loop.add_signal_handler(sig, self.request_stop, sig.name)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or no signal support
-        try:
-            await self._run_bounded()
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-            self._candidates.close()
-            self.report.storage_requests = self.store.stats.as_dict()
-            self.report.finished = time.monotonic()
+                await self._run_bounded()
+            except BaseExceptionGroup as group:
+                raise first_error(group, (MarkIncomplete, StorageError), "gc failed") from None
+            finally:
+                self._candidates.close()
+                self.report.storage_requests = self.store.stats.as_dict()
+                self.report.finished = time.monotonic()
 
     async def _run_bounded(self) -> None:
         """Everything under a deadline that a stop sets to now + the grace period (as
@@ -730,23 +720,3 @@ class Collector:
             results = await self.store.delete_many(keys.keys, directories=keys.directories)
             if all(r is None for r in results):
                 self.report.counters.uploads_removed += 1
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves: list[BaseException] = []
-
-    def walk(error: BaseException) -> None:
-        if isinstance(error, BaseExceptionGroup):
-            for inner in error.exceptions:
-                walk(inner)
-        else:
-            leaves.append(error)
-
-    walk(group)
-    for error in leaves:
-        if isinstance(error, MarkIncomplete | StorageError):
-            return error
-    for error in leaves:
-        if not isinstance(error, asyncio.CancelledError):
-            return error
-    return leaves[0] if leaves else RuntimeError("gc failed")
