@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import compile_regcleaner
+from bench import compile_regcleaner, linked_copy, run_cli
 from bench.floor import delete_floor
 from bench.generate import SyntheticRegistry, generate, remaining_revisions
 from testkit.registry import RegistryProcess
@@ -82,12 +82,6 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def linked_copy(source: Path, target: Path) -> None:
-    """A hard-linked copy: cheap, and independent once the registry unlinks files."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-al", str(source), str(target)], check=True)
-
-
 def bare_walk(root: Path) -> float:
     """Walk repositories/ and read every revision's manifest blob with plain Python."""
     started = time.perf_counter()
@@ -112,17 +106,8 @@ def bare_walk(root: Path) -> float:
 
 
 def run_regcleaner(args: list[str]) -> tuple[float, float, dict[str, object]]:
-    """Run the CLI as a subprocess; (wall seconds, peak RSS MB, JSON report)."""
-    report = Path(tempfile.mkstemp(suffix=".json")[1])
-    command = [sys.executable, "-m", "regcleaner", "clean", *args, "--report", str(report),
-               "--progress-interval", "0", "--output", "json", "--min-age", "0"]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"regcleaner exited {done.returncode}: {done.stderr[-2000:]!r}")
-    document = json.loads(report.read_text())
-    report.unlink()
+    """Run ``clean ARGS`` as a subprocess; (wall seconds, peak RSS MB, JSON report)."""
+    elapsed, document = run_cli(["clean", *args, "--min-age", "0"])
     # The report's VmHWM: the child's ru_maxrss would include this (large) parent.
     summary = document["summary"]
     assert isinstance(summary, dict)

@@ -11,17 +11,15 @@ Client CPU is the steadier figure: on 2 cores the registry needs what the client
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench import compile_regcleaner
-from bench.__main__ import children_cpu, linked_copy
+from bench import compile_regcleaner, linked_copy, run_cli
+from bench.__main__ import children_cpu
 from bench.generate import generate
 from testkit.registry import RegistryProcess
 
@@ -33,24 +31,17 @@ def one_run(code: Path, work: Path, base: Path) -> tuple[float, float, int]:
     linked_copy(base, copy / "storage")
     registry = RegistryProcess(copy)
     registry.start()
-    report = work / "report.json"
     try:
-        command = [sys.executable, "-m", "regcleaner", "clean", "--registry-url", registry.url,
-                   "--registry-dir", str(copy / "storage"), "--report", str(report),
-                   "--progress-interval", "0", "--output", "json", "--min-age", "0"]  # fmt: skip
         cpu_before = children_cpu()
-        started = time.perf_counter()
-        done = subprocess.run(command, cwd=code, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, check=False)  # fmt: skip
-        wall = time.perf_counter() - started
+        wall, report = run_cli(
+            ["clean", "--registry-url", registry.url, "--registry-dir", str(copy / "storage"),
+             "--min-age", "0"], cwd=code,
+        )  # fmt: skip
         cpu = children_cpu() - cpu_before
     finally:
         registry.stop()
-    if done.returncode != 0:
-        raise RuntimeError(f"{code}: exit {done.returncode}: {done.stderr[-2000:]!r}")
-    deleted = int(json.loads(report.read_text())["summary"]["deleted"])
     subprocess.run(["rm", "-rf", "--", str(copy)], check=True)
-    return wall, cpu, deleted
+    return wall, cpu, int(report["summary"]["deleted"])
 
 
 def main() -> int:

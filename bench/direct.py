@@ -28,16 +28,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import compile_regcleaner
+from bench import compile_regcleaner, linked_copy, run_cli
 from bench.floor import delete_floor
 from bench.generate import (
     SyntheticRegistry,
@@ -51,25 +49,9 @@ from testkit.registry import RegistryProcess
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 
-def linked_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-al", str(source), str(target)], check=True)
-
-
 def regcleaner(args: list[str], env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
     """Run ``regcleaner clean ARGS`` as a subprocess; (wall seconds, JSON report)."""
-    report = Path(tempfile.mkstemp(suffix=".json")[1])
-    command = [sys.executable, "-m", "regcleaner", "clean", *args, "--min-age", "0",
-               "--progress-interval", "0", "--output", "json", "--report", str(report)]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          check=False, env=env, text=True)  # fmt: skip
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"regcleaner exited {done.returncode}: {done.stderr[-2000:]}")
-    document: dict[str, Any] = json.loads(report.read_text())
-    report.unlink()
-    return elapsed, document
+    return run_cli(["clean", *args, "--min-age", "0"], env=env)
 
 
 def verified(root: Path, synthetic: SyntheticRegistry) -> bool:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import compile_regcleaner
+from bench import compile_regcleaner, run_cli
 from bench.direct import upload
 from bench.generate import SyntheticRegistry, generate
 from testkit.latency import LatencyProxy
@@ -40,18 +40,7 @@ def regcleaner_gc(
     args: list[str], env: dict[str, str] | None = None
 ) -> tuple[float, dict[str, Any]]:
     """Run ``regcleaner gc ARGS``; (wall seconds, JSON report)."""
-    report = Path(tempfile.mkstemp(suffix=".json")[1])
-    command = [sys.executable, "-m", "regcleaner", "gc", "--registry-stopped", "--output",
-               "json", "--progress-interval", "0", "--report", str(report), *args]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, check=False, env=env)  # fmt: skip
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"regcleaner gc exited {done.returncode}: {done.stderr[-2000:]}")
-    document: dict[str, Any] = json.loads(report.read_text())
-    report.unlink()
-    return elapsed, document
+    return run_cli(["gc", "--registry-stopped", *args], env=env)
 
 
 def forget_history(root: Path, synthetic: SyntheticRegistry) -> None:
