@@ -11,9 +11,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from testkit.proxy import ThreadedProxy
 
 
 @dataclass
@@ -41,9 +44,10 @@ class FaultScript:
 
 
 @dataclass
-class FaultProxy:
+class FaultProxy(ThreadedProxy):
     """Runs in its own thread with its own event loop."""
 
+    name = "fault proxy"
     upstream: str
     script: FaultScript = field(default_factory=FaultScript)
     seen: list[Seen] = field(default_factory=list)
@@ -51,49 +55,10 @@ class FaultProxy:
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
+    _session: aiohttp.ClientSession | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.close()
-
-        self._thread = threading.Thread(target=main, daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fault proxy did not start")
-
-    async def _start(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(site.name.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-            await self._session.close()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+    def _runner_options(self) -> dict[str, Any]:
+        return {"handler_cancellation": True}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method in self.script.methods:
@@ -121,6 +86,7 @@ class FaultProxy:
         return await self._forward(request, None)
 
     async def _forward(self, request: web.Request, record: Seen | None) -> web.StreamResponse:
+        assert self._session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         try:

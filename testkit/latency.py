@@ -12,9 +12,12 @@ import asyncio
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from testkit.proxy import ThreadedProxy
 
 _HOP_BY_HOP = frozenset(
     {"transfer-encoding", "content-length", "connection", "content-encoding", "host"}
@@ -22,9 +25,10 @@ _HOP_BY_HOP = frozenset(
 
 
 @dataclass
-class LatencyProxy:
+class LatencyProxy(ThreadedProxy):
     """Forwards everything to ``upstream`` after ``delay_s``; runs in its own thread."""
 
+    name = "latency proxy"
     upstream: str
     delay_s: float = 0.020
     requests: Counter[str] = field(default_factory=Counter)
@@ -34,51 +38,11 @@ class LatencyProxy:
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _session_options(self) -> dict[str, Any]:
+        return {"connector": aiohttp.TCPConnector(limit=256)}
 
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.close()
-
-        self._thread = threading.Thread(target=main, daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("latency proxy did not start")
-
-    async def _start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        app = web.Application(client_max_size=1 << 30)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(site.name.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-            if self._session is not None:
-                await self._session.close()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        self._loop = None
+    def _app_options(self) -> dict[str, Any]:
+        return {"client_max_size": 1 << 30}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
