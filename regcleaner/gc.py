@@ -36,7 +36,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Mapping
@@ -50,7 +49,7 @@ from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import MarkIncomplete, StorageError
 from regcleaner.manifests import MAX_MANIFEST_BYTES
-from regcleaner.report import peak_rss_mb
+from regcleaner.report import PeriodicProgress, peak_rss_mb
 from regcleaner.space import human_bytes
 from regcleaner.storage.base import EntryKind
 from regcleaner.view import RegistryView, parse_link
@@ -264,13 +263,8 @@ class GcReport:
             )
 
 
-class GcProgress:
+class GcProgress(PeriodicProgress[GcReport]):
     """Progress lines (or bars on a terminal) while a collection runs."""
-
-    def __init__(self, report: GcReport, *, interval_s: float, terminal: bool | None = None):
-        self._report = report
-        self._interval = interval_s
-        self._terminal = sys.stderr.isatty() if terminal is None else terminal
 
     def line(self) -> str:
         """One line describing where the collection is."""
@@ -281,14 +275,7 @@ class GcProgress:
             f"{c.blobs:,} blobs, {c.to_sweep:,} unmarked, {c.swept:,} swept"
         )
 
-    async def run(self) -> None:
-        """Report until cancelled."""
-        if self._interval <= 0:
-            return
-        if not self._terminal:
-            while True:
-                await asyncio.sleep(self._interval)
-                log.info("progress: %s", self.line())
+    async def _bars(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         from regcleaner.report import stderr_console

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import cache
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from regcleaner import __version__
 from regcleaner.digest import Digest
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from regcleaner.gc import GcReport
 
+R = TypeVar("R")
 log = logging.getLogger("regcleaner")
 
 
@@ -362,13 +363,36 @@ RECLAIMABLE_NOTE = (
 )
 
 
-class Progress:
-    """Live progress on a terminal, a log line every few seconds otherwise."""
+class PeriodicProgress(Generic[R]):
+    """Live bars on a terminal, a log line every ``interval_s`` otherwise (nothing with
+    an interval of 0). Subclasses say what: ``line`` and ``_bars``."""
 
-    def __init__(self, report: RunReport, *, interval_s: float, terminal: bool | None = None):
+    def __init__(self, report: R, *, interval_s: float, terminal: bool | None = None):
         self._report = report
         self._interval = interval_s
         self._terminal = sys.stderr.isatty() if terminal is None else terminal
+
+    def line(self) -> str:
+        """One line describing where the work is."""
+        raise NotImplementedError
+
+    async def _bars(self) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Report until cancelled (the caller's task group owns this task)."""
+        if self._interval <= 0:
+            return
+        if self._terminal:
+            await self._bars()
+        else:
+            while True:
+                await asyncio.sleep(self._interval)
+                log.info("progress: %s", self.line())
+
+
+class Progress(PeriodicProgress[RunReport]):
+    """Progress of a clean: scan and deletions."""
 
     def line(self) -> str:
         """One line describing where the run is."""
@@ -381,17 +405,6 @@ class Progress:
             f", deleted {c.deleted:,}/{c.planned:,} ({c.deleted / elapsed:,.0f}/s),"
             f" {c.failed:,} failed"
         )
-
-    async def run(self) -> None:
-        """Report until cancelled (the engine owns this task)."""
-        if self._interval <= 0:
-            return
-        if self._terminal:
-            await self._bars()
-        else:
-            while True:
-                await asyncio.sleep(self._interval)
-                log.info("progress: %s", self.line())
 
     async def _bars(self) -> None:
         from rich.progress import (
