@@ -288,10 +288,11 @@ class PushWatch:
                 break
             live |= now_live
         for digest, reason in rescued.items():
-            tag = reason.detail.removeprefix("tagged:")
-            if reason.kind is ReasonKind.TAGGED_DURING_RUN and tag in live:
+            direct = plan.keep.get(digest)
+            if direct is not None and direct.kind is ReasonKind.TAGGED and direct.detail in live:
                 # its signature tag is as it was: the digest it signs was tagged
-                reason = Reason(ReasonKind.TAGGED_DURING_RUN, f"signature-of:{signatures[tag]}")
+                signed = signatures[direct.detail]
+                reason = Reason(ReasonKind.TAGGED_DURING_RUN, f"signature-of:{signed}")
             self.rescued[digest] = reason
             if reason.kind is not ReasonKind.GONE:
                 log.info("repository %s: keeping %s (%s)", self.name, digest, reason)
@@ -910,7 +911,9 @@ class Engine:
             if now_live <= live:
                 break
             live |= now_live
-        kept = {digest: _tag_stays(reason) for digest, reason in rescued.items()}
+        # Said as the plan says it (tagged:v1, child-of:...): with direct removal the
+        # registry cannot write, so nothing was tagged or pushed during the run.
+        kept = {digest: plan.keep.get(digest, reason) for digest, reason in rescued.items()}
         for digest, reason in kept.items():
             record.kept[digest] = str(reason)
             log.info("repository %s: keeping %s (%s: a tag stays)", record.name, digest, reason)
@@ -988,15 +991,3 @@ def _tag_after_run(now: Digest | StorageError | None, planned: Digest) -> str | 
     if now != planned:
         return f"moved-during-run:{now}"
     return f"pushed-again-during-run:{now}"
-
-
-def _tag_stays(reason: Reason) -> Reason:
-    """A manifest kept because a tag that was to go stays: said as the plan would say
-    it (``tagged:v1``, ``child-of:...``), not as a tag made during the run (with direct
-    removal the registry cannot write)."""
-    if reason.kind is ReasonKind.TAGGED_DURING_RUN:
-        kind, _, detail = reason.detail.partition(":")
-        for candidate in (ReasonKind.TAGGED, ReasonKind.CHILD_OF, ReasonKind.REFERRER_OF):
-            if kind == candidate.value and detail:
-                return Reason(candidate, detail)
-    return reason
