@@ -43,6 +43,9 @@ class FileInfo(NamedTuple):
     size: int
     regular: bool = True
     """False for a symbolic link or special file (only on a disk): not followed."""
+    etag: str | None = None
+    """The object's entity tag where the store has one (S3's ETag, from a listing or a
+    HEAD): a validator that changes when the bytes do. None on a disk."""
 
 
 class Leaf(NamedTuple):
@@ -54,6 +57,8 @@ class Leaf(NamedTuple):
     regular: bool = True
     """False when ``<name>`` or ``<name>/<leaf>`` is a symbolic link or special file
     (only on a disk): not followed."""
+    etag: str | None = None
+    """As ``FileInfo.etag``."""
 
 
 class Blob(NamedTuple):
@@ -87,6 +92,28 @@ class RequestStats:
         }
 
 
+DEFAULT_PAGE_SIZE = 1000
+"""Keys a listing page holds when a store does not say (S3's ListObjectsV2 maximum)."""
+DEFAULT_REQUESTS_IN_FLIGHT = 8
+"""Useful concurrent requests when a store does not say."""
+
+
+def page_size(store: object) -> int:
+    """How many keys one listing page of ``store`` holds (its ``page_size``): a listing
+    of more keys than this costs more than one request."""
+    value = getattr(store, "page_size", DEFAULT_PAGE_SIZE)
+    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_PAGE_SIZE
+
+
+def requests_in_flight(store: object) -> int:
+    """How many requests to ``store`` are worth having in flight at once (its
+    ``requests_in_flight``; 1 where every request is CPU work, as on a disk)."""
+    value = getattr(store, "requests_in_flight", None)
+    if isinstance(value, int) and value > 0:
+        return value
+    return 1 if getattr(store, "has_directories", False) else DEFAULT_REQUESTS_IN_FLIGHT
+
+
 class ByteStore(Protocol):
     """Keys and bytes under one root."""
 
@@ -96,6 +123,10 @@ class ByteStore(Protocol):
     False for object stores, where a "directory" is only a key prefix."""
     listing_concurrency: int
     """How many listings are worth running at once (1 where listing is CPU work)."""
+    # Two more facts belong here once every store declares them (read them through
+    # ``page_size()`` and ``requests_in_flight()`` meanwhile, which give defaults):
+    # ``page_size: int`` (keys a listing page holds) and ``requests_in_flight: int``
+    # (useful concurrent requests).
 
     def describe(self) -> str:
         """Where this store is, for logs and reports (no secrets)."""

@@ -1,4 +1,6 @@
-"""Two backends for one contract: a real directory tree and a real S3 server (moto)."""
+"""Three backends for one contract: a real directory tree, a real S3 server (moto) and
+the in-memory store of ``testkit.memory``. A new backend is one store module plus one
+``Layout`` here."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from regcleaner.digest import Digest
 from regcleaner.storage.base import ByteStore
 from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.storage.s3 import S3Store
+from testkit.memory import MemoryStore
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 V2 = "docker/registry/v2"
@@ -94,13 +97,34 @@ class S3Layout:
         return S3Options(**values)
 
 
+class MemoryLayout:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.backing = MemoryStore(name="contract")
+
+    def put(self, relative: str, data: bytes) -> None:
+        self.backing.put(relative, data)
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        self.backing.put_many(items)
+
+    def keys(self) -> set[str]:
+        return self.backing.keys()
+
+    def store(self) -> ByteStore:
+        return self.backing.reopen()
+
+
 _buckets = itertools.count()
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", "s3", "memory"])
 def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Layout:
     if request.param == "filesystem":
         return DiskLayout(tmp_path / "root")
+    if request.param == "memory":
+        return MemoryLayout()
     server: MotoS3 = request.getfixturevalue("moto_server")
     return S3Layout(server, f"contract-{next(_buckets)}", "some/prefix")
 
