@@ -1,4 +1,10 @@
-"""Fixtures: real docker-registry servers on loopback, and a way to run the CLI."""
+"""Fixtures: real registry servers on loopback (distribution 2.8.2 and 3.1.1: every test
+that uses ``registry`` or ``registry_flavour`` runs on both), and a way to run the CLI.
+
+Markers are set here, not by hand (issue 20): a test that uses a registry or S3
+fixture, or a module that starts one through testkit, is ``integration``; the Dockerfile
+test is ``slow``. ``pytest -m "not integration and not slow"`` is the fast lane.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +18,79 @@ import pytest
 from typer.testing import CliRunner
 
 from regcleaner.cli import app
+from testkit import registry as registry_kit
+from testkit import s3 as s3_kit
 from testkit.api import RegistryAPI
-from testkit.registry import RegistryProcess, running
+from testkit.registry import FLAVOURS, Flavour, RegistryProcess, find_registry_binary, running
 from testkit.s3 import MotoS3
+
+MARKERS = {
+    "integration": "starts a real registry, moto S3 or a real client (testkit)",
+    "slow": "builds or runs something heavy (the Dockerfile test)",
+}
+# Fixtures that start (or configure) a real server: a test using any of them, directly or
+# through another fixture, is an integration test.
+INTEGRATION_FIXTURES = frozenset({"registry", "registry_flavour", "moto_server"})
+# What starts a server through testkit: a test naming one of these in its own code is an
+# integration test, and so is every test of a module under tests/integration that imports
+# one (its helpers start servers for the tests).
+INTEGRATION_OBJECTS = {
+    "RegistryProcess": registry_kit.RegistryProcess,
+    "find_registry_binary": registry_kit.find_registry_binary,
+    "MotoS3": s3_kit.MotoS3,
+}
+SLOW_TESTS = frozenset({"test_dockerfile_steps_install_and_run_the_entrypoint"})
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers (``--strict-markers`` refuses unknown ones)."""
+    for name, meaning in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
+def _starts_servers(item: pytest.Item) -> bool:
+    """True if the test, or (under tests/integration) its module, uses testkit's servers."""
+    function = getattr(item, "function", None)
+    code = getattr(function, "__code__", None)
+    if code is not None and set(code.co_names) & INTEGRATION_OBJECTS.keys():
+        return True
+    module = getattr(item, "module", None)
+    if module is None or INTEGRATION_DIR not in Path(item.path).parents:
+        return False
+    servers = tuple(INTEGRATION_OBJECTS.values())
+    return any(any(value is server for server in servers) for value in vars(module).values())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark integration and slow tests from what they use, so no file can forget it."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & INTEGRATION_FIXTURES or _starts_servers(item):
+            item.add_marker(pytest.mark.integration)
+        if item.name.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", params=FLAVOURS, ids=[f"registry{f[0]}" for f in FLAVOURS])
+def registry_flavour(request: pytest.FixtureRequest) -> Flavour:
+    """The registry a test runs against: every test that asks for it (or for
+    ``registry``) runs once on 2.8.2 and once on 3.1.1 (ids ``registry2``/``registry3``:
+    ``-k registry3`` selects v3). A missing binary fails the test with how to get it:
+    v3 coverage is not optional."""
+    flavour: Flavour = request.param
+    try:
+        find_registry_binary(flavour)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return flavour
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryProcess]:
-    """A running docker-registry with deletes enabled and a fresh disk root."""
-    with running(RegistryProcess(tmp_path / "registry")) as server:
+def registry(tmp_path: Path, registry_flavour: Flavour) -> Iterator[RegistryProcess]:
+    """A running registry of ``registry_flavour`` with deletes enabled and a fresh disk
+    root."""
+    with running(RegistryProcess(tmp_path / "registry", flavour=registry_flavour)) as server:
         yield server
 
 
