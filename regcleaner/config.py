@@ -344,6 +344,17 @@ def parse_format(text: str, option: str) -> OutputFormat:
         raise ConfigError(f"unknown {option} format {text!r}: use text or json") from None
 
 
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where the registry's storage is: a directory, or a bucket and prefix."""
+
+    kind: StorageKind
+    root: Path
+    s3: S3Options | None = None
+    ignored: tuple[str, ...] = ()
+    """Options given that this kind of storage does not use (the caller warns)."""
+
+
 def storage_settings(
     *,
     registry_dir: Path | None,
@@ -353,26 +364,29 @@ def storage_settings(
     s3_endpoint: str | None,
     access_key: str | None,
     secret_key: str | None,
-) -> tuple[StorageKind, Path, S3Options | None]:
+) -> StorageSettings:
     """Where the registry's storage is: a directory, or a bucket and prefix."""
     kind = parse_storage_kind(storage)
-    s3_options: S3Options | None = None
-    if kind is StorageKind.S3:
-        if not bucket:
-            raise ConfigError("S3 storage needs a bucket: --bucket or BUCKET")
-        if bool(access_key) != bool(secret_key):
-            raise ConfigError("give both --access-key and --secret-key, or neither")
-        if s3_endpoint:
-            parse_registry_url(s3_endpoint, "--s3-endpoint")
-        s3_options = S3Options(
-            bucket=bucket,
-            prefix=str(registry_dir or "").strip("/"),
-            region=region or None,
-            endpoint_url=s3_endpoint or None,
-            access_key=access_key or None,
-            secret_key=secret_key or None,
-        )
-    return kind, registry_dir if registry_dir is not None else Path("/registry"), s3_options
+    root = registry_dir if registry_dir is not None else Path("/registry")
+    if kind is not StorageKind.S3:
+        given = {"--bucket": bucket, "--region": region, "--s3-endpoint": s3_endpoint,
+                 "--access-key": access_key, "--secret-key": secret_key}  # fmt: skip
+        return StorageSettings(kind, root, None, tuple(name for name, v in given.items() if v))
+    if not bucket:
+        raise ConfigError("S3 storage needs a bucket: --bucket or BUCKET")
+    if bool(access_key) != bool(secret_key):
+        raise ConfigError("give both --access-key and --secret-key, or neither")
+    if s3_endpoint:
+        parse_registry_url(s3_endpoint, "--s3-endpoint")
+    s3_options = S3Options(
+        bucket=bucket,
+        prefix=str(registry_dir or "").strip("/"),
+        region=region or None,
+        endpoint_url=s3_endpoint or None,
+        access_key=access_key or None,
+        secret_key=secret_key or None,
+    )
+    return StorageSettings(kind, root, s3_options)
 
 
 def access_settings(
@@ -437,153 +451,99 @@ def output_settings(
     )
 
 
+def _window_url(url: str | None, what: str, *, registry_stopped: bool, dry_run: bool) -> None:
+    if url is None and not registry_stopped and not dry_run:
+        raise ConfigError(
+            f"{what} only when the registry cannot write: give --registry-url so "
+            "that its read-only mode can be checked, or --registry-stopped if no registry "
+            "process runs"
+        )
+
+
 def build_gc_settings(
     *,
     registry_url: str | None,
-    registry_dir: Path | None,
-    storage: str = "filesystem",
-    bucket: str | None = None,
-    region: str | None = None,
-    s3_endpoint: str | None = None,
-    access_key: str | None = None,
-    secret_key: str | None = None,
-    auth: str | None = None,
-    username: str | None = None,
-    password_file: Path | None = None,
-    allow_insecure_auth: bool = False,
-    insecure: bool = False,
-    ca_cert: Path | None = None,
+    storage: StorageSettings,
+    credentials: Credentials | None,
+    tls: TLSOptions,
+    output: Output,
     dry_run: bool = False,
     registry_stopped: bool = False,
-    gate_rounds: str = "3",
+    gate_rounds: int = 3,
     min_blob_age: str = "0",
     prune_layer_links: bool = False,
     purge_uploads: str | None = None,
     stop_grace: str = "10",
-    report: Path | None = None,
-    output: str = "text",
-    progress_interval: str = "10",
-    log_format: str = "text",
-    verbose: bool = False,
-    metrics_file: Path | None = None,
-    pushgateway: str | None = None,
 ) -> GcSettings:
-    """Validate the options of ``regcleaner gc``; ConfigError on the first problem."""
-    url: str | None = None
-    if registry_url:
-        url = parse_registry_url(registry_url)
-    elif not registry_stopped and not dry_run:
-        raise ConfigError(
-            "gc removes blobs only when the registry cannot write: give --registry-url so "
-            "that its read-only mode can be checked, or --registry-stopped if no registry "
-            "process runs"
-        )
-    kind, root, s3_options = storage_settings(
-        registry_dir=registry_dir, storage=storage, bucket=bucket, region=region,
-        s3_endpoint=s3_endpoint, access_key=access_key, secret_key=secret_key,
-    )  # fmt: skip
-    credentials, tls = access_settings(
-        url=url, auth=auth, username=username, password_file=password_file,
-        allow_insecure_auth=allow_insecure_auth, insecure=insecure, ca_cert=ca_cert,
-    )  # fmt: skip
+    """Validate the options of ``regcleaner gc`` (and of ``clean --direct --gc``, which
+    builds its collection through here); ConfigError on the first problem."""
+    _window_url(registry_url, "gc removes blobs", registry_stopped=registry_stopped,
+                dry_run=dry_run)  # fmt: skip
     return GcSettings(
-        registry_url=url,
-        registry_dir=root,
-        storage=kind,
-        s3=s3_options,
+        registry_url=registry_url,
+        registry_dir=storage.root,
+        storage=storage.kind,
+        s3=storage.s3,
         credentials=credentials,
         tls=tls,
         dry_run=dry_run,
         registry_stopped=registry_stopped,
-        gate_rounds=parse_count(gate_rounds, "--gate-probes"),
+        gate_rounds=gate_rounds,
         min_blob_age_s=parse_duration(min_blob_age, "--min-blob-age"),
         prune_layer_links=prune_layer_links,
         purge_uploads_s=(
             None if purge_uploads is None else parse_duration(purge_uploads, "--purge-uploads")
         ),
-        output=output_settings(
-            report=report,
-            output=output,
-            progress_interval=progress_interval,
-            log_format=log_format,
-            verbose=verbose,
-            metrics_file=metrics_file,
-            pushgateway=pushgateway,
-        ),
+        output=output,
         stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
     )
+
+
+GC_NEEDS_DIRECT = (
+    "--gc collects blobs in the maintenance window of --direct; with the registry "
+    "writable, run regcleaner gc (or registry garbage-collect) in a window later"
+)
 
 
 def build_settings(
     *,
     registry_url: str | None,
-    registry_dir: Path | None,
-    storage: str = "filesystem",
-    bucket: str | None = None,
-    region: str | None = None,
-    s3_endpoint: str | None = None,
-    access_key: str | None = None,
-    secret_key: str | None = None,
-    auth: str | None = None,
-    username: str | None = None,
-    password_file: Path | None = None,
-    allow_insecure_auth: bool = False,
-    insecure: bool = False,
-    ca_cert: Path | None = None,
+    storage: StorageSettings,
+    credentials: Credentials | None,
+    tls: TLSOptions,
+    output: Output,
     dry_run: bool = False,
     direct: bool = False,
     registry_stopped: bool = False,
+    gate_rounds: int = 3,
     concurrency: str = "32",
     per_repository: str = "4",
     rate: str = "0",
     timeout: str = "60",
     stop_grace: str = "10",
     recheck_interval: str = "2",
-    gate_rounds: str = "3",
     min_age: str = "1h",
     include: list[str] | None = None,
     exclude: list[str] | None = None,
-    report: Path | None = None,
-    output: str = "text",
-    progress_interval: str = "10",
-    log_format: str = "text",
-    verbose: bool = False,
-    metrics_file: Path | None = None,
-    pushgateway: str | None = None,
     estimate_space: bool = True,
     shard: str | None = None,
     shards: str | None = None,
     completion_index: str | None = None,
     policy: Path | None = None,
     prune_orphan_signatures: bool = False,
-    gc: bool = False,
-    min_blob_age: str = "0",
-    prune_layer_links: bool = False,
-    purge_uploads: str | None = None,
+    gc: GcSettings | None = None,
 ) -> Settings:
     """Validate everything the operator gave; raise ConfigError on the first problem."""
     mode = Mode.DIRECT if direct else Mode.API
-    url: str | None = None
-    if registry_url:
-        url = parse_registry_url(registry_url)
-    elif mode is Mode.API and not dry_run:
+    if registry_url is None and mode is Mode.API and not dry_run:
         raise ConfigError("the registry URL is required: --registry-url or REGISTRY_URL")
-    elif mode is Mode.DIRECT and not registry_stopped and not dry_run:
-        raise ConfigError(
-            "--direct writes storage only when the registry cannot: give --registry-url so "
-            "that its read-only mode can be checked, or --registry-stopped if no registry "
-            "process runs"
-        )
+    if mode is Mode.DIRECT:
+        _window_url(registry_url, "--direct writes storage", registry_stopped=registry_stopped,
+                    dry_run=dry_run)  # fmt: skip
     if registry_stopped and mode is not Mode.DIRECT:
         raise ConfigError("--registry-stopped only makes sense with --direct")
-    kind, root, s3_options = storage_settings(
-        registry_dir=registry_dir, storage=storage, bucket=bucket, region=region,
-        s3_endpoint=s3_endpoint, access_key=access_key, secret_key=secret_key,
-    )  # fmt: skip
-    credentials, tls = access_settings(
-        url=url, auth=auth, username=username, password_file=password_file,
-        allow_insecure_auth=allow_insecure_auth, insecure=insecure, ca_cert=ca_cert,
-    )  # fmt: skip
+    if gc is not None and mode is not Mode.DIRECT:
+        raise ConfigError(GC_NEEDS_DIRECT)
     total = parse_count(concurrency, "--concurrency")
     per_repo = parse_count(per_repository, "--per-repository")
     limits = Limits(
@@ -597,53 +557,25 @@ def build_settings(
         from regcleaner.retention import load_policy
 
         retention = load_policy(str(policy))
-    if gc and mode is not Mode.DIRECT:
-        raise ConfigError(
-            "--gc collects blobs in the maintenance window of --direct; with the registry "
-            "writable, run regcleaner gc (or registry garbage-collect) in a window later"
-        )
-    if (prune_layer_links or purge_uploads is not None or min_blob_age != "0") and not gc:
-        raise ConfigError("--min-blob-age, --prune-layer-links and --purge-uploads need --gc")
-    output_options = output_settings(
-        report=report, output=output, progress_interval=progress_interval,
-        log_format=log_format, verbose=verbose, metrics_file=metrics_file,
-        pushgateway=pushgateway,
-    )  # fmt: skip
-    gc_settings = None
-    if gc:
-        gc_settings = GcSettings(
-            registry_url=url, registry_dir=root, storage=kind, s3=s3_options,
-            credentials=credentials, tls=tls, dry_run=dry_run,
-            registry_stopped=registry_stopped,
-            gate_rounds=parse_count(gate_rounds, "--gate-probes"),
-            min_blob_age_s=parse_duration(min_blob_age, "--min-blob-age"),
-            prune_layer_links=prune_layer_links,
-            purge_uploads_s=(
-                None if purge_uploads is None
-                else parse_duration(purge_uploads, "--purge-uploads")
-            ),
-            output=output_options,
-            stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
-        )  # fmt: skip
     return Settings(
-        registry_url=url,
-        registry_dir=root,
-        storage=kind,
-        s3=s3_options,
+        registry_url=registry_url,
+        registry_dir=storage.root,
+        storage=storage.kind,
+        s3=storage.s3,
         credentials=credentials,
         tls=tls,
         dry_run=dry_run,
         mode=mode,
         retention=retention,
         prune_orphan_signatures=prune_orphan_signatures,
-        gc=gc_settings,
+        gc=gc,
         registry_stopped=registry_stopped,
-        gate_rounds=parse_count(gate_rounds, "--gate-probes"),
+        gate_rounds=gate_rounds,
         limits=limits,
         min_age_s=parse_duration(min_age, "--min-age"),
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
-        output=output_options,
+        output=output,
         stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
         recheck_interval_s=parse_duration(recheck_interval, "--recheck-interval"),
         estimate_space=estimate_space,

@@ -211,16 +211,14 @@ def test_an_internal_error_in_the_delete_phase_ends_the_run(
 
 def test_s3_defaults_follow_the_older_script() -> None:
     """REGISTRY_STORAGE=S3 with no REGISTRY_DIR means the bucket root, as before."""
-    from regcleaner.config import build_settings
+    from regcleaner.options import StorageOptions
 
-    common = dict(
-        registry_url="https://r.example.com", storage="S3", bucket="b", region="eu-west-1",
-        access_key="AK", secret_key="sk-very-secret-value", dry_run=True,
-    )  # fmt: skip
-    settings = build_settings(registry_dir=None, **common)  # type: ignore[arg-type]
+    common = dict(storage="S3", bucket="b", region="eu-west-1", access_key="AK",
+                  secret_key="sk-very-secret-value")  # fmt: skip
+    settings = StorageOptions(registry_dir=None, **common).settings()
     assert settings.s3 is not None
     assert settings.s3.prefix == ""
     assert "sk-very-secret-value" not in repr(settings)
-    nested = build_settings(registry_dir=Path("/team/registry/"), **common)  # type: ignore[arg-type]
+    nested = StorageOptions(registry_dir=Path("/team/registry/"), **common).settings()
     assert nested.s3 is not None
     assert nested.s3.prefix == "team/registry"
