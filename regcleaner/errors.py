@@ -10,8 +10,10 @@ RegcleanerError
 ├── MarkIncomplete               gc: the mark phase is not complete, nothing is swept
 └── RegistryError                the registry API said something we cannot go on with
     ├── TransportError           no HTTP answer (reset, refused, timeout): retryable
+    │   └── NothingAnswers       nothing at all: connection refused, no route, no such host
     ├── TokenFetchError          the token server failed or answered garbage: retryable
     ├── RegistryUnreachable      connection, DNS or TLS failure on first contact
+    │   └── RegistryAbsent       nothing answers at the URL (refused, no route, no host)
     ├── AuthenticationError      401 that persists, wrong credentials
     ├── DeletionDisabled         405 on DELETE: delete disabled, read-only, cache
     ├── RegistryMismatch         the URL's registry does not serve the storage given
@@ -61,12 +63,23 @@ class TransportError(RegistryError):
     """The request did not get an HTTP answer (reset, refused, timeout, TLS)."""
 
 
+class NothingAnswers(TransportError):
+    """Nothing answered at all: the connection was refused, no route leads to the host,
+    or the host name does not exist. Anything else (a timeout, a reset, a TLS handshake)
+    may come from a server that is there."""
+
+
 class TokenFetchError(RegistryError):
     """The token server could not be reached or answered garbage (retryable)."""
 
 
 class RegistryUnreachable(RegistryError):
     """No usable connection to the registry."""
+
+
+class RegistryAbsent(RegistryUnreachable):
+    """Nothing answers at the registry URL at all (see NothingAnswers): the only answer
+    that ``--registry-stopped`` may take as a stopped registry."""
 
 
 class AuthenticationError(RegistryError):

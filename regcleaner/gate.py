@@ -12,17 +12,40 @@ pushes still work: that registry is writable.
 Both probes must be refused, on a fresh connection each, in every round: several
 replicas behind one URL (a Kubernetes Deployment) answer one connection each, and a
 proxy that blocks DELETE alone would pass a DELETE-only probe while pushes go on.
+
+Before the probes, the URL must answer ``GET /v2/`` with 200. With ``--registry-stopped``
+only "nothing answers at all" (connection refused, no route, no such host) counts as a
+stopped registry: a TLS handshake (even one that fails verification), any HTTP status, a
+redirect or an authentication challenge means a server is there, and the gate refuses
+unless it proves that server read-only.
+
+Read-only is not enough: the registry at the URL must serve *this* storage. For a few
+repositories spread over the storage, it must answer a HEAD by digest of a manifest
+that is here with 200 and that digest, and 404 for digests that are not in that
+repository here (another repository's manifest, a random digest). Any disagreement
+refuses. What this cannot tell apart: a byte-identical copy of the storage served by
+another registry (see docs/safety.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from dataclasses import dataclass
 
-from regcleaner import mediatypes
+from regcleaner import layout, mediatypes
 from regcleaner.digest import Digest
-from regcleaner.errors import GateRefused, TransportError
+from regcleaner.errors import (
+    AuthenticationError,
+    GateRefused,
+    RegistryAbsent,
+    RegistryMismatch,
+    RegistryUnreachable,
+    TransportError,
+)
 from regcleaner.registry.client import RegistryClient, RegistryResponse
+from regcleaner.view import RegistryView
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +134,175 @@ async def prove_read_only(client: RegistryClient, repository: str, *, rounds: in
         where,
         rounds,
     )
+
+
+async def answers_or_stopped(client: RegistryClient, *, registry_stopped: bool) -> bool:
+    """Ping the URL. True when nothing answers at all and ``--registry-stopped`` says the
+    registry is stopped; False when a registry answers ``/v2/`` with 200 (it must then be
+    proven read-only). Any other answer refuses: something is there."""
+    where = client.base_url
+    try:
+        await client.ping()
+    except RegistryAbsent:
+        if not registry_stopped:
+            raise
+        log.info("nothing answers at %s: stopped, as --registry-stopped says", where)
+        return True
+    except AuthenticationError as exc:
+        if not registry_stopped:
+            raise
+        raise GateRefused(_something_answers(where, exc)) from None
+    except RegistryUnreachable as exc:
+        raise GateRefused(_something_answers(where, exc)) from None
+    return False
+
+
+def _something_answers(where: str, exc: BaseException) -> str:
+    return (
+        f"refusing to write storage: a server answers at {where}, so the registry is not "
+        f"stopped, and it cannot be proven read-only ({exc}); {HOW_TO}"
+    )
+
+
+# -- the registry at the URL serves this storage ------------------------------------------
+
+IDENTITY_REPOSITORIES = 4
+"""How many repositories of the storage the identity proof asks the registry about."""
+IDENTITY_SCAN = 128
+"""How many repositories are listed to choose them from (the walk stops there)."""
+IDENTITY_CANDIDATES = 3
+"""Manifests tried per repository (newest first) until one is served."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSample:
+    """One repository of the storage, as the identity proof asks about it."""
+
+    repository: str
+    present: tuple[Digest, ...]
+    """Revisions here whose manifest bytes are here too, newest first."""
+    revisions: frozenset[Digest]
+
+
+def spread(names: list[str], count: int) -> list[str]:
+    """``names`` reordered so that the first ``count`` are spread over the list (first,
+    last, in between), then the rest in order."""
+    if len(names) <= count:
+        return list(names)
+    step = (len(names) - 1) / (count - 1)
+    chosen = [names[round(k * step)] for k in range(count)]
+    return chosen + [name for name in names if name not in set(chosen)]
+
+
+async def _list_repositories(view: RegistryView, limit: int) -> list[str]:
+    found: list[str] = []
+
+    class _Enough(Exception):
+        pass
+
+    async def take(name: str) -> None:
+        found.append(name)
+        if len(found) >= limit:
+            raise _Enough
+
+    try:
+        await view.repositories(take)
+    except (_Enough, BaseExceptionGroup) as exc:
+        if isinstance(exc, BaseExceptionGroup):
+            _, rest = exc.split(_Enough)
+            if rest is not None:
+                raise
+    return sorted(found)
+
+
+async def sample_storage(
+    view: RegistryView, *, repositories: int = IDENTITY_REPOSITORIES, scan: int = IDENTITY_SCAN
+) -> list[StorageSample]:
+    """Up to ``repositories`` repositories spread over the first ``scan`` of the storage,
+    each with manifests that are here (revision link and bytes)."""
+    samples: list[StorageSample] = []
+    names = spread(await _list_repositories(view, scan), repositories)
+    for tried, name in enumerate(names):
+        if len(samples) >= repositories or tried >= 3 * repositories:
+            break
+        revisions, _ = await view.revision_listing(name)
+        newest = sorted(revisions, key=lambda d: revisions[d], reverse=True)[:8]
+        found = await view.store.stat_many([layout.blob_data(d) for d in newest])
+        present = tuple(d for d, info in zip(newest, found, strict=True) if info is not None)
+        if present:
+            samples.append(StorageSample(name, present[:IDENTITY_CANDIDATES], frozenset(revisions)))
+    return samples
+
+
+def _absent_digests(sample: StorageSample, samples: list[StorageSample]) -> list[Digest]:
+    """Digests not in ``sample``'s repository here: another repository's manifest (the
+    stronger test: it exists in the storage, just not there) and a random digest."""
+    others = [
+        d for other in samples if other is not sample for d in other.present
+        if d not in sample.revisions
+    ]  # fmt: skip
+    return [*others[:1], Digest("sha256:" + os.urandom(32).hex())]
+
+
+async def prove_same_storage(
+    client: RegistryClient, view: RegistryView, samples: list[StorageSample]
+) -> list[str]:
+    """Raise RegistryMismatch unless the registry at the URL serves the storage the
+    samples come from: manifests here answer 200 with their digest, digests not here
+    answer 404. A disagreement is checked against the storage again (a push or a
+    deletion in between is not evidence). Returns what was proven, for the log."""
+    where, storage = client.base_url, view.describe()
+    evidence: list[str] = []
+    proven: list[str] = []
+    unsure: list[str] = []
+    for sample in samples:
+        repository = sample.repository
+        for digest in sample.present:
+            answer = await client.head_manifest(repository, digest, fresh_connection=True)
+            if answer.status == 200 and answer.digest in ("", digest):
+                proven.append(f"{repository}@{digest}")
+                break
+            if answer.status == 200:
+                evidence.append(
+                    f"{repository}@{digest} answered with another digest ({answer.digest})"
+                )
+                break
+            if answer.status == 404:
+                if await view.revision_mtime(repository, digest) is None:
+                    continue  # deleted here meanwhile: not evidence
+                evidence.append(f"{repository}@{digest} is in this storage but answered 404")
+                break
+            unsure.append(f"{repository}@{digest} answered {answer.status}")
+        for digest in _absent_digests(sample, samples):
+            answer = await client.head_manifest(repository, digest, fresh_connection=True)
+            if answer.status == 404:
+                continue
+            if answer.status == 200 and await view.revision_mtime(repository, digest) is None:
+                evidence.append(f"{repository}@{digest} is not in this storage but answered 200")
+            elif answer.status != 200:
+                unsure.append(f"{repository}@{digest} answered {answer.status}")
+    if evidence or not proven:
+        why = "; ".join(evidence[:3] or unsure[:3] or ["no manifest of it was served"])
+        raise RegistryMismatch(
+            f"the registry at {where} does not serve the storage {storage}: {why}. Point "
+            "--registry-url and the storage options at the same registry"
+        )
+    log.info(
+        "the registry at %s serves %s: %d repositories answered for their manifests, "
+        "and 404 for others",
+        where, storage, len(proven),
+    )  # fmt: skip
+    return proven
+
+
+async def prove_serves_storage(client: RegistryClient, view: RegistryView) -> None:
+    """The identity proof before a storage write: sample the storage, then ask the
+    registry (refuses when the storage holds no manifest to ask about)."""
+    samples = await sample_storage(view)
+    if not samples:
+        raise GateRefused(
+            f"refusing to write storage: the storage {view.describe()} holds no manifest, so "
+            f"nothing proves that the registry at {client.base_url} serves it; stop the "
+            "registry and pass --registry-stopped without --registry-url"
+        )
+    await prove_same_storage(client, view, samples)

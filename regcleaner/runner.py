@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from regcleaner.config import GcSettings, Mode, OutputFormat, Settings
-from regcleaner.errors import RegcleanerError, RegistryUnreachable
+from regcleaner.errors import RegcleanerError
 from regcleaner.exitcodes import RunEnd, exit_code
 from regcleaner.report import Progress, RunReport
 from regcleaner.space import human_bytes
@@ -88,7 +88,9 @@ async def _first_repository(view: RegistryView) -> str | None:
 
 
 def make_gate(settings: Settings | GcSettings, view: RegistryView) -> Callable[[], Awaitable[None]]:
-    """The check that must pass before storage is written."""
+    """The check that must pass before storage is written: nothing answers at the URL
+    and the operator says the registry is stopped, or the registry there is read-only
+    and serves this storage (regcleaner.gate)."""
 
     async def gate() -> None:
         if settings.registry_url is None:
@@ -98,20 +100,15 @@ def make_gate(settings: Settings | GcSettings, view: RegistryView) -> Callable[[
                 view.describe(),
             )
             return
-        from regcleaner.gate import prove_read_only
+        from regcleaner.gate import answers_or_stopped, prove_read_only, prove_serves_storage
 
         client = _registry_client(settings)
         async with client:
-            try:
-                await client.ping()
-            except RegistryUnreachable:
-                if settings.registry_stopped:
-                    log.info("the registry at %s does not answer: stopped, as --registry-stopped "
-                             "says", settings.registry_url)  # fmt: skip
-                    return
-                raise
+            if await answers_or_stopped(client, registry_stopped=settings.registry_stopped):
+                return
             repository = await _first_repository(view) or "regcleaner/read-only-probe"
             await prove_read_only(client, repository, rounds=settings.gate_rounds)
+            await prove_serves_storage(client, view)
 
     return gate
 

@@ -30,6 +30,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 DEFAULT_EXPIRES_IN_S = 60.0
 DELETE_ACTIONS = "pull,delete"
+PULL_ACTIONS = "pull"
 PROBE_ACTIONS = "pull,push,delete"
 
 

@@ -9,8 +9,10 @@ fresh token (that is authentication, not a retry of a failure).
 from __future__ import annotations
 
 import email.utils
+import errno
 import functools
 import json
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -19,12 +21,14 @@ from urllib.parse import quote
 
 import aiohttp
 
-from regcleaner import __version__
+from regcleaner import __version__, mediatypes
 from regcleaner.config import Limits, TLSOptions
 from regcleaner.digest import Digest
 from regcleaner.errors import (
     AuthenticationError,
     ConfigError,
+    NothingAnswers,
+    RegistryAbsent,
     RegistryUnreachable,
     TokenFetchError,
     TransportError,
@@ -32,6 +36,7 @@ from regcleaner.errors import (
 from regcleaner.registry.auth import (
     DELETE_ACTIONS,
     PROBE_ACTIONS,
+    PULL_ACTIONS,
     Authorizer,
     challenge_error,
 )
@@ -53,6 +58,10 @@ class RegistryResponse:
     content_type: str = ""
     body: bytes = b""
     """The start of an error answer's body (at most 200 bytes)."""
+    digest: str = ""
+    """The ``Docker-Content-Digest`` header, if any."""
+    location: str = ""
+    """The ``Location`` header of a redirect, if any."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -79,6 +88,24 @@ def parse_error_body(body: bytes) -> tuple[str, str]:
         return str(first.get("code", "")), str(first.get("message", ""))[:200]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "", ""
+
+
+_NO_SERVER_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+_NO_SUCH_HOST = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)  # fmt: skip
+
+
+def nothing_answered(error: BaseException | None) -> bool:
+    """True only when no server can have answered: connection refused, no route to the
+    host or its network, or a host name that does not exist. A timeout, a reset or any
+    TLS error may come from a server that is there."""
+    if isinstance(error, ssl.SSLError):
+        return False
+    if isinstance(error, socket.gaierror):
+        return error.errno in _NO_SUCH_HOST
+    return isinstance(error, OSError) and error.errno in _NO_SERVER_ERRNOS
 
 
 def build_ssl_context(tls: TLSOptions) -> ssl.SSLContext | bool:
@@ -156,6 +183,7 @@ class RegistryClient:
         actions: str = DELETE_ACTIONS,
         body: bytes | None = None,
         content_type: str | None = None,
+        accept: str | None = None,
         fresh_connection: bool = False,
     ) -> RegistryResponse:
         """Send one request; after a 401 with a usable challenge, send it once more."""
@@ -166,6 +194,8 @@ class RegistryClient:
                 headers = {"Authorization": sent} if sent else {}
                 if content_type:
                     headers["Content-Type"] = content_type
+                if accept:
+                    headers["Accept"] = accept
                 if fresh_connection:
                     headers["Connection"] = "close"  # behind a load balancer: maybe another replica
                 async with self.session.request(
@@ -200,6 +230,8 @@ class RegistryClient:
                         auth_error,
                         response.headers.get("Content-Type", ""),
                         answer[:200],
+                        response.headers.get("Docker-Content-Digest", ""),
+                        response.headers.get("Location", ""),
                     )
         except aiohttp.ClientConnectorCertificateError as exc:
             raise RegistryUnreachable(
@@ -208,6 +240,12 @@ class RegistryClient:
             ) from None
         except TokenFetchError as exc:
             raise TransportError(str(exc), status=exc.status) from None
+        except aiohttp.ClientConnectorError as exc:
+            kind = type(exc.os_error).__name__
+            message = f"{method} {path}: {kind}: {exc.os_error.strerror or exc.os_error}"
+            if nothing_answered(exc.os_error):
+                raise NothingAnswers(message) from None
+            raise TransportError(message) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             kind = type(exc).__name__
             raise TransportError(f"{method} {path}: {kind}: {exc}".strip(": ")) from None
@@ -217,6 +255,10 @@ class RegistryClient:
         """Check that the registry answers ``/v2/`` and accepts our credentials."""
         try:
             response = await self._request("GET", "/v2/", None)
+        except NothingAnswers as exc:
+            raise RegistryAbsent(
+                f"registry {self.base_url} is unreachable: nothing answers ({exc})"
+            ) from None
         except TransportError as exc:
             raise RegistryUnreachable(f"registry {self.base_url} is unreachable: {exc}") from None
         if response.status == 401:
@@ -228,12 +270,30 @@ class RegistryClient:
                 f"registry {self.base_url} requires authentication; set --auth or REGISTRY_AUTH",
                 status=401,
             )
+        if 300 <= response.status < 400:
+            target = f" to {response.location}" if response.location else ""
+            raise RegistryUnreachable(
+                f"registry {self.base_url} answered GET /v2/ with a {response.status} "
+                f"redirect{target}; use the URL the registry itself serves",
+                status=response.status,
+            )
         if response.status != 200:
             raise RegistryUnreachable(
                 f"registry {self.base_url} answered {response.status} to GET /v2/ "
                 "(is this a Docker/OCI registry URL?)",
                 status=response.status,
             )
+
+    async def head_manifest(
+        self, repository: str, digest: Digest, *, fresh_connection: bool = False
+    ) -> RegistryResponse:
+        """``HEAD /v2/<name>/manifests/<digest>`` with every manifest type accepted and a
+        pull-only token scope (proves which storage the registry serves; writes nothing)."""
+        return await self._request(
+            "HEAD", _manifests_path(repository) + digest, repository,
+            actions=PULL_ACTIONS, accept=mediatypes.ACCEPT_ALL_MANIFESTS,
+            fresh_connection=fresh_connection,
+        )  # fmt: skip
 
     async def delete_manifest(
         self, repository: str, digest: Digest, *, fresh_connection: bool = False
