@@ -20,9 +20,16 @@ from dataclasses import dataclass
 from regcleaner import layout
 from regcleaner.digest import Digest, digest_from_hex, hex_of, is_sha256_hex, parse_digest
 from regcleaner.errors import StorageError, StorageSetupError
-from regcleaner.manifests import MAX_MANIFEST_BYTES, ManifestInfo, Unreadable, decode_manifest
+from regcleaner.manifests import (
+    MAX_MANIFEST_BYTES,
+    ManifestInfo,
+    ManifestRefs,
+    Unreadable,
+    decode_manifest,
+)
 from regcleaner.model import RepositorySnapshot
-from regcleaner.storage.base import ByteStore, EntryKind
+from regcleaner.scancache import ScanCache, validator
+from regcleaner.storage.base import Blob, ByteStore, EntryKind, FileInfo
 
 # A link file holds a 71-byte digest; anything much longer is garbage.
 MAX_LINK_BYTES = 1024
@@ -88,10 +95,17 @@ class RemovalKeys:
 
 
 class RegistryView:
-    """A registry's storage, in the registry's own terms."""
+    """A registry's storage, in the registry's own terms.
 
-    def __init__(self, store: ByteStore) -> None:
+    With a ``cache`` (``regcleaner.scancache``), what a fresh listing or HEAD shows
+    unchanged since it was read is taken from the cache instead of read again: tag and
+    revision links whose listing carries the same validator, and manifests whose blob's
+    HEAD (a stat on a disk) does. Everything else is read as without a cache; the last
+    looks (``look``, ``revision_mtime``, ``tag_links``) never use it."""
+
+    def __init__(self, store: ByteStore, cache: ScanCache | None = None) -> None:
         self.store = store
+        self.cache = cache
 
     def describe(self) -> str:
         """Where the storage is (no secrets)."""
@@ -236,7 +250,18 @@ class RegistryView:
         tag_history: dict[Digest, list[str]] | None = None
         revision_files: dict[Digest, list[str]] | None = None
         tag_files: dict[str, list[str]] | None = None
-        if history and not self.store.has_directories:
+        # What a listing said about each tag's current/link (validator for the cache).
+        listed: dict[str, FileInfo] = {}
+        if not history and self.cache is not None and not self.store.has_directories:
+            # An object store with a cache: one flat listing of the tags folder costs
+            # what the folder listing costs, and carries each link's ETag.
+            async for files in self.store.walk(tags_dir):
+                for file in files:
+                    tag, _, rest = file.key.partition("/")
+                    if rest == layout.CURRENT_LINK and tag not in listed:
+                        listed[tag] = file
+                        tag_names.append(tag)
+        elif history and not self.store.has_directories:
             # An object store: one flat listing of all tags beats one per tag.
             tag_history, revision_files, tag_files = {}, {}, {}
             seen: set[str] = set()
@@ -247,6 +272,7 @@ class RegistryView:
                     if rest == layout.CURRENT_LINK and tag not in seen:
                         seen.add(tag)
                         tag_names.append(tag)
+                        listed[tag] = file
                     elif rest.startswith("index/sha256/") and rest.endswith("/" + layout.LINK):
                         hex_part = rest[len("index/sha256/") : -len(layout.LINK) - 1]
                         if is_sha256_hex(hex_part):
@@ -286,7 +312,7 @@ class RegistryView:
                                 tag_history.setdefault(digest, []).append(tag)
                     tag_files[tag] = names
         keys = [f"{tags_dir}/{tag}/{layout.CURRENT_LINK}" for tag in tag_names]
-        links = await self.store.read_many(keys, MAX_LINK_BYTES)
+        links = await self._read_links(keys, [listed.get(tag) for tag in tag_names])
         tags: dict[str, Digest] = {}
         tag_times: dict[str, float] = {}
         broken: dict[str, str] = {}
@@ -372,18 +398,75 @@ class RegistryView:
 
     async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
         """Parse the manifest JSON of each digest after checking it hashes to the digest;
-        problems come back as Unreadable."""
+        problems come back as Unreadable.
+
+        With a cache, a manifest verified before is taken from it when its blob is
+        still there with the same validator (one HEAD instead of a GET, a hash and a
+        parse); a blob that is gone or changed is read and verified again."""
         ordered = list(digests)
+        result: dict[Digest, ManifestInfo] = {}
+        cache = self.cache
+        if cache is not None and ordered:
+            known = cache.manifests(ordered)
+            if known:
+                checked = list(known)
+                now = await self.store.stat_many([layout.blob_data(d) for d in checked])
+                for digest, found_now in zip(checked, now, strict=True):
+                    seen, refs = known[digest]
+                    if found_now is not None and seen == validator(
+                        found_now.etag, found_now.mtime, found_now.size
+                    ):
+                        result[digest] = refs
+                cache.hits += len(result)
+            ordered = [digest for digest in ordered if digest not in result]
+            cache.misses += len(ordered)
         found = await self.store.read_many([layout.blob_data(d) for d in ordered],
                                            MAX_MANIFEST_BYTES)  # fmt: skip
-        result: dict[Digest, ManifestInfo] = {}
+        verified: list[tuple[Digest, str, ManifestRefs]] = []
         for digest, blob in zip(ordered, found, strict=True):
             if blob is None:
                 result[digest] = Unreadable("manifest blob is missing")
             elif isinstance(blob, StorageError):
                 result[digest] = Unreadable(f"cannot read manifest blob: {blob}")
             else:
-                result[digest] = decode_manifest(digest, blob.data)
+                decoded = result[digest] = decode_manifest(digest, blob.data)
+                if isinstance(decoded, ManifestRefs):  # what is unreadable is read every time
+                    verified.append((digest, _validator_of(blob), decoded))
+        if cache is not None:
+            cache.put_manifests(verified)
+        return result
+
+    async def _read_links(
+        self, keys: Sequence[str], listed: Sequence[FileInfo | None]
+    ) -> list[Blob | StorageError | None]:
+        """Read link files (``keys``), taking from the cache each one whose listing
+        (``listed``, None where there was none) shows the validator it was cached
+        with; the mtime is the listing's, as a read would give it."""
+        cache = self.cache
+        if cache is None:
+            return await self.store.read_many(keys, MAX_LINK_BYTES)
+        result: list[Blob | StorageError | None] = [None] * len(keys)
+        known = cache.links([key for key, info in zip(keys, listed, strict=True) if info])
+        to_read: list[int] = []
+        for index, (key, info) in enumerate(zip(keys, listed, strict=True)):
+            entry = known.get(key)
+            if (
+                info is not None
+                and entry is not None
+                and validator(info.etag, info.mtime, info.size) == entry[0]
+            ):
+                result[index] = Blob(entry[1], info.mtime, info.etag)
+                continue
+            to_read.append(index)
+        cache.hits += len(keys) - len(to_read)
+        cache.misses += len(to_read)
+        found = await self.store.read_many([keys[index] for index in to_read], MAX_LINK_BYTES)
+        fresh: dict[str, tuple[str, bytes]] = {}
+        for index, blob in zip(to_read, found, strict=True):
+            result[index] = blob
+            if isinstance(blob, Blob) and len(blob.data) <= MAX_LINK_BYTES:
+                fresh[keys[index]] = (_validator_of(blob), blob.data)
+        cache.put_links(fresh)
         return result
 
     # -- writing (maintenance window only) -------------------------------------------
@@ -438,6 +521,7 @@ class RegistryView:
         disk driver follows them; no store does)."""
         base = layout.all_revisions_dir(repository)
         keys: list[str] = []
+        listed: list[FileInfo | None] = []
         odd: list[StrayEntry] = []
         async for files in self.store.walk(base):
             for file in files:
@@ -445,7 +529,8 @@ class RegistryView:
                     odd.append(StrayEntry(f"{base}/{file.key}", _LINK_FOLLOWED_BY_GC))
                 elif file.key.rsplit("/", 1)[-1] == layout.LINK:
                     keys.append(file.key)
-        found = await self.store.read_many([f"{base}/{key}" for key in keys], MAX_LINK_BYTES)
+                    listed.append(file)
+        found = await self._read_links([f"{base}/{key}" for key in keys], listed)
         links = [
             (key, blob if blob is None or isinstance(blob, StorageError) else blob.data)
             for key, blob in zip(keys, found, strict=True)
@@ -560,6 +645,11 @@ class RegistryView:
             keys.append(f"{folder}/{layout.DATA}")
             directories.append(folder)
         return RemovalKeys(tuple(keys), tuple(directories))
+
+
+def _validator_of(blob: Blob) -> str:
+    """The validator of the bytes just read (ETag, else mtime and size)."""
+    return validator(blob.etag, blob.mtime, len(blob.data))
 
 
 def _warn_not_followed(key: str) -> None:

@@ -181,7 +181,7 @@ class MemoryStore:
         found = self.objects.get(key)
         if found is None:
             return None
-        return Blob(found.data[: cap + 1], found.mtime)
+        return Blob(found.data[: cap + 1], found.mtime, found.etag)
 
     async def read_many(self, keys: Sequence[str], cap: int) -> list[Blob | StorageError | None]:
         results: list[Blob | StorageError | None] = []

@@ -2,7 +2,8 @@
 
 A key is a ``/``-separated path relative to the store's root (the registry's
 ``rootdirectory``). Two backends implement it, a local directory and an S3 bucket;
-``tests/contract/test_byte_store.py`` says when a new one is right. The registry's
+``tests/contract/test_byte_store.py`` says when a new one is right (``testkit.memory``
+is a third, in memory). The registry's
 meaning (repositories, revisions, tags, blobs) lives in ``regcleaner.view`` only.
 
 Listings stream in pages (lists), so a caller pays one await per page, not per key.
@@ -67,6 +68,8 @@ class Blob(NamedTuple):
 
     data: bytes
     mtime: float
+    etag: str | None = None
+    """As ``FileInfo.etag``: the validator of exactly these bytes (same response)."""
 
 
 @dataclass(slots=True)

@@ -8,9 +8,21 @@ per-key errors (a 200 answer can carry them) are retried when retryable and othe
 returned per key, never counted as done.
 
 Throttling (503 SlowDown) and transient 5xx answers to whole requests are retried by
-botocore's standard retry mode with backoff; what still fails becomes StorageError with
-the key and a hint. Modification times are whole seconds everywhere (HEAD and GET carry
-no finer ones), so that a listing and a HEAD of the same object agree.
+botocore's adaptive retry mode: backoff per request, and a client-side rate that drops
+when S3 answers SlowDown and climbs again after (CUBIC, as the AWS SDKs do), so a run
+that meets a prefix's request-rate limit slows to what the prefix takes instead of
+retrying at full speed. What still fails becomes StorageError with the key and a hint.
+
+Requests are counted by kind in ``stats`` (LIST pages, GET, HEAD, DeleteObjects), one
+per logical request (botocore's retries inside one are not counted). ``page_size``
+and ``requests_in_flight`` say what callers outside the store need to know to shape
+their work: a listing page holds 1,000 keys, and several DeleteObjects are worth
+having in flight.
+
+Every listing, GET and HEAD carries the object's ETag (``FileInfo.etag``), the
+validator the scan cache keys on. Modification times are whole seconds everywhere
+(HEAD and GET carry no finer ones), so that a listing and a HEAD of the same object
+agree.
 """
 
 from __future__ import annotations
@@ -42,6 +54,9 @@ class S3Store:
 
     has_directories = False
     listing_concurrency = 16
+    page_size = 1000
+    """Keys a ListObjectsV2 page holds (S3's maximum, and its default)."""
+    requests_in_flight = 8
 
     def __init__(self, options: S3Options) -> None:
         self.options = options
@@ -53,6 +68,7 @@ class S3Store:
         self._deletes = asyncio.Semaphore(options.delete_requests_in_flight)
         self.stats = RequestStats()
         self.listing_concurrency = options.listers
+        self.requests_in_flight = max(1, options.delete_requests_in_flight)
 
     def describe(self) -> str:
         where = f"s3://{self.options.bucket}/{self._prefix.rstrip('/')}"
@@ -76,7 +92,7 @@ class S3Store:
                     "S3 support needs aiobotocore: pip install 'regcleaner[s3]'"
                 ) from None
             config = AioConfig(
-                retries={"max_attempts": self.options.max_attempts, "mode": "standard"},
+                retries={"max_attempts": self.options.max_attempts, "mode": "adaptive"},
                 max_pool_connections=self.options.max_connections,
                 s3={"addressing_style": "path"} if self.options.endpoint_url else None,
                 connect_timeout=10,
@@ -185,8 +201,9 @@ class S3Store:
                     name = relative[: -len(tail)]
                     if name and "/" not in name:
                         leaves.append(
-                            Leaf(name, _seconds(item["LastModified"]), int(item.get("Size", 0)))
-                        )
+                            Leaf(name, _seconds(item["LastModified"]), int(item.get("Size", 0)),
+                                 True, item.get("ETag"))
+                        )  # fmt: skip
             if leaves:
                 yield leaves
 
@@ -195,7 +212,7 @@ class S3Store:
         async for page in self._pages(base):
             files = [
                 FileInfo(item["Key"][len(base) :], _seconds(item["LastModified"]),
-                         int(item.get("Size", 0)))
+                         int(item.get("Size", 0)), True, item.get("ETag"))
                 for item in page.get("Contents", [])
             ]  # fmt: skip
             if files:
@@ -231,7 +248,7 @@ class S3Store:
                         break
                     chunks.append(chunk)
                     remaining -= len(chunk)
-            return Blob(b"".join(chunks), _seconds(response["LastModified"]))
+            return Blob(b"".join(chunks), _seconds(response["LastModified"]), response.get("ETag"))
 
     async def read_many(self, keys: Sequence[str], cap: int) -> list[Blob | StorageError | None]:
         async def one(key: str) -> Blob | StorageError | None:
@@ -248,7 +265,13 @@ class S3Store:
             head = await self._object_call("head_object", self._key(key), "checking")
         if head is None:
             return None
-        return FileInfo(key, _seconds(head["LastModified"]), int(head.get("ContentLength", 0)))
+        return FileInfo(
+            key,
+            _seconds(head["LastModified"]),
+            int(head.get("ContentLength", 0)),
+            True,
+            head.get("ETag"),
+        )
 
     async def stat_many(self, keys: Sequence[str]) -> list[FileInfo | None]:
         return list(await asyncio.gather(*(self.stat(key) for key in keys)))

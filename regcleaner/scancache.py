@@ -1,0 +1,225 @@
+"""The scan cache: what a run read that cannot change unseen, kept in one SQLite file so
+that the next run reads only what changed.
+
+It holds two things, both keyed so that a change is seen without reading the bytes:
+
+- per manifest digest, what its bytes say (``ManifestRefs``: kind, mediaType,
+  children, subject, blobs with sizes, its own size), with the validator of the blob
+  it was read from (S3 ETag, or mtime and size on a disk). Content-addressed: the
+  digest says what the bytes must be, and the validator says they are still the
+  bytes that were verified against it;
+- per link file (a tag's ``current/link``, a revision link), its validator and the
+  bytes it held.
+
+The cache only ever saves reading (DESIGN.md habit 14). ``RegistryView`` uses an entry
+only when a fresh listing or HEAD of the same key gives the same validator; a key that
+is gone, changed, or unreadable is read as if there were no cache. What is unreadable
+is never stored, so every run reads it again and refuses again. The last look before a
+deletion, the push watch and the gate never go through the cache.
+
+A cache written for another storage, by another version, or that SQLite cannot read is
+ignored with a warning and started afresh. Entries are committed as they are written,
+so a run stopped half-way leaves what it read for the next one (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from regcleaner import __version__
+from regcleaner.digest import Digest
+from regcleaner.manifests import Descriptor, ManifestKind, ManifestRefs
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+"""Bumped whenever what is stored, or how a manifest is read, changes meaning."""
+_CHUNK = 500  # SQLite host parameters a query (well under its limit of 32,766)
+
+
+def validator(etag: str | None, mtime: float, size: int) -> str:
+    """A key's validator: the ETag and size where the store gives an ETag (S3), else
+    modification time and size (a disk). Equal validators mean equal bytes."""
+    if etag:
+        return f"e{etag}/{size}"
+    return f"m{mtime!r}/{size}"
+
+
+def _encode(refs: ManifestRefs) -> str:
+    return json.dumps(
+        [
+            refs.kind.value,
+            refs.media_type,
+            list(refs.children),
+            refs.subject,
+            [[blob.digest, blob.size] for blob in refs.blobs],
+            refs.size,
+        ],
+        separators=(",", ":"),
+    )
+
+
+def _decode(text: str) -> ManifestRefs:
+    kind, media_type, children, subject, blobs, size = json.loads(text)
+    return ManifestRefs(
+        ManifestKind(kind),
+        str(media_type),
+        tuple(Digest(child) for child in children),
+        None if subject is None else Digest(subject),
+        tuple(Descriptor(Digest(digest), int(blob_size)) for digest, blob_size in blobs),
+        int(size),
+    )
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class ScanCache:
+    """One cache file for one storage. Use ``open`` (it never raises for a bad file)."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+        self.hits = 0
+        """Entries used instead of reading (this run)."""
+        self.misses = 0
+        """Keys looked up and read from storage (not in the cache, or changed)."""
+
+    @classmethod
+    def open(cls, path: Path, storage: str) -> ScanCache:
+        """The cache at ``path`` for the storage that ``describe()`` calls ``storage``.
+        A file for another storage or version, or one SQLite cannot read, is ignored
+        with a warning and replaced by an empty cache; a file that cannot be created at
+        all raises OSError (the caller turns it into a setup error)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection: sqlite3.Connection | None = None
+        try:
+            connection = cls._connect(path)
+            problem = cls._mismatch(connection, storage)
+        except sqlite3.DatabaseError as exc:
+            problem = f"it cannot be read ({exc})"
+        if problem is not None or connection is None:
+            log.warning("scan cache %s is ignored and started afresh: %s", path, problem)
+            if connection is not None:
+                connection.close()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            connection = cls._connect(path)
+        cls._create(connection, storage)
+        return cls(connection, path)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    @staticmethod
+    def _mismatch(connection: sqlite3.Connection, storage: str) -> str | None:
+        """Why this file cannot serve ``storage`` (None when it can, or is new)."""
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        if not tables:
+            return None
+        if "meta" not in tables:
+            return "it is not a regcleaner scan cache"
+        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") != str(SCHEMA) or meta.get("version") != __version__:
+            return (
+                f"written by regcleaner {meta.get('version')} (cache schema "
+                f"{meta.get('schema')}), this is {__version__} (schema {SCHEMA})"
+            )
+        if meta.get("storage") != storage:
+            return f"it was written for {meta.get('storage')}, not {storage}"
+        # A file whose pages are damaged can open and answer the meta table: look.
+        check = connection.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            return f"it is damaged ({check[0] if check else 'no answer'})"
+        return None
+
+    @staticmethod
+    def _create(connection: sqlite3.Connection, storage: str) -> None:
+        connection.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS manifests (
+                digest TEXT PRIMARY KEY, validator TEXT NOT NULL, refs TEXT NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS links (
+                key TEXT PRIMARY KEY, validator TEXT NOT NULL, data BLOB NOT NULL
+            ) WITHOUT ROWID;
+            """
+        )
+        connection.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            [("schema", str(SCHEMA)), ("version", __version__), ("storage", storage)],
+        )
+
+    # -- manifests ------------------------------------------------------------------
+
+    def manifests(self, digests: Sequence[Digest]) -> dict[Digest, tuple[str, ManifestRefs]]:
+        """The cached (validator, references) of each of ``digests`` that is cached."""
+        found: dict[Digest, tuple[str, ManifestRefs]] = {}
+        for chunk in _chunks(digests):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT digest, validator, refs FROM manifests WHERE digest IN ({marks})"  # noqa: S608 (only "?" marks)
+            try:
+                for digest, seen, refs in self._db.execute(query, list(chunk)):
+                    found[Digest(digest)] = (seen, _decode(refs))
+            except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as exc:
+                log.warning(
+                    "scan cache %s: cannot read manifests (%s): reading them", self.path, exc
+                )
+                return {}
+        return found
+
+    def put_manifests(self, entries: Iterable[tuple[Digest, str, ManifestRefs]]) -> None:
+        """Remember manifests verified against their digest now, each with the
+        validator of the bytes that were verified (committed at once)."""
+        rows = [(digest, seen, _encode(refs)) for digest, seen, refs in entries]
+        if rows:
+            self._write("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)", rows)
+
+    # -- link files -----------------------------------------------------------------
+
+    def links(self, keys: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """The cached (validator, bytes) of each of ``keys`` that is cached."""
+        found: dict[str, tuple[str, bytes]] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, validator, data FROM links WHERE key IN ({marks})"  # noqa: S608 (only "?" marks)
+            try:
+                for key, seen, data in self._db.execute(query, list(chunk)):
+                    found[str(key)] = (str(seen), bytes(data))
+            except sqlite3.DatabaseError as exc:
+                log.warning("scan cache %s: cannot read links (%s): reading them", self.path, exc)
+                return {}
+        return found
+
+    def put_links(self, entries: Mapping[str, tuple[str, bytes]]) -> None:
+        """Remember each link key's validator and bytes (committed at once)."""
+        rows = [(key, seen, data) for key, (seen, data) in entries.items()]
+        if rows:
+            self._write("INSERT OR REPLACE INTO links VALUES (?, ?, ?)", rows)
+
+    def _write(self, statement: str, rows: Sequence[tuple[str, str, str | bytes]]) -> None:
+        """One transaction per batch: what a stopped run read stays for the next."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(statement, rows)
+        except sqlite3.Error as exc:
+            # A full disk or a damaged file costs the next run its warm start, nothing else.
+            log.warning(
+                "scan cache %s: cannot write (%s): the next run reads again", self.path, exc
+            )
+
+    def close(self) -> None:
+        """Close the file."""
+        self._db.close()
