@@ -146,7 +146,11 @@ async def answers_or_stopped(client: RegistryClient, *, registry_stopped: bool) 
     except RegistryAbsent:
         if not registry_stopped:
             raise
-        log.info("nothing answers at %s: stopped, as --registry-stopped says", where)
+        log.info(
+            "the registry at %s does not answer: stopped, as --registry-stopped says "
+            "(nothing answers at all: the connection was refused, or no route or host)",
+            where,
+        )
         return True
     except AuthenticationError as exc:
         if not registry_stopped:
