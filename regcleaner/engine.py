@@ -6,13 +6,13 @@ hand their waves, in order, to the remover (API, direct or dry run: the engine d
 know which). Scanning repository N+1 overlaps removal in repository N, and memory is
 bounded by the channels.
 
-When the registry may be written during the run (API mode), a ``PushWatch`` guards each
-repository's deletions: the repository is read again before its first wave, its
-revisions are listed again before every later wave and at least every
-``recheck_interval_s`` within one, and right before each DELETE the manifest's own
-revision link, the revision links of the deleted manifests it depends on, and
-(on a disk) the revisions folder are looked at. Any change re-plans the repository
-with the new manifests read; a re-plan can only keep more.
+When the registry may be written during the run (API mode), a ``PushWatch``
+(``pushwatch``) guards each repository's deletions.
+
+Attached tags (signatures, referrers indexes) whose digest is not a revision of their
+own repository may belong to an image of another one: a run that reads the whole
+registry plans such repositories again at its end (``_decide_deferred``), when it knows
+every revision that stays, held as 64-bit keys.
 
 Every task is owned by a TaskGroup. A stop (SIGTERM, SIGINT, or a fatal registry
 answer) lets in-flight requests finish for ``stop_grace_s``, then abandons them; no new
@@ -27,20 +27,21 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from regcleaner import layout
 from regcleaner.concurrency import Channel, first_error, stop_signals
 from regcleaner.config import Settings
 from regcleaner.digest import Digest
-from regcleaner.errors import RegcleanerError, RegistryMismatch, StorageError
+from regcleaner.errors import RegcleanerError, StorageError
 from regcleaner.globs import repository_selected
 from regcleaner.manifests import ManifestInfo
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
     GONE,
-    PUSHED_DURING_RUN,
+    RUN_STOPPED,
     Decision,
     Policy,
     Reason,
@@ -50,29 +51,37 @@ from regcleaner.planner import (
     needed_manifests,
     without,
 )
-from regcleaner.removers.base import (
-    GONE_BEFORE_REMOVAL,
-    MOVED_SINCE_PLAN,
-    Outcome,
-    Removal,
-    Remover,
+from regcleaner.pushwatch import (
+    MismatchDetector,
+    PushWatch,
+    RepositoryWaveContext,
+    stop_reason,
 )
+from regcleaner.removers.base import GONE_BEFORE_REMOVAL, Outcome, Removal, Remover
 from regcleaner.report import Progress, RepositoryRecord, RunReport
-from regcleaner.retention import signed_digest
+from regcleaner.retention import attached_digest
 from regcleaner.space import SpaceEstimate
-from regcleaner.tagplan import TagPlan, plan_with_tags, stays
+from regcleaner.tagplan import (
+    Elsewhere,
+    RegistryRevisions,
+    StayKind,
+    TagPlan,
+    TagStay,
+    plan_with_tags,
+    settle_attached,
+    stays,
+)
 from regcleaner.view import RegistryView
+
+__all__ = ["Engine", "PushWatch", "RepositoryJob", "shard_of"]
 
 log = logging.getLogger("regcleaner")
 
-STOPPED = Reason(ReasonKind.STOPPED)
 RECHECK_FAILED = Reason(ReasonKind.RECHECK_FAILED)
-# 404s whose revision link stays, before the URL and the storage are taken to be
-# different registries (one 202 whose link stays is enough).
-MISMATCH_EVIDENCE = 3
-# A listing that fits in one S3 page replaces the per-DELETE HEAD: same request count,
-# and it sees every push in the repository, not just one manifest's.
-ONE_PAGE = 1000
+PARTIAL_VIEW = (
+    "only part of the registry is read (--include, --exclude or --shard), so whether "
+    "it belongs to an image of another repository is not known"
+)
 
 
 def shard_of(name: str, count: int) -> int:
@@ -102,362 +111,14 @@ class RepositoryJob:
     def __post_init__(self) -> None:
         self.reasons = {d.digest: str(d.reason) for d in self.plan.delete}
 
+    @property
+    def going_tags(self) -> Mapping[str, str]:
+        """The tags the plan counted as absent (for the push watch)."""
+        return self.tag_plan.going
+
 
 class _StopWalk(Exception):
     """Raised into the repository walk to end it early on a stop."""
-
-
-@dataclass(slots=True)
-class MismatchDetector:
-    """Proof that the registry at the URL uses the storage being read, before deleting
-    at full speed: until one DELETE answered 202 and this storage's revision link went
-    with it, DELETEs go one at a time. A 202 whose link stays, or three 404s whose links
-    stay, stop the run (the URL serves another registry's storage), with at most those
-    few DELETEs sent."""
-
-    registry_url: str
-    storage: str
-    engine: Engine
-    proven: bool = False
-    probe: tuple[str, Digest, float | None] | None = None
-    evidence: list[str] = field(default_factory=list)
-    waiting: int = 0
-    _changed: asyncio.Condition | None = None
-
-    async def _wait(self, changed: asyncio.Condition) -> None:
-        self.waiting += 1
-        try:
-            await changed.wait()
-        finally:
-            self.waiting -= 1
-
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
-
-    async def admit(self, repository: str, digest: Digest, before: float | None) -> bool:
-        """Before a DELETE: True to send it (as the probe while unproven), False if the
-        run stopped meanwhile."""
-        changed = self._condition()
-        async with changed:
-            if self.probe is not None and self.probe[:2] == (repository, digest):
-                # The probe again: its last answer said nothing (a retryable status, no
-                # answer at all). Let another DELETE probe while this one backs off, so
-                # that a storm of errors does not fall on one manifest.
-                if self.waiting:
-                    self.probe = None
-                    changed.notify_all()
-                    await self._wait(changed)
-                else:
-                    return True
-            while not self.proven:
-                if self.engine.fatal_error is not None or self.engine.stopping.is_set():
-                    return False
-                if self.probe is None:
-                    self.probe = (repository, digest, before)
-                    return True
-                await self._wait(changed)
-        return True
-
-    async def release(self, digest: Digest) -> None:
-        """The probe was not sent after all: let the next DELETE be the probe."""
-        if self.probe is not None and self.probe[1] == digest:
-            async with self._condition():
-                self.probe = None
-                self._condition().notify_all()
-
-    async def confirm(self, view: RegistryView, removal: Removal) -> None:
-        """After the probe's answer: did this storage's link go with it?"""
-        if self.probe is None or self.probe[1] != removal.digest or self.proven:
-            return
-        repository, digest, before = self.probe
-        try:
-            registry_404 = removal.outcome is Outcome.ALREADY_GONE and bool(removal.detail)
-            if removal.outcome is Outcome.DELETED or registry_404:
-                now = await view.revision_mtime(repository, digest)
-                if now is None or now != before:
-                    if removal.outcome is Outcome.DELETED:
-                        self.proven = True  # gone (or pushed again since): same storage
-                else:
-                    answer = "answered 202" if removal.outcome is Outcome.DELETED else "said 404"
-                    self.evidence.append(
-                        f"it {answer} for {repository}@{digest}, whose revision link is still there"
-                    )
-                    if (
-                        removal.outcome is Outcome.DELETED
-                        or len(self.evidence) >= MISMATCH_EVIDENCE
-                    ):
-                        self.engine.fatal(self.error())
-        finally:
-            async with self._condition():
-                self.probe = None
-                self._condition().notify_all()
-
-    def error(self) -> RegistryMismatch:
-        return RegistryMismatch(
-            f"the registry at {self.registry_url} and the storage {self.storage} are not the "
-            f"same registry: {'; '.join(self.evidence[:3])}. Point --registry-url and the "
-            "storage options at the same registry"
-        )
-
-
-class PushWatch:
-    """Watches one repository for pushes while its deletions run (API mode).
-
-    What it looks at, and when:
-
-    - before the first wave, the whole repository again (``recheck``);
-    - right before each DELETE of X: X's revision link (gone? rewritten by a push?),
-      the revision links of the manifests this run deleted that X depends on (pushed
-      again, they need X), and on a disk the revisions folder's mtime, which changes
-      when a revision folder is added (a new manifest);
-    - on S3, where no folder mtime exists: a listing of the revisions instead of the
-      HEAD, while they fit in one page (same request count, and it sees every push);
-    - in any case a listing of the revisions at least every ``recheck_interval_s``, and
-      before each wave of a repository too big for one listing page.
-
-    Any change found reads the repository again and narrows the plan: what was pushed
-    since the scan is kept, whatever its age, with everything it points at.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        job: RepositoryJob,
-        *,
-        clock: Callable[[], float],
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.engine = engine
-        self.view = engine.view
-        self.job = job
-        self.name = job.record.name
-        self.clock = clock
-        self.monotonic = monotonic
-        self.interval = engine.settings.recheck_interval_s
-        self.known: dict[Digest, float] = dict(job.snapshot.revisions)
-        self.deleted: set[Digest] = set()
-        self.parents: dict[Digest, list[Digest]] = {}
-        """For each manifest, the deleted manifests it depends on (its index, its
-        subject, the digest its signature tag signs): pushed again, they need it."""
-        self.rescued: dict[Digest, Reason] = {}
-        self.remaining: list[Decision] = list(job.plan.delete)
-        self.stamp: float | None = job.snapshot.stamp
-        self.listed_at = job.scanned_at
-        self.lock = asyncio.Lock()
-        self.rechecks = 0
-        self.listings = 0
-
-    # -- full re-check --------------------------------------------------------------
-
-    async def recheck(self) -> None:
-        """Read the repository again, read new manifests, and narrow the plan."""
-        self.rechecks += 1
-        self.stamp = await self.view.revisions_stamp(self.name)
-        fresh = await self.view.snapshot(self.name)
-        self.listed_at = self.monotonic()
-        manifests = self.job.manifests
-        missing = needed_manifests(fresh) - manifests.keys()
-        if missing:
-            manifests.update(await self.view.read_manifests(missing))
-        self.known = dict(fresh.revisions)
-        done = self.rescued.keys() | self.deleted
-        undecided = [d for d in self.remaining if d.digest not in done]
-        scanned = self.job.snapshot
-        # A tag that was to go still counts as absent only while it is as the scan saw it.
-        ignore = {
-            tag for tag in self.job.tag_plan.going
-            if fresh.tags.get(tag) == scanned.tags.get(tag)
-            and fresh.tag_times.get(tag) == scanned.tag_times.get(tag)
-        }  # fmt: skip
-        # A signature tag that was to go with its digest stays when the digest is kept
-        # now (tagged again during the run), and keeps its signature manifest.
-        signatures = {
-            tag: Digest(signed) for tag in ignore
-            if (signed := signed_digest(tag)) is not None
-        }  # fmt: skip
-        live: set[str] = set()
-        while True:
-            plan, rescued = narrow(
-                undecided, fresh, manifests, self.engine.policy, self.clock(),
-                scanned=scanned.revisions, ignore_tags=ignore - live,
-            )  # fmt: skip
-            now_live = {tag for tag, digest in signatures.items() if digest in plan.keep}
-            if now_live <= live:
-                break
-            live |= now_live
-        for digest, reason in rescued.items():
-            direct = plan.keep.get(digest)
-            if direct is not None and direct.kind is ReasonKind.TAGGED and direct.detail in live:
-                # its signature tag is as it was: the digest it signs was tagged
-                signed = signatures[direct.detail]
-                reason = Reason(ReasonKind.TAGGED_DURING_RUN, f"signature-of:{signed}")
-            self.rescued[digest] = reason
-            if reason.kind is not ReasonKind.GONE:
-                log.info("repository %s: keeping %s (%s)", self.name, digest, reason)
-
-    async def _list_and_recheck(self) -> None:
-        """List the revisions; if anything is new, back, or rewritten, re-check."""
-        self.listings += 1
-        listed, doubts = await self.view.revision_listing(self.name)
-        self.listed_at = self.monotonic()
-        known = self.known
-        if doubts or any(known.get(digest) != mtime for digest, mtime in listed.items()):
-            await self.recheck()
-
-    def _one_page(self) -> bool:
-        return len(self.known) <= ONE_PAGE
-
-    async def start(self) -> None:
-        """Before the first wave. The scan's snapshot stands while the looks can tell
-        what changed since: the revisions folder's mtime was read with it (a disk), or
-        each DELETE lists the revisions (S3, one page). Otherwise, or once the scan is
-        older than the interval, list the revisions now and re-check on any change."""
-        store = self.view.store
-        due = self.monotonic() - self.listed_at >= self.interval
-        if due or (not store.has_directories and not self._one_page()):
-            async with self.lock:
-                await self._list_and_recheck()
-
-    async def before_wave(self) -> None:
-        """Before a later wave: list the revisions when the per-DELETE looks do not
-        cover the repository (S3, more than one page) or the interval has passed."""
-        async with self.lock:
-            store = self.view.store
-            due = self.monotonic() - self.listed_at >= self.interval
-            if due or (not store.has_directories and not self._one_page()):
-                await self._list_and_recheck()
-
-    # -- right before one DELETE ----------------------------------------------------
-
-    async def last_look(self, digest: Digest) -> Reason | None:
-        """A reason to keep ``digest`` after all, looked up right before its DELETE."""
-        store = self.view.store
-        if (not store.has_directories and self._one_page()) or (
-            self.monotonic() - self.listed_at >= self.interval
-        ):
-            return await self._look_everywhere(digest, None)
-        # The cheap look needs no lock: it changes nothing, and ``known`` is replaced,
-        # never changed in place, by a re-check that may run meanwhile.
-        known = self.known
-        expected = known.get(digest)
-        parents = self.parents.get(digest, ())
-        mtime, parent_back, stamp = await self.view.look(self.name, digest, parents)
-        if digest in self.rescued:
-            return self.rescued[digest]
-        if parent_back or (store.has_directories and stamp != self.stamp):
-            # A revision folder was added, or a manifest this run deleted that pointed
-            # at this one was pushed again: look at everything.
-            return await self._look_everywhere(digest, stamp)
-        if mtime is None:
-            return GONE
-        if mtime != expected:
-            # Pushed (or tagged) again since the scan: re-check for the full reason;
-            # the re-check keeps whatever was pushed during the run.
-            return await self._look_everywhere(digest, None) or PUSHED_DURING_RUN
-        return None
-
-    async def _look_everywhere(self, digest: Digest, stamp: float | None) -> Reason | None:
-        """Under the lock: verify pending deletions, list the revisions, re-check if
-        anything changed, then answer for ``digest``."""
-        async with self.lock:
-            if stamp is not None:
-                self.stamp = stamp  # a re-check, if one follows, reads it anew
-            if digest not in self.rescued:
-                await self._list_and_recheck()
-            if digest in self.rescued:
-                return self.rescued[digest]
-            return None if digest in self.known else GONE
-
-    # -- bookkeeping ----------------------------------------------------------------
-
-    def removed(self, removal: Removal) -> None:
-        """Note an outcome: deleted manifests leave ``known`` and become the parents of
-        what depends on them; the first few are verified to have left this storage."""
-        digest = removal.digest
-        if removal.outcome is Outcome.DELETED:
-            self.deleted.add(digest)
-            self.known.pop(digest, None)
-            for target in self.job.plan.dependents.get(digest, ()):
-                self.parents.setdefault(target, []).append(digest)
-        elif removal.outcome is Outcome.ALREADY_GONE:
-            self.known.pop(digest, None)
-
-
-class _Wave:
-    """The engine's side of one wave: the remover's WaveContext."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        job: RepositoryJob,
-        protected: dict[Digest, Digest],
-        watch: PushWatch | None,
-    ) -> None:
-        self.engine = engine
-        self.job = job
-        self.protected = protected
-        self.watch = watch
-        self.failed: Reason | None = None
-
-    def skip(self, digest: Digest) -> Reason | None:
-        engine = self.engine
-        if engine.fatal_error is not None:
-            return Reason(ReasonKind.NOT_ATTEMPTED, str(engine.fatal_error))
-        if engine.stopping.is_set():
-            return STOPPED
-        if self.failed is not None:
-            return self.failed
-        if digest in self.protected:
-            return Reason(ReasonKind.PARENT_NOT_DELETED, self.protected[digest])
-        if self.watch is not None and digest in self.watch.rescued:
-            return self.watch.rescued[digest]
-        return None
-
-    async def admit(self, digest: Digest) -> Reason | None:
-        """Before the rate limit and the last look: until the URL is proven to serve this
-        storage, DELETEs go one at a time (MismatchDetector)."""
-        detector = self.engine.mismatch
-        if detector is None or detector.proven or self.watch is None:
-            return None
-        expected = self.watch.known.get(digest)
-        if not await detector.admit(self.job.record.name, digest, expected):
-            error = self.engine.fatal_error
-            return Reason(ReasonKind.NOT_ATTEMPTED, str(error)) if error else STOPPED
-        return None
-
-    async def last_look(self, digest: Digest) -> Reason | None:
-        watch = self.watch
-        if watch is None:
-            return None
-        if self.failed is not None:
-            return self.failed
-        detector = self.engine.mismatch
-        probe = detector is not None and not detector.proven
-        try:
-            reason = await watch.last_look(digest)
-        except StorageError as exc:
-            # The storage cannot answer for this repository: nothing more is deleted in
-            # it, and it counts as failed; the run goes on with the others.
-            record = self.job.record
-            record.error = record.error or f"cannot look at storage before deleting: {exc}"
-            log.error("repository %s: %s; its other deletions are skipped", record.name, exc)
-            self.failed = Reason(ReasonKind.RECHECK_FAILED, str(exc))
-            reason = self.failed
-        if reason is not None and probe and detector is not None:
-            await detector.release(digest)  # not sent: the next DELETE is the probe
-        return reason
-
-    async def confirm(self, removal: Removal) -> None:
-        if self.engine.mismatch is not None and not self.engine.mismatch.proven:
-            await self.engine.mismatch.confirm(self.engine.view, removal)
-
-    def fatal(self, error: BaseException) -> None:
-        self.engine.fatal(error)
-
-    def record(self, removal: Removal) -> None:
-        self.engine.record(self.job, removal, self.protected, self.watch)
 
 
 class Engine:
@@ -487,6 +148,15 @@ class Engine:
         self.mismatch: MismatchDetector | None = None
         if remover.watches_pushes:
             self.mismatch = MismatchDetector(settings.registry_url or "", view.describe(), self)
+        partial = bool(settings.include or settings.exclude or settings.shard)
+        follows = settings.retention is not None or settings.prune_orphan_signatures
+        self.elsewhere = Elsewhere(
+            None, PARTIAL_VIEW if partial else "decided at the end of the run"
+        )
+        self.revisions = RegistryRevisions() if follows and not partial else None
+        """Every revision that stays, while the first pass runs (None: not needed)."""
+        self.deferred: list[str] = []
+        """Repositories with attached tags to decide once every revision is known."""
         self._deadline: asyncio.Timeout | None = None
         self._signalled = False
         limits = settings.limits
@@ -582,6 +252,34 @@ class Engine:
             self._deadline = None
 
     async def _pipeline(self) -> None:
+        """Every repository; then those whose attached tags waited for the whole
+        registry, planned again now that it is known."""
+        await self._pass(self._produce)
+        if not self.deferred:
+            return
+        if self.stopping.is_set() or self.revisions is None:
+            self.report.scan_complete = False  # deferred, never reported
+            return
+        self.elsewhere = self.revisions.elsewhere()
+        self.revisions = None
+        names, self.deferred = self.deferred, []
+        log.info("planning %d repositories again: their signature or referrers tags name "
+                 "digests of other repositories, known now", len(names))  # fmt: skip
+
+        async def produce(channel: Channel[str]) -> None:
+            try:
+                for name in names:
+                    if self.stopping.is_set():
+                        self.report.scan_complete = False
+                        break
+                    await channel.put(name)
+            finally:
+                await channel.close()
+
+        await self._pass(produce)
+
+    async def _pass(self, produce: Callable[[Channel[str]], Coroutine[Any, Any, None]]) -> None:
+        """One pass of the pipeline over the repositories ``produce`` puts."""
         scan_workers = self.settings.limits.scan_workers
         names: Channel[str] = Channel(scan_workers * 4)
         jobs: Channel[RepositoryJob] = Channel(self.removal_workers)
@@ -590,7 +288,7 @@ class Engine:
                 removing.create_task(self._remove(jobs))
             try:
                 async with asyncio.TaskGroup() as scanning:
-                    scanning.create_task(self._produce(names))
+                    scanning.create_task(produce(names))
                     for _ in range(scan_workers):
                         scanning.create_task(self._scan(names, jobs))
             finally:
@@ -620,6 +318,8 @@ class Engine:
         if not layout.is_valid_repository_name(name):
             record = RepositoryRecord(name)
             record.error = "not a valid repository name; skipped, nothing deleted"
+            if self.revisions is not None:
+                self.revisions.unknown(name)
             log.warning("repository %r: %s", name, record.error)
             self.report.add(record)
             return
@@ -633,6 +333,9 @@ class Engine:
             job = await self._plan(name)
             if job is None:
                 continue
+            if job.tag_plan.undecided and self.revisions is not None:
+                self._defer(job)
+                continue
             removes_tags = (
                 self.remover.removes_tags and job.tag_plan.going and not job.plan.blocked
             )  # a repository blocked by doubt keeps its tags too
@@ -641,6 +344,16 @@ class Engine:
             else:
                 self.report.planned(len(job.plan.delete))
                 await jobs.put(job)
+
+    def _defer(self, job: RepositoryJob) -> None:
+        """Leave a repository with undecided attached tags to the second pass; until
+        then all its revisions count as staying."""
+        assert self.revisions is not None
+        self.revisions.add(job.snapshot.revisions)
+        self.revisions.want(job.tag_plan.undecided.values())
+        self.deferred.append(job.record.name)
+        self.report.counters.scanned_repositories -= 1  # scanned again in the second pass
+        self.report.counters.scanned_manifests -= len(job.snapshot.revisions)
 
     async def _plan(self, name: str) -> RepositoryJob | None:
         record = RepositoryRecord(name)
@@ -654,8 +367,11 @@ class Engine:
             plan, tag_plan = plan_with_tags(
                 snapshot, manifests, self.policy, self.clock(), tag_policy=tag_policy,
                 prune_orphan_signatures=self.settings.prune_orphan_signatures,
+                elsewhere=self.elsewhere,
             )  # fmt: skip
         except StorageError as exc:
+            if self.revisions is not None:
+                self.revisions.unknown(name)
             record.error = str(exc)
             log.error("repository %s: %s; nothing in it is deleted", name, exc)
             self.report.add(record)
@@ -664,6 +380,8 @@ class Engine:
             log.exception("repository %s: internal error while planning; nothing in it is "
                           "deleted", name)  # fmt: skip
             record.error = f"internal error while planning: {type(exc).__name__}: {exc}"
+            if self.revisions is not None:
+                self.revisions.unknown(name)
             self.report.add(record)
             return None
         self.report.counters.scanned_repositories += 1
@@ -673,7 +391,7 @@ class Engine:
         record.tagged = len(plan.tagged)
         record.kept = {d: str(r) for d, r in plan.keep.items()}
         record.warnings = list(plan.warnings)
-        if tag_plan.going or self.settings.retention is not None:
+        if tag_plan.going or tag_plan.undecided or self.settings.retention is not None:
             record.tags_kept = sorted(tag_plan.kept.items())
         for warning in plan.warnings:
             log.warning("repository %s: %s", name, warning)
@@ -694,6 +412,11 @@ class Engine:
     def _finish_repository(self, job: RepositoryJob) -> None:
         self._settle_tags(job)
         self._account_space(job)
+        if self.revisions is not None:
+            record = job.record
+            gone = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
+            gone |= {d for d, _ in record.already_gone}
+            self.revisions.add(d for d in job.snapshot.revisions if d not in gone)
         self.report.add(job.record)
 
     async def _reread_going_tags(self, job: RepositoryJob) -> None:
@@ -741,10 +464,10 @@ class Engine:
                 stay = _tag_after_run(after[tag], digest)
             if stay is None:
                 record.tags_removed.append((tag, digest, f"{why}; with its digest"))
-            else:
-                if digest in record.kept and stay.startswith("digest-not"):
-                    stay = f"digest-in-use:{record.kept[digest]}"
-                record.tags_expired.append((tag, digest, why, stay))
+                continue
+            if digest in record.kept and stay.kind in _NOT_DELETED:
+                stay = TagStay(StayKind.DIGEST_IN_USE, record.kept[digest])
+            record.tags_expired.append((tag, digest, why, str(stay)))
 
     def _account_space(self, job: RepositoryJob) -> None:
         """Feed the reclaimable-space estimate with what this repository deleted and kept."""
@@ -763,17 +486,15 @@ class Engine:
     async def _carry_out(self, job: RepositoryJob) -> None:
         record = job.record
         name = record.name
-        if self.fatal_error is not None:
-            reason = Reason(ReasonKind.NOT_ATTEMPTED, str(self.fatal_error))
-            self._keep_all(job, list(job.plan.delete), reason)
-            return
-        if self.stopping.is_set():
-            self._keep_all(job, list(job.plan.delete), STOPPED)
+        stop = stop_reason(self)
+        if stop is not None:
+            self._keep_all(job, list(job.plan.delete), stop)
             return
         watch: PushWatch | None = None
         waves = job.plan.waves
         if self.remover.watches_pushes:
-            watch = PushWatch(self, job, clock=self.clock)
+            interval = self.settings.recheck_interval_s
+            watch = PushWatch(self.view, self.policy, job, interval_s=interval, clock=self.clock)
             try:
                 await watch.start()
             except StorageError as exc:
@@ -788,8 +509,10 @@ class Engine:
             if after_tags is None:
                 return
             waves = after_tags
-        protected: dict[Digest, Digest] = {}
-        wave = _Wave(self, job, protected, watch)
+        wave = RepositoryWaveContext(
+            self, record, lambda removal, protected: self.record(job, removal, protected, watch),
+            watch=watch, mismatch=self.mismatch,
+        )  # fmt: skip
         for number, decisions in enumerate(waves):
             if watch is not None and number > 0:
                 try:
@@ -821,8 +544,8 @@ class Engine:
         snapshot = job.snapshot
         going = job.tag_plan.going
         signatures = {
-            tag: Digest(signed) for tag in going
-            if (signed := signed_digest(tag)) is not None and signed in snapshot.revisions
+            tag: signed for tag in going
+            if (signed := attached_digest(tag)) is not None and signed in snapshot.revisions
         }  # fmt: skip
         job.tag_outcomes = {}
         stayed: dict[str, str] = {}
@@ -832,7 +555,7 @@ class Engine:
             batch = [tag for tag in batch if tag not in live]
             if not batch:
                 continue
-            stop = self._stop_reason()
+            stop = stop_reason(self)
             if stop is not None:  # the rest stays, reported not-attempted
                 self._keep_all(job, list(job.plan.delete), stop)
                 return None
@@ -854,7 +577,7 @@ class Engine:
             if not refused:
                 continue
             stayed.update(refused)
-            replanned = self._keep_for_staying_tags(job, stayed, signatures)
+            replanned = await self._keep_for_staying_tags(job, stayed, signatures)
             if replanned is None:
                 return None
             kept, live = replanned
@@ -868,49 +591,45 @@ class Engine:
                 job.tag_outcomes[tag] = f"signature-of-kept:{signatures[tag]}"
         return without(waves, kept)
 
-    def _stop_reason(self) -> Reason | None:
-        """Why nothing new may start now (a fatal error, a stop), or None."""
-        if self.fatal_error is not None:
-            return Reason(ReasonKind.NOT_ATTEMPTED, str(self.fatal_error))
-        if self.stopping.is_set():
-            return STOPPED
-        return None
-
-    def _keep_for_staying_tags(
+    async def _keep_for_staying_tags(
         self, job: RepositoryJob, stayed: dict[str, str], signatures: dict[str, Digest]
     ) -> tuple[dict[Digest, Reason], frozenset[str]] | None:
         """The plan counted these tags as absent, but they stay (their removal was
-        refused, or they moved since the plan): plan again with them present, where
-        they point now, and keep what they reach, with the signature tags (of
+        refused, or they moved since the plan): read where they point now, plan again
+        with them present there, and keep what they reach, with the signature tags (of
         ``signatures``) of every digest kept that way. Returns what is kept and those
         signature tags; None when that cannot be known (a tag moved to a manifest the
         scan never saw): then nothing in the repository goes, and it counts as failed."""
         record = job.record
         snapshot = job.snapshot
         tags = dict(snapshot.tags)
-        for tag, why in stayed.items():
-            moved_to = why.removeprefix(MOVED_SINCE_PLAN)
-            if moved_to != why:
-                if moved_to not in snapshot.revisions:
-                    record.error = f"tag {tag} moved to a manifest the scan did not see: {why}"
+        names = sorted(stayed)
+        try:
+            now: list[Digest | StorageError | None] = await self.view.tag_links(record.name, names)
+        except StorageError as exc:
+            now = [exc] * len(names)
+        for tag, found in zip(names, now, strict=True):
+            if isinstance(found, str) and found != snapshot.tags[tag]:
+                if found not in snapshot.revisions:
+                    record.error = f"tag {tag} moved to a manifest the scan did not see: {found}"
                     log.error("repository %s: %s; nothing in it is deleted", record.name,
                               record.error)  # fmt: skip
                     self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
                     return None
-                tags[tag] = Digest(moved_to)
-            else:
-                record.error = record.error or f"tag {tag} could not be removed: {why}"
+                tags[tag] = found  # moved since the plan: present where it is now
+            else:  # refused (or unreadable, or gone since): present where it was
+                record.error = record.error or f"tag {tag} could not be removed: {stayed[tag]}"
         fresh = dataclasses.replace(snapshot, tags=tags)
-        live: frozenset[str] = frozenset()
-        while True:  # a signature tag comes back with its digest; its manifest may keep more
-            plan, rescued = narrow(
-                list(job.plan.delete), fresh, job.manifests, self.policy, self.clock(),
-                ignore_tags=set(job.tag_plan.going) - stayed.keys() - live,
-            )  # fmt: skip
-            now_live = frozenset(t for t, d in signatures.items() if d in plan.keep) - stayed.keys()
-            if now_live <= live:
-                break
-            live |= now_live
+        absent = set(job.tag_plan.going) - stayed.keys()
+        now_s = self.clock()
+
+        def replan(live: frozenset[str]) -> tuple[RepositoryPlan, dict[Digest, Reason]]:
+            return narrow(list(job.plan.delete), fresh, job.manifests, self.policy, now_s,
+                          ignore_tags=absent - live)  # fmt: skip
+
+        # A signature tag comes back with its digest; its manifest may keep more.
+        attached = {t: d for t, d in signatures.items() if t not in stayed}
+        (plan, rescued), live = settle_attached(attached, replan, lambda found: found[0].keep)
         # Said as the plan says it (tagged:v1, child-of:...): with direct removal the
         # registry cannot write, so nothing was tagged or pushed during the run.
         kept = {digest: plan.keep.get(digest, reason) for digest, reason in rescued.items()}
@@ -973,21 +692,26 @@ class Engine:
         for target in job.plan.dependents.get(digest, ()):
             protected.setdefault(target, digest)
         if outcome is Outcome.KEPT:
-            why = removal.reason or STOPPED
+            why = removal.reason or RUN_STOPPED
+            if why.kind is ReasonKind.STOPPED:  # a remover's stop: never attempted
+                why = RUN_STOPPED
             record.kept[digest] = str(why)
-            if why.kind not in (ReasonKind.STOPPED, ReasonKind.NOT_ATTEMPTED):
+            if why.kind is not ReasonKind.NOT_ATTEMPTED:
                 log.info("repository %s: keeping %s (%s)", record.name, digest, why)
             return
         record.failed.append((digest, reason, removal.detail))
         log.warning("repository %s: deleting %s failed: %s", record.name, digest, removal.detail)
 
 
-def _tag_after_run(now: Digest | StorageError | None, planned: Digest) -> str | None:
+_NOT_DELETED = frozenset({StayKind.DIGEST_NOT_A_REVISION, StayKind.DIGEST_NOT_DELETED})
+
+
+def _tag_after_run(now: Digest | StorageError | None, planned: Digest) -> TagStay | None:
     """Why a tag whose digest this run deleted still stays (None: it went with it)."""
     if now is None:
         return None
     if isinstance(now, StorageError):
-        return f"cannot re-read the tag: {now}"
+        return TagStay(StayKind.UNREADABLE_AFTER_RUN, str(now))
     if now != planned:
-        return f"moved-during-run:{now}"
-    return f"pushed-again-during-run:{now}"
+        return TagStay(StayKind.MOVED_DURING_RUN, now)
+    return TagStay(StayKind.PUSHED_AGAIN_DURING_RUN, now)

@@ -37,6 +37,8 @@ class ReasonKind(Enum):
     PARENT_NOT_DELETED = "parent-not-deleted"
     RECHECK_FAILED = "recheck-failed"
     STOPPED = "stopped-before-delete"
+    """A remover's answer for a deletion it did not send because the run stopped; the
+    engine reports it as ``RUN_STOPPED`` (not attempted)."""
     NOT_ATTEMPTED = "not-attempted"
     # gone before its deletion
     GONE = "gone-before-delete"
@@ -64,6 +66,8 @@ YOUNG = Reason(ReasonKind.YOUNG)
 GONE = Reason(ReasonKind.GONE)
 TAGGED_DURING_RUN = Reason(ReasonKind.TAGGED_DURING_RUN)
 PUSHED_DURING_RUN = Reason(ReasonKind.PUSHED_DURING_RUN)
+RUN_STOPPED = Reason(ReasonKind.NOT_ATTEMPTED, "run stopped")
+"""A planned deletion a stop prevented: not attempted, not kept for a reason."""
 DOUBT_KINDS = frozenset({ReasonKind.UNREADABLE, ReasonKind.BLOCKED})
 
 

@@ -1,11 +1,20 @@
-"""Pure: a repository's plan with tag retention and orphaned signatures.
+"""Pure: a repository's plan with tag retention and attached-artifact tags.
 
 Expired tags count as absent for the planner; the usual rules then decide which
-manifests go. A cosign-style signature tag (``sha256-<hex>.sig``, ``.att``, ``.sbom``)
-lives as long as the digest it signs: it counts as present only while that digest is
-a revision of the repository that the plan keeps; otherwise it is an orphan, treated
-like an expired tag. Without a policy and without ``prune_orphan_signatures``,
-signature tags are ordinary tags, as the registry sees them.
+manifests go. An attached-artifact tag (cosign's ``sha256-<hex>.sig``, ``.att``,
+``.sbom``, and the OCI 1.1 referrers tag schema ``sha256-<hex>``) lives as long as the
+digest it names:
+
+- when that digest is a revision of the same repository, the tag counts as present
+  only while the plan keeps the digest; otherwise it is an orphan, treated like an
+  expired tag (``settle_attached`` finds the tags that live);
+- when it is not, the tag may belong to an image of another repository (cosign's
+  ``COSIGN_REPOSITORY`` keeps signatures apart from images): it is an orphan only when
+  the digest is a revision of no repository of the registry, which only a run that read
+  the whole registry knows (``Elsewhere``); until then it is kept.
+
+Without a policy and without ``prune_orphan_signatures``, these tags are ordinary tags,
+as the registry sees them.
 
 What happens to a tag that does not survive depends on how the plan is carried out:
 through the API a tag can only go with its digest (distribution 2.8 has no DELETE by
@@ -17,14 +26,89 @@ sibling tags are untouched.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from array import array
+from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import NamedTuple, TypeVar
 
 from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestInfo
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy, Reason, RepositoryPlan, plan_repository
-from regcleaner.retention import RepositoryPolicy, decide_tags, signed_digest
+from regcleaner.retention import RepositoryPolicy, attached_digest, decide_tags
+
+T = TypeVar("T")
+
+
+_SIGNED = 1 << 63
+
+
+def digest_key(digest: str) -> int:
+    """A signed 64-bit key for a digest (its first 16 hex digits), to hold every
+    revision of a registry in 8 bytes each. Two digests sharing a key can only make an
+    orphan look alive: the safe side."""
+    algorithm, _, hex_part = digest.partition(":")
+    if algorithm == "sha256" and len(hex_part) >= 16:
+        try:
+            return int(hex_part[:16], 16) - _SIGNED
+        except ValueError:
+            pass
+    return hash(digest)  # 64 bits on a 64-bit build; the same within one run
+
+
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """What the run knows about the other repositories of the registry: the keys
+    (``digest_key``) of every revision that stays in any of them, or None with why that
+    is not known (the registry not read yet, or only part of it read)."""
+
+    revisions: Container[int] | None = None
+    unknown: str = "the other repositories are not read yet"
+
+    def holds(self, digest: Digest) -> bool | None:
+        """True if ``digest`` stays a revision of some repository, False if of none,
+        None if the run cannot know."""
+        if self.revisions is None:
+            return None
+        return digest_key(digest) in self.revisions
+
+
+NOT_KNOWN_ELSEWHERE = Elsewhere()
+
+
+class RegistryRevisions:
+    """The revisions that stay in the registry, gathered as a run finishes its
+    repositories, to decide at its end the attached tags whose digest is not a revision
+    of their own repository. Memory: 8 bytes a revision (an ``array`` of keys), plus a
+    set of the keys those tags name."""
+
+    def __init__(self) -> None:
+        self._keys = array("q")
+        self._wanted: set[int] = set()
+        self._unknown: str | None = None
+
+    def add(self, digests: Iterable[Digest]) -> None:
+        """These revisions stay (or may stay) in some repository."""
+        self._keys.extend(digest_key(digest) for digest in digests)
+
+    def want(self, digests: Iterable[Digest]) -> None:
+        """Digests that undecided attached tags name: the only keys ``elsewhere`` keeps."""
+        self._wanted.update(digest_key(digest) for digest in digests)
+
+    def unknown(self, repository: str) -> None:
+        """A repository whose revisions the run could not read: nothing can be called
+        a revision of no repository."""
+        if self._unknown is None:
+            self._unknown = repository
+
+    def elsewhere(self) -> Elsewhere:
+        """What the run knows, once every repository was read."""
+        if self._unknown is not None:
+            return Elsewhere(None, f"repository {self._unknown} could not be read, so "
+                             "whether it belongs to an image there is not known")  # fmt: skip
+        wanted = self._wanted
+        return Elsewhere(frozenset(key for key in self._keys if key in wanted))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +118,35 @@ class TagPlan:
     kept: Mapping[str, str] = field(default_factory=dict)
     going: Mapping[str, str] = field(default_factory=dict)
     """Expired or orphaned tags, with why (they may still stay: see ``stays``)."""
+    undecided: Mapping[str, Digest] = field(default_factory=dict)
+    """Attached tags kept because the digest they name is not a revision of this
+    repository and the run cannot know yet whether it is one of another (a subset of
+    ``kept``): a run that reads the whole registry decides them at its end."""
 
     @property
     def ignored(self) -> frozenset[str]:
         """The tags the planner treats as absent."""
         return frozenset(self.going)
+
+
+def settle_attached(
+    attached: Mapping[str, Digest],
+    plan_with: Callable[[frozenset[str]], T],
+    kept: Callable[[T], Container[Digest]],
+) -> tuple[T, frozenset[str]]:
+    """The attached tags that live, and the plan made with them: ``plan_with(live)``
+    plans with every tag of ``attached`` absent except ``live``; a tag lives when that
+    plan keeps the digest it names. An attached tag's manifest, once kept, can keep
+    another named digest, so plan again until no more tags come to life (the least
+    fixpoint: it starts with none, and each round only adds)."""
+    live: frozenset[str] = frozenset()
+    while True:
+        result = plan_with(live)
+        keeps = kept(result)
+        now_live = frozenset(tag for tag, digest in attached.items() if digest in keeps)
+        if now_live <= live:
+            return result, live
+        live |= now_live
 
 
 def plan_with_tags(
@@ -50,6 +158,7 @@ def plan_with_tags(
     tag_policy: RepositoryPolicy | None,
     prune_orphan_signatures: bool,
     pinned: Mapping[Digest, Reason] | None = None,
+    elsewhere: Elsewhere = NOT_KNOWN_ELSEWHERE,
 ) -> tuple[RepositoryPlan, TagPlan]:
     """The repository's plan, and what happens to its tags."""
     if tag_policy is None and not prune_orphan_signatures:
@@ -58,27 +167,61 @@ def plan_with_tags(
     times = {t: snapshot.tag_times.get(t, now) for t in snapshot.tags}
     verdicts = decide_tags(tag_policy, times, now)
     expired = {t: v.reason for t, v in verdicts.items() if not v.keep}
-    signatures = {t: d for t in snapshot.tags if (d := signed_digest(t)) is not None}
-    # A signature's manifest goes after the digest it signs, and stays if that stays.
-    order = [(Digest(d), snapshot.tags[t]) for t, d in signatures.items()]
-    live: set[str] = set()
-    while True:  # a signature's manifest, once kept, can keep another signed digest
-        ignored = set(expired) | (set(signatures) - live)
-        plan = plan_repository(snapshot, manifests, policy, now, pinned=pinned,
-                               ignore_tags=ignored, order=order)  # fmt: skip
-        now_live = {t for t, d in signatures.items()
-                    if d in snapshot.revisions and Digest(d) in plan.keep}  # fmt: skip
-        if now_live == live:
-            break
-        live = now_live
+    attached = {t: d for t in snapshot.tags if (d := attached_digest(t)) is not None}
+    here = {t: d for t, d in attached.items() if d in snapshot.revisions}
     kept = {t: v.reason for t, v in verdicts.items() if v.keep}
-    kept.update({t: f"signature-of-kept:{signatures[t]}" for t in live})
     going = dict(expired)
-    for tag, digest in signatures.items():
+    undecided: dict[str, Digest] = {}
+    for tag, digest in attached.items():
+        if tag in here:
+            continue
+        found = elsewhere.holds(digest)
+        if found is None:
+            kept[tag] = f"signature-of-unknown:{digest}: {elsewhere.unknown}"
+            undecided[tag] = digest
+        elif found:
+            kept[tag] = f"signature-of-elsewhere:{digest}"
+        else:
+            going[tag] = f"orphan-signature:{digest}-gone"
+    absent = frozenset(going)
+    # An attached tag's manifest goes after the digest it names, and stays if that stays.
+    order = [(digest, snapshot.tags[tag]) for tag, digest in here.items()]
+
+    def plan_with(live: frozenset[str]) -> RepositoryPlan:
+        return plan_repository(snapshot, manifests, policy, now, pinned=pinned,
+                               ignore_tags=absent | (here.keys() - live), order=order)  # fmt: skip
+
+    plan, live = settle_attached(here, plan_with, lambda plan: plan.keep)
+    kept.update({t: f"signature-of-kept:{here[t]}" for t in live})
+    for tag, digest in here.items():
         if tag not in live:
-            where = "deleted" if digest in snapshot.revisions else "gone"
-            going[tag] = f"orphan-signature:{digest}-{where}"
-    return plan, TagPlan(kept, going)
+            going[tag] = f"orphan-signature:{digest}-deleted"
+    return plan, TagPlan(kept, going, undecided)
+
+
+class StayKind(Enum):
+    """Why a tag that was to go stays after the run. The value is how reports spell it."""
+
+    SHARES_DIGEST = "shares-digest-with"
+    DIGEST_IN_USE = "digest-in-use"
+    DIGEST_NOT_A_REVISION = "digest-not-a-revision"
+    DIGEST_NOT_DELETED = "digest-not-deleted"
+    MOVED_DURING_RUN = "moved-during-run"
+    PUSHED_AGAIN_DURING_RUN = "pushed-again-during-run"
+    UNREADABLE_AFTER_RUN = "cannot re-read the tag"
+
+
+class TagStay(NamedTuple):
+    """A typed reason for a tag that stays: ``shares-digest-with:latest``."""
+
+    kind: StayKind
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if not self.detail:
+            return self.kind.value
+        separator = ": " if self.kind is StayKind.UNREADABLE_AFTER_RUN else ":"
+        return f"{self.kind.value}{separator}{self.detail}"
 
 
 def stays(
@@ -87,7 +230,7 @@ def stays(
     tag_plan: TagPlan,
     plan: RepositoryPlan,
     deleted: Collection[Digest],
-) -> str | None:
+) -> TagStay | None:
     """Through the API, why a going tag stays after the run (None: it went with its
     digest): another surviving tag shares its digest, or the digest is in use."""
     digest = snapshot.tags[tag]
@@ -95,10 +238,10 @@ def stays(
         return None
     sharing = sorted(t for t, d in snapshot.tags.items() if d == digest and t in tag_plan.kept)
     if sharing:
-        return f"shares-digest-with:{sharing[0]}"
+        return TagStay(StayKind.SHARES_DIGEST, sharing[0])
     reason = plan.keep.get(digest)
     if reason is not None:
-        return f"digest-in-use:{reason}"
+        return TagStay(StayKind.DIGEST_IN_USE, str(reason))
     if digest not in snapshot.revisions:
-        return "digest-not-a-revision"
-    return "digest-not-deleted"
+        return TagStay(StayKind.DIGEST_NOT_A_REVISION)
+    return TagStay(StayKind.DIGEST_NOT_DELETED)

@@ -36,12 +36,12 @@ def test_check_a_valid_file_summarises_it(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "policies[0]: repositories ci/**, team-*/app",
-        "  keep keep[0](line 4): tags ^latest$",
-        "  keep keep[1](line 5): tags ^main-; newest 3",
-        "  keep keep[2](line 7): every tag; pushed within 7d",
+        "  keep[0](line 4): tags ^latest$",
+        "  keep[1](line 5): tags ^main-; newest 3",
+        "  keep[2](line 7): every tag; pushed within 7d",
         "  keep at least 2 tag(s) per repository",
         "policies[1]: repositories **",
-        "  keep keep[0](line 11): every tag; newest 10",
+        "  keep[0](line 11): every tag; newest 10",
         "  keep at least 1 tag(s) per repository",
         f"{path}: valid; repositories no policy matches keep every tag",
     ]

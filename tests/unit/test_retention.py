@@ -21,16 +21,15 @@ from regcleaner.globs import compile_glob, glob_matches, repository_selected
 from regcleaner.manifests import ManifestInfo, ManifestKind, ManifestRefs
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy
+from regcleaner.policyfile import load_policy, parse_policy
 from regcleaner.retention import (
     RepositoryPolicy,
     TagVerdict,
+    attached_digest,
     decide_tags,
     describe,
-    load_policy,
-    parse_policy,
-    signed_digest,
 )
-from regcleaner.tagplan import TagPlan, plan_with_tags, stays
+from regcleaner.tagplan import Elsewhere, TagPlan, plan_with_tags, stays
 from tests.unit.test_planner import Repo, reference_keep, repositories
 
 NOW = 1_000_000.0
@@ -41,8 +40,13 @@ def d(n: int) -> Digest:
 
 
 def sig(digest: Digest, kind: str = "sig") -> str:
-    """The cosign-style tag that signs ``digest``."""
-    return f"sha256-{digest[7:]}.{kind}"
+    """The cosign-style tag that signs ``digest``; with kind "", the OCI 1.1 referrers
+    tag schema of ``digest``."""
+    return f"sha256-{digest[7:]}.{kind}" if kind else f"sha256-{digest[7:]}"
+
+
+NOWHERE = Elsewhere(frozenset())
+"""A run that read the whole registry: no other repository has any revision."""
 
 
 def image(subject: Digest | None = None) -> ManifestRefs:
@@ -64,7 +68,7 @@ def one_policy(*rules: dict[str, Any], keep_at_least: int | None = None) -> Repo
 
 # -- the reference model ----------------------------------------------------------------
 
-SIGNATURE = re.compile(r"sha256-[0-9a-f]{64}\.(?:sig|att|sbom)")
+SIGNATURE = re.compile(r"sha256-[0-9a-f]{64}(?:\.(?:sig|att|sbom))?")
 
 
 @dataclass(frozen=True)
@@ -284,12 +288,14 @@ def test_signature_tags_never_match_or_count() -> None:
     assert decide_tags(only_signatures, signatures, NOW) == {}
 
 
-def test_signed_digest_reads_only_cosign_tags() -> None:
-    assert signed_digest(sig(d(7))) == d(7)
-    assert signed_digest(sig(d(7), "att")) == d(7)
-    assert signed_digest(sig(d(7), "sbom")) == d(7)
-    for tag in ("sha256-abc.sig", sig(d(7)) + ".bak", sig(d(7)).upper(), "x" + sig(d(7))):
-        assert signed_digest(tag) is None
+def test_attached_digest_reads_cosign_tags_and_the_referrers_tag_schema() -> None:
+    assert attached_digest(sig(d(7))) == d(7)
+    assert attached_digest(sig(d(7), "att")) == d(7)
+    assert attached_digest(sig(d(7), "sbom")) == d(7)
+    assert attached_digest(sig(d(7), "")) == d(7), "the OCI 1.1 referrers tag schema"
+    for tag in ("sha256-abc.sig", "sha256-abc", sig(d(7)) + ".bak", sig(d(7)).upper(),
+                "x" + sig(d(7)), sig(d(7), "") + "-x", sig(d(7), "").upper()):  # fmt: skip
+        assert attached_digest(tag) is None
 
 
 def test_keep_at_least_keeps_the_newest_expired() -> None:
@@ -380,7 +386,7 @@ def test_expired_tag_sharing_a_digest_with_a_kept_tag_stays() -> None:
     assert set(tag_plan.going) == {"old-1", "old-2"}
     assert tag_plan.ignored == frozenset({"old-1", "old-2"})
     deleted = deletions(plan)
-    assert stays("old-1", snap, tag_plan, plan, deleted) == "shares-digest-with:keep-me"
+    assert str(stays("old-1", snap, tag_plan, plan, deleted)) == "shares-digest-with:keep-me"
     assert stays("old-2", snap, tag_plan, plan, deleted) is None
 
 
@@ -408,7 +414,8 @@ def test_expired_tag_on_a_digest_in_use_stays_with_the_reason() -> None:
                                     prune_orphan_signatures=False)  # fmt: skip
     assert deletions(plan) == set()
     assert set(tag_plan.going) == {"old-child"}
-    assert stays("old-child", snap, tag_plan, plan, set()) == f"digest-in-use:child-of:{parent}"
+    stay = stays("old-child", snap, tag_plan, plan, set())
+    assert str(stay) == f"digest-in-use:child-of:{parent}"
 
 
 def test_signatures_live_as_long_as_the_digest_they_sign() -> None:
@@ -428,7 +435,8 @@ def test_signatures_live_as_long_as_the_digest_they_sign() -> None:
     for prune in (False, True):  # with a policy, the flag changes nothing
         plan, tag_plan = plan_with_tags(snap, manifests, Policy(), NOW,
                                         tag_policy=one_policy({"tags": ["^keep-"]}),
-                                        prune_orphan_signatures=prune)  # fmt: skip
+                                        prune_orphan_signatures=prune,
+                                        elsewhere=NOWHERE)  # fmt: skip
         assert deletions(plan) == {expired_image, sig_expired, sig_gone}
         assert tag_plan.kept["keep-a"].endswith(":matches")
         assert {t: r for t, r in tag_plan.kept.items() if t != "keep-a"} == {
@@ -471,7 +479,7 @@ def test_without_a_policy_orphan_signatures_go_only_when_asked() -> None:
     assert deletions(plan) == {untagged}, "signature tags are ordinary tags"
     assert tag_plan == TagPlan(dict.fromkeys(tags, "no-policy"), {})
     plan, tag_plan = plan_with_tags(snap, manifests, Policy(), NOW, tag_policy=None,
-                                    prune_orphan_signatures=True)  # fmt: skip
+                                    prune_orphan_signatures=True, elsewhere=NOWHERE)  # fmt: skip
     assert deletions(plan) == {untagged, s_untagged, s_gone}
     assert dict(tag_plan.kept) == {
         "v1": "no-policy",
@@ -495,7 +503,7 @@ def signed_repositories(draw: st.DrawFn) -> tuple[Repo, set[str]]:
     for n, target in enumerate(repo.snapshot.tags.values()):
         tags[f"{draw(st.sampled_from(['keep', 'old']))}-{n}"] = target
     for signed in draw(st.lists(st.sampled_from(digests + outside), max_size=6, unique=True)):
-        kind = draw(st.sampled_from(["sig", "att", "sbom"]))
+        kind = draw(st.sampled_from(["sig", "att", "sbom", ""]))
         tags[sig(signed, kind)] = draw(st.sampled_from(digests))
     snap = RepositorySnapshot("repo", repo.snapshot.revisions, tags,
                               tag_times=dict.fromkeys(tags, NOW))  # fmt: skip
@@ -515,6 +523,7 @@ def test_signature_rule_is_the_least_fixpoint(
     if not with_policy:
         expired = set()
     signatures = {t: Digest("sha256:" + t[7:71]) for t in tags if SIGNATURE.fullmatch(t)}
+    # Every revision outside this repository is gone (a run that read the registry).
     live: set[str] = set()
     while True:
         present = {t: dg for t, dg in tags.items()
@@ -527,7 +536,8 @@ def test_signature_rule_is_the_least_fixpoint(
         live = grown
     policy = one_policy({"tags": ["^keep-"]}, keep_at_least=0) if with_policy else None
     plan, tag_plan = plan_with_tags(repo.snapshot, repo.manifests, Policy(), NOW,
-                                    tag_policy=policy, prune_orphan_signatures=True)  # fmt: skip
+                                    tag_policy=policy, prune_orphan_signatures=True,
+                                    elsewhere=NOWHERE)  # fmt: skip
     assert set(plan.keep) == keep
     assert deletions(plan) == set(repo.snapshot.revisions) - keep
     assert set(tag_plan.going) == expired | (set(signatures) - live)
