@@ -1,5 +1,5 @@
-"""Blob garbage collection: what distribution 2.8's ``garbage-collect`` does (without
-``--delete-untagged``), concurrently, with bounded memory.
+"""Blob garbage collection: what distribution's ``garbage-collect`` does (without
+``--delete-untagged``), 2.8 and 3.x alike, concurrently, with bounded memory.
 
 Mark: in every repository, every revision link (the registry walks all of
 ``_manifests/revisions``, every algorithm folder and schema1 ``signatures/`` included,
@@ -17,9 +17,21 @@ these too; where it would skip one silently (a revision whose blob is missing, a
 naming another digest), regcleaner refuses instead: a registry in that state needs a
 look before anything is deleted.
 
-Repositories are found by ``_manifests`` or ``_layers``; the registry finds them by
+Repositories are found by ``_manifests`` or ``_layers``. distribution 2.8 finds them by
 ``_layers`` only, so it never marks the manifests of a repository without that folder
-and sweeps their blobs. regcleaner marks them (keeps more) and warns.
+and sweeps their blobs; distribution 3 finds them by ``_manifests`` and aborts on one
+without ``_layers``. regcleaner marks them (keeps more than 2.8, sweeps what 3 would
+sweep if it did not abort) and warns. A repository with ``_layers`` only has nothing to
+mark on either.
+
+Which registry runs on the storage (``registry_flavour``: "2", "3" or None, unknown)
+changes only what is removed besides blobs and what is said, never which blobs are
+swept: the sweep is the same safe one for both. On 3, the ``_layers`` links of the
+swept blobs are removed, as its garbage-collect does (on 2.8 only with
+``--prune-layer-links``: with an unknown registry, links stay, the side that removes
+less). A schema1 manifest is marked on both (its fsLayers are kept); on 3, or when the
+registry is unknown, each one is named in a warning: distribution 3 cannot serve it and
+its garbage-collect stops on it, sweeping nothing.
 
 A stop (SIGTERM, SIGINT) starts nothing new and gives in-flight requests
 ``stop_grace_s``; then they are abandoned and the report says so.
@@ -60,6 +72,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("regcleaner")
 
 SWEEP_BATCH = 1000
+REGISTRY_FLAVOURS = ("2", "3")
+
+
+def registry_major(flavour: str | None) -> str | None:
+    """ "2" or "3" for a distribution version ("2.8.2", "3", "v3.1.1"), None if unknown
+    (None, "", "auto"); an error for any other version, rather than a guess."""
+    if flavour is None or flavour.strip().lower() in ("", "auto", "unknown"):
+        return None
+    major = flavour.strip().lower().removeprefix("v").partition(".")[0]
+    if major not in REGISTRY_FLAVOURS:
+        raise ValueError(f"registry version {flavour!r}: regcleaner knows distribution 2.x and 3.x")
+    return major
+
+
 MAX_PROBLEMS_KEPT = 1000
 _SIGNED = 1 << 63
 
@@ -311,8 +337,13 @@ class Collector:
         stopping: asyncio.Event | None = None,
         clock: Callable[[], float] = time.time,
         forget: Mapping[str, Collection[Digest]] | None = None,
+        registry_flavour: str | None = None,
     ) -> None:
         self.settings = settings
+        # None: not known, so nothing that only one registry would remove is removed.
+        self.registry = registry_major(registry_flavour)
+        # distribution 3 removes the _layers links of the blobs it sweeps; 2.8 leaves them.
+        self.prune_layer_links = settings.prune_layer_links or self.registry == "3"
         self.forget = forget
         self.view = view
         self.store = view.store
@@ -322,7 +353,16 @@ class Collector:
         self.stopping = stopping if stopping is not None else asyncio.Event()
         self.clock = clock
         self.marked: set[int] = set()
-        self.existing: set[int] | None = set() if settings.prune_layer_links else None
+        self.existing: set[int] | None = set() if self.prune_layer_links else None
+        # On 3 without --prune-layer-links: only the links of blobs swept in this run go,
+        # as distribution 3 does (a link to a blob that was never there stays). A link
+        # goes only if its blob is both swept and not among those that exist after the
+        # sweep, so a 64-bit key collision keeps a link, never removes a live one.
+        self.swept_keys: set[int] | None = (
+            set() if self.registry == "3" and not settings.prune_layer_links else None
+        )
+        # ...and only in repositories that 3 finds (those with _manifests).
+        self._repositories_with_manifests: set[str] = set()
         self._candidates: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self.width = max(1, self.store.listing_concurrency)
         self._deadline: asyncio.Timeout | None = None
@@ -417,7 +457,7 @@ class Collector:
                 self.report.swept(digest, int(size))
             return
         await self._sweep()
-        if self.settings.prune_layer_links and not self.stopping.is_set():
+        if self.prune_layer_links and not self.stopping.is_set():
             await self._each_repository(self._prune_layer_links, markers=("_layers",))
         if self.settings.purge_uploads_s is not None and not self.stopping.is_set():
             await self._each_repository(self._purge_uploads, markers=("_uploads",))
@@ -488,6 +528,8 @@ class Collector:
                 self.report.counters.repositories += 1  # blob links only: nothing to mark
                 return
             layers[name] = layout.LAYERS_DIR in found
+            if self.swept_keys is not None:
+                self._repositories_with_manifests.add(name)
             await names.put(name)
 
         def other(key: str) -> None:
@@ -512,11 +554,7 @@ class Collector:
     async def _mark_repository(self, name: str, *, has_layers: bool) -> None:
         report = self.report
         if not has_layers:
-            report.warning(
-                f"repository {name!r} has no _layers folder: the registry's garbage-collect "
-                "does not see it and would sweep the blobs only its manifests reference; "
-                "regcleaner marks them (keeps them)"
-            )
+            report.warning(self._no_layers_warning(name))
         revisions: list[Digest] = []
         links, odd = await self.view.revision_link_files(name)
         for stray in odd:
@@ -568,12 +606,35 @@ class Collector:
             except gomanifest.GoManifestError as exc:
                 report.problem(f"{name}: manifest {digest}: {exc}")
                 continue
+            if found.kind == "schema1" and self.registry != "2":
+                report.warning(self._schema1_warning(name, digest))
             marked.add(blob_key(digest))
             for reference in found.references:
                 if reference.digest:
                     marked.add(blob_key(reference.digest))
             counters.manifests += 1
         counters.repositories += 1
+
+    def _no_layers_warning(self, name: str) -> str:
+        what = {
+            "2": "distribution 2.8's garbage-collect does not see it and would sweep the "
+            "blobs only its manifests reference",
+            "3": "distribution 3's garbage-collect stops on it (Path not found .../_layers) "
+            "and sweeps nothing",
+            None: "distribution 2.8's garbage-collect would sweep the blobs only its "
+            "manifests reference, 3's stops on it",
+        }[self.registry]
+        return (f"repository {name!r} has no _layers folder: {what}; regcleaner marks "
+                "them (keeps them)")  # fmt: skip
+
+    def _schema1_warning(self, name: str, digest: str) -> str:
+        where = "this registry" if self.registry == "3" else "distribution 3, if it runs here,"
+        return (
+            f"{name}: manifest {digest} is schema1: {where} cannot serve it (GET answers 500) "
+            "and its garbage-collect stops on it (without --delete-untagged on any schema1 "
+            "revision; with it, on a tagged one); regcleaner keeps the blobs it references. "
+            "Push the image again in a current format and delete this one"
+        )
 
     # -- list and sweep ---------------------------------------------------------------
 
@@ -633,7 +694,7 @@ class Collector:
         in_flight = 1 if self.store.has_directories else 8
         slots = asyncio.Semaphore(in_flight)
         counters = self.report.counters
-        existing = self.existing
+        existing, swept_keys = self.existing, self.swept_keys
 
         async def sweep(batch: list[tuple[str, int]]) -> None:
             try:
@@ -649,6 +710,8 @@ class Collector:
                     counters.swept += 1
                     counters.swept_bytes += size
                     self.report.swept(digest, size)
+                    if swept_keys is not None:
+                        swept_keys.add(blob_key(digest))
                 else:
                     counters.failed += 1
                     log.error("sweep: %s", problem)
@@ -681,10 +744,15 @@ class Collector:
     # -- optional extras ----------------------------------------------------------------
 
     async def _prune_layer_links(self, name: str) -> None:
-        existing = self.existing
+        existing, swept = self.existing, self.swept_keys
         assert existing is not None
-        dangling = [h for h in await self.view.layer_links(name)
-                    if blob_key("sha256:" + h) not in existing]  # fmt: skip
+        if swept is not None and name not in self._repositories_with_manifests:
+            return  # distribution 3 does not see a repository without _manifests
+        dangling = []
+        for hex_part in await self.view.layer_links(name):
+            key = blob_key("sha256:" + hex_part)
+            if key not in existing and (swept is None or key in swept):
+                dangling.append(hex_part)
         if not dangling:
             return
         keys = self.view.layer_link_removal_keys(name, dangling)

@@ -38,6 +38,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+SCHEMA1_MANIFEST = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -336,6 +337,23 @@ class RegistryWriter:
         manifest = image_manifest(config_descriptor, layer_descriptors, oci=oci, subject=subject,
                                   artifact_type=artifact_type)  # fmt: skip
         return self.manifest(repository, manifest, revision=revision)
+
+    def schema1_image(self, repository: str, layers: Sequence[bytes]) -> Manifest:
+        """A Docker schema1 image (unsigned, as the oldest clients pushed it): layer blobs
+        linked into the repository and the manifest with its revision. distribution 2.8
+        reads it; 3.x cannot serve it and its garbage-collect fails on it when tagged."""
+        sums = [self.upload(repository, data, DOCKER_LAYER).digest for data in layers]
+        document = {
+            "schemaVersion": 1,
+            "name": repository,
+            "tag": "old",
+            "architecture": "amd64",
+            "fsLayers": [{"blobSum": digest} for digest in sums],
+            "history": [{"v1Compatibility": "{}"} for _ in sums],
+        }
+        data = canonical_json(document)
+        descriptor = Descriptor.of(data, SCHEMA1_MANIFEST)
+        return self.manifest(repository, Manifest(data, descriptor, tuple(sums)))
 
     def index(
         self,

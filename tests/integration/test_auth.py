@@ -18,7 +18,7 @@ from testkit.auth import (
     make_tls,
     write_htpasswd,
 )
-from testkit.registry import RegistryProcess, running
+from testkit.registry import Flavour, RegistryProcess, running
 from testkit.scenario import build_scenario
 from tests.conftest import CliResult, clean_args, run_cli
 from tests.integration.test_clean_disk import assert_all_tags_pull, report_digests
@@ -44,9 +44,11 @@ def push_history(api: RegistryAPI, repos: list[str], count: int = 2) -> None:
 
 
 @pytest.fixture
-def htpasswd_registry(tmp_path: Path) -> Iterator[RegistryProcess]:
+def htpasswd_registry(tmp_path: Path, registry_flavour: Flavour) -> Iterator[RegistryProcess]:
     users = write_htpasswd(tmp_path / "htpasswd", {"admin": PASSWORD})
-    with running(RegistryProcess(tmp_path / "registry", auth=htpasswd_auth(users))) as server:
+    with running(
+        RegistryProcess(tmp_path / "registry", flavour=registry_flavour, auth=htpasswd_auth(users))
+    ) as server:
         yield server
 
 
@@ -113,9 +115,13 @@ def token_server(tmp_path: Path) -> Iterator[TokenServer]:
 
 
 @pytest.fixture
-def token_registry(token_server: TokenServer, tmp_path: Path) -> Iterator[RegistryProcess]:
+def token_registry(
+    token_server: TokenServer, tmp_path: Path, registry_flavour: Flavour
+) -> Iterator[RegistryProcess]:
     auth = token_server.registry_auth()
-    with running(RegistryProcess(tmp_path / "registry", auth=auth)) as server:
+    with running(
+        RegistryProcess(tmp_path / "registry", flavour=registry_flavour, auth=auth)
+    ) as server:
         yield server
 
 
@@ -218,9 +224,13 @@ def test_repository_without_delete_permission_fails_alone(
 # --- TLS --------------------------------------------------------------------------------
 
 
-def test_tls_private_ca_insecure_and_a_clear_error(tmp_path: Path) -> None:
+def test_tls_private_ca_insecure_and_a_clear_error(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
     tls = make_tls(tmp_path)
-    server = RegistryProcess(tmp_path / "registry", tls=tls.registry_tls())
+    server = RegistryProcess(
+        tmp_path / "registry", flavour=registry_flavour, tls=tls.registry_tls()
+    )
     server.start()
     try:
         import ssl

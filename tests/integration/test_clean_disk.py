@@ -9,7 +9,7 @@ from pathlib import Path
 
 from testkit import images
 from testkit.api import RegistryAPI
-from testkit.registry import RegistryProcess
+from testkit.registry import Flavour, RegistryProcess
 from testkit.scenario import Expectation, build_scenario, corrupt_blob
 from tests.conftest import clean_args, run_cli
 
@@ -190,9 +190,9 @@ def _manifest(api: RegistryAPI, repo: str, digest: str) -> tuple[bytes, str]:
 
 
 def test_registry_with_deletes_disabled_stops_at_first_405(
-    tmp_path: Path,
+    tmp_path: Path, registry_flavour: Flavour
 ) -> None:
-    server = RegistryProcess(tmp_path / "reg", delete_enabled=False)
+    server = RegistryProcess(tmp_path / "reg", flavour=registry_flavour, delete_enabled=False)
     server.start()
     try:
         api = RegistryAPI(server.url)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from testkit.api import RegistryAPI
-from testkit.registry import RegistryProcess
+from testkit.registry import Flavour, RegistryProcess
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 from testkit.scenario import build_scenario
 from tests.conftest import run_cli
@@ -19,11 +19,15 @@ _ids = itertools.count()
 
 
 @pytest.fixture
-def s3_registry(moto_server: MotoS3, tmp_path: Path) -> Iterator[tuple[RegistryProcess, str]]:
+def s3_registry(
+    moto_server: MotoS3, tmp_path: Path, registry_flavour: Flavour
+) -> Iterator[tuple[RegistryProcess, str]]:
     bucket = f"registry-{next(_ids)}"
     moto_server.create_bucket(bucket)
     server = RegistryProcess(
-        tmp_path / "registry", storage=moto_server.registry_storage(bucket, "/team/registry")
+        tmp_path / "registry",
+        flavour=registry_flavour,
+        storage=moto_server.registry_storage(bucket, "/team/registry"),
     )
     server.start()
     try:

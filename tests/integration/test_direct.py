@@ -30,7 +30,7 @@ from regcleaner import mediatypes
 from testkit import images
 from testkit.api import Pushed, RegistryAPI, sha256
 from testkit.faults import FaultProxy, FaultScript, Seen
-from testkit.registry import RegistryProcess, running
+from testkit.registry import Flavour, RegistryProcess, running
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 from testkit.scenario import Expectation, build_scenario
 from tests.conftest import CliResult, run_cli
@@ -263,11 +263,11 @@ def fleet_name(number: int) -> str:
     return f"fleet/r{number:03d}"
 
 
-def build_fleet(root: Path) -> Expectation:
+def build_fleet(root: Path, flavour: Flavour) -> Expectation:
     """``FLEET_REPOSITORIES`` repositories: two pushed through the registry, the others
     copies of their folders (a repository folder holds no name; blobs are shared)."""
     expectation = Expectation()
-    with running(RegistryProcess(root)) as registry:
+    with running(RegistryProcess(root, flavour=flavour)) as registry:
         api = RegistryAPI(registry.url)
         prototypes = [push_history_repository(api, f"proto/p{n}", nested=n == 1) for n in (0, 1)]
     base = registry.root / REPOSITORIES
@@ -282,26 +282,28 @@ def build_fleet(root: Path) -> Expectation:
     return expectation
 
 
-def scenario_template_in(workdir: Path) -> Template:
-    """The standard scenario, pushed through a registry on disk."""
-    with running(RegistryProcess(workdir)) as registry:
+def scenario_template_in(workdir: Path, flavour: Flavour) -> Template:
+    """The standard scenario, pushed through a registry of ``flavour`` on disk."""
+    with running(RegistryProcess(workdir, flavour=flavour)) as registry:
         expectation = build_scenario(RegistryAPI(registry.url))
     return Template(registry.root, expectation)
 
 
-def fleet_template_in(workdir: Path) -> Template:
-    expectation = build_fleet(workdir)
+def fleet_template_in(workdir: Path, flavour: Flavour) -> Template:
+    expectation = build_fleet(workdir, flavour)
     return Template(workdir / "storage", expectation)
 
 
 @pytest.fixture(scope="session")
-def scenario_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    return scenario_template_in(tmp_path_factory.mktemp("scenario-template"))
+def scenario_template(
+    tmp_path_factory: pytest.TempPathFactory, registry_flavour: Flavour
+) -> Template:
+    return scenario_template_in(tmp_path_factory.mktemp("scenario-template"), registry_flavour)
 
 
 @pytest.fixture(scope="session")
-def fleet_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    return fleet_template_in(tmp_path_factory.mktemp("fleet-template"))
+def fleet_template(tmp_path_factory: pytest.TempPathFactory, registry_flavour: Flavour) -> Template:
+    return fleet_template_in(tmp_path_factory.mktemp("fleet-template"), registry_flavour)
 
 
 # -- sites: a registry over a copy of a template ----------------------------------------
@@ -347,8 +349,11 @@ _buckets = itertools.count()
 class Sites:
     """Makes sites of one kind and stops their registries at the end of the test."""
 
-    def __init__(self, kind: str, workdir: Path, request: pytest.FixtureRequest) -> None:
+    def __init__(
+        self, kind: str, workdir: Path, request: pytest.FixtureRequest, flavour: Flavour
+    ) -> None:
         self.kind = kind
+        self.flavour = flavour
         self.workdir = workdir
         self.request = request
         self.made: list[Site] = []
@@ -371,7 +376,9 @@ class Sites:
                 tags={k for k in expectation.tags if k[0] in repositories},
             )
         if self.kind == "disk":
-            registry = RegistryProcess(workdir, readonly=readonly, delete_enabled=delete_enabled)
+            registry = RegistryProcess(
+                workdir, flavour=self.flavour, readonly=readonly, delete_enabled=delete_enabled
+            )
             template.copy_to(registry.root, repositories)
             storage: DiskStorage | BucketStorage = DiskStorage(registry.root)
             site = Site(registry, storage, expectation, ["--registry-dir", str(registry.root)])
@@ -380,7 +387,8 @@ class Sites:
             bucket = f"direct-{next(_buckets)}"
             moto.create_bucket(bucket)
             registry = RegistryProcess(
-                workdir, storage=moto.registry_storage(bucket, f"/{S3_ROOT}"),
+                workdir, flavour=self.flavour,
+                storage=moto.registry_storage(bucket, f"/{S3_ROOT}"),
                 readonly=readonly, delete_enabled=delete_enabled,
             )  # fmt: skip
             storage = BucketStorage(bucket)
@@ -404,8 +412,10 @@ class Sites:
 
 
 @pytest.fixture(params=["disk", "s3"])
-def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sites]:
-    made = Sites(str(request.param), tmp_path, request)
+def sites(
+    request: pytest.FixtureRequest, tmp_path: Path, registry_flavour: Flavour
+) -> Iterator[Sites]:
+    made = Sites(str(request.param), tmp_path, request, registry_flavour)
     try:
         yield made
     finally:
@@ -413,9 +423,11 @@ def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sites]:
 
 
 @pytest.fixture
-def disk_sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sites]:
+def disk_sites(
+    request: pytest.FixtureRequest, tmp_path: Path, registry_flavour: Flavour
+) -> Iterator[Sites]:
     """For what does not depend on the storage (the gate talks to the registry only)."""
-    made = Sites("disk", tmp_path, request)
+    made = Sites("disk", tmp_path, request, registry_flavour)
     try:
         yield made
     finally:

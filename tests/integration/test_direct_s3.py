@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from testkit.faults import FaultProxy, FaultScript, Seen
-from testkit.registry import running
+from testkit.registry import Flavour, running
 from testkit.s3 import MotoS3
 from tests.conftest import run_cli
 from tests.integration.test_clean_s3 import s3_error
@@ -49,18 +49,22 @@ S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 @pytest.fixture(scope="session")
-def scenario_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    return scenario_template_in(tmp_path_factory.mktemp("s3-scenario-template"))
+def scenario_template(
+    tmp_path_factory: pytest.TempPathFactory, registry_flavour: Flavour
+) -> Template:
+    return scenario_template_in(tmp_path_factory.mktemp("s3-scenario-template"), registry_flavour)
 
 
 @pytest.fixture(scope="session")
-def fleet_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    return fleet_template_in(tmp_path_factory.mktemp("s3-fleet-template"))
+def fleet_template(tmp_path_factory: pytest.TempPathFactory, registry_flavour: Flavour) -> Template:
+    return fleet_template_in(tmp_path_factory.mktemp("s3-fleet-template"), registry_flavour)
 
 
 @pytest.fixture
-def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sites]:
-    made = Sites("s3", tmp_path, request)
+def sites(
+    request: pytest.FixtureRequest, tmp_path: Path, registry_flavour: Flavour
+) -> Iterator[Sites]:
+    made = Sites("s3", tmp_path, request, registry_flavour)
     try:
         yield made
     finally:

@@ -13,9 +13,9 @@ does not hash to its digest), regcleaner deliberately refuses instead.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-import os
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -27,7 +27,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from testkit.registry import RegistryProcess, find_registry_binary
+from regcleaner.config import GcSettings
+from regcleaner.gc import Collector, GcReport, registry_major
+from regcleaner.storage.filesystem import FilesystemStore
+from regcleaner.view import RegistryView
+from testkit.api import RegistryAPI
+from testkit.registry import V3, Flavour, RegistryProcess, running
 from testkit.registry_writer import (
     BLOBS,
     DiskSink,
@@ -240,13 +245,9 @@ def write_spec(spec: Spec) -> Written:
 # -- running both collectors -----------------------------------------------------------
 
 
-def registry_gc(config: Path) -> subprocess.CompletedProcess[str]:
-    """``docker-registry garbage-collect CONFIG`` (no --delete-untagged), as it is."""
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    return subprocess.run(
-        [find_registry_binary(), "garbage-collect", str(config)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+def registry_gc(theirs: RegistryProcess) -> subprocess.CompletedProcess[str]:
+    """The registry's own ``garbage-collect CONFIG`` (no --delete-untagged), as it is."""
+    return theirs.run_garbage_collect()
 
 
 def regcleaner_gc_disk(root: Path, report: Path, *extra: str) -> CliResult:
@@ -295,18 +296,20 @@ def assert_same_as_registry(
 @settings(max_examples=120, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(registries())
-def test_gc_on_disk_sweeps_exactly_what_the_registry_sweeps(spec: Spec) -> None:
+def test_gc_on_disk_sweeps_exactly_what_the_registry_sweeps(
+    spec: Spec, registry_flavour: Flavour
+) -> None:
     for feature in features(spec):
         event(feature)
     written = write_spec(spec)
     with tempfile.TemporaryDirectory(prefix="gc-equality-") as tmp:
-        theirs = RegistryProcess(Path(tmp) / "registry")
+        theirs = RegistryProcess(Path(tmp) / "registry", flavour=registry_flavour)
         ours = Path(tmp) / "ours"
         written.files.replay(DiskSink(theirs.root), DiskSink(ours))
         before = blobs_on_disk(ours)
         assert before == written.blobs
 
-        gc = registry_gc(theirs.config_path)
+        gc = registry_gc(theirs)
         assert gc.returncode == 0, gc.stdout + gc.stderr
         result = regcleaner_gc_disk(ours, Path(tmp) / "report.json")
 
@@ -317,7 +320,9 @@ def test_gc_on_disk_sweeps_exactly_what_the_registry_sweeps(spec: Spec) -> None:
 @settings(max_examples=16, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(registries())
-def test_gc_on_s3_sweeps_exactly_what_the_registry_sweeps(moto_server: MotoS3, spec: Spec) -> None:
+def test_gc_on_s3_sweeps_exactly_what_the_registry_sweeps(
+    moto_server: MotoS3, spec: Spec, registry_flavour: Flavour
+) -> None:
     for feature in features(spec):
         event(feature)
     written = write_spec(spec)
@@ -332,7 +337,9 @@ def test_gc_on_s3_sweeps_exactly_what_the_registry_sweeps(moto_server: MotoS3, s
     assert before == written.blobs
     with tempfile.TemporaryDirectory(prefix="gc-equality-s3-") as tmp:
         theirs = RegistryProcess(
-            Path(tmp) / "registry", storage=moto_server.registry_storage(theirs_bucket, S3_ROOT)
+            Path(tmp) / "registry",
+            flavour=registry_flavour,
+            storage=moto_server.registry_storage(theirs_bucket, S3_ROOT),
         )
         theirs.garbage_collect()
         result = regcleaner_gc_s3(moto_server, ours_bucket, Path(tmp) / "report.json")
@@ -497,17 +504,32 @@ REGISTRY_FAILS: list[Any] = [
 ]
 
 
+# distribution 3 finds repositories by _manifests, not _layers: it never opens these, so
+# its garbage-collect succeeds. regcleaner still refuses on either registry (it cannot
+# tell a mistyped repository from a real one): stricter than 3, never the other way.
+V3_NEVER_OPENS = (
+    layers_file_in_an_invalid_repository,
+    layers_only_in_an_invalid_repository,
+    layers_directly_under_repositories,
+)
+
+
 @pytest.mark.parametrize("damage", REGISTRY_FAILS)
-def test_where_the_registry_gc_fails_regcleaner_refuses(damage: Damage, tmp_path: Path) -> None:
-    theirs = RegistryProcess(tmp_path / "registry")
+def test_where_the_registry_gc_fails_regcleaner_refuses(
+    damage: Damage, tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     damage(base_registry(theirs.root))
     ours = tmp_path / "ours"
     damage(base_registry(ours))
     before = blobs_on_disk(ours)
 
-    gc = registry_gc(theirs.config_path)
-    assert gc.returncode != 0, f"2.8.2 did not fail: {gc.stdout}"
-    assert blobs_on_disk(theirs.root) == before
+    gc = registry_gc(theirs)
+    if registry_flavour == V3 and damage in V3_NEVER_OPENS:
+        assert gc.returncode == 0, gc.stdout + gc.stderr  # 3 does not see it...
+    else:
+        assert gc.returncode != 0, f"{registry_flavour} did not fail: {gc.stdout}"
+        assert blobs_on_disk(theirs.root) == before
 
     result = regcleaner_gc_disk(ours, tmp_path / "report.json")
     assert result.exit_code == 1, result.output
@@ -536,15 +558,15 @@ def blob_below_an_algorithm_folder_in_a_fan_out(base: Base) -> None:
     "damage", [blob_without_its_fan_out_folder, blob_below_an_algorithm_folder_in_a_fan_out]
 )
 def test_where_the_registry_gc_fails_mid_sweep_regcleaner_refuses_before(
-    damage: Damage, tmp_path: Path
+    damage: Damage, tmp_path: Path, registry_flavour: Flavour
 ) -> None:
-    theirs = RegistryProcess(tmp_path / "registry")
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     damage(base_registry(theirs.root))
     ours = tmp_path / "ours"
     damage(base_registry(ours))
     before = data_files(ours)
 
-    gc = registry_gc(theirs.config_path)
+    gc = registry_gc(theirs)
     assert gc.returncode != 0, f"2.8.2 did not fail: {gc.stdout}"
     assert "failed to delete blob" in gc.stderr
 
@@ -600,14 +622,16 @@ def files_beside_blobs(base: Base) -> None:
     [sha384_and_sha512_blobs, repository_with_a_domain_like_first_component,
      valid_link_outside_sha256, valid_link_directly_under_sha256, files_beside_blobs],
 )  # fmt: skip
-def test_odd_storage_the_registry_accepts_is_swept_the_same(damage: Damage, tmp_path: Path) -> None:
-    theirs = RegistryProcess(tmp_path / "registry")
+def test_odd_storage_the_registry_accepts_is_swept_the_same(
+    damage: Damage, tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     damage(base_registry(theirs.root))
     ours = tmp_path / "ours"
     damage(base_registry(ours))
     before = data_files(ours)
 
-    gc = registry_gc(theirs.config_path)
+    gc = registry_gc(theirs)
     assert gc.returncode == 0, gc.stdout + gc.stderr
     result = regcleaner_gc_disk(ours, tmp_path / "report.json")
     assert result.exit_code == 0, result.output
@@ -694,16 +718,24 @@ def symlinked_blob_folder(base: Base) -> None:
      manifest_not_matching_its_digest, invalid_repository_name_without_layers,
      symlinked_repository, symlinked_revision_folder, symlinked_blob_folder],
 )  # fmt: skip
-def test_deliberately_stricter_than_the_registry(damage: Damage, tmp_path: Path) -> None:
-    theirs = RegistryProcess(tmp_path / "registry")
+def test_deliberately_stricter_than_the_registry(
+    damage: Damage, tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     damage(base_registry(theirs.root))
     ours = tmp_path / "ours"
     damage(base_registry(ours))
     before = blobs_on_disk(ours)
 
-    gc = registry_gc(theirs.config_path)
-    assert gc.returncode == 0, gc.stderr  # 2.8.2 skips silently...
-    assert blobs_on_disk(theirs.root) < before  # ...and sweeps
+    gc = registry_gc(theirs)
+    if registry_flavour == V3 and damage is invalid_repository_name_without_layers:
+        # 3 finds the repository by _manifests and fails on its name, as regcleaner.
+        assert gc.returncode != 0, gc.stdout
+        assert "failed to parse repo name App" in gc.stderr
+        assert blobs_on_disk(theirs.root) == before
+    else:
+        assert gc.returncode == 0, gc.stderr  # the registry skips silently...
+        assert blobs_on_disk(theirs.root) < before  # ...and sweeps
 
     result = regcleaner_gc_disk(ours, tmp_path / "report.json")  # regcleaner refuses
     assert result.exit_code == 1, result.output
@@ -714,16 +746,20 @@ def test_deliberately_stricter_than_the_registry(damage: Damage, tmp_path: Path)
     assert "refusing to sweep" in result.output
 
 
-def test_a_repository_without_layers_folder_is_kept_deliberately(tmp_path: Path) -> None:
+def test_a_repository_without_layers_folder_is_kept_deliberately(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
     """2.8.2 enumerates repositories by their ``_layers`` folder (catalog.go,
     handleRepository): it never marks the manifests of a repository without one and
-    sweeps their blobs. regcleaner marks them (keeps their blobs) and warns."""
+    sweeps their blobs. 3.1.1 finds it by ``_manifests`` and stops (``Path not found
+    .../_layers``), sweeping nothing. regcleaner marks them (keeps their blobs), sweeps
+    the rest (what 3 would sweep if it went on) and warns."""
 
     def damage(base: Base) -> Manifest:
         return base.writer.image("nolayers", b'{"config":7}', [b"layer seven"], oci=True,
                                  link_blobs=False)  # fmt: skip
 
-    theirs = RegistryProcess(tmp_path / "registry")
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     damage(base_registry(theirs.root))
     ours = tmp_path / "ours"
     hidden = damage(base_registry(ours))
@@ -731,9 +767,15 @@ def test_a_repository_without_layers_folder_is_kept_deliberately(tmp_path: Path)
     hidden_blobs = {hidden.digest, *hidden.references}
     garbage = sha256_digest(b"never referenced")
 
-    gc = registry_gc(theirs.config_path)
-    assert gc.returncode == 0, gc.stderr
-    assert before - blobs_on_disk(theirs.root) == hidden_blobs | {garbage}
+    gc = registry_gc(theirs)
+    if registry_flavour == V3:
+        assert gc.returncode != 0, gc.stdout
+        assert "Path not found" in gc.stderr
+        assert "nolayers/_layers" in gc.stderr
+        assert blobs_on_disk(theirs.root) == before
+    else:
+        assert gc.returncode == 0, gc.stderr
+        assert before - blobs_on_disk(theirs.root) == hidden_blobs | {garbage}
 
     result = regcleaner_gc_disk(ours, tmp_path / "report.json")
     assert result.exit_code == 0, result.output
@@ -747,16 +789,16 @@ def test_a_repository_without_layers_folder_is_kept_deliberately(tmp_path: Path)
 
 
 def test_a_file_starting_with_underscore_hides_repositories_from_the_registry_only(
-    tmp_path: Path,
+    tmp_path: Path, registry_flavour: Flavour
 ) -> None:
-    """The registry's disk walk (WalkFallback) stops listing a folder at a file whose
-    name starts with ``_``: every repository sorted after it goes unmarked, its blobs
-    swept. regcleaner marks them."""
+    """2.8.2's disk walk (WalkFallback) stops listing a folder at a file whose name
+    starts with ``_``: every repository sorted after it goes unmarked, its blobs swept.
+    regcleaner marks them. 3.1.1 fixed the walk: it sweeps what regcleaner sweeps."""
 
     def damage(base: Base) -> None:
         base.writer.raw("docker/registry/v2/repositories/_stray", b"x")
 
-    theirs = RegistryProcess(tmp_path / "registry")
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     damage(base_registry(theirs.root))
     ours = tmp_path / "ours"
     base = base_registry(ours)
@@ -764,9 +806,12 @@ def test_a_file_starting_with_underscore_hides_repositories_from_the_registry_on
     before = blobs_on_disk(ours)
     garbage = sha256_digest(b"never referenced")
 
-    gc = registry_gc(theirs.config_path)
+    gc = registry_gc(theirs)
     assert gc.returncode == 0, gc.stderr
-    assert {base.image.digest, *base.image.references} <= before - blobs_on_disk(theirs.root)
+    if registry_flavour == V3:
+        assert before - blobs_on_disk(theirs.root) == {garbage}
+    else:
+        assert {base.image.digest, *base.image.references} <= before - blobs_on_disk(theirs.root)
 
     result = regcleaner_gc_disk(ours, tmp_path / "report.json")
     assert result.exit_code == 0, result.output
@@ -782,3 +827,143 @@ def test_report_names_each_swept_blob_once(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "report.json").read_text())
     assert document["command"] == "gc"
     assert [entry["digest"] for entry in document["swept"]] == [sha256_digest(b"never referenced")]
+
+
+# -- distribution 3: what its garbage-collect does besides sweeping blobs -----------------
+# regcleaner's Collector takes the registry that runs on the storage (``registry_flavour``:
+# "2", "3" or None when unknown). It never changes which blobs are swept; on 3 the
+# ``_layers`` links of swept blobs go too, as 3's garbage-collect removes them.
+
+
+def layer_links_on_disk(root: Path) -> set[str]:
+    """Every ``_layers/.../link`` below ``repositories/``, as a path from the root."""
+    repositories = root / "docker/registry/v2/repositories"
+    return {str(path.relative_to(root)) for path in repositories.rglob("link")
+            if "/_layers/" in str(path)}  # fmt: skip
+
+
+def collect(root: Path, registry_flavour: str | None) -> GcReport:
+    """regcleaner's Collector over ``root``, told which registry runs on it (the CLI's
+    ``--registry-version`` passes it the same way)."""
+    settings = GcSettings(registry_url=None, registry_dir=root, registry_stopped=True)
+    store = FilesystemStore(root)
+    report = GcReport(dry_run=False, storage=store.describe())
+    collector = Collector(settings, RegistryView(store), report, gate=None,
+                          registry_flavour=registry_flavour)  # fmt: skip
+
+    async def run() -> None:
+        try:
+            await collector.run()
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+    return report
+
+
+def swept_links_storage(root: Path) -> tuple[RegistryWriter, Manifest, Manifest]:
+    """A tagged image; an image whose revision is gone (its blobs linked, now garbage);
+    a link to a blob that never existed; a repository with ``_layers`` only, linking a
+    garbage blob."""
+    writer = RegistryWriter(DiskSink(root))
+    kept = writer.image("app", b'{"config":1}', [b"l1", b"l2"], oci=True)
+    writer.tag("app", "v1", kept.digest)
+    gone = writer.image("app", b'{"config":2}', [b"l3"], oci=True, revision=False)
+    writer.link_layer("app", sha256_digest(b"never written"))
+    writer.upload("lonely", b"orphan", "application/octet-stream")
+    return writer, kept, gone
+
+
+def test_layer_links_of_swept_blobs_go_as_each_registry_leaves_them(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    """3.1.1's garbage-collect removes the ``_layers`` links of the blobs it sweeps, in
+    the repositories it finds (by ``_manifests``); a link to a blob that never existed
+    stays, and so does the link in a repository with ``_layers`` only. 2.8.2 removes no
+    link. Told which registry it is, regcleaner leaves the same links as that registry;
+    not told, it leaves them all (the side that removes less)."""
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
+    swept_links_storage(theirs.root)
+    ours, unknown = tmp_path / "ours", tmp_path / "unknown"
+    _, kept, gone = swept_links_storage(ours)
+    swept_links_storage(unknown)
+    links_before = layer_links_on_disk(ours)
+
+    gc = registry_gc(theirs)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    report = collect(ours, registry_flavour)
+    unknown_report = collect(unknown, None)
+
+    assert blobs_on_disk(ours) == blobs_on_disk(theirs.root) == blobs_on_disk(unknown)
+    assert layer_links_on_disk(ours) == layer_links_on_disk(theirs.root)
+    removed = links_before - layer_links_on_disk(ours)
+    if registry_flavour == V3:
+        assert removed == {f"{repository_key('app', '')}_layers/sha256/{hex_of(d)}/link"
+                           for d in gone.references}  # fmt: skip
+        assert report.counters.layer_links_removed == len(removed)
+    else:
+        assert removed == set()
+    assert layer_links_on_disk(unknown) == links_before
+    assert unknown_report.counters.layer_links_removed == 0
+    assert set(kept.references) <= blobs_on_disk(ours)
+    report.close()
+    unknown_report.close()
+
+
+def test_schema1_on_3_is_kept_and_named(tmp_path: Path, registry_flavour: Flavour) -> None:
+    """A schema1 manifest: 2.8.2 serves it and its garbage-collect marks its layers;
+    3.1.1 answers 500 to its GET and its garbage-collect stops on it and sweeps
+    nothing. regcleaner marks its layers on both (sweeps only the garbage) and, on 3 or
+    when the registry is unknown, names it in a warning."""
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
+    ours = tmp_path / "ours"
+    for root in (theirs.root, ours):
+        writer = RegistryWriter(DiskSink(root))
+        image = writer.image("app", b'{"config":1}', [b"l1"], oci=True)
+        writer.tag("app", "v1", image.digest)
+        old = writer.schema1_image("old", [b"schema1 layer"])
+        writer.tag("old", "v1", old.digest)
+        writer.blob(b"never referenced")
+    before = blobs_on_disk(ours)
+    garbage = sha256_digest(b"never referenced")
+
+    with running(theirs):
+        served = RegistryAPI(theirs.url).get_manifest("old", old.digest)
+    gc = registry_gc(theirs)
+    if registry_flavour == V3:
+        assert served.status == 500
+        assert gc.returncode != 0, gc.stdout
+        assert "unrecognized manifest schema version 1" in gc.stderr
+        assert blobs_on_disk(theirs.root) == before
+    else:
+        assert served.status == 200
+        assert gc.returncode == 0, gc.stderr
+        assert before - blobs_on_disk(theirs.root) == {garbage}
+
+    report = collect(ours, registry_flavour)
+    assert before - blobs_on_disk(ours) == {garbage}
+    assert report.problem_count == 0
+    named = [w for w in report.warnings if old.digest in w]
+    assert len(named) == (1 if registry_flavour == V3 else 0)
+    assert all("schema1" in w for w in named)
+    report.close()
+
+    unknown = tmp_path / "unknown"
+    writer = RegistryWriter(DiskSink(unknown))
+    writer.schema1_image("old", [b"schema1 layer"])
+    unknown_report = collect(unknown, None)
+    assert len(unknown_report.warnings) == 1
+    assert "distribution 3" in unknown_report.warnings[0]
+    unknown_report.close()
+
+
+@pytest.mark.parametrize("version", ["2", "2.8.2", "3", "3.1.1", "v3.0.0", None, "auto"])
+def test_registry_version_is_read_or_unknown(version: str | None) -> None:
+    assert registry_major(version) == (None if version in (None, "auto") else version
+                                       .removeprefix("v")[0])  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["1", "4.0", "latest", "x"])
+def test_registry_version_unknown_to_regcleaner_is_an_error(version: str) -> None:
+    with pytest.raises(ValueError, match=r"knows distribution 2\.x and 3\.x"):
+        registry_major(version)

@@ -23,7 +23,7 @@ import pytest
 from testkit import images
 from testkit.api import Pushed, RegistryAPI
 from testkit.faults import FaultProxy, FaultScript
-from testkit.registry import RegistryProcess, running
+from testkit.registry import Flavour, RegistryProcess, running
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 from tests.conftest import run_cli
 
@@ -54,16 +54,20 @@ class Backend:
 
 
 @pytest.fixture(params=["disk", "s3"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, registry_flavour: Flavour
+) -> Iterator[Backend]:
     if request.param == "disk":
-        with running(RegistryProcess(tmp_path / "registry")) as server:
+        with running(RegistryProcess(tmp_path / "registry", flavour=registry_flavour)) as server:
             yield Backend("disk", server, ["--registry-dir", str(server.root)])
         return
     moto: MotoS3 = request.getfixturevalue("moto_server")
     bucket = f"races-{next(_buckets)}"
     moto.create_bucket(bucket)
     storage = moto.registry_storage(bucket, "/races")
-    with running(RegistryProcess(tmp_path / "registry", storage=storage)) as server:
+    with running(
+        RegistryProcess(tmp_path / "registry", flavour=registry_flavour, storage=storage)
+    ) as server:
         yield Backend(
             "s3", server,
             ["--storage", "S3", "--bucket", bucket, "--registry-dir", "/races",
@@ -73,8 +77,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Backend]:
-    with running(RegistryProcess(tmp_path / "registry")) as server:
+def disk(tmp_path: Path, registry_flavour: Flavour) -> Iterator[Backend]:
+    with running(RegistryProcess(tmp_path / "registry", flavour=registry_flavour)) as server:
         yield Backend("disk", server, ["--registry-dir", str(server.root)])
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from testkit import images
 from testkit.api import Pushed, RegistryAPI
-from testkit.registry import RegistryProcess
+from testkit.registry import Flavour, RegistryProcess
 from tests.conftest import clean_args, run_cli
 from tests.integration.test_clean_disk import revisions_on_disk
 
@@ -76,9 +76,9 @@ def model_keep(nodes: list[Node], digests: list[str]) -> set[str]:
     Node("referrer", (1,), tagged=False, young=False),
     Node("index", (0,), tagged=False, young=True),
 ])  # fmt: skip
-def test_random_graph_end_to_end(nodes: list[Node]) -> None:
+def test_random_graph_end_to_end(registry_flavour: Flavour, nodes: list[Node]) -> None:
     with tempfile.TemporaryDirectory() as workdir:
-        registry = RegistryProcess(Path(workdir) / "registry")
+        registry = RegistryProcess(Path(workdir) / "registry", flavour=registry_flavour)
         registry.start()
         try:
             api = RegistryAPI(registry.url)

@@ -50,7 +50,7 @@ from testkit.clients import (
     UmociLayout,
     missing_reason,
 )
-from testkit.registry import RegistryProcess, running
+from testkit.registry import Flavour, RegistryProcess, running
 from tests.conftest import CliResult, clean_args, run_cli
 
 pytestmark = pytest.mark.integration
@@ -330,12 +330,12 @@ def build_world(world: World, workdir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, registry_flavour: Flavour) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("real-clients")
     with pytest.MonkeyPatch.context() as env:
         for name in ENV_NAMES:  # as conftest's _clean_env, for this module-scoped run
             env.delenv(name, raising=False)
-        with running(RegistryProcess(workdir / "registry")) as registry:
+        with running(RegistryProcess(workdir / "registry", flavour=registry_flavour)) as registry:
             host = f"127.0.0.1:{registry.port}"
             with OrasClient(host, workdir / "oras") as oras:
                 world = World(

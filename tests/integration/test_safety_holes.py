@@ -23,7 +23,7 @@ from regcleaner.storage.base import FileInfo
 from regcleaner.storage.filesystem import FilesystemStore
 from testkit import images
 from testkit.api import Pushed, RegistryAPI
-from testkit.registry import RegistryProcess, running
+from testkit.registry import Flavour, RegistryProcess, running
 from tests.conftest import clean_args, run_cli
 from tests.integration.test_clean_disk import revisions_on_disk
 
@@ -316,10 +316,12 @@ def test_oserror_from_stat_many_during_the_last_look_is_not_an_internal_error(
 
 
 @pytest.fixture
-def two_registries(tmp_path: Path) -> Iterator[tuple[RegistryProcess, RegistryProcess]]:
+def two_registries(
+    tmp_path: Path, registry_flavour: Flavour
+) -> Iterator[tuple[RegistryProcess, RegistryProcess]]:
     with (
-        running(RegistryProcess(tmp_path / "a")) as a,
-        running(RegistryProcess(tmp_path / "b")) as b,
+        running(RegistryProcess(tmp_path / "a", flavour=registry_flavour)) as a,
+        running(RegistryProcess(tmp_path / "b", flavour=registry_flavour)) as b,
     ):
         yield a, b
 
@@ -371,8 +373,12 @@ def test_url_of_another_registry_with_the_same_images_stops_after_the_first_dele
 # -- a fatal stop says what it did not attempt ---------------------------------------------
 
 
-def test_fatal_stop_accounts_for_every_planned_deletion(tmp_path: Path) -> None:
-    with running(RegistryProcess(tmp_path / "reg", delete_enabled=False)) as server:
+def test_fatal_stop_accounts_for_every_planned_deletion(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    with running(
+        RegistryProcess(tmp_path / "reg", flavour=registry_flavour, delete_enabled=False)
+    ) as server:
         client = RegistryAPI(server.url)
         planned = 0
         for i in range(8):
@@ -391,10 +397,14 @@ def test_fatal_stop_accounts_for_every_planned_deletion(tmp_path: Path) -> None:
     assert len(result.report["repositories"]) == 8
 
 
-def test_fatal_stop_says_the_scan_was_not_complete(tmp_path: Path) -> None:
+def test_fatal_stop_says_the_scan_was_not_complete(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
     """A fatal answer stops the run at once: repositories not scanned yet are not in the
     report (their candidates were never planned), and the report says the scan stopped."""
-    with running(RegistryProcess(tmp_path / "reg", delete_enabled=False)) as server:
+    with running(
+        RegistryProcess(tmp_path / "reg", flavour=registry_flavour, delete_enabled=False)
+    ) as server:
         client = RegistryAPI(server.url)
         for i in range(48):
             push_over(client, f"many/r{i:02d}", 2)
