@@ -7,21 +7,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all system-deps install lint test demo bench clean
+.PHONY: all system-deps install lint check test demo bench dist clean
 
 all: test
 
 # Debian's docker-registry (distribution 2.8.2) is the real registry the tests run.
 # skopeo, umoci and buildah are the real clients of tests/integration/test_real_clients.py
 # (buildah as root with the vfs driver: no daemon, nothing run in a container).
+# chromium renders the usage page in tests/browser (headless).
 system-deps:
 	@if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/prometheus-pushgateway ] || \
 		[ ! -x /usr/bin/skopeo ] || [ ! -x /usr/bin/umoci ] || [ ! -x /usr/bin/buildah ] || \
+		[ ! -x /usr/bin/chromium ] || \
 		! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			docker-registry prometheus-pushgateway python3-venv python3-pip \
-			skopeo umoci buildah >/dev/null; \
+			skopeo umoci buildah chromium >/dev/null; \
 	fi
 	@/usr/bin/docker-registry --version
 	@/usr/bin/skopeo --version && /usr/bin/umoci --version && /usr/bin/buildah --version
@@ -39,8 +41,20 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The fast lane: no registry, no S3, no browser (tests marked integration or slow are
+# left out; tests/conftest.py marks them). Under 2 minutes.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider -m "not integration and not slow"
+
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# A wheel and an sdist, byte-identical for one commit, checked by twine.
+dist: $(STAMP)
+	$(BIN)/python -m tools.dist dist
 
 demo: install
 	$(BIN)/python -m demo

@@ -48,7 +48,7 @@ from regcleaner.options import (
 app = typer.Typer(
     name="regcleaner",
     help="Delete the manifests no tag can reach from a Docker/OCI registry.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -61,40 +61,47 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _help_when_bare(context: typer.Context) -> None:
+    """A command group called alone prints its help and exits 0 (click's own
+    ``no_args_is_help`` exits 2, as for a usage error)."""
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """regcleaner: safe cleanup of a Docker/OCI registry."""
+    _help_when_bare(context)
 
 
-def _usage_error(exc: ConfigError) -> typer.Exit:
-    typer.echo(f"error: {_name_the_source(str(exc))}", err=True)
+def _usage_error(exc: ConfigError, context: typer.Context | None = None) -> typer.Exit:
+    message = str(exc)
+    if context is not None:
+        message = _name_the_source(message, context)
+    typer.echo(f"error: {message}", err=True)
     return typer.Exit(EXIT_USAGE)
 
 
-def _name_the_source(message: str) -> str:
+def _name_the_source(message: str, context: typer.Context) -> str:
     """Add the environment variable a bad value came from, when the message names its
     option and the value was not typed on the command line."""
-    import click
-    from click.core import ParameterSource
-
-    context = click.get_current_context(silent=True)
-    if context is None:
-        return message
     for parameter in context.command.params:
-        if not isinstance(parameter, click.Option) or not parameter.name:
+        if not parameter.name or not getattr(parameter, "envvar", None):
             continue
-        if context.get_parameter_source(parameter.name) is not ParameterSource.ENVIRONMENT:
+        source = context.get_parameter_source(parameter.name)
+        if source is None or source.name != "ENVIRONMENT":
             continue
-        named = [flag for flag in parameter.opts if flag in message]
         envvar = parameter.envvar
         variables = [envvar] if isinstance(envvar, str) else list(envvar or ())
         present = [name for name in variables if name in os.environ]
-        if named and present:
+        if present and any(flag in message for flag in parameter.opts):
             return f"{message} (from the environment variable {present[0]})"
     return message
 
@@ -148,6 +155,7 @@ def _collection_settings(
 @app.command()
 @grouped
 def clean(
+    context: typer.Context,
     *,
     registry: RegistryOptions,
     storage: StorageOptions,
@@ -299,7 +307,7 @@ def clean(
             ),
         )  # fmt: skip
     except ConfigError as exc:
-        raise _usage_error(exc) from None
+        raise _usage_error(exc, context) from None
     _warn_ignored(common.storage)
     from regcleaner.runner import run_clean
 
@@ -315,6 +323,7 @@ def main() -> None:
 @app.command()
 @grouped
 def gc(
+    context: typer.Context,
     *,
     registry: RegistryOptions,
     storage: StorageOptions,
@@ -332,7 +341,7 @@ def gc(
             common, gate, collection, dry_run=dry_run, stop_grace=stop_grace
         )
     except ConfigError as exc:
-        raise _usage_error(exc) from None
+        raise _usage_error(exc, context) from None
     _warn_ignored(common.storage)
     from regcleaner.runner import run_gc
 
@@ -341,9 +350,10 @@ def gc(
 
 
 policy_app = typer.Typer(
-    help="Tag retention policies.", no_args_is_help=True, rich_markup_mode="rich"
+    help="Tag retention policies.", invoke_without_command=True, rich_markup_mode="rich"
 )
 app.add_typer(policy_app, name="policy")
+policy_app.callback()(_help_when_bare)
 
 
 @policy_app.command("check")
