@@ -361,7 +361,8 @@ def policy_check(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="The policy file to validate.")],
 ) -> None:
     """Validate a retention policy file and say what it keeps; touch nothing."""
-    from regcleaner.retention import describe, load_policy
+    from regcleaner.policyfile import load_policy
+    from regcleaner.retention import describe
 
     try:
         loaded = load_policy(str(file))

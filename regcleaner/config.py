@@ -554,7 +554,7 @@ def build_settings(
     )
     retention = None
     if policy is not None:
-        from regcleaner.retention import load_policy
+        from regcleaner.policyfile import load_policy
 
         retention = load_policy(str(policy))
     return Settings(
