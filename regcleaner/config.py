@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from regcleaner.retention import RetentionPolicy
 
 
-class StorageKind(Enum):
-    """Where the registry keeps its files."""
+class StorageKind:
+    """Names of the built-in storage backends (``regcleaner.storage.backends`` holds
+    every registered one)."""
 
     FILESYSTEM = "filesystem"
     S3 = "s3"
@@ -112,7 +113,7 @@ class Settings:
 
     registry_url: str | None
     registry_dir: Path
-    storage: StorageKind = StorageKind.FILESYSTEM
+    storage: str = StorageKind.FILESYSTEM
     s3: S3Options | None = None
     credentials: Credentials | None = None
     tls: TLSOptions = TLSOptions()
@@ -157,7 +158,7 @@ class GcSettings:
 
     registry_url: str | None
     registry_dir: Path
-    storage: StorageKind = StorageKind.FILESYSTEM
+    storage: str = StorageKind.FILESYSTEM
     s3: S3Options | None = None
     credentials: Credentials | None = None
     tls: TLSOptions = TLSOptions()
@@ -326,14 +327,12 @@ def parse_shard(
     return index, count
 
 
-def parse_storage_kind(text: str) -> StorageKind:
-    """``S3`` (any case) selects S3; the older script treated anything else as disk."""
-    value = text.strip().lower()
-    if value == "s3":
-        return StorageKind.S3
-    if value in ("", "filesystem", "disk", "local", "fs"):
-        return StorageKind.FILESYSTEM
-    raise ConfigError(f"unknown storage {text!r}: use filesystem or s3")
+def parse_storage_kind(text: str) -> str:
+    """The registered backend ``text`` names (``S3`` in any case selects S3; the older
+    script treated anything else as disk, and so do the disk's aliases here)."""
+    from regcleaner.storage.backends import backend_named
+
+    return backend_named(text).name
 
 
 def parse_format(text: str, option: str) -> OutputFormat:
@@ -348,7 +347,7 @@ def parse_format(text: str, option: str) -> OutputFormat:
 class StorageSettings:
     """Where the registry's storage is: a directory, or a bucket and prefix."""
 
-    kind: StorageKind
+    kind: str
     root: Path
     s3: S3Options | None = None
     ignored: tuple[str, ...] = ()
@@ -368,7 +367,7 @@ def storage_settings(
     """Where the registry's storage is: a directory, or a bucket and prefix."""
     kind = parse_storage_kind(storage)
     root = registry_dir if registry_dir is not None else Path("/registry")
-    if kind is not StorageKind.S3:
+    if kind != StorageKind.S3:
         given = {"--bucket": bucket, "--region": region, "--s3-endpoint": s3_endpoint,
                  "--access-key": access_key, "--secret-key": secret_key}  # fmt: skip
         return StorageSettings(kind, root, None, tuple(name for name, v in given.items() if v))
