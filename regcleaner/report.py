@@ -156,6 +156,12 @@ class RunReport:
         reached are not in the report)."""
         self.gc: GcReport | None = None
         """The blob collection that followed (``clean --direct --gc``)."""
+        self.storage_mismatch = False
+        """True when the registry at the URL turned out to serve another storage: what it
+        accepted was deleted there, not here (nothing in this storage changed)."""
+        self.gate_check: dict[str, Any] | None = None
+        """A dry run's check of what the real run would check before writing:
+        ``{"would_refuse": bool, "reason": str | None}`` (None: not checked)."""
         self.forget: dict[str, set[Digest]] | None = None
         """When set, the digests each repository deleted (or would delete) are kept here,
         for a blob collection dry run that follows."""
@@ -233,11 +239,29 @@ class RunReport:
             "failed": c.failed,
             "warnings": c.warnings,
             "delete_requests": self.requests,
+            **self._mismatch_fields(),
             "duration_s": round(self.duration_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
-            "reclaimable_bytes": self.reclaimable[0] if self.reclaimable else None,
-            "reclaimable_blobs": self.reclaimable[1] if self.reclaimable else None,
+            "reclaimable_bytes": self._reclaimable[0] if self._reclaimable else None,
+            "reclaimable_blobs": self._reclaimable[1] if self._reclaimable else None,
             "storage_requests": self.storage_requests,
+        }
+
+    @property
+    def _reclaimable(self) -> tuple[int, int, list[tuple[str, int]]] | None:
+        """The space estimate, unless the deletions happened in another storage."""
+        return None if self.storage_mismatch else self.reclaimable
+
+    def _mismatch_fields(self) -> dict[str, int]:
+        """After a URL/storage mismatch: nothing was deleted or found gone here; the
+        registry at the URL answered those DELETEs for its own storage."""
+        if not self.storage_mismatch:
+            return {}
+        c = self.counters
+        return {
+            "deleted": 0,
+            "already_gone": 0,
+            "answered_by_other_registry": c.deleted + c.already_gone,
         }
 
     def write_json(self, stream: IO[str]) -> None:
@@ -253,10 +277,12 @@ class RunReport:
             "scan_complete": self.scan_complete,
             "summary": self.summary(),
             "reclaimable_by_repository": [
-                {"name": name, "bytes": size} for name, size in (self.reclaimable or (0, 0, []))[2]
+                {"name": name, "bytes": size} for name, size in (self._reclaimable or (0, 0, []))[2]
             ],
             "reclaimable_note": RECLAIMABLE_NOTE,
         }
+        if self.gate_check is not None:
+            header["gate"] = self.gate_check
         text = json.dumps(header, indent=2)
         stream.write(text[: text.rfind("}")].rstrip() + ",\n")
         if self.gc is not None:
@@ -297,6 +323,11 @@ class RunReport:
         ]
         if self.dry_run:
             rows.append(("would delete", c.would_delete))
+        elif self.storage_mismatch:
+            rows += [
+                ("deleted from this storage", 0),
+                ("DELETEs the registry at the URL took", c.deleted + c.already_gone),
+            ]
         else:
             rows += [("deleted", c.deleted), ("already gone", c.already_gone)]
         if c.tags_removed or c.tags_expired_kept:
@@ -309,18 +340,19 @@ class RunReport:
             ("warnings", c.warnings),
             ("duration", f"{self.duration_s:.1f}s"),
         ]
-        if self.reclaimable is not None:
+        reclaimable = self._reclaimable
+        if reclaimable is not None:
             verb = "would" if self.dry_run else "will"
             label = f"space garbage-collect {verb} free"
-            rows.append((label, f"{human_bytes(self.reclaimable[0])} (estimate)"))
+            rows.append((label, f"{human_bytes(reclaimable[0])} (estimate)"))
         for name, value in rows:
             table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
         console.print(table)
-        if self.reclaimable is not None and self.reclaimable[2]:
+        if reclaimable is not None and reclaimable[2]:
             top = Table(title="reclaimable, largest first", title_justify="left")
             top.add_column("repository")
             top.add_column("estimate", justify="right")
-            for name, size in self.reclaimable[2][:10]:
+            for name, size in reclaimable[2][:10]:
                 top.add_row(escape(name), human_bytes(size))
             console.print(top)
             console.print(
@@ -329,11 +361,29 @@ class RunReport:
         if self.stopped_by:
             console.print(f"Stopped by {self.stopped_by}: the report covers what was done.")
         if self.fatal_error:
-            console.print(f"Run ended early: {escape(self.fatal_error)}")
+            console.print("Run ended early on the error above.")
         if self.gc is not None:
             self.gc.render_summary(console)
+        gc_failed = self.gc is not None and bool(self.gc.fatal_error or self.gc.stopped_by)
+        if self.gate_check is not None and self.gate_check.get("would_refuse"):
+            console.print(
+                "The real run would refuse to write storage now (warning above): "
+                f"{escape(str(self.gate_check.get('short') or 'see the warning'))}."
+            )
         if self.dry_run:
             console.print(f"{c.would_delete:,} manifests would be deleted; run without --dry-run.")
+        elif self.storage_mismatch:
+            console.print(
+                "Nothing was deleted from this storage: the registry at the URL serves "
+                "another one, and the DELETEs it took acted there."
+            )
+        elif c.deleted and self.mode == "direct" and gc_failed:
+            console.print(
+                f"{c.deleted:,} manifests removed from storage; their blobs were not "
+                "collected (above). Restart the registry (its blob-descriptor cache may "
+                "still describe them), then collect blobs once that is fixed: "
+                "`regcleaner gc` or `registry garbage-collect <config>`."
+            )
         elif c.deleted and self.mode == "direct" and self.gc is not None:
             console.print(
                 f"{c.deleted:,} manifests removed from storage and their blobs collected. "

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from regcleaner.config import GcSettings, Mode, OutputFormat, Settings
-from regcleaner.errors import RegcleanerError
+from regcleaner.errors import RegcleanerError, RegistryMismatch
 from regcleaner.exitcodes import RunEnd, exit_code
 from regcleaner.report import Progress, RunReport
 from regcleaner.space import human_bytes
@@ -146,7 +146,13 @@ async def clean(
             log.warning("blobs not collected: the removal did not finish cleanly; run again")
             return
         log.info("collecting blobs in the same window (--gc)")
-        await collector().run()
+        window = collector()
+        try:
+            await window.run()
+        except RegcleanerError as exc:
+            # The collection's error, not the removal's: the report says so in ``gc``.
+            window.report.fatal_error = str(exc)
+            raise
     finally:
         report.finished = report.finished or time.monotonic()
         await view.store.aclose()
@@ -165,16 +171,25 @@ def freeze_imports() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def run(coroutine: Coroutine[Any, Any, None], report: RunReport | GcReport) -> BaseException | None:
-    """Run on a fresh event loop; return the error that ended the run, if any."""
+def run(
+    coroutine: Coroutine[Any, Any, None],
+    report: RunReport | GcReport,
+    *,
+    logged: Callable[[BaseException], bool] = lambda error: False,
+) -> BaseException | None:
+    """Run on a fresh event loop; return the error that ended the run, if any. The error
+    is logged once: not again when ``logged`` says the run already did."""
     error: BaseException | None = None
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(coroutine)
     except RegcleanerError as exc:
         error = exc
-        report.fatal_error = str(exc)
-        log.error("%s", exc)
+        window = getattr(report, "gc", None)
+        if window is None or window.fatal_error != str(exc):
+            report.fatal_error = str(exc)  # the run's error, not its blob collection's
+        if not logged(exc):
+            log.error("%s", exc)
     except KeyboardInterrupt:
         report.stopped_by = report.stopped_by or "SIGINT"
     except Exception as exc:  # a bug: say so, keep the traceback, still write the report
@@ -252,7 +267,12 @@ def run_clean(settings: Settings) -> int:
 
     freeze_imports()
     try:
-        error = run(clean(engine, view, report, collector), report)
+        error = run(
+            clean(engine, view, report, collector),
+            report,
+            logged=lambda exc: exc is engine.fatal_error,
+        )
+        report.storage_mismatch = isinstance(error, RegistryMismatch)
         write_outputs(settings, report)
         if gc_report is not None and gc_report.stopped_by:
             report.stopped_by = report.stopped_by or gc_report.stopped_by
@@ -268,7 +288,7 @@ def run_clean(settings: Settings) -> int:
             "finished in %.1fs: %d repositories, %d manifests, %d kept, %d %s, %d already "
             "gone, %d failed; exit code %d",
             report.duration_s, c.repositories, c.manifests, c.kept,
-            c.would_delete if settings.dry_run else c.deleted,
+            c.would_delete if settings.dry_run else 0 if report.storage_mismatch else c.deleted,
             "would be deleted" if settings.dry_run else "deleted", c.already_gone, c.failed, code,
         )  # fmt: skip
     export_metrics(settings, report, code)
