@@ -410,7 +410,12 @@ class RegistryView:
             known = cache.manifests(ordered)
             if known:
                 checked = list(known)
-                now = await self.store.stat_many([layout.blob_data(d) for d in checked])
+                try:
+                    now = await self.store.stat_many([layout.blob_data(d) for d in checked])
+                except StorageError:
+                    # Something here cannot be looked at: read them all, and let each
+                    # read say what is wrong, as without a cache.
+                    now = [None] * len(checked)
                 for digest, found_now in zip(checked, now, strict=True):
                     seen, refs = known[digest]
                     if found_now is not None and seen == validator(

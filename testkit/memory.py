@@ -47,7 +47,8 @@ class MemoryStore:
         self.name = name
         self.stats = RequestStats()
         self.failing: set[str] = set()
-        """Keys whose reads fail with a StorageError (an unreadable object)."""
+        """Keys whose GET and HEAD fail with a StorageError (an unreadable object; it
+        is still listed, as S3 lists an object it refuses to serve)."""
 
     # -- building the registry (tests) ------------------------------------------------
 
@@ -79,7 +80,7 @@ class MemoryStore:
         other.failing = self.failing
         return other
 
-    def keys(self) -> set[str]:
+    def stored_keys(self) -> set[str]:
         """Every key stored."""
         return set(self.objects)
 
@@ -194,6 +195,8 @@ class MemoryStore:
 
     async def stat(self, key: str) -> FileInfo | None:
         self.stats.head += 1
+        if key in self.failing:
+            raise StorageError(f"checking {key}: memory store told to fail")
         found = self.objects.get(key)
         if found is None:
             return None

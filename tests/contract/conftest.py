@@ -110,7 +110,7 @@ class MemoryLayout:
         self.backing.put_many(items)
 
     def keys(self) -> set[str]:
-        return self.backing.keys()
+        return self.backing.stored_keys()
 
     def store(self) -> ByteStore:
         return self.backing.reopen()

@@ -1,0 +1,358 @@
+"""The scan cache (regcleaner/scancache.py) through the registry view, on the in-memory
+store: warm runs make the same decisions as cold runs (a property, on random
+registries mutated between the runs), read only what changed, and a cache that does
+not belong to this storage and version is ignored with a warning."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regcleaner import layout as paths
+from regcleaner.digest import Digest
+from regcleaner.manifests import ManifestInfo, ManifestRefs
+from regcleaner.planner import Policy, RepositoryPlan, needed_manifests, plan_repository
+from regcleaner.scancache import ScanCache
+from regcleaner.storage.base import ByteStore
+from regcleaner.view import RegistryView
+from testkit.memory import MemoryStore
+
+OCI_IMAGE = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+class Clock:
+    """Whole seconds that move on when told (each mutation is a later second)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Registry:
+    """A registry in a MemoryStore, written as distribution writes it."""
+
+    store: MemoryStore
+    clock: Clock
+    manifests: dict[Digest, bytes] = field(default_factory=dict)
+    seeds: int = 0
+
+    def blob(self, data: bytes) -> Digest:
+        digest = Digest("sha256:" + hashlib.sha256(data).hexdigest())
+        self.store.put(paths.blob_data(digest), data)
+        return digest
+
+    def image(self, subject: Digest | None = None) -> Digest:
+        self.seeds += 1
+        config = self.blob(f"config {self.seeds}".encode())
+        layer = self.blob(f"layer {self.seeds}".encode())
+        document: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config, "size": 10},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer, "size": 7}],
+        }  # fmt: skip
+        if subject is not None:
+            document["subject"] = {"mediaType": OCI_IMAGE, "digest": subject, "size": 1}
+        return self._manifest(document)
+
+    def index(self, children: list[Digest]) -> Digest:
+        self.seeds += 1
+        document = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_IMAGE, "digest": c, "size": 1} for c in children],
+            "annotations": {"seed": str(self.seeds)},
+        }
+        return self._manifest(document)
+
+    def _manifest(self, document: dict[str, Any]) -> Digest:
+        data = json.dumps(document).encode()
+        digest = self.blob(data)
+        self.manifests[digest] = data
+        return digest
+
+    def link(self, repository: str, digest: Digest) -> None:
+        self.store.put(paths.revision_link(repository, digest), digest.encode())
+
+    def tag(self, repository: str, tag: str, digest: Digest) -> None:
+        self.link(repository, digest)
+        self.store.put(paths.tag_current_link(repository, tag), digest.encode())
+        self.store.put(f"{paths.tag_history_entry(repository, tag, digest)}/link", digest.encode())
+
+    def manifests_of(self, repository: str) -> list[Digest]:
+        prefix = paths.revisions_dir(repository) + "/"
+        return sorted(
+            Digest("sha256:" + key[len(prefix) :].split("/")[0])
+            for key in self.store.stored_keys()
+            if key.startswith(prefix)
+        )
+
+
+REPOSITORIES = ("app", "team/api", "base")
+
+
+def build(layout: list[tuple[int, int, bool]]) -> Registry:
+    """Per repository: how many images, how many of them are tagged, and whether an
+    index over them (tagged) and a signature-like referrer exist."""
+    clock = Clock()
+    registry = Registry(MemoryStore(clock=clock, name="property"), clock)
+    for repository, (images, tagged, extra) in zip(REPOSITORIES, layout, strict=False):
+        digests = [registry.image() for _ in range(images)]
+        for number, digest in enumerate(digests):
+            if number < tagged:
+                registry.tag(repository, f"v{number}", digest)
+            else:
+                registry.link(repository, digest)
+        if extra and digests:
+            index = registry.index(digests[:2])
+            registry.tag(repository, "multi", index)
+            referrer = registry.image(subject=digests[0])
+            registry.link(repository, referrer)
+    return registry
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything a run decides from: what the view said and what the planner made."""
+
+    snapshots: dict[str, Any]
+    manifests: dict[str, dict[Digest, ManifestInfo]]
+    plans: dict[str, tuple[Any, ...]]
+    revision_links: dict[str, Any]
+
+
+def _plan_key(plan: RepositoryPlan) -> tuple[Any, ...]:
+    return (dict(plan.keep), plan.waves, plan.tagged, plan.warnings, dict(plan.dependents))
+
+
+async def scan(store: ByteStore, cache: ScanCache | None) -> Outcome:
+    """A dry run's reads: repositories, snapshots (with history, as direct removal takes
+    them), manifests, plans, and gc's revision links."""
+    view = RegistryView(store, cache)
+    names: list[str] = []
+
+    async def found(name: str) -> None:
+        names.append(name)
+
+    await view.repositories(found)
+    snapshots: dict[str, Any] = {}
+    manifests: dict[str, dict[Digest, ManifestInfo]] = {}
+    plans: dict[str, tuple[Any, ...]] = {}
+    links: dict[str, Any] = {}
+    for name in sorted(names):
+        snapshot = await view.snapshot(name, history=True)
+        plain = await view.snapshot(name)
+        read = await view.read_manifests(needed_manifests(snapshot))
+        snapshots[name] = (snapshot, plain)
+        manifests[name] = read
+        plans[name] = _plan_key(plan_repository(snapshot, read, Policy(), 1_900_000_000.0))
+        links[name] = await view.revision_link_files(name)
+    return Outcome(snapshots, manifests, plans, links)
+
+
+def run(store: ByteStore, cache: ScanCache | None) -> Outcome:
+    return asyncio.run(scan(store, cache))
+
+
+# -- mutations between the runs ------------------------------------------------------
+
+MUTATIONS = (
+    "push", "push_tagged", "retag", "repush_same", "untag", "delete_revision",
+    "corrupt_manifest", "remove_manifest_blob", "garbage_tag_link", "unreadable_manifest",
+    "same_size_corruption",
+)  # fmt: skip
+
+
+def mutate(registry: Registry, kind: str, pick: int) -> None:
+    """One change made by someone else between two runs (a later second each)."""
+    registry.clock.now += 1
+    store = registry.store
+    repository = REPOSITORIES[pick % len(REPOSITORIES)]
+    digests = sorted(registry.manifests)
+    tag_keys = sorted(k for k in store.stored_keys() if k.endswith("/current/link"))
+    if kind in ("push", "push_tagged"):
+        digest = registry.image()
+        if kind == "push_tagged":
+            registry.tag(repository, f"new{pick}", digest)
+        else:
+            registry.link(repository, digest)
+    elif kind == "retag" and digests and tag_keys:
+        key = tag_keys[pick % len(tag_keys)]
+        repo = key.split("/repositories/")[1].split("/_manifests/")[0]
+        tag = key.split("/_manifests/tags/")[1].split("/")[0]
+        registry.tag(repo, tag, digests[pick % len(digests)])
+    elif kind == "repush_same" and tag_keys:
+        key = tag_keys[pick % len(tag_keys)]
+        store.put(key, store.objects[key].data)  # same bytes and ETag, a later mtime
+    elif kind == "untag" and tag_keys:
+        key = tag_keys[pick % len(tag_keys)]
+        for other in [k for k in store.stored_keys() if k.startswith(key[: -len("current/link")])]:
+            store.remove(other)
+    elif kind == "delete_revision":
+        links = sorted(k for k in store.stored_keys() if "/_manifests/revisions/" in k)
+        if links:
+            store.remove(links[pick % len(links)])
+    elif kind == "corrupt_manifest" and digests:
+        store.put(paths.blob_data(digests[pick % len(digests)]), b'{"schemaVersion": 2}')
+    elif kind == "same_size_corruption" and digests:
+        key = paths.blob_data(digests[pick % len(digests)])
+        if key not in store.objects:
+            return
+        data = bytearray(store.objects[key].data)
+        data[-2] = ord("x") if data[-2] != ord("x") else ord("y")
+        store.put(key, bytes(data))
+    elif kind == "remove_manifest_blob" and digests:
+        store.remove(paths.blob_data(digests[pick % len(digests)]))
+    elif kind == "garbage_tag_link" and tag_keys:
+        store.put(tag_keys[pick % len(tag_keys)], b"sha256:nothex")
+    elif kind == "unreadable_manifest" and digests:
+        store.failing.add(paths.blob_data(digests[pick % len(digests)]))
+
+
+registries = st.lists(
+    st.tuples(st.integers(0, 4), st.integers(0, 3), st.booleans()), min_size=1, max_size=3
+)
+changes = st.lists(st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 50)), max_size=6)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout=registries, mutations=changes)
+def test_warm_runs_decide_exactly_as_cold_runs(
+    layout: list[tuple[int, int, bool]], mutations: list[tuple[str, int]]
+) -> None:
+    registry = build(layout)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "cache.sqlite"
+        cache = ScanCache.open(path, registry.store.describe())
+        first = run(registry.store.reopen(), cache)
+        assert first == run(registry.store.reopen(), None)  # a cache being filled changes nothing
+        for kind, pick in mutations:
+            mutate(registry, kind, pick)
+        cold = run(registry.store.reopen(), None)
+        warm = run(registry.store.reopen(), cache)
+        assert warm == cold
+        assert run(registry.store.reopen(), cache) == cold  # warm after warm, too
+        cache.close()
+
+
+def test_a_warm_run_of_an_unchanged_registry_reads_no_manifest_and_no_link(
+    tmp_path: Path,
+) -> None:
+    registry = build([(4, 2, True), (3, 3, False), (2, 0, True)])
+    cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
+    cold_store = registry.store.reopen()
+    run(cold_store, cache)
+    warm_store = registry.store.reopen()
+    assert run(warm_store, cache) == run(registry.store.reopen(), None)
+    assert cold_store.stats.get > 0
+    assert warm_store.stats.get == 0
+    assert warm_store.stats.list == cold_store.stats.list
+    manifests = sum(1 for k in registry.store.stored_keys() if "/_manifests/revisions/" in k)
+    assert 0 < warm_store.stats.head <= 3 * manifests  # one HEAD a manifest blob a read
+
+
+def test_a_changed_manifest_blob_is_read_and_refused_again(tmp_path: Path) -> None:
+    registry = build([(2, 1, False)])
+    cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
+    run(registry.store.reopen(), cache)
+    victim = sorted(registry.manifests)[0]
+    registry.clock.now += 1
+    registry.store.put(paths.blob_data(victim), b"{}")
+    warm = run(registry.store.reopen(), cache)
+    problems = [
+        info for info in warm.manifests["app"].values() if not isinstance(info, ManifestRefs)
+    ]
+    assert len(problems) == 1
+    assert "does not match its digest" in str(problems[0])
+    assert warm.plans["app"][1] == ()  # blocked: nothing deleted
+    assert run(registry.store.reopen(), cache) == warm  # and again: the refusal is not cached
+
+
+def test_a_run_stopped_half_way_leaves_a_warm_cache(tmp_path: Path) -> None:
+    registry = build([(4, 1, True), (4, 1, True), (4, 1, True)])
+    path = tmp_path / "c.sqlite"
+    store = registry.store.reopen()
+
+    async def first_repository_only() -> None:
+        view = RegistryView(store, ScanCache.open(path, store.describe()))
+        snapshot = await view.snapshot("app", history=True)
+        await view.read_manifests(needed_manifests(snapshot))
+        # stopped here: no close, no final commit
+
+    asyncio.run(first_repository_only())
+    read_before = store.stats.get
+    again = registry.store.reopen()
+    cache = ScanCache.open(path, again.describe())
+    asyncio.run(RegistryView(again, cache).read_manifests(registry.manifests_of("app")))
+    assert read_before > 0
+    assert again.stats.get == 0
+    assert cache.hits == len(registry.manifests_of("app"))
+
+
+def test_a_cache_of_another_storage_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = build([(2, 1, False)])
+    path = tmp_path / "c.sqlite"
+    run(registry.store.reopen(), ScanCache.open(path, "s3://one/root"))
+    with caplog.at_level(logging.WARNING, "regcleaner.scancache"):
+        cache = ScanCache.open(path, "s3://other/root")
+    assert "written for s3://one/root, not s3://other/root" in caplog.text
+    assert cache.manifests(sorted(registry.manifests)) == {}
+
+
+def test_a_cache_of_another_version_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.sqlite"
+    registry = build([(2, 1, False)])
+    run(registry.store.reopen(), ScanCache.open(path, "memory"))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '0.0.1' WHERE key = 'version'")
+    db.close()
+    with caplog.at_level(logging.WARNING, "regcleaner.scancache"):
+        cache = ScanCache.open(path, "memory")
+    assert "written by regcleaner 0.0.1" in caplog.text
+    assert cache.manifests(sorted(registry.manifests)) == {}
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b""])
+def test_a_corrupt_cache_file_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(content)
+    registry = build([(2, 1, True)])
+    with caplog.at_level(logging.WARNING, "regcleaner.scancache"):
+        cache = ScanCache.open(path, registry.store.describe())
+    if content:
+        assert "is ignored and started afresh" in caplog.text
+    assert run(registry.store.reopen(), cache) == run(registry.store.reopen(), None)
+
+
+def test_a_cached_entry_that_cannot_be_decoded_is_read_again(tmp_path: Path) -> None:
+    registry = build([(2, 1, False)])
+    path = tmp_path / "c.sqlite"
+    cache = ScanCache.open(path, registry.store.describe())
+    run(registry.store.reopen(), cache)
+    cache._db.execute("UPDATE manifests SET refs = '[\"nonsense\"]'")
+    store = registry.store.reopen()
+    assert run(store, cache) == run(registry.store.reopen(), None)
+    assert store.stats.get > 0
