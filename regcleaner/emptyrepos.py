@@ -112,7 +112,7 @@ async def examine(
         uploads = await _files(view, layout.uploads_dir(name))
         if uploads:
             return f"uploads in progress ({len(uploads)} files under _uploads)"
-        layers = await _files(view, layout.layers_dir(name))
+        layers = await _files(view, f"{base}/{layout.LAYERS_DIR}")  # every algorithm
     except _Doubt as exc:
         return f"{exc}: not followed"
     newest = max((mtime for _, mtime in layers), default=None)
