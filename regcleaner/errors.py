@@ -34,6 +34,11 @@ class ConfigError(RegcleanerError):
 class GateRefused(ConfigError):
     """Writing storage was refused: the registry is not shown to be unable to write."""
 
+    def __init__(self, message: str, *, short: str = "") -> None:
+        super().__init__(message)
+        self.short = short or message
+        """Why, in one short clause (for a summary line)."""
+
 
 class StorageError(RegcleanerError):
     """The storage backend failed where it had to answer."""

@@ -122,12 +122,14 @@ async def prove_read_only(client: RegistryClient, repository: str, *, rounds: in
             except TransportError as exc:
                 raise GateRefused(
                     f"refusing to write storage: cannot reach the registry at {where} to "
-                    f"check that it is read-only ({exc}); {HOW_TO}"
+                    f"check that it is read-only ({exc}); {HOW_TO}",
+                    short=f"the registry at {where} could not be probed",
                 ) from None
             if not refused_by_read_only(response):
                 raise GateRefused(
                     f"refusing to write storage: the registry at {where} is not read-only "
-                    f"({_why_not(action, response)}; probe round {number}); {HOW_TO}"
+                    f"({_why_not(action, response)}; probe round {number}); {HOW_TO}",
+                    short=f"the registry at {where} is not read-only",
                 )
     log.info(
         "the registry at %s refused every write probe (%d rounds, DELETE and PUT): read-only",
@@ -155,10 +157,14 @@ async def answers_or_stopped(client: RegistryClient, *, registry_stopped: bool) 
     except AuthenticationError as exc:
         if not registry_stopped:
             raise
-        raise GateRefused(_something_answers(where, exc)) from None
+        raise GateRefused(_something_answers(where, exc), short=_answers(where)) from None
     except RegistryUnreachable as exc:
-        raise GateRefused(_something_answers(where, exc)) from None
+        raise GateRefused(_something_answers(where, exc), short=_answers(where)) from None
     return False
+
+
+def _answers(where: str) -> str:
+    return f"a server answers at {where} and is not shown read-only"
 
 
 def _something_answers(where: str, exc: BaseException) -> str:
@@ -307,6 +313,7 @@ async def prove_serves_storage(client: RegistryClient, view: RegistryView) -> No
         raise GateRefused(
             f"refusing to write storage: the storage {view.describe()} holds no manifest, so "
             f"nothing proves that the registry at {client.base_url} serves it; stop the "
-            "registry and pass --registry-stopped without --registry-url"
+            "registry and pass --registry-stopped without --registry-url",
+            short="the storage holds no manifest to prove the URL serves it",
         )
     await prove_same_storage(client, view, samples)

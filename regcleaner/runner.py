@@ -113,6 +113,74 @@ def make_gate(settings: Settings | GcSettings, view: RegistryView) -> Callable[[
     return gate
 
 
+def _writes_storage(settings: Settings | GcSettings) -> bool:
+    """True for runs whose real run writes storage (``gc``, ``clean --direct``)."""
+    return isinstance(settings, GcSettings) or settings.mode is Mode.DIRECT
+
+
+async def dry_run_checks(
+    settings: Settings | GcSettings, view: RegistryView, report: RunReport | GcReport
+) -> None:
+    """In a dry run, what the real run checks before deleting: the URL answers and
+    accepts the credentials, and serves this storage (else the error the real run would
+    end with: exit 3). For a run that writes storage, the gate's probes run too, in
+    report-only mode: a registry that can still write (days before the window) is a
+    warning and a ``gate`` entry in the report, not an error."""
+    if settings.registry_url is None:
+        return
+    from regcleaner.errors import GateRefused
+    from regcleaner.gate import (
+        answers_or_stopped,
+        prove_read_only,
+        prove_same_storage,
+        sample_storage,
+    )
+
+    writes = _writes_storage(settings)
+
+    def would_refuse(exc: GateRefused) -> None:
+        log.warning("dry run: the real run would refuse to write storage now: %s", exc)
+        check = {"would_refuse": True, "reason": str(exc), "short": exc.short}
+        if isinstance(report, RunReport):
+            report.gate_check = check
+
+    await view.check()
+    client = _registry_client(settings)
+    async with client:
+        if writes:
+            try:
+                if await answers_or_stopped(client, registry_stopped=settings.registry_stopped):
+                    if isinstance(report, RunReport):
+                        report.gate_check = {"would_refuse": False, "reason": None}
+                    return
+            except GateRefused as exc:
+                would_refuse(exc)
+                return
+        else:
+            await client.ping()
+        samples = await sample_storage(view)
+        if samples:
+            await prove_same_storage(client, view, samples)
+        if not writes:
+            return
+        if not samples:
+            would_refuse(
+                GateRefused(
+                    f"the storage {view.describe()} holds no manifest, so nothing proves that "
+                    f"the registry at {client.base_url} serves it",
+                    short="the storage holds no manifest to prove the URL serves it",
+                )
+            )
+            return
+        try:
+            await prove_read_only(client, samples[0].repository, rounds=settings.gate_rounds)
+        except GateRefused as exc:
+            would_refuse(exc)
+            return
+        if isinstance(report, RunReport):
+            report.gate_check = {"would_refuse": False, "reason": None}
+
+
 def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event) -> Any:
     """API, direct or dry-run removal, as the settings ask."""
     if settings.dry_run:
@@ -135,8 +203,11 @@ async def clean(
     collector: Callable[[], Collector] | None = None,
 ) -> None:
     """One clean over ``view``, filling ``report``; then, for ``--direct --gc``, the
-    blob collection in the same maintenance window (not after a failed or stopped run)."""
+    blob collection in the same maintenance window (not after a failed or stopped run).
+    A dry run first checks what the real run would (``dry_run_checks``)."""
     try:
+        if engine.settings.dry_run:
+            await dry_run_checks(engine.settings, view, report)
         await engine.run()
         report.finished = time.monotonic()
         if collector is None:
@@ -313,6 +384,8 @@ def run_gc(settings: GcSettings) -> int:
 
     async def collect() -> None:
         try:
+            if settings.dry_run:
+                await dry_run_checks(settings, view, report)
             await collector.run()
         finally:
             await store.aclose()
