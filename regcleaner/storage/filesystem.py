@@ -8,6 +8,9 @@ hand-over of the GIL. As soon as the disk turns slow (a cold disk, NFS: on avera
 than 2 ms a file, or one batch longer than 0.25 s), every batch from then on goes to one
 dedicated disk thread, so that the event loop never waits on storage while requests are
 in flight. Symbolic links are never followed; they are reported as ``other`` entries.
+A file is opened without blocking and read only if it is a regular file: a named pipe or
+a device where a link or a blob should be is unreadable, never waited on (an ``open``
+of a pipe with no writer would block the event loop, and with it every stop, for ever).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ import aiofiles.os
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, EntryKind, FileInfo, Leaf, RequestStats
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: opening a named pipe returns at once instead of waiting for a writer (a
+# regular file reads as usual); O_NOCTTY: a terminal device never becomes ours.
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
 _BATCH = 512
 _INLINE_BATCH = 64
 _WALK_PAGE = 1024
@@ -45,7 +55,8 @@ log = logging.getLogger(__name__)
 
 
 def _read_capped(path: str, cap: int) -> Blob:
-    """Read at most ``cap + 1`` bytes of a regular file without following a symlink."""
+    """Read at most ``cap + 1`` bytes of a regular file without following a symlink; any
+    other kind of file (a pipe, a device, a folder) is an error, found before reading."""
     fd = os.open(path, _READ_FLAGS)
     try:
         info = os.fstat(fd)

@@ -8,20 +8,23 @@ import hashlib
 import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from regcleaner import layout
 from regcleaner.digest import Digest
+from regcleaner.errors import StorageError
 from regcleaner.manifests import ManifestRefs
 from regcleaner.storage import filesystem
-from regcleaner.storage.base import FileInfo
+from regcleaner.storage.base import Blob, FileInfo
 from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.view import RegistryView
 
 REPO = "team/app"
+T = TypeVar("T")
 
 
 def push(root: Path, seed: str) -> Digest:
@@ -233,3 +236,74 @@ def test_capped_read_of_a_file_that_grew_after_its_stat(
     monkeypatch.setattr(f"{filesystem.__name__}.os.fstat", stale_fstat)
     assert filesystem._read_capped(str(path), 100).data == b"x" * 50
     assert filesystem._read_capped(str(path), 20).data == b"x" * 21
+
+
+def _within(seconds: float, work: Callable[[], T]) -> T:
+    """``work()`` in a daemon thread; fail (instead of hanging) if it takes longer."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(work())
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still blocked after {seconds} s"
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "disk-thread"])
+def test_a_named_pipe_is_unreadable_and_never_waited_on(tmp_path: Path, inline: bool) -> None:
+    """A pipe with no writer would block ``open`` for ever (and with it the event loop):
+    it is a read failure naming the key, found at once, and the other keys still read."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "file").write_bytes(b"sha256:" + b"a" * 64)
+    (tmp_path / "folder").mkdir()
+
+    async def go() -> tuple[list[object], StorageError | None]:
+        storage = FilesystemStore(tmp_path)
+        storage._inline = inline
+        try:
+            many: list[object] = list(
+                await storage.read_many(["pipe", "file", "folder", "missing"], 100)
+            )
+            try:
+                await storage.read("pipe", 100)
+            except StorageError as exc:
+                return many, exc
+            return many, None
+        finally:
+            await storage.aclose()
+
+    many, single = _within(10, lambda: asyncio.run(go()))
+    pipe, file, folder, missing = many
+    assert isinstance(pipe, StorageError)
+    assert "pipe" in str(pipe)
+    assert "not a regular file" in str(pipe)
+    assert isinstance(file, Blob)
+    assert file.data == b"sha256:" + b"a" * 64
+    assert isinstance(folder, StorageError)
+    assert missing is None
+    assert single is not None
+    assert "pipe" in str(single)
+
+
+def test_a_named_pipe_with_a_writer_is_not_read_either(tmp_path: Path) -> None:
+    """Even when something writes into the pipe, its bytes are never taken as a file's."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer open at once
+    writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(writer, b"sha256:" + b"b" * 64)
+        with pytest.raises(OSError, match="not a regular file"):
+            _within(10, lambda: filesystem._read_capped(str(pipe), 100))
+    finally:
+        os.close(writer)
+        os.close(reader)
