@@ -31,7 +31,7 @@ from aiohttp import web
 from testkit import images
 from testkit.api import RegistryAPI
 from testkit.faults import FaultProxy, FaultScript, Seen
-from testkit.registry import RegistryProcess, find_registry_binary, running
+from testkit.registry import Flavour, RegistryProcess, running
 from testkit.registry_writer import (
     DiskSink,
     RegistryWriter,
@@ -99,13 +99,10 @@ _ELIGIBLE = re.compile(r"blob eligible for deletion: (sha256:[0-9a-f]{64})")
 
 
 def registry_plan(registry: RegistryProcess) -> set[str]:
-    """The blobs ``docker-registry garbage-collect`` would sweep (its ``--dry-run``:
-    the same mark and enumeration as a real run, without the deletions)."""
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    done = subprocess.run(
-        [find_registry_binary(), "garbage-collect", "--dry-run", str(registry.config_path)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+    """The blobs the registry's own garbage-collect would sweep (its ``--dry-run``: the
+    same mark and enumeration as a real run, without the deletions). 2.8.2 and 3.1.1
+    print the same ``blob eligible for deletion`` line."""
+    done = registry.run_garbage_collect(dry_run=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return set(_ELIGIBLE.findall(done.stdout))
 
@@ -205,11 +202,13 @@ class S3Setup:
 
 
 @pytest.fixture
-def s3_setup(moto_server: MotoS3, tmp_path: Path) -> Iterator[S3Setup]:
+def s3_setup(moto_server: MotoS3, tmp_path: Path, registry_flavour: Flavour) -> Iterator[S3Setup]:
     bucket = f"gc-faults-{next(_buckets)}"
     moto_server.create_bucket(bucket)
     registry = RegistryProcess(
-        tmp_path / "registry", storage=moto_server.registry_storage(bucket, S3_ROOT)
+        tmp_path / "registry",
+        flavour=registry_flavour,
+        storage=moto_server.registry_storage(bucket, S3_ROOT),
     )
     api = RegistryAPI(registry.url)
     with running(registry):
@@ -343,9 +342,9 @@ def test_s3_sigterm_with_a_stalled_delete_ends_after_the_grace(
 
 
 def test_sigterm_mid_sweep_exits_143_keeps_every_tag_and_a_rerun_finishes(
-    tmp_path: Path,
+    tmp_path: Path, registry_flavour: Flavour
 ) -> None:
-    registry = RegistryProcess(tmp_path / "registry")
+    registry = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     api = RegistryAPI(registry.url)
     with running(registry):
         content = push_content(api)
@@ -483,8 +482,10 @@ def test_a_second_signal_abandons_a_stalled_sweep_batch_at_once(
 # -- the gate ----------------------------------------------------------------------------------
 
 
-def test_gate_refuses_a_writable_registry_and_runs_on_a_read_only_one(tmp_path: Path) -> None:
-    registry = RegistryProcess(tmp_path / "registry")
+def test_gate_refuses_a_writable_registry_and_runs_on_a_read_only_one(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    registry = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     api = RegistryAPI(registry.url)
     with running(registry):
         content = push_content(api)
@@ -511,8 +512,10 @@ def test_gate_refuses_a_writable_registry_and_runs_on_a_read_only_one(tmp_path: 
 # -- options -----------------------------------------------------------------------------------
 
 
-def test_dry_run_deletes_nothing_and_lists_what_a_real_run_sweeps(tmp_path: Path) -> None:
-    registry = RegistryProcess(tmp_path / "registry")
+def test_dry_run_deletes_nothing_and_lists_what_a_real_run_sweeps(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    registry = RegistryProcess(tmp_path / "registry", flavour=registry_flavour)
     with running(registry):
         content = push_content(RegistryAPI(registry.url), orphans=6)
     plan = registry_plan(registry)

@@ -1,4 +1,5 @@
-"""The real distribution 2.8.2 is the oracle for ``regcleaner.gomanifest``.
+"""The real distribution (2.8.2, and 3.1.1 where it differs) is the oracle for
+``regcleaner.gomanifest``.
 
 Each manifest is written straight into a registry root in distribution's disk layout
 (one repository each) and ``docker-registry garbage-collect --dry-run`` reads it: for
@@ -8,6 +9,9 @@ for each reference, in order (registry/storage/garbagecollect.go). A Get error, 
 panic of the mediaType-less case, stops the whole run with a non-zero exit: that
 manifest is recorded as failed, the repositories already read are removed, and the run
 goes on with the rest. So a batch costs one process per failing manifest plus one.
+
+3.1.1 prints the same lines, but each blob once per run (its mark set is shared), and
+refuses schema1: see ``assert_agrees`` and ``V3_DIFFERS``.
 
 The verdicts: 2.8.2 read it ⇔ ``decode_manifest`` returns references equal to what was
 marked (or refuses it with ``stricter`` set, a documented deliberate refusal); 2.8.2 failed
@@ -31,10 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regcleaner.gomanifest import GoManifestError, decode_manifest
+from testkit.registry import V2, V3, Flavour, find_registry_binary
 
 pytestmark = pytest.mark.integration
 
-REGISTRY = os.environ.get("REGCLEANER_TEST_REGISTRY", "/usr/bin/docker-registry")
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -52,6 +56,9 @@ class Verdict:
     ok: bool
     marked: tuple[str, ...] = ()
     error: str = ""
+    earlier: frozenset[str] = frozenset()
+    """Blobs printed before this manifest in the same run: 3.x prints each blob once
+    per run (its mark set is shared), so it does not print these again."""
 
 
 def write_manifest(root: Path, repo: str, data: bytes) -> None:
@@ -69,9 +76,9 @@ def write_manifest(root: Path, repo: str, data: bytes) -> None:
     (repository / "_layers").mkdir(exist_ok=True)
 
 
-def run_gc(config: Path) -> subprocess.CompletedProcess[bytes]:
+def run_gc(binary: str, config: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [REGISTRY, "garbage-collect", "--dry-run", str(config)],
+        [binary, "garbage-collect", "--dry-run", str(config)],
         capture_output=True,
         timeout=60,
         check=False,
@@ -79,8 +86,9 @@ def run_gc(config: Path) -> subprocess.CompletedProcess[bytes]:
     )
 
 
-def oracle(manifests: list[bytes]) -> list[Verdict]:
-    """Run 2.8.2's mark phase over ``manifests`` and say what it made of each."""
+def oracle(manifests: list[bytes], flavour: Flavour = V2) -> list[Verdict]:
+    """Run the registry's mark phase over ``manifests`` and say what it made of each."""
+    binary = find_registry_binary(flavour)
     with tempfile.TemporaryDirectory(prefix="gomanifest-oracle-") as tmp:
         root = Path(tmp) / "root"
         names = [f"m{i:04d}" for i in range(len(manifests))]
@@ -98,22 +106,25 @@ def oracle(manifests: list[bytes]) -> list[Verdict]:
         )
         verdicts: dict[str, Verdict] = {}
         while len(verdicts) < len(names):
-            result = run_gc(config)
+            result = run_gc(binary, config)
             order: list[str] = []
             marked: dict[str, list[str]] = {}
+            printed: set[str] = set()
+            earlier: dict[str, frozenset[str]] = {}
             for line in result.stdout.split(b"\n"):
                 if found := MARK_MANIFEST.fullmatch(line):
                     repo = found.group(1).decode()
                     order.append(repo)
                     marked[repo] = []
+                    earlier[repo] = frozenset(printed)
                 elif found := MARK_BLOB.fullmatch(line):
-                    marked[found.group(1).decode()].append(
-                        found.group(2).decode("utf-8", "surrogateescape")
-                    )
+                    blob = found.group(2).decode("utf-8", "surrogateescape")
+                    marked[found.group(1).decode()].append(blob)
+                    printed.add(blob)
             assert not set(order) & set(verdicts), "a repository was read twice"
             done = order if result.returncode == 0 else order[:-1]
             for repo in done:
-                verdicts[repo] = Verdict(True, tuple(marked[repo]))
+                verdicts[repo] = Verdict(True, tuple(marked[repo]), earlier=earlier[repo])
             if result.returncode != 0:
                 assert order, result.stderr.decode(errors="replace")
                 stderr = result.stderr.decode(errors="replace").strip()
@@ -125,20 +136,35 @@ def oracle(manifests: list[bytes]) -> list[Verdict]:
         return [verdicts[name] for name in names]
 
 
-def assert_agrees(data: bytes, verdict: Verdict) -> None:
-    """``decode_manifest`` says what 2.8.2 said (or refuses on purpose where it read it)."""
+def assert_agrees(
+    data: bytes, verdict: Verdict, flavour: Flavour = V2, *, v3_reads: bool = False
+) -> None:
+    """``decode_manifest`` says what the registry said (or refuses on purpose where it
+    read it). 3.x prints each blob once per run: what it printed for a manifest is what
+    2.8.2 marks, less repeats and blobs an earlier manifest of the run marked. 3.x
+    refuses schema1, which regcleaner reads as 2.8.2 does (it keeps those blobs), and
+    reads what ``v3_reads`` says it does where regcleaner refuses."""
     try:
         manifest = decode_manifest(data)
     except GoManifestError as exc:
         error = exc
     else:
-        assert verdict.ok, f"2.8.2 failed ({verdict.error}), we read {manifest.references}"
-        assert tuple(d.digest for d in manifest.references) == verdict.marked
+        ours = tuple(d.digest for d in manifest.references)
+        if flavour == V3 and manifest.kind == "schema1":
+            assert not verdict.ok, f"3.x read schema1: {verdict.marked}"
+            assert "unrecognized manifest schema version 1" in verdict.error
+            return
+        assert verdict.ok, f"{flavour} failed ({verdict.error}), we read {ours}"
+        if flavour == V3:
+            ours = tuple(r for r in dict.fromkeys(ours) if r not in verdict.earlier)
+        assert ours == verdict.marked
         return
     if error.stricter:
-        assert verdict.ok, f"stricter refusal, but 2.8.2 failed too: {verdict.error}"
+        assert verdict.ok, f"stricter refusal, but {flavour} failed too: {verdict.error}"
+    elif v3_reads:
+        assert verdict.ok, f"3.x was expected to read it: {verdict.error}"
     else:
-        assert not verdict.ok, f"2.8.2 read {verdict.marked} but we failed: {error}"
+        assert not verdict.ok, f"{flavour} read {verdict.marked} but we failed: {error}"
 
 
 def d(n: int) -> str:
@@ -309,12 +335,22 @@ CASES: list[tuple[str, bytes, bool]] = [
     ("schema1 deep unknown", j(f'{{"schemaVersion":1,"x":{deep(9999)},"fsLayers":[]}}'), True),
 ]  # fmt: skip
 
+# Where 3.1.1's verdict is not 2.8.2's:
+# - it refuses every schema1 manifest ("unrecognized manifest schema version 1");
+#   regcleaner reads those as 2.8.2 does, so on 3 it keeps their blobs where 3's
+#   garbage-collect stops;
+# - V3_READS: it reads these, which 2.8.2 and regcleaner refuse; on 3 regcleaner's gc
+#   refuses to sweep where 3's would go on (stricter, never the other way).
+V3_READS = frozenset({"index platform features 5"})
+V3_DIFFERS: dict[str, bool] = {
+    **{name: False for name, _data, _ok in CASES if name.startswith("schema1")},
+    **dict.fromkeys(V3_READS, True),
+}
+
 
 @pytest.fixture(scope="module")
-def verdicts() -> dict[str, Verdict]:
-    if not (shutil.which(REGISTRY) or os.access(REGISTRY, os.X_OK)):
-        pytest.fail(f"{REGISTRY} not found: install Debian's docker-registry package")
-    found = oracle([data for _name, data, _ok in CASES])
+def verdicts(registry_flavour: Flavour) -> dict[str, Verdict]:
+    found = oracle([data for _name, data, _ok in CASES], registry_flavour)
     return {name: verdict for (name, _data, _ok), verdict in zip(CASES, found, strict=True)}
 
 
@@ -323,15 +359,26 @@ def test_case_names_are_unique() -> None:
 
 
 @pytest.mark.parametrize(("name", "data", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_agrees_with_2_8_2(
-    verdicts: dict[str, Verdict], name: str, data: bytes, expected: bool
+def test_agrees_with_the_registry(
+    verdicts: dict[str, Verdict],
+    registry_flavour: Flavour,
+    name: str,
+    data: bytes,
+    expected: bool,
 ) -> None:
+    """``expected`` is what 2.8.2 makes of the case; 3.1.1 differs only where
+    V3_DIFFERS says."""
     verdict = verdicts[name]
+    if registry_flavour == V3:
+        expected = V3_DIFFERS.get(name, expected)
     assert verdict.ok is expected, verdict  # the oracle says what this case claims
-    assert_agrees(data, verdict)
+    assert_agrees(data, verdict, registry_flavour,
+                  v3_reads=registry_flavour == V3 and name in V3_READS)  # fmt: skip
 
 
-def test_stricter_refusals_are_the_documented_ones(verdicts: dict[str, Verdict]) -> None:
+def test_stricter_refusals_are_the_documented_ones(
+    verdicts: dict[str, Verdict], registry_flavour: Flavour
+) -> None:
     stricter = set()
     for name, data, _ok in CASES:
         try:
@@ -426,6 +473,8 @@ manifest = json_object(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.lists(manifest, min_size=1, max_size=6))
-def test_random_manifests_agree_with_2_8_2(manifests: list[bytes]) -> None:
-    for data, verdict in zip(manifests, oracle(manifests), strict=True):
-        assert_agrees(data, verdict)
+def test_random_manifests_agree_with_the_registry(
+    registry_flavour: Flavour, manifests: list[bytes]
+) -> None:
+    for data, verdict in zip(manifests, oracle(manifests, registry_flavour), strict=True):
+        assert_agrees(data, verdict, registry_flavour)
