@@ -19,6 +19,10 @@ from regcleaner.space import human_bytes
 from regcleaner.usage.model import RepositoryUsage, UsageTotals
 
 CHART_BARS = 30
+BAR_WIDTH = 560
+"""Pixels of the largest repository's bar."""
+LABEL_WIDTH = 260
+"""Pixels left of the bars, for the repository names."""
 _COLUMNS = (
     ("name", "repository", "text"),
     ("tags", "tags", "number"),
@@ -75,6 +79,14 @@ _SCRIPT = """
       sortBy(th.dataset.column,descending);
     });
   }
+  // What the browser drew, for checks and tools: each bar's width on screen.
+  var chart=document.getElementById('usage-chart');
+  if(chart){chart.dataset.drawnWidth=chart.getBoundingClientRect().width.toFixed(1);}
+  var bars=document.querySelectorAll('#usage-chart g.bar');
+  for(var j=0;j<bars.length;j++){
+    var drawn=bars[j].querySelector('rect.ref').getBoundingClientRect();
+    bars[j].dataset.drawnWidth=drawn.width.toFixed(1);
+  }
   var match=/sort=(-?)([a-z_]+)/.exec(window.location.hash);
   if(match){sortBy(match[2],match[1]==='-');}
 })();
@@ -84,11 +96,12 @@ _SCRIPT = """
 def _chart(rows: list[RepositoryUsage]) -> str:
     """Horizontal bars, largest referenced first: referenced (light), exclusive (inside
     it), reclaimable (inside that), each bar with its numbers in a title."""
-    label_width, bar_width, row_height = 260, 560, 22
+    label_width, bar_width, row_height = LABEL_WIDTH, BAR_WIDTH, 22
     largest = max((r.referenced_bytes for r in rows), default=0) or 1
     height = row_height * len(rows) + 10
     parts = [
-        f'<svg id="usage-chart" role="img" aria-label="Space by repository" height="{height}">'
+        f'<svg id="usage-chart" role="img" aria-label="Space by repository" '
+        f'width="{label_width + bar_width + 120}" height="{height}">'
     ]
     for i, row in enumerate(rows):
         y = i * row_height + 4
