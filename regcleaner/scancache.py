@@ -41,6 +41,15 @@ SCHEMA = 1
 _CHUNK = 500  # SQLite host parameters a query (well under its limit of 32,766)
 
 
+_MANIFESTS = "SELECT digest, validator, refs FROM manifests WHERE digest IN (?)"
+_LISTED_MANIFESTS = (
+    "SELECT m.digest, m.validator, m.refs FROM manifests m JOIN listed l "
+    "ON l.digest = m.digest AND l.validator = m.validator WHERE m.digest IN (?)"
+)
+
+_LINKS = "SELECT key, validator, data FROM links WHERE key IN (?)"
+
+
 def validator(etag: str | None, mtime: float, size: int) -> str:
     """A key's validator: the ETag and size where the store gives an ETag (S3), else
     modification time and size (a disk). Equal validators mean equal bytes."""
@@ -147,6 +156,9 @@ class ScanCache:
     def _create(connection: sqlite3.Connection, storage: str) -> None:
         connection.executescript(
             """
+            CREATE TEMP TABLE IF NOT EXISTS listed (
+                digest TEXT PRIMARY KEY, validator TEXT NOT NULL
+            ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS manifests (
                 digest TEXT PRIMARY KEY, validator TEXT NOT NULL, refs TEXT NOT NULL
@@ -163,12 +175,26 @@ class ScanCache:
 
     # -- manifests ------------------------------------------------------------------
 
-    def manifests(self, digests: Sequence[Digest]) -> dict[Digest, tuple[str, ManifestRefs]]:
-        """The cached (validator, references) of each of ``digests`` that is cached."""
+    def manifest_count(self) -> int:
+        """How many manifests the cache holds."""
+        try:
+            row = self._db.execute("SELECT count(*) FROM manifests").fetchone()
+        except sqlite3.DatabaseError:
+            return 0
+        return int(row[0]) if row else 0
+
+    def manifests(
+        self, digests: Sequence[Digest], *, listed: bool = False
+    ) -> dict[Digest, tuple[str, ManifestRefs]]:
+        """The cached (validator, references) of each of ``digests`` that is cached;
+        with ``listed``, only those whose blob this run's listing showed with the
+        validator they were cached with (``mark_listed``)."""
         found: dict[Digest, tuple[str, ManifestRefs]] = {}
         for chunk in _chunks(digests):
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT digest, validator, refs FROM manifests WHERE digest IN ({marks})"  # noqa: S608 (only "?" marks)
+            # Only "?" marks are formatted into the statements.
+            query = _LISTED_MANIFESTS if listed else _MANIFESTS
+            query = query.replace("(?)", f"({marks})")
             try:
                 for digest, seen, refs in self._db.execute(query, list(chunk)):
                     found[Digest(digest)] = (seen, _decode(refs))
@@ -186,6 +212,41 @@ class ScanCache:
         if rows:
             self._write("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)", rows)
 
+    def validators_below(self, hex_prefix: str) -> dict[str, str]:
+        """Hex digest → validator of every cached manifest whose sha256 hex starts with
+        ``hex_prefix`` (one fan-out folder of ``blobs/sha256``)."""
+        low = "sha256:" + hex_prefix
+        try:
+            rows = self._db.execute(
+                "SELECT digest, validator FROM manifests WHERE digest >= ? AND digest < ?",
+                (low, low + "g"),  # "g" sorts after every hex digit
+            ).fetchall()
+        except sqlite3.DatabaseError:
+            return {}
+        return {str(digest)[7:]: str(seen) for digest, seen in rows}
+
+    def mark_listed(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Remember, for this run only, (digest, validator) pairs of manifest blobs a
+        listing just showed: ``manifests(..., listed=True)`` trusts those alone."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?)", entries)
+        except sqlite3.Error as exc:
+            log.warning("scan cache %s: cannot note a listing (%s)", self.path, exc)
+
+    def note(self, key: str, value: str) -> None:
+        """Keep a fact for the next run (e.g. how many blobs were listed)."""
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(key, value)])
+
+    def noted(self, key: str) -> str | None:
+        """A fact kept by ``note``."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return None if row is None else str(row[0])
+
     # -- link files -----------------------------------------------------------------
 
     def links(self, keys: Sequence[str]) -> dict[str, tuple[str, bytes]]:
@@ -193,7 +254,7 @@ class ScanCache:
         found: dict[str, tuple[str, bytes]] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT key, validator, data FROM links WHERE key IN ({marks})"  # noqa: S608 (only "?" marks)
+            query = _LINKS.replace("(?)", f"({marks})")  # only "?" marks
             try:
                 for key, seen, data in self._db.execute(query, list(chunk)):
                     found[str(key)] = (str(seen), bytes(data))
@@ -208,7 +269,7 @@ class ScanCache:
         if rows:
             self._write("INSERT OR REPLACE INTO links VALUES (?, ?, ?)", rows)
 
-    def _write(self, statement: str, rows: Sequence[tuple[str, str, str | bytes]]) -> None:
+    def _write(self, statement: str, rows: Sequence[tuple[str | bytes, ...]]) -> None:
         """One transaction per batch: what a stopped run read stays for the next."""
         try:
             with self._db:

@@ -29,10 +29,14 @@ from regcleaner.manifests import (
 )
 from regcleaner.model import RepositorySnapshot
 from regcleaner.scancache import ScanCache, validator
-from regcleaner.storage.base import Blob, ByteStore, EntryKind, FileInfo
+from regcleaner.storage.base import Blob, ByteStore, EntryKind, FileInfo, page_size
 
 # A link file holds a 71-byte digest; anything much longer is garbage.
 MAX_LINK_BYTES = 1024
+FANOUT = 256
+"""Folders of ``blobs/sha256`` (the first two hex digits of each digest)."""
+BLOBS_PER_MANIFEST_GUESS = 5
+"""How many blobs a registry holds per manifest, until a listing has counted them."""
 _FOLLOWED = (
     "a symbolic link or special file, which the registry would follow and regcleaner does not"
 )
@@ -103,9 +107,16 @@ class RegistryView:
     HEAD (a stat on a disk) does. Everything else is read as without a cache; the last
     looks (``look``, ``revision_mtime``, ``tag_links``) never use it."""
 
+    blob_listing_pays_from: float = 4.0
+    """With a cache on an object store: list the manifest blobs once (instead of one
+    HEAD each) when the cache holds at least this many times as many manifests as the
+    listing costs requests."""
+
     def __init__(self, store: ByteStore, cache: ScanCache | None = None) -> None:
         self.store = store
         self.cache = cache
+        self._blobs_listed: bool | None = None
+        self._listing_lock = asyncio.Lock()
 
     def describe(self) -> str:
         """Where the storage is (no secrets)."""
@@ -406,7 +417,14 @@ class RegistryView:
         ordered = list(digests)
         result: dict[Digest, ManifestInfo] = {}
         cache = self.cache
-        if cache is not None and ordered:
+        if cache is not None and ordered and await self._list_manifest_blobs():
+            # This run's listing showed which blobs are still the bytes verified before.
+            result.update((digest, refs) for digest, (_, refs) in
+                          cache.manifests(ordered, listed=True).items())  # fmt: skip
+            cache.hits += len(result)
+            ordered = [digest for digest in ordered if digest not in result]
+            cache.misses += len(ordered)
+        elif cache is not None and ordered:
             known = cache.manifests(ordered)
             if known:
                 checked = list(known)
@@ -440,6 +458,83 @@ class RegistryView:
         if cache is not None:
             cache.put_manifests(verified)
         return result
+
+    async def _list_manifest_blobs(self) -> bool:
+        """Once a run, with a cache on an object store: when it costs fewer requests
+        than a HEAD for each cached manifest, list ``blobs/sha256`` and note (in the
+        cache, for this run) the cached manifests whose blob is listed with the
+        validator they were cached with. True if that listing was made."""
+        if self._blobs_listed is None:
+            async with self._listing_lock:
+                if self._blobs_listed is None:
+                    self._blobs_listed = await self._list_blobs_if_it_pays()
+        return self._blobs_listed
+
+    async def _list_blobs_if_it_pays(self) -> bool:
+        cache = self.cache
+        if cache is None or self.store.has_directories:
+            return False  # a disk: a stat a manifest is cheaper than walking every blob
+        cached = cache.manifest_count()
+        noted = cache.noted("blob_keys")
+        keys = int(noted) if noted and noted.isdigit() else BLOBS_PER_MANIFEST_GUESS * cached
+        pages = max(1, -(-keys // page_size(self.store)))
+        if cached < self.blob_listing_pays_from * (pages + FANOUT):
+            return False
+        width = max(1, self.store.listing_concurrency)
+        # Round trips on the critical path: one flat listing pages through every key
+        # in turn; a listing per fan-out folder pays one listing of the folders, then
+        # each folder's pages, ``width`` folders at a time.
+        flat = pages
+        per_folder = 1 + -(-FANOUT // width) * max(1, -(-pages // FANOUT))
+        listed = 0
+        if flat <= per_folder:
+            listed = await self._note_listed_blobs(layout.BLOBS_SHA256)
+        else:
+            folders: list[str] = []
+            async for page in self.store.list_children(layout.BLOBS_SHA256):
+                folders += [entry.name for entry in page if entry.kind == "dir"]
+            counts: list[int] = []
+
+            async def lister() -> None:
+                while folders:
+                    folder = folders.pop()
+                    counts.append(
+                        await self._note_listed_blobs(f"{layout.BLOBS_SHA256}/{folder}", folder)
+                    )
+
+            async with asyncio.TaskGroup() as group:
+                for _ in range(width):
+                    group.create_task(lister())
+            listed = sum(counts)
+        cache.note("blob_keys", str(listed))
+        return True
+
+    async def _note_listed_blobs(self, folder: str, fanout: str = "") -> int:
+        """Walk one folder of ``blobs/sha256`` (the whole of it when ``fanout`` is
+        empty) and note each cached manifest listed there with its cached validator;
+        the number of keys listed."""
+        cache = self.cache
+        assert cache is not None
+        listed = 0
+        expected: dict[str, str] = {}
+        current = ""
+        async for page in self.store.walk(folder):
+            listed += len(page)
+            matches: list[tuple[str, str]] = []
+            for file in page:
+                key = f"{fanout}/{file.key}" if fanout else file.key
+                hh, _, rest = key.partition("/")
+                hex_part, _, tail = rest.partition("/")
+                if tail != layout.DATA:
+                    continue
+                if hh != current:  # keys come in order: one fan-out folder after another
+                    current = hh
+                    expected = cache.validators_below(hh)
+                seen = expected.get(hex_part)
+                if seen is not None and seen == validator(file.etag, file.mtime, file.size):
+                    matches.append(("sha256:" + hex_part, seen))
+            cache.mark_listed(matches)
+        return listed
 
     async def _read_links(
         self, keys: Sequence[str], listed: Sequence[FileInfo | None]
