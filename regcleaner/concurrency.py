@@ -1,15 +1,19 @@
 """A bounded channel that closes: the producer says "no more" once, and every consumer,
 however many, sees the end (``get`` returns None) after draining. No sentinel per
-consumer. And what ``clean`` and ``gc`` share around their task groups: the stop
-signals, and the one error to report when a group fails."""
+consumer. And what ``clean`` and ``gc`` share around their task groups: the one stop
+scope (``StopScope``: grace, deadline, waits that end at a stop), the stop signals, and
+the one error to report when a group fails."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -108,3 +112,200 @@ def first_error(
         if not isinstance(error, asyncio.CancelledError):
             return error
     return leaves[0] if leaves else RuntimeError(fallback)
+
+
+class StopRequested(Exception):
+    """Raised out of ``StopScope.interruptible()``: the wait ended because of a stop."""
+
+
+class StopScope:
+    """One run's stop, shared by everything the run waits on: ``clean`` and ``gc`` alike.
+
+    Modelled on trio's ``CancelScope`` (a movable deadline; the scope catches its own
+    cancellation and says so) and anyio's ``move_on_after``, in two steps:
+
+    1. ``request_stop(why)``: nothing new starts. ``stop_requested`` is true at once,
+       every wait entered through ``interruptible()`` or ``sleep()`` (a queue for a
+       slot, a rate limiter, a backoff) ends now, and the deadline moves to the stop's
+       time + ``grace_s`` (never later than it already is). The grace is measured from
+       the stop, whether or not the bounded block had been entered yet.
+    2. At the deadline, the work inside ``async with scope:`` is cancelled: in-flight
+       requests are abandoned. The block ends without an error and ``abandoned`` is
+       true (trio's ``cancelled_caught``).
+
+    ``signal(name)`` is the SIGTERM/SIGINT handler's half: the first signal requests the
+    stop, a second moves the deadline to now. A stop for another cause (a fatal error)
+    is not a signal, so the first signal after it still gets the grace.
+    """
+
+    def __init__(self, grace_s: float = 0.0) -> None:
+        if grace_s < 0:
+            raise ValueError("a grace period cannot be negative")
+        self.grace_s = grace_s
+        self.reason: str | None = None
+        """Why the stop was requested (the first reason given), or None."""
+        self.abandoned = False
+        """True once the deadline cancelled the bounded block."""
+        self._stop_requested = False
+        self._followed: asyncio.Event | None = None
+        self._signalled = False
+        self._deadline = math.inf
+        self._block: asyncio.Timeout | None = None
+        self._waits: set[asyncio.Timeout] = set()
+        self._stopped_event: asyncio.Event | None = None
+
+    # -- state ------------------------------------------------------------------------
+
+    @staticmethod
+    def now() -> float:
+        """The clock deadlines are measured on: the running loop's, else monotonic time
+        (which is the default loop's clock too)."""
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return time.monotonic()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop was requested (or the deadline passed): start nothing new.
+        Check it right before starting anything, after every wait."""
+        if self._stop_requested:
+            return True
+        if self._followed is not None and self._followed.is_set():
+            self.request_stop()
+            return True
+        return False
+
+    @property
+    def deadline(self) -> float:
+        """When the bounded block is cancelled, on ``now()``'s clock; ``math.inf``: never."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, when: float) -> None:
+        """Move the deadline, earlier or later (as trio's ``CancelScope.deadline``)."""
+        self._deadline = when
+        if self._block is not None and not self._block.expired():
+            self._block.reschedule(None if math.isinf(when) else when)
+
+    @property
+    def signalled(self) -> bool:
+        """True once ``signal`` was called."""
+        return self._signalled
+
+    async def wait_stopped(self) -> None:
+        """Return once a stop is requested."""
+        if self.stop_requested:
+            return
+        if self._stopped_event is None:
+            self._stopped_event = asyncio.Event()
+        await self._stopped_event.wait()
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def request_stop(self, why: str | None = None) -> bool:
+        """Start nothing new; end every interruptible wait; in-flight work has until
+        now + ``grace_s``. True for the first request, False if already stopping."""
+        if why is not None and self.reason is None:
+            self.reason = why
+        if self._stop_requested:
+            return False
+        self._stop_requested = True
+        self.deadline = min(self._deadline, self.now() + self.grace_s)
+        waits, self._waits = self._waits, set()
+        for wait in waits:
+            wait.reschedule(-math.inf)  # expires at once: that wait ends with StopRequested
+        if self._stopped_event is not None:
+            self._stopped_event.set()
+        return True
+
+    def abandon(self, why: str | None = None) -> None:
+        """Stop, and cancel in-flight work now instead of after the grace."""
+        self.request_stop(why)
+        self.deadline = min(self._deadline, self.now())
+
+    def signal(self, name: str) -> bool:
+        """A stop signal arrived: True for the first (the stop with its grace), False
+        for a repeated one (in-flight work is abandoned now)."""
+        if self._signalled:
+            self.abandon(name)
+            return False
+        self._signalled = True
+        self.request_stop(name)
+        return True
+
+    # -- the bounded block ------------------------------------------------------------
+
+    async def __aenter__(self) -> StopScope:
+        if self._block is not None:
+            raise RuntimeError("a stop scope bounds one block at a time")
+        self._block = asyncio.timeout_at(None if math.isinf(self._deadline) else self._deadline)
+        await self._block.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        block, self._block = self._block, None
+        assert block is not None
+        try:
+            await block.__aexit__(exc_type, exc, traceback)
+        except TimeoutError:
+            if not block.expired():
+                raise  # a timeout of the work's own, not the deadline
+            self.abandoned = True
+            self._stop_requested = True
+            return True
+        return False
+
+    # -- waits that end at a stop -----------------------------------------------------
+
+    @asynccontextmanager
+    async def interruptible(self) -> AsyncIterator[None]:
+        """A wait that a stop ends: ``StopRequested`` comes out of the block, at once if
+        the stop came first. For waits only (a slot, a rate limiter, a backoff), never
+        around a request whose outcome matters: a stop does not abandon in-flight work."""
+        if self.stop_requested:
+            raise StopRequested(self.reason or "stopped")
+        wait = asyncio.timeout(None)
+        try:
+            async with wait:
+                self._waits.add(wait)
+                yield
+        except TimeoutError:
+            if not wait.expired():
+                raise
+            raise StopRequested(self.reason or "stopped") from None
+        finally:
+            self._waits.discard(wait)
+
+    async def sleep(self, delay_s: float) -> bool:
+        """Sleep ``delay_s`` seconds; False (as soon as it comes) if a stop ends it."""
+        try:
+            async with self.interruptible():
+                await asyncio.sleep(delay_s)
+        except StopRequested:
+            return False
+        return True
+
+    @asynccontextmanager
+    async def following(self, event: asyncio.Event) -> AsyncIterator[None]:
+        """While inside, setting ``event`` requests the stop (for a caller that still
+        signals its stop with an Event): ``stop_requested`` sees it at once, and a
+        watcher ends the interruptible waits."""
+        self._followed = event
+
+        async def watch() -> None:
+            await event.wait()
+            self.request_stop()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            yield
+        finally:
+            self._followed = None
+            watcher.cancel()
+            await asyncio.wait([watcher])
