@@ -4,7 +4,8 @@ For each size: generate a synthetic registry on disk, then on fresh hard-linked 
 of it (DELETE only unlinks, so copies are independent):
 
 1. the floor: a minimal aiohttp client deletes exactly the untagged history through the
-   real docker-registry, at a few concurrency levels; the best counts;
+   real registry (distribution 2.8.2 and 3.1.1: ``--registry``, default both), at a few
+   concurrency levels; the best counts;
 2. regcleaner's full run (scan + plan + delete) as a subprocess;
 3. regcleaner's dry run beside a bare walk of ``repositories/`` that reads every
    manifest blob with plain Python;
@@ -31,9 +32,16 @@ from pathlib import Path
 from bench import compile_regcleaner, linked_copy, run_cli
 from bench.floor import delete_floor
 from bench.generate import SyntheticRegistry, generate, remaining_revisions
-from testkit.registry import RegistryProcess
+from testkit.registry import FLAVOURS, V2, Flavour, RegistryProcess
 
 SIZES = {"small": (200, 32), "medium": (2000, 32), "1m": (10_000, 100)}
+# The registry the current size is measured on (main sets it for each of --registry).
+registry_flavour: Flavour = V2
+
+
+def registry_at(workdir: Path) -> RegistryProcess:
+    """A registry of the current flavour over ``workdir/storage``."""
+    return RegistryProcess(workdir, flavour=registry_flavour)
 
 
 @dataclass
@@ -130,7 +138,7 @@ def run_floor(
     for level in levels:
         copy = workdir / f"floor-{level}"
         linked_copy(base, copy / "storage")
-        registry = RegistryProcess(copy)
+        registry = registry_at(copy)
         registry.start()
         try:
             cpu_before = children_cpu()
@@ -203,7 +211,7 @@ def measure(
                 continue
             copy = workdir / "full"
             linked_copy(base, copy / "storage")
-            registry = RegistryProcess(copy)
+            registry = registry_at(copy)
             registry.start()
             try:
                 cpu_before = children_cpu()
@@ -272,6 +280,7 @@ def default_workdir(sizes: list[str]) -> Path:
 
 
 def main() -> int:
+    global registry_flavour
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--size", action="append",
@@ -294,7 +303,10 @@ def main() -> int:
     parser.add_argument(
         "--dry-only", action="store_true", help="skip the delete rounds: scan speed and memory"
     )
+    parser.add_argument("--registry", choices=[*FLAVOURS, "both"], default="both",
+                        help="the registry to measure against (default: both)")  # fmt: skip
     args = parser.parse_args()
+    flavours: list[Flavour] = list(FLAVOURS) if args.registry == "both" else [args.registry]
     compile_regcleaner()
     sizes = args.size or ["small", "medium"]
     levels = [int(x) for x in args.levels.split(",")]
@@ -302,16 +314,18 @@ def main() -> int:
     results: dict[str, SizeResult] = {}
     failed = False
     try:
-        for size in sizes:
+        for flavour, size in ((f, size) for f in flavours for size in sizes):
+            registry_flavour = flavour
             if size in SIZES:
                 repositories, per_repo = SIZES[size]
             else:
                 repositories, per_repo = (int(x) for x in size.lower().split("x"))
-            print(f"size {size}: {repositories:,} repositories x {per_repo} manifests", flush=True)
+            print(f"size {size}, registry {flavour}: {repositories:,} repositories x "
+                  f"{per_repo} manifests", flush=True)  # fmt: skip
             manifests = repositories * per_repo
             rounds = args.rounds or (5 if manifests <= 10_000 else 3 if manifests <= 100_000 else 1)
             result = measure(workdir / size, repositories, per_repo, levels, rounds, args.dry_only)
-            results[size] = result
+            results[f"{size}@{flavour[0]}" if len(flavours) > 1 else size] = result
             failed |= not result.verified
     finally:
         remove_tree(workdir)

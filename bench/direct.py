@@ -45,7 +45,7 @@ from bench.generate import (
     remaining_revisions,
 )
 from testkit.latency import LatencyProxy
-from testkit.registry import RegistryProcess
+from testkit.registry import FLAVOURS, Flavour, RegistryProcess
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 
@@ -60,7 +60,11 @@ def verified(root: Path, synthetic: SyntheticRegistry) -> bool:
 
 
 def disk_case(
-    workdir: Path, label: str, make: Callable[[Path], SyntheticRegistry], concurrency: int
+    workdir: Path,
+    label: str,
+    make: Callable[[Path], SyntheticRegistry],
+    concurrency: int,
+    flavour: Flavour,
 ) -> dict[str, Any]:
     base = workdir / f"{label}-base"
     synthetic = make(base)
@@ -68,7 +72,7 @@ def disk_case(
           flush=True)  # fmt: skip
     floor_copy = workdir / f"{label}-floor"
     linked_copy(base, floor_copy / "storage")
-    registry = RegistryProcess(floor_copy)
+    registry = RegistryProcess(floor_copy, flavour=flavour)
     registry.start()
     try:
         floor_s, statuses = delete_floor(registry.url, synthetic.history, concurrency, workdir)
@@ -90,7 +94,8 @@ def disk_case(
     for path in (base, floor_copy, direct_copy):
         shutil.rmtree(path, ignore_errors=True)
     return {
-        "case": label, "manifests": synthetic.manifests, "history": len(synthetic.history),
+        "case": label, "registry": flavour, "manifests": synthetic.manifests,
+        "history": len(synthetic.history),
         "floor_s": round(floor_s, 3), "direct_s": round(direct_s, 3),
         "speedup": round(floor_s / direct_s, 1), "verified": ok,
     }  # fmt: skip
@@ -123,7 +128,11 @@ def bucket_revisions(moto: MotoS3, bucket: str) -> set[tuple[str, str]]:
 
 
 def s3_case(
-    workdir: Path, label: str, make: Callable[[Path], SyntheticRegistry], delay_s: float
+    workdir: Path,
+    label: str,
+    make: Callable[[Path], SyntheticRegistry],
+    delay_s: float,
+    flavour: Flavour,
 ) -> dict[str, Any]:
     base = workdir / f"{label}-base"
     synthetic = make(base)
@@ -140,7 +149,7 @@ def s3_case(
         env = {**os.environ, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
         common = ["--storage", "s3", "--registry-dir", "/root", "--region", REGION,
                   "--s3-endpoint", proxy.url, "--no-estimate-space"]  # fmt: skip
-        registry = RegistryProcess(workdir / f"{label}-registry",
+        registry = RegistryProcess(workdir / f"{label}-registry", flavour=flavour,
                                    storage=_registry_storage(moto, proxy, "api"))  # fmt: skip
         registry.start()
         try:
@@ -173,7 +182,8 @@ def s3_case(
         moto.stop()
         shutil.rmtree(base, ignore_errors=True)
     return {
-        "case": label, "api_requests": api_requests, "direct_requests": direct_requests,
+        "case": label, "registry": flavour, "api_requests": api_requests,
+        "direct_requests": direct_requests,
         "manifests": synthetic.manifests, "history": len(synthetic.history),
         "api_s": round(api_s, 3), "direct_s": round(direct_s, 3),
         "speedup": round(api_s / direct_s, 1), "write_requests_per_manifest":
@@ -196,26 +206,35 @@ def main() -> int:
                         help="s3-tags: REPOSITORIESxTAGSxMANIFESTS")  # fmt: skip
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--registry", choices=[*FLAVOURS, "both"], default="both",
+                        help="the registry serving the API side (default: both)")  # fmt: skip
     args = parser.parse_args()
+    flavours: list[Flavour] = list(FLAVOURS) if args.registry == "both" else [args.registry]
     compile_regcleaner()
     cases = args.case or ["tags", "small", "s3", "s3-tags"]
     workdir = Path(tempfile.mkdtemp(prefix="regcleaner-bench-direct-", dir="/dev/shm"))
     results = []
     try:
-        if "tags" in cases:
-            results.append(disk_case(workdir, "tags", generate_tagged_repository, 32))
-        if "small" in cases:
-            results.append(disk_case(workdir, "small", lambda p: generate(p, 200, 32), 32))
         delay_s = args.delay_ms / 1000
-        if "s3" in cases:
-            fleet = args.s3_repositories
-            results.append(s3_case(workdir, "s3", lambda p: generate(p, fleet, 32), delay_s))
-        if "s3-tags" in cases:
-            count, tags, manifests = (int(x) for x in args.s3_tagged.split("x"))
-            results.append(s3_case(
-                workdir, "s3-tags",
-                lambda p: generate_tagged_repositories(p, count, tags, manifests), delay_s,
-            ))  # fmt: skip
+        fleet = args.s3_repositories
+        count, tags, manifests = (int(x) for x in args.s3_tagged.split("x"))
+        for flavour in flavours:
+            print(f"registry {flavour}", flush=True)
+            if "tags" in cases:
+                results.append(disk_case(workdir, "tags", generate_tagged_repository, 32, flavour))
+            if "small" in cases:
+                results.append(disk_case(workdir, "small", lambda p: generate(p, 200, 32), 32,
+                                         flavour))  # fmt: skip
+            if "s3" in cases:
+                results.append(s3_case(workdir, "s3", lambda p: generate(p, fleet, 32), delay_s,
+                                       flavour))  # fmt: skip
+            if "s3-tags" in cases:
+                results.append(s3_case(
+                    workdir, "s3-tags",
+                    lambda p: generate_tagged_repositories(p, count, tags, manifests), delay_s,
+                    flavour,
+                ))  # fmt: skip
+
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

@@ -1,4 +1,5 @@
-"""``python -m bench.gc``: ``regcleaner gc`` against ``docker-registry garbage-collect``.
+"""``python -m bench.gc``: ``regcleaner gc`` against the registry's ``garbage-collect``
+(distribution 2.8.2 and 3.1.1: ``--registry``, default both).
 
 Side by side in one run, on identical copies of one synthetic registry whose untagged
 history was already deleted (its revision links gone, its blobs still there):
@@ -30,7 +31,7 @@ from bench import compile_regcleaner, run_cli
 from bench.direct import upload
 from bench.generate import SyntheticRegistry, generate
 from testkit.latency import LatencyProxy
-from testkit.registry import RegistryProcess
+from testkit.registry import FLAVOURS, Flavour, RegistryProcess
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 V2 = "docker/registry/v2"
@@ -56,30 +57,30 @@ def blobs_on_disk(root: Path) -> set[str]:
     return {p.parent.name for p in (root / V2 / "blobs").rglob("data")}
 
 
-def disk_case(workdir: Path, repositories: int) -> dict[str, Any]:
+def disk_case(workdir: Path, repositories: int, flavour: Flavour) -> dict[str, Any]:
     base = workdir / "disk-base"
     synthetic = generate(base, repositories, 32, own_layers=True)
     forget_history(base, synthetic)
     before = len(blobs_on_disk(base))
-    theirs = RegistryProcess(workdir / "disk-registry")
+    theirs = RegistryProcess(workdir / "disk-registry", flavour=flavour)
     shutil.rmtree(theirs.root)
     shutil.copytree(base, theirs.root)
     ours = workdir / "disk-ours"
     shutil.copytree(base, ours)
-    print(f"disk: {repositories} repositories, {before:,} blobs", flush=True)
+    print(f"disk, registry {flavour}: {repositories} repositories, {before:,} blobs", flush=True)
     started = time.perf_counter()
     theirs.garbage_collect()
     registry_s = time.perf_counter() - started
     ours_s, report = regcleaner_gc(["--registry-dir", str(ours)])
     left_theirs, left_ours = blobs_on_disk(theirs.root), blobs_on_disk(ours)
     same = left_theirs == left_ours
-    print(f"  docker-registry garbage-collect: {registry_s:.2f}s; regcleaner gc: {ours_s:.2f}s "
+    print(f"  registry {flavour} garbage-collect: {registry_s:.2f}s; regcleaner gc: {ours_s:.2f}s "
           f"(x{registry_s / ours_s:.1f}); {before - len(left_ours):,} swept; same blobs left: "
           f"{same}", flush=True)  # fmt: skip
     for path in (base, theirs.workdir, ours):
         shutil.rmtree(path, ignore_errors=True)
     return {
-        "case": "disk", "repositories": repositories, "blobs": before,
+        "case": "disk", "registry": flavour, "repositories": repositories, "blobs": before,
         "swept": report["summary"]["blobs_swept"], "registry_s": round(registry_s, 3),
         "regcleaner_s": round(ours_s, 3), "speedup": round(registry_s / ours_s, 2),
         "peak_rss_mb": report["summary"]["peak_rss_mb"], "same_blobs_left": same,
@@ -95,7 +96,7 @@ def bucket_blobs(moto: MotoS3, bucket: str) -> set[str]:
     return found
 
 
-def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
+def s3_case(workdir: Path, repositories: int, delay_s: float, flavour: Flavour) -> dict[str, Any]:
     base = workdir / "s3-base"
     synthetic = generate(base, repositories, 32, own_layers=True)
     forget_history(base, synthetic)
@@ -107,11 +108,11 @@ def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
         for bucket in ("theirs", "ours"):
             upload(moto, bucket, base)
         before = len(bucket_blobs(moto, "ours"))
-        print(f"s3: {repositories} repositories, {before:,} blobs, "
+        print(f"s3, registry {flavour}: {repositories} repositories, {before:,} blobs, "
               f"{1000 * delay_s:.0f} ms a request", flush=True)  # fmt: skip
         storage = moto.registry_storage("theirs", "/root")
         storage["s3"]["regionendpoint"] = proxy.url
-        registry = RegistryProcess(workdir / "s3-registry", storage=storage)
+        registry = RegistryProcess(workdir / "s3-registry", flavour=flavour, storage=storage)
         proxy.requests.clear()
         started = time.perf_counter()
         registry.garbage_collect()
@@ -125,7 +126,7 @@ def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
         )  # fmt: skip
         ours_requests = sum(proxy.requests.values())
         same = bucket_blobs(moto, "theirs") == bucket_blobs(moto, "ours")
-        print(f"  docker-registry garbage-collect: {registry_s:.2f}s ({registry_requests:,} "
+        print(f"  registry {flavour} garbage-collect: {registry_s:.2f}s ({registry_requests:,} "
               f"requests); regcleaner gc: {ours_s:.2f}s ({ours_requests:,} requests): "
               f"x{registry_s / ours_s:.1f}; same blobs left: {same}", flush=True)  # fmt: skip
     finally:
@@ -133,7 +134,7 @@ def s3_case(workdir: Path, repositories: int, delay_s: float) -> dict[str, Any]:
         moto.stop()
         shutil.rmtree(base, ignore_errors=True)
     return {
-        "case": "s3", "repositories": repositories, "blobs": before,
+        "case": "s3", "registry": flavour, "repositories": repositories, "blobs": before,
         "swept": report["summary"]["blobs_swept"], "registry_s": round(registry_s, 3),
         "registry_requests": registry_requests, "regcleaner_s": round(ours_s, 3),
         "regcleaner_requests": ours_requests, "speedup": round(registry_s / ours_s, 1),
@@ -191,7 +192,10 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--blobs", type=int, default=0, help="only the memory case, N blobs")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--registry", choices=[*FLAVOURS, "both"], default="both",
+                        help="whose garbage-collect to compare with (default: both)")  # fmt: skip
     args = parser.parse_args()
+    flavours: list[Flavour] = list(FLAVOURS) if args.registry == "both" else [args.registry]
     compile_regcleaner()
     workdir = Path(tempfile.mkdtemp(prefix="regcleaner-bench-gc-", dir="/dev/shm"))
     results = []
@@ -200,10 +204,12 @@ def main() -> int:
             results.append(memory_case(workdir, args.blobs))
         else:
             cases = args.case or ["disk", "s3"]
-            if "disk" in cases:
-                results.append(disk_case(workdir, args.repositories))
-            if "s3" in cases:
-                results.append(s3_case(workdir, args.s3_repositories, args.delay_ms / 1000))
+            for flavour in flavours:
+                if "disk" in cases:
+                    results.append(disk_case(workdir, args.repositories, flavour))
+                if "s3" in cases:
+                    delay_s = args.delay_ms / 1000
+                    results.append(s3_case(workdir, args.s3_repositories, delay_s, flavour))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
