@@ -11,8 +11,8 @@ When the registry may be written during the run (API mode), a ``PushWatch``
 
 Attached tags (signatures, referrers indexes) whose digest is not a revision of their
 own repository may belong to an image of another one: a run that reads the whole
-registry plans such repositories again at its end (``_decide_deferred``), when it knows
-every revision that stays, held as 64-bit keys.
+registry plans such repositories in a second pass, when it knows every revision that
+stays (``tagplan.RegistryRevisions``).
 
 Every task is owned by a TaskGroup. A stop (SIGTERM, SIGINT, or a fatal registry
 answer) lets in-flight requests finish for ``stop_grace_s``, then abandons them; no new
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
 import math
 import time
@@ -36,12 +35,10 @@ from regcleaner.concurrency import Channel, first_error, stop_signals
 from regcleaner.config import Settings
 from regcleaner.digest import Digest
 from regcleaner.errors import RegcleanerError, StorageError
-from regcleaner.globs import repository_selected
+from regcleaner.globs import repository_in_view
 from regcleaner.manifests import ManifestInfo
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
-    GONE,
-    RUN_STOPPED,
     Decision,
     Policy,
     Reason,
@@ -57,23 +54,21 @@ from regcleaner.pushwatch import (
     RepositoryWaveContext,
     stop_reason,
 )
-from regcleaner.removers.base import GONE_BEFORE_REMOVAL, Outcome, Removal, Remover
+from regcleaner.removers.base import GONE_BEFORE_REMOVAL, Remover
 from regcleaner.report import Progress, RepositoryRecord, RunReport
 from regcleaner.retention import attached_digest
 from regcleaner.space import SpaceEstimate
 from regcleaner.tagplan import (
     Elsewhere,
     RegistryRevisions,
-    StayKind,
     TagPlan,
-    TagStay,
     plan_with_tags,
     settle_attached,
-    stays,
+    settle_tags,
 )
 from regcleaner.view import RegistryView
 
-__all__ = ["Engine", "PushWatch", "RepositoryJob", "shard_of"]
+__all__ = ["Engine", "PushWatch", "RepositoryJob"]
 
 log = logging.getLogger("regcleaner")
 
@@ -82,11 +77,6 @@ PARTIAL_VIEW = (
     "only part of the registry is read (--include, --exclude or --shard), so whether "
     "it belongs to an image of another repository is not known"
 )
-
-
-def shard_of(name: str, count: int) -> int:
-    """Stable shard of a repository name: the same on every machine and every run."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
 
 
 @dataclass(slots=True)
@@ -199,12 +189,9 @@ class Engine:
     async def run(self) -> None:
         """Run the whole pipeline; raise the error that ended the run, if any."""
         await self.view.check()
-        log.info(
-            "scanning %s%s; carrying out with %s",
-            self.view.describe(),
-            f", registry {self.settings.registry_url}" if self.settings.registry_url else "",
-            self.remover.name,
-        )
+        url = self.settings.registry_url
+        log.info("scanning %s%s; carrying out with %s", self.view.describe(),
+                 f", registry {url}" if url else "", self.remover.name)  # fmt: skip
         with stop_signals(self.request_stop):
             try:
                 await self._run_bounded()
@@ -268,10 +255,7 @@ class Engine:
 
         async def produce(channel: Channel[str]) -> None:
             try:
-                for name in names:
-                    if self.stopping.is_set():
-                        self.report.scan_complete = False
-                        break
+                for name in names:  # after a stop, _scan marks the scan incomplete
                     await channel.put(name)
             finally:
                 await channel.close()
@@ -309,10 +293,7 @@ class Engine:
         if self.stopping.is_set():
             raise _StopWalk
         settings = self.settings
-        if not repository_selected(name, settings.include, settings.exclude):
-            self.report.counters.repositories_skipped += 1
-            return
-        if settings.shard is not None and shard_of(name, settings.shard[1]) != settings.shard[0]:
+        if not repository_in_view(name, settings.include, settings.exclude, settings.shard):
             self.report.counters.repositories_skipped += 1
             return
         if not layout.is_valid_repository_name(name):
@@ -410,14 +391,19 @@ class Engine:
                 self._finish_repository(job)
 
     def _finish_repository(self, job: RepositoryJob) -> None:
+        """Settle its tags, account for what stays (space estimate, registry
+        revisions), and report it."""
         self._settle_tags(job)
-        self._account_space(job)
-        if self.revisions is not None:
-            record = job.record
+        record = job.record
+        if self.space is not None or self.revisions is not None:
             gone = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
             gone |= {d for d, _ in record.already_gone}
-            self.revisions.add(d for d in job.snapshot.revisions if d not in gone)
-        self.report.add(job.record)
+            staying = [d for d in job.snapshot.revisions if d not in gone]
+            if self.space is not None:
+                self.space.add_repository(record.name, gone, staying, job.manifests)
+            if self.revisions is not None:
+                self.revisions.add(staying)
+        self.report.add(record)
 
     async def _reread_going_tags(self, job: RepositoryJob) -> None:
         """Through the API, after the repository's deletions: read once where each going
@@ -440,44 +426,16 @@ class Engine:
         job.tags_after = dict(zip(tags, found, strict=True))
 
     def _settle_tags(self, job: RepositoryJob) -> None:
-        """Record where each tag that was to go ended up: removed (alone, or with its
-        digest), or staying, with the reason."""
+        """Record where each tag that was to go ended up (see ``tagplan.settle_tags``)."""
         record = job.record
-        snapshot = job.snapshot
         deleted = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
-        after = job.tags_after or {}
-        for tag, why in sorted(job.tag_plan.going.items()):
-            digest = snapshot.tags[tag]
-            if tag in job.tag_outcomes:
-                outcome = job.tag_outcomes[tag]
-                if outcome is None:
-                    record.tags_removed.append((tag, digest, why))
-                else:
-                    record.tags_expired.append((tag, digest, why, outcome))
-                continue
-            if self.remover.removes_tags:
-                # Not attempted (a stop, a failed repository): it stays.
-                record.tags_expired.append((tag, digest, why, "not-attempted"))
-                continue
-            stay = stays(tag, snapshot, job.tag_plan, job.plan, deleted)
-            if stay is None and tag in after:
-                stay = _tag_after_run(after[tag], digest)
-            if stay is None:
-                record.tags_removed.append((tag, digest, f"{why}; with its digest"))
-                continue
-            if digest in record.kept and stay.kind in _NOT_DELETED:
-                stay = TagStay(StayKind.DIGEST_IN_USE, record.kept[digest])
-            record.tags_expired.append((tag, digest, why, str(stay)))
-
-    def _account_space(self, job: RepositoryJob) -> None:
-        """Feed the reclaimable-space estimate with what this repository deleted and kept."""
-        if self.space is None:
-            return
-        record = job.record
-        gone = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
-        gone |= {d for d, _ in record.already_gone}
-        kept = [d for d in job.snapshot.revisions if d not in gone]
-        self.space.add_repository(record.name, gone, kept, job.manifests)
+        removed, staying = settle_tags(
+            job.snapshot, job.tag_plan, job.plan, deleted=deleted, kept=record.kept,
+            alone=job.tag_outcomes, removes_tags=self.remover.removes_tags,
+            after=job.tags_after or {},
+        )  # fmt: skip
+        record.tags_removed += removed
+        record.tags_expired += staying
 
     def _keep_all(self, job: RepositoryJob, decisions: list[Decision], reason: Reason) -> None:
         for decision in decisions:
@@ -502,17 +460,15 @@ class Engine:
                 log.error("repository %s: %s; nothing in it is deleted", name, record.error)
                 self._keep_all(job, list(job.plan.delete), RECHECK_FAILED)
                 return
-            self._settle_rescued(job, watch)
+            watch.settle_rescued(record, job.plan.delete)
             waves = without(waves, watch.rescued)
         if self.remover.removes_tags and job.tag_plan.going and not job.plan.blocked:
             after_tags = await self._remove_going_tags(job, waves)
             if after_tags is None:
                 return
             waves = after_tags
-        wave = RepositoryWaveContext(
-            self, record, lambda removal, protected: self.record(job, removal, protected, watch),
-            watch=watch, mismatch=self.mismatch,
-        )  # fmt: skip
+        wave = RepositoryWaveContext(self, self.report, record, job.reasons, job.plan.dependents,
+                                     watch=watch, mismatch=self.mismatch)  # fmt: skip
         for number, decisions in enumerate(waves):
             if watch is not None and number > 0:
                 try:
@@ -524,7 +480,7 @@ class Engine:
                     remaining = [d for w in waves[number:] for d in w]
                     self._keep_all(job, remaining, RECHECK_FAILED)
                     return
-                self._settle_rescued(job, watch, waves[number:])
+                watch.settle_rescued(record, [d for w in waves[number:] for d in w])
                 decisions = tuple(d for d in decisions if d.digest not in watch.rescued)
                 if not decisions:
                     continue
@@ -637,81 +593,3 @@ class Engine:
             record.kept[digest] = str(reason)
             log.info("repository %s: keeping %s (%s: a tag stays)", record.name, digest, reason)
         return kept, live
-
-    def _settle_rescued(
-        self,
-        job: RepositoryJob,
-        watch: PushWatch,
-        waves: tuple[tuple[Decision, ...], ...] | None = None,
-    ) -> None:
-        """Record what a re-check rescued from the waves still to come."""
-        pending = job.plan.delete if waves is None else [d for w in waves for d in w]
-        for decision in pending:
-            reason = watch.rescued.get(decision.digest)
-            if reason is None or decision.digest in job.record.kept:
-                continue
-            if reason.kind is ReasonKind.GONE:
-                if decision.digest not in {d for d, _ in job.record.already_gone}:
-                    job.record.already_gone.append((decision.digest, str(reason)))
-            else:
-                job.record.kept[decision.digest] = str(reason)
-
-    def record(
-        self,
-        job: RepositoryJob,
-        removal: Removal,
-        protected: dict[Digest, Digest],
-        watch: PushWatch | None,
-    ) -> None:
-        """Account for one outcome; protect what depends on a surviving manifest."""
-        record = job.record
-        digest = removal.digest
-        reason = job.reasons.get(digest) or str(Reason(ReasonKind.UNTAGGED))
-        outcome = removal.outcome
-        if watch is not None:
-            watch.removed(removal)
-        if outcome is Outcome.DELETED:
-            record.deleted.append((digest, reason))
-            self.report.deleted_one()
-            if removal.detail:
-                log.info("repository %s: %s: %s", record.name, digest, removal.detail)
-            return
-        if outcome is Outcome.WOULD_DELETE:
-            record.would_delete.append((digest, reason))
-            self.report.would_delete_one()
-            return
-        if outcome is Outcome.ALREADY_GONE or (
-            outcome is Outcome.KEPT and removal.reason is not None
-            and removal.reason.kind is ReasonKind.GONE
-        ):  # fmt: skip
-            # The registry's 404 keeps the planned reason; a last look that found the
-            # link gone says so.
-            said_404 = outcome is Outcome.ALREADY_GONE and bool(removal.detail)
-            record.already_gone.append((digest, reason if said_404 else str(GONE)))
-            return
-        for target in job.plan.dependents.get(digest, ()):
-            protected.setdefault(target, digest)
-        if outcome is Outcome.KEPT:
-            why = removal.reason or RUN_STOPPED
-            if why.kind is ReasonKind.STOPPED:  # a remover's stop: never attempted
-                why = RUN_STOPPED
-            record.kept[digest] = str(why)
-            if why.kind is not ReasonKind.NOT_ATTEMPTED:
-                log.info("repository %s: keeping %s (%s)", record.name, digest, why)
-            return
-        record.failed.append((digest, reason, removal.detail))
-        log.warning("repository %s: deleting %s failed: %s", record.name, digest, removal.detail)
-
-
-_NOT_DELETED = frozenset({StayKind.DIGEST_NOT_A_REVISION, StayKind.DIGEST_NOT_DELETED})
-
-
-def _tag_after_run(now: Digest | StorageError | None, planned: Digest) -> TagStay | None:
-    """Why a tag whose digest this run deleted still stays (None: it went with it)."""
-    if now is None:
-        return None
-    if isinstance(now, StorageError):
-        return TagStay(StayKind.UNREADABLE_AFTER_RUN, str(now))
-    if now != planned:
-        return TagStay(StayKind.MOVED_DURING_RUN, now)
-    return TagStay(StayKind.PUSHED_AGAIN_DURING_RUN, now)

@@ -7,6 +7,7 @@ and ``team/app``, ``team-*/app`` matches ``team-a/app`` but not ``team-a/x/app``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import lru_cache
 
@@ -57,3 +58,18 @@ def repository_selected(name: str, include: tuple[str, ...], exclude: tuple[str,
     if include and not any(glob_matches(pattern, name) for pattern in include):
         return False
     return not any(glob_matches(pattern, name) for pattern in exclude)
+
+
+def shard_of(name: str, count: int) -> int:
+    """Stable shard of a repository name: the same on every machine and every run."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+
+
+def repository_in_view(
+    name: str, include: tuple[str, ...], exclude: tuple[str, ...], shard: tuple[int, int] | None
+) -> bool:
+    """True if this run looks at repository ``name``: selected by ``--include`` and
+    ``--exclude``, and in shard ``shard[0]`` of ``shard[1]`` when ``--shard`` is given."""
+    if not repository_selected(name, include, exclude):
+        return False
+    return shard is None or shard_of(name, shard[1]) == shard[0]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from regcleaner.planner import (
     GONE,
     PUSHED_DURING_RUN,
     RUN_STOPPED,
+    UNTAGGED,
     Decision,
     Policy,
     Reason,
@@ -38,7 +39,7 @@ from regcleaner.planner import (
     needed_manifests,
 )
 from regcleaner.removers.base import Outcome, Removal
-from regcleaner.report import RepositoryRecord
+from regcleaner.report import RepositoryRecord, RunReport
 from regcleaner.retention import attached_digest
 from regcleaner.tagplan import settle_attached
 from regcleaner.view import RegistryView
@@ -348,6 +349,19 @@ class PushWatch:
 
     # -- bookkeeping ----------------------------------------------------------------
 
+    def settle_rescued(self, record: RepositoryRecord, pending: Iterable[Decision]) -> None:
+        """Record what a re-check rescued from the deletions still to come: kept with
+        the reason, or already gone."""
+        for decision in pending:
+            reason = self.rescued.get(decision.digest)
+            if reason is None or decision.digest in record.kept:
+                continue
+            if reason.kind is ReasonKind.GONE:
+                if decision.digest not in {d for d, _ in record.already_gone}:
+                    record.already_gone.append((decision.digest, str(reason)))
+            else:
+                record.kept[decision.digest] = str(reason)
+
     def removed(self, removal: Removal) -> None:
         """Note an outcome: deleted manifests leave ``known`` and become the parents of
         what depends on them; the first few are verified to have left this storage."""
@@ -369,15 +383,20 @@ class RepositoryWaveContext:
     def __init__(
         self,
         run: RunState,
+        report: RunReport,
         record: RepositoryRecord,
-        outcome: Callable[[Removal, dict[Digest, Digest]], None],
+        reasons: Mapping[Digest, str],
+        dependents: Mapping[Digest, tuple[Digest, ...]],
         *,
         watch: PushWatch | None,
         mismatch: MismatchDetector | None,
     ) -> None:
         self.run = run
+        self.report = report
         self.repository = record
-        self.outcome = outcome
+        self.reasons = reasons
+        """Each planned deletion's reason, as reported."""
+        self.dependents = dependents
         self.watch = watch
         self.mismatch = mismatch
         self.protected: dict[Digest, Digest] = {}
@@ -437,4 +456,41 @@ class RepositoryWaveContext:
         self.run.fatal(error)
 
     def record(self, removal: Removal) -> None:
-        self.outcome(removal, self.protected)
+        """Account for one outcome; protect what depends on a surviving manifest."""
+        record = self.repository
+        digest = removal.digest
+        reason = self.reasons.get(digest) or str(UNTAGGED)
+        outcome = removal.outcome
+        if self.watch is not None:
+            self.watch.removed(removal)
+        if outcome is Outcome.DELETED:
+            record.deleted.append((digest, reason))
+            self.report.deleted_one()
+            if removal.detail:
+                log.info("repository %s: %s: %s", record.name, digest, removal.detail)
+            return
+        if outcome is Outcome.WOULD_DELETE:
+            record.would_delete.append((digest, reason))
+            self.report.would_delete_one()
+            return
+        if outcome is Outcome.ALREADY_GONE or (
+            outcome is Outcome.KEPT and removal.reason is not None
+            and removal.reason.kind is ReasonKind.GONE
+        ):  # fmt: skip
+            # The registry's 404 keeps the planned reason; a last look that found the
+            # link gone says so.
+            said_404 = outcome is Outcome.ALREADY_GONE and bool(removal.detail)
+            record.already_gone.append((digest, reason if said_404 else str(GONE)))
+            return
+        for target in self.dependents.get(digest, ()):
+            self.protected.setdefault(target, digest)
+        if outcome is Outcome.KEPT:
+            why = removal.reason or RUN_STOPPED
+            if why.kind is ReasonKind.STOPPED:  # a remover's stop: never attempted
+                why = RUN_STOPPED
+            record.kept[digest] = str(why)
+            if why.kind is not ReasonKind.NOT_ATTEMPTED:
+                log.info("repository %s: keeping %s (%s)", record.name, digest, why)
+            return
+        record.failed.append((digest, reason, removal.detail))
+        log.warning("repository %s: deleting %s failed: %s", record.name, digest, removal.detail)

@@ -245,3 +245,60 @@ def stays(
     if digest not in snapshot.revisions:
         return TagStay(StayKind.DIGEST_NOT_A_REVISION)
     return TagStay(StayKind.DIGEST_NOT_DELETED)
+
+
+_NOT_DELETED = frozenset({StayKind.DIGEST_NOT_A_REVISION, StayKind.DIGEST_NOT_DELETED})
+
+
+def settle_tags(
+    snapshot: RepositorySnapshot,
+    tag_plan: TagPlan,
+    plan: RepositoryPlan,
+    *,
+    deleted: Collection[Digest],
+    kept: Mapping[Digest, str],
+    alone: Mapping[str, str | None],
+    removes_tags: bool,
+    after: Mapping[str, Digest | Exception | None],
+) -> tuple[list[tuple[str, Digest, str]], list[tuple[str, Digest, str, str]]]:
+    """Where each tag that was to go ended up, once the repository's deletions are
+    done: ``(tag, digest, why)`` for each removed (alone, or with its digest), and
+    ``(tag, digest, why, why it stays)`` for each that stays. ``deleted``: the digests
+    deleted (or that would be); ``kept``: the manifests kept, with the reason;
+    ``alone``: the tags a remover removed alone (None) or not (why); ``after``: through
+    the API, where going tags whose digest was deleted point after the run."""
+    removed: list[tuple[str, Digest, str]] = []
+    staying: list[tuple[str, Digest, str, str]] = []
+    for tag, why in sorted(tag_plan.going.items()):
+        digest = snapshot.tags[tag]
+        if tag in alone:
+            outcome = alone[tag]
+            if outcome is None:
+                removed.append((tag, digest, why))
+            else:
+                staying.append((tag, digest, why, outcome))
+            continue
+        if removes_tags:  # not attempted (a stop, a failed repository): it stays
+            staying.append((tag, digest, why, "not-attempted"))
+            continue
+        stay = stays(tag, snapshot, tag_plan, plan, deleted)
+        if stay is None and tag in after:
+            stay = _tag_after_run(after[tag], digest)
+        if stay is None:
+            removed.append((tag, digest, f"{why}; with its digest"))
+            continue
+        if digest in kept and stay.kind in _NOT_DELETED:
+            stay = TagStay(StayKind.DIGEST_IN_USE, kept[digest])
+        staying.append((tag, digest, why, str(stay)))
+    return removed, staying
+
+
+def _tag_after_run(now: Digest | Exception | None, planned: Digest) -> TagStay | None:
+    """Why a tag whose digest this run deleted still stays (None: it went with it)."""
+    if now is None:
+        return None
+    if isinstance(now, Exception):
+        return TagStay(StayKind.UNREADABLE_AFTER_RUN, str(now))
+    if now != planned:
+        return TagStay(StayKind.MOVED_DURING_RUN, now)
+    return TagStay(StayKind.PUSHED_AGAIN_DURING_RUN, now)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from regcleaner.engine import Engine
+from regcleaner.pushwatch import RepositoryWaveContext
+from regcleaner.removers.base import Removal
 from testkit import images
 from testkit.api import RegistryAPI
 from testkit.registry import RegistryProcess
@@ -122,16 +123,16 @@ def test_deletions_a_stop_prevented_are_counted_not_attempted(
     images.push_image(api, "stop", "latest", seed="stop-live")
     for number in range(6):
         images.push_image(api, "stop", None, seed=f"stop-{number}")
-    original = Engine.record
+    original = RepositoryWaveContext.record
     signalled: list[bool] = []
 
-    def stop_after_the_first(self: Engine, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def stop_after_the_first(self: RepositoryWaveContext, removal: Removal) -> None:
+        original(self, removal)
         if self.report.counters.deleted and not signalled:
             signalled.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(Engine, "record", stop_after_the_first)
+    monkeypatch.setattr(RepositoryWaveContext, "record", stop_after_the_first)
     args = clean_args(registry, "--concurrency", "1", "--per-repository", "1", "--rate", "2")
     result = run_cli(args, report_path=tmp_path / "r.json")
     assert result.exit_code == 143, result.output
