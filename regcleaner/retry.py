@@ -5,10 +5,11 @@
   refresh), 403 fails the repository, 408/425/429/5xx and no answer at all retry.
 - How long to wait (``Backoff``): full jitter, exponential from a base to a cap, never
   shorter than the server's Retry-After.
-- A stop request interrupts any wait (``pause``): after SIGTERM nothing is retried.
+- A stop interrupts any wait (``pause``, through the run's ``StopScope``): after
+  SIGTERM nothing is retried.
 
 S3 requests are retried by botocore's standard mode (throttling and 5xx on a whole
-request); the per-key errors of a DeleteObjects answer use ``Backoff`` too.
+request); the per-key errors of a DeleteObjects answer use ``Backoff`` and ``pause`` too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+
+from regcleaner.concurrency import StopScope
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # After this many digests in a row failed with no HTTP answer at all, the registry is
@@ -71,16 +74,19 @@ class Backoff:
         return delay
 
 
-async def pause(delay_s: float, stopping: asyncio.Event | None) -> bool:
-    """Wait ``delay_s`` seconds; False (at once) if a stop is requested meanwhile."""
-    if stopping is None:
+async def pause(delay_s: float, stop: StopScope | asyncio.Event | None) -> bool:
+    """Wait ``delay_s`` seconds; False (as soon as it comes) if a stop ends the wait.
+    ``stop`` is the run's scope (or, from a caller not yet moved to it, an Event)."""
+    if isinstance(stop, StopScope):
+        return await stop.sleep(delay_s)
+    if stop is None:
         await asyncio.sleep(delay_s)
         return True
-    if stopping.is_set():
+    if stop.is_set():
         return False
     try:
         async with asyncio.timeout(delay_s):
-            await stopping.wait()
+            await stop.wait()
     except TimeoutError:
         return True
     return False

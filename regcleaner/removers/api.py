@@ -3,6 +3,11 @@
 Requests go under one global concurrency bound, one global rate (paced 1/rate apart,
 no burst) and a small per-repository bound (every DELETE makes the registry read every
 tag of the repository). What each answer means is decided in ``regcleaner.retry``.
+
+A stop starts no request: every wait on the way to one (a slot, the mismatch probe,
+the rate limiter, a backoff) ends when the run's ``StopScope`` is stopped, and the
+stop is checked again right before each request is sent. Only requests already sent
+run on, for the grace the engine gives them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from regcleaner import retry
+from regcleaner.concurrency import StopRequested, StopScope
 from regcleaner.config import Limits
 from regcleaner.digest import Digest
 from regcleaner.errors import (
@@ -31,9 +37,10 @@ from regcleaner.removers.base import Outcome, Removal, WaveContext
 log = logging.getLogger(__name__)
 
 LastLook = Callable[[Digest], Awaitable[Reason | None]]
-Pause = Callable[[float, asyncio.Event | None], Awaitable[bool]]
+Pause = Callable[[float, StopScope | None], Awaitable[bool]]
 REGISTRY_404 = "HTTP 404 MANIFEST_UNKNOWN"
 ANSWER_LOST = "deleted: an earlier attempt's answer was lost and the retry found it gone"
+STOPPED = Reason(ReasonKind.STOPPED)
 
 
 def describe(response: RegistryResponse) -> str:
@@ -59,13 +66,16 @@ class ApiRemover:
         client: RegistryClient,
         limits: Limits,
         *,
-        stopping: asyncio.Event | None = None,
+        stopping: StopScope | asyncio.Event | None = None,
         backoff: retry.Backoff | None = None,
         pause: Pause = retry.pause,
     ) -> None:
+        """``stopping``: the run's stop scope; an Event (a caller not yet moved to the
+        scope) is followed by a scope of the remover's own during ``session``."""
         self._client = client
         self._limits = limits
-        self._stopping = stopping
+        self._followed = stopping if isinstance(stopping, asyncio.Event) else None
+        self._stop = stopping if isinstance(stopping, StopScope) else StopScope()
         self._backoff = backoff or retry.Backoff(limits.backoff_base_s, limits.backoff_cap_s)
         self._pause = pause
         self._slots = asyncio.Semaphore(limits.concurrency)
@@ -87,7 +97,11 @@ class ApiRemover:
     async def session(self) -> AsyncIterator[None]:
         async with self._client:
             await self._client.ping()
-            yield
+            if self._followed is None:
+                yield
+                return
+            async with self._stop.following(self._followed):
+                yield
 
     async def remove_tags(
         self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]
@@ -141,21 +155,36 @@ class ApiRemover:
     async def _send(
         self, repository: str, digest: Digest, last_look: LastLook | None, admit: LastLook | None
     ) -> RegistryResponse | Reason:
-        async with self._slots:
-            if admit is not None:
-                # Before the rate limit: a DELETE held back here has not used its turn.
-                verdict = await admit(digest)
-                if verdict is not None:
-                    return verdict
-            if self._limiter is not None:
-                await self._limiter.acquire()
+        stop = self._stop
+        try:
+            async with stop.interruptible():
+                await self._slots.acquire()
+        except StopRequested:
+            return STOPPED  # queued for a slot when the run stopped: never sent
+        try:
+            try:
+                if admit is not None:
+                    # Before the rate limit: a DELETE held back here has not used its turn.
+                    async with stop.interruptible():
+                        verdict = await admit(digest)
+                    if verdict is not None:
+                        return verdict
+                if self._limiter is not None:
+                    async with stop.interruptible():
+                        await self._limiter.acquire()
+            except StopRequested:
+                return STOPPED
             if last_look is not None:
                 # After every wait, just before the request: the last look at storage.
                 verdict = await last_look(digest)
                 if verdict is not None:
                     return verdict
+            if stop.stop_requested:
+                return STOPPED  # the last look took a while, and the run stopped meanwhile
             self.requests += 1
             return await self._client.delete_manifest(repository, digest)
+        finally:
+            self._slots.release()
 
     async def delete(
         self,
@@ -233,7 +262,7 @@ class ApiRemover:
             if attempt < attempts:
                 delay = self._backoff.delay(attempt, retry_after)
                 log.debug("retrying %s@%s in %.2fs after %s", repository, digest, delay, last)
-                if not await self._pause(delay, self._stopping):
+                if not await self._pause(delay, self._stop):
                     if no_answer:
                         return Removal(
                             digest, Outcome.FAILED,

@@ -6,6 +6,13 @@ instead of hanging the suite.
 
 from __future__ import annotations
 
+import datetime
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +20,8 @@ import pytest
 
 from testkit import images
 from testkit.api import Pushed, RegistryAPI
-from testkit.registry import RegistryProcess
-from testkit.stopkit import replace_with_fifo, run_child
+from testkit.registry import RegistryProcess, running
+from testkit.stopkit import DeleteRecorder, replace_with_fifo, run_child
 from tests.conftest import clean_args
 
 V2 = "docker/registry/v2"
@@ -114,3 +121,59 @@ def test_a_named_pipe_in_storage_hangs_neither_clean_nor_gc(
         assert collected.returncode == 0, collected.output
     assert blob_data(registry.root, new.blobs[0]).exists()
     assert blob_data(registry.root, new.digest).exists()
+
+
+# -- SIGTERM under a rate limit ----------------------------------------------------------------
+
+STOP_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) WARNING SIGTERM: finishing in-flight", re.MULTILINE
+)
+
+
+def test_no_delete_starts_after_sigterm_under_a_rate_limit(
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
+) -> None:
+    """``--rate 1 --concurrency 1``: DELETEs queue on the concurrency bound and the rate
+    limiter. After SIGTERM none of them may go: the registry sees no DELETE that arrives
+    after the run logged the stop."""
+    for repository in ("one", "two"):
+        for n in range(7):
+            images.push_image(api, repository, "v", seed=f"{repository}{n}")
+    report_path = tmp_path / "r.json"
+    with running(DeleteRecorder(registry.url, delay_s=0.0)) as recorder:
+        args = clean_args(registry, "--rate", "1", "--concurrency", "1")
+        args[args.index("--registry-url") + 1] = recorder.url
+        process = subprocess.Popen(
+            [sys.executable, "-m", "regcleaner", *args, "--report", str(report_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while len(recorder.deletes) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling the proxy for the third DELETE
+            assert len(recorder.deletes) >= 3, "the DELETEs never came"
+            process.send_signal(signal.SIGTERM)
+            try:
+                _, stderr = process.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                pytest.fail("still running 20 s after SIGTERM")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        time.sleep(0.5)  # a DELETE sent as the process exited would arrive by now
+        found = STOP_LINE.search(stderr)
+        assert found, stderr
+        stopped_at = datetime.datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        late = recorder.deletes_after(stopped_at + 0.05)
+        sent = len(recorder.deletes)
+    assert late == [], f"{len(late)} DELETEs started after the stop: {late}\n{stderr}"
+    assert process.returncode == 143, stderr
+    document = json.loads(report_path.read_text())
+    assert document["stopped_by"] == "SIGTERM"
+    deleted = sum(len(r["deleted"]) for r in document["repositories"])
+    assert deleted == sent  # every DELETE that went was answered and reported
+    assert sent < 12  # the stop came early: most planned deletions never went

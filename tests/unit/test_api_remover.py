@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from regcleaner.concurrency import StopScope
 from regcleaner.config import Limits, TLSOptions
 from regcleaner.digest import Digest
 from regcleaner.errors import AuthenticationError, DeletionDisabled, PermissionDenied
 from regcleaner.planner import GONE, Reason, ReasonKind
 from regcleaner.registry.auth import Authorizer
 from regcleaner.registry.client import RegistryClient, parse_error_body, parse_retry_after
-from regcleaner.removers.api import ANSWER_LOST, ApiRemover
+from regcleaner.removers.api import ANSWER_LOST, STOPPED, ApiRemover
 from regcleaner.removers.base import Outcome
 from regcleaner.retry import Action, Backoff, classify
 
@@ -76,7 +77,7 @@ def run_delete(
     sleeps: list[float] = []
     outcome: list[Any] = []
 
-    async def fake_pause(delay: float, stopping: asyncio.Event | None) -> bool:
+    async def fake_pause(delay: float, stopping: StopScope | None) -> bool:
         sleeps.append(delay)
         return stop_after_sleeps is None or len(sleeps) <= stop_after_sleeps
 
@@ -202,6 +203,138 @@ def test_rate_limit_is_never_exceeded() -> None:
     for i, start in enumerate(hits):
         in_window = sum(1 for t in hits[i:] if t - start < 1.0)
         assert in_window <= 25 + 1  # leaky bucket: capacity plus the one draining
+
+
+# -- a stop starts no request ---------------------------------------------------------------
+
+
+def stalled_until(released: asyncio.Event, arrived: asyncio.Event, answer: int = 202) -> Any:
+    """A handler that sets ``arrived``, then answers once ``released`` is set: a request
+    in flight."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await released.wait()
+        return web.Response(status=answer)
+
+    return handler
+
+
+def test_deletions_queued_for_a_slot_are_not_sent_after_a_stop() -> None:
+    """Concurrency 1: one DELETE in flight, two queued for the slot. A stop sends neither
+    of the queued ones; the one in flight finishes."""
+    limits = Limits(concurrency=1, per_repository=1)
+    released, arrived = asyncio.Event(), asyncio.Event()
+    results: list[Any] = []
+
+    async def test(url: str, seen: list[float]) -> None:
+        scope = StopScope(grace_s=30)
+        async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
+            remover = ApiRemover(client, limits, stopping=scope)
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(remover.delete("r", DIGEST)) for _ in range(3)]
+                await arrived.wait()
+                scope.request_stop("SIGTERM")
+                await asyncio.sleep(0.05)  # the queued ones have ended by now
+                results.extend(task.result() for task in tasks[1:] if task.done())
+                released.set()
+            results.insert(0, tasks[0].result())
+
+    hits = asyncio.run(with_server([stalled_until(released, arrived)], test))
+    assert len(hits) == 1
+    assert results[0].outcome is Outcome.DELETED
+    assert [r.outcome for r in results[1:]] == [Outcome.KEPT, Outcome.KEPT]
+    assert all(r.reason == STOPPED for r in results[1:])
+
+
+def test_a_deletion_waiting_for_the_rate_limiter_is_not_sent_after_a_stop() -> None:
+    limits = Limits(concurrency=4, rate=1)
+    waited: list[float] = []
+    results: list[Any] = []
+
+    async def test(url: str, seen: list[float]) -> None:
+        scope = StopScope(grace_s=30)
+        async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
+            remover = ApiRemover(client, limits, stopping=scope)
+            results.append(await remover.delete("r", DIGEST))  # takes this second's turn
+            asyncio.get_running_loop().call_later(0.1, scope.request_stop, "SIGTERM")
+            started = time.monotonic()
+            results.append(await remover.delete("r", DIGEST))  # waits ~1 s for its turn
+            waited.append(time.monotonic() - started)
+
+    hits = asyncio.run(with_server([status(202)], test))
+    assert len(hits) == 1
+    assert results[0].outcome is Outcome.DELETED
+    assert results[1].outcome is Outcome.KEPT
+    assert results[1].reason == STOPPED
+    assert waited[0] < 0.5  # ended at the stop, not at the limiter's next turn
+
+
+def test_a_stop_during_the_last_look_sends_nothing() -> None:
+    scope = StopScope()
+
+    async def last_look(digest: Digest) -> Reason | None:
+        scope.request_stop("SIGTERM")  # the look at storage took a while
+        return None
+
+    results: list[Any] = []
+
+    async def test(url: str, seen: list[float]) -> None:
+        limits = Limits()
+        async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
+            remover = ApiRemover(client, limits, stopping=scope)
+            results.append(await remover.delete("r", DIGEST, last_look))
+
+    hits = asyncio.run(with_server([status(202)], test))
+    assert hits == []
+    assert results[0].reason == STOPPED
+
+
+def test_a_stop_ends_a_real_backoff_at_once() -> None:
+    """No fake pause: the scope's own sleep, with a 30 s Retry-After."""
+    limits = Limits(max_attempts=4)
+    results: list[Any] = []
+    waited: list[float] = []
+
+    async def test(url: str, seen: list[float]) -> None:
+        scope = StopScope()
+        async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
+            remover = ApiRemover(client, limits, stopping=scope)
+            asyncio.get_running_loop().call_later(0.2, scope.request_stop, "SIGTERM")
+            started = time.monotonic()
+            results.append(await remover.delete("r", DIGEST))
+            waited.append(time.monotonic() - started)
+
+    hits = asyncio.run(with_server([status(429, {"Retry-After": "30"})], test))
+    assert len(hits) == 1
+    assert results[0].outcome is Outcome.KEPT
+    assert results[0].reason == Reason(ReasonKind.STOPPED)
+    assert waited[0] < 2
+
+
+def test_a_stop_signalled_by_an_event_ends_the_waits_too() -> None:
+    """The engine of today hands over an asyncio.Event: the remover follows it during its
+    session, so a DELETE queued for the rate limiter is not sent either."""
+    limits = Limits(concurrency=4, rate=1)
+    results: list[Any] = []
+    waited: list[float] = []
+
+    async def test(url: str, seen: list[float]) -> None:
+        stopping = asyncio.Event()
+        client = RegistryClient(url, Authorizer(None), TLSOptions(), limits)
+        remover = ApiRemover(client, limits, stopping=stopping)
+        async with remover.session():  # opens and closes the client
+            results.append(await remover.delete("r", DIGEST))
+            asyncio.get_running_loop().call_later(0.1, stopping.set)
+            started = time.monotonic()
+            results.append(await remover.delete("r", DIGEST))
+            waited.append(time.monotonic() - started)
+
+    hits = asyncio.run(with_server([status(200), status(202)], test))
+    assert len(hits) == 2  # the session's ping, then the first DELETE
+    assert results[0].outcome is Outcome.DELETED
+    assert results[1].reason == STOPPED
+    assert waited[0] < 0.5
 
 
 def test_classify_covers_the_status_space() -> None:
