@@ -1,4 +1,5 @@
-"""How the engine takes stop requests: signals apart from a fatal error's stop."""
+"""How the engine takes stop requests: signals apart from a fatal error's stop, and how
+deletions a stop prevented are reported."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import asyncio
 from pathlib import Path
 
 from regcleaner.config import Settings
+from regcleaner.digest import Digest
 from regcleaner.engine import Engine
+from regcleaner.planner import RUN_STOPPED, Reason, ReasonKind
+from regcleaner.pushwatch import RepositoryWaveContext
+from regcleaner.removers.base import Outcome, Removal
 from regcleaner.removers.dryrun import DryRunRemover
-from regcleaner.report import RunReport
+from regcleaner.report import RepositoryRecord, RunReport
 from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.view import RegistryView
 
@@ -59,4 +64,35 @@ def test_a_second_signal_abandons_at_once(tmp_path: Path) -> None:
 
     assert asyncio.run(scenario()) <= 0.01
     assert report.stopped_by == "SIGTERM"
+    report.close()
+
+
+class _Stopped:
+    """A run that was stopped by a signal (no fatal error)."""
+
+    def __init__(self) -> None:
+        self.fatal_error: BaseException | None = None
+        self.stopping = asyncio.Event()
+        self.stopping.set()
+
+    def fatal(self, error: BaseException) -> None:
+        self.fatal_error = error
+
+
+def test_deletions_a_stop_prevented_are_reported_not_attempted() -> None:
+    """A remover's "stopped before sending" and the engine's own skip after a stop are
+    both a typed not-attempted reason, which the report counts as not attempted."""
+    first, second, third = (Digest("sha256:" + f"{n:064x}") for n in (1, 2, 3))
+    report = RunReport(dry_run=False, registry_url=None, storage="filesystem")
+    record = RepositoryRecord("app")
+    reasons = {first: "untagged", second: "untagged", third: "untagged"}
+    context = RepositoryWaveContext(_Stopped(), report, record, reasons, {second: (third,)},
+                                    watch=None, mismatch=None)  # fmt: skip
+    assert context.skip(first) == RUN_STOPPED
+    context.record(Removal(first, Outcome.KEPT, reason=Reason(ReasonKind.STOPPED)))
+    context.record(Removal(second, Outcome.KEPT, reason=RUN_STOPPED))
+    assert record.kept == {first: "not-attempted:run stopped", second: "not-attempted:run stopped"}
+    assert context.protected == {third: second}, "what depends on a kept manifest stays"
+    report.add(record)
+    assert report.summary()["not_attempted"] == 2
     report.close()
