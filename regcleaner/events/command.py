@@ -1,0 +1,187 @@
+"""``regcleaner events``: the typer sub-app (``serve``, ``import-log``).
+
+Module-level imports stay light (typer and the standard library): aiohttp, SQLite and
+prometheus are imported inside the commands, so the CLI starts as fast without them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from regcleaner.exitcodes import EXIT_FAILED, EXIT_USAGE
+
+TOKEN_VARIABLE = "REGCLEANER_EVENTS_TOKEN"  # noqa: S105 (the variable's name)
+
+events_app = typer.Typer(
+    name="events",
+    help="Record pull times from the registry's notifications (for pulled_within rules).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+log = logging.getLogger("regcleaner.events")
+
+if TYPE_CHECKING:
+    from regcleaner.events.envelope import ManifestPull
+    from regcleaner.events.store import PullStore
+
+Database = Annotated[
+    Path,
+    typer.Option("--db", envvar="REGCLEANER_EVENTS_DB", metavar="PATH",
+                 help="The pull record (SQLite); give the same path to clean --pulls-db."),
+]  # fmt: skip
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` → (host, port)."""
+    host, separator, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not separator or not host or not port_text.isascii() or not port_text.isdigit():
+        raise ValueError(f"--listen: expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--listen: port {port} is not between 0 and 65535")
+    return host, port
+
+
+def _setup_logging(verbose: bool, json_logs: bool) -> None:
+    from regcleaner.config import OutputFormat
+    from regcleaner.logs import setup_logging
+
+    setup_logging(verbose, OutputFormat.JSON if json_logs else OutputFormat.TEXT)
+
+
+@events_app.command()
+def serve(
+    db: Database,
+    listen: Annotated[
+        str,
+        typer.Option(
+            envvar="REGCLEANER_EVENTS_LISTEN",
+            metavar="HOST:PORT",
+            help="Where to listen; the registry POSTs envelopes to /events.",
+        ),
+    ] = "127.0.0.1:5080",
+    max_body: Annotated[
+        int,
+        typer.Option(
+            min=1024, metavar="BYTES", help="Largest envelope accepted (bigger ones get 413)."
+        ),
+    ] = 1024 * 1024,
+    json_logs: Annotated[
+        bool, typer.Option("--json-logs", help="Log one JSON object a line.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
+) -> None:
+    """Receive the registry's notifications at POST /events and record each manifest pull.
+
+    The bearer token the registry sends (its endpoint's headers) is read from
+    REGCLEANER_EVENTS_TOKEN; without it every request is accepted (loopback tests only).
+    """
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    _setup_logging(verbose, json_logs)
+    token = os.environ.get(TOKEN_VARIABLE) or None
+    if token is None:
+        log.warning("%s is not set: envelopes are accepted WITHOUT authentication; use this "
+                    "only on a loopback address for tests", TOKEN_VARIABLE)  # fmt: skip
+    import asyncio
+
+    from regcleaner.events.server import ServeConfig, serve
+    from regcleaner.events.store import PullStoreError
+    from regcleaner.runner import event_loop_factory
+
+    config = ServeConfig(host=host, port=port, db=db, token=token, max_body=max_body)
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(serve(config))
+    except PullStoreError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+@events_app.command("import-log")
+def import_log(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help="Registry logs (plain or .gz).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    db: Database,
+    complete: Annotated[
+        bool,
+        typer.Option(
+            "--complete",
+            help="The files are the registry's whole log from their first line "
+            "up to when events serve started: recording then counts as "
+            "covering that time too (otherwise pulls are added, coverage is "
+            "not).",
+        ),
+    ] = False,
+) -> None:
+    """Record the manifest GETs (answered 200) that the registry's logs show.
+
+    Pulls by tag are recorded for the tag only: a log does not say which digest it served.
+    HEAD requests are not pulls.
+    """
+    from regcleaner.events.accesslog import LogSummary, read_pulls
+    from regcleaner.events.decision import format_time
+    from regcleaner.events.store import PullStore, PullStoreError
+
+    try:
+        store = PullStore(db)
+    except PullStoreError as exc:
+        raise _fail(str(exc)) from None
+    summary = LogSummary()
+    try:
+        pulls: list[ManifestPull] = []
+        for path in files:
+            try:
+                pulls.extend(read_pulls(path, summary))
+            except (OSError, EOFError) as exc:
+                raise _fail(f"{path}: cannot read: {exc}", EXIT_FAILED) from None
+        store.record(pulls)
+        typer.echo(f"{summary.pulls} manifest pulls recorded from {summary.requests} requests "
+                   f"in {summary.lines} lines of {len(files)} files "
+                   f"({format_time(summary.first)} to {format_time(summary.last)})")  # fmt: skip
+        if complete:
+            typer.echo(_extend_coverage(store, summary.first, summary.last))
+    finally:
+        store.close()
+
+
+def _extend_coverage(store: PullStore, first: float | None, last: float | None) -> str:
+    """Move the start of coverage back to ``first`` if the logs reach recording's start."""
+    from regcleaner.events.decision import format_time
+
+    since = store.recording_since()
+    if first is None or last is None:
+        return "coverage unchanged: the files show no request"
+    if since is None:
+        return ("coverage unchanged: events serve has not recorded yet (a log alone never "
+                "proves that something was not pulled)")  # fmt: skip
+    if last < since:
+        return (f"coverage unchanged: the logs end {format_time(last)}, before recording "
+                f"began {format_time(since)} (a gap nobody saw)")  # fmt: skip
+    start = store.extend_coverage(first)
+    return f"recording now covers pulls since {format_time(start)}"
