@@ -86,6 +86,17 @@ class EventsService:
                 process.wait()
         return process.returncode
 
+    def stop_signal(self) -> None:
+        """Send SIGTERM and return at once (``wait`` collects the exit code)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        """Wait for the process to exit after ``stop_signal``; its exit code."""
+        process, self._process = self._process, None
+        assert process is not None
+        return process.wait(timeout=timeout_s)
+
     def kill(self) -> None:
         """SIGKILL: what a crash or an evicted pod looks like."""
         process, self._process = self._process, None
