@@ -27,6 +27,7 @@ from regcleaner.config import (
     build_settings,
 )
 from regcleaner.errors import ConfigError
+from regcleaner.events.command import events_app
 from regcleaner.exitcodes import EXIT_USAGE
 from regcleaner.options import (
     KEEP,
@@ -44,6 +45,7 @@ from regcleaner.options import (
     StorageOptions,
     grouped,
 )
+from regcleaner.usage.command import prune_empty_repositories, usage
 
 app = typer.Typer(
     name="regcleaner",
@@ -348,6 +350,10 @@ def gc(
     _start_logging(settings.output)
     raise typer.Exit(run_gc(settings))
 
+
+app.command("usage")(usage)
+app.command("prune-empty-repositories")(prune_empty_repositories)
+app.add_typer(events_app, name="events")
 
 policy_app = typer.Typer(
     help="Tag retention policies.", invoke_without_command=True, rich_markup_mode="rich"
