@@ -24,6 +24,7 @@ from testkit.api import RegistryAPI
 from testkit.registry import RegistryProcess
 from testkit.signatures import push_referrers_index, push_signature_for, referrers_tag
 from tests.conftest import clean_args, run_cli
+from tests.integration.test_push_races import Backend, backend
 from tests.integration.test_retention import (
     KEEP_PREFIX,
     clean,
@@ -38,6 +39,7 @@ from tests.integration.test_retention import (
 )
 
 pytestmark = pytest.mark.integration
+__all__ = ["backend"]  # the fixture, from test_push_races
 
 MODES = ["api", "direct"]
 NOWHERE = "sha256:" + "ab" * 32
@@ -145,3 +147,27 @@ def test_deletions_a_stop_prevented_are_counted_not_attempted(
     not_attempted = [r for r in kept if r.startswith("not-attempted:")]
     assert summary["not_attempted"] == len(not_attempted) > 0, summary
     assert summary["deleted"] + summary["not_attempted"] + summary["failed"] == 6, summary
+
+
+@pytest.mark.parametrize("backend", ["s3"], indirect=True)
+def test_signatures_in_another_repository_on_s3_direct(backend: Backend, tmp_path: Path) -> None:
+    """The second pass on S3, where removals of many repositories share DeleteObjects
+    requests: the batcher takes the deferred repository after the first pass ended."""
+    api = RegistryAPI(backend.registry.url)
+    old = images.push_image(api, "app", "v1", seed="s3-old")
+    current = images.push_image(api, "app", "v1", seed="s3-new")
+    current_sig = push_signature_for(api, "app-sigs", current, seed="s3-sig-current")
+    old_sig = push_signature_for(api, "app-sigs", old, seed="s3-sig-old")
+    nowhere_sig = push_signature_for(api, "app-sigs", NOWHERE, seed="s3-sig-nowhere")
+    backend.registry.readonly = True
+    backend.registry.restart()
+
+    args = backend.args(backend.registry.url, "--direct", "--prune-orphan-signatures")
+    result = run_cli(args, env=backend.env, report_path=tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    assert digests(result.report, "app", "deleted") == {old.digest}
+    assert digests(result.report, "app-sigs", "deleted") == {old_sig.digest, nowhere_sig.digest}
+    assert kept_tags(result.report, "app-sigs") == set(current_sig.tags)
+    assert set(api.tags("app-sigs")) == set(current_sig.tags)
+    api.pull("app-sigs", current_sig.tags[0])
+    api.pull("app", "v1")
