@@ -86,6 +86,12 @@ class EventsService:
                 process.wait()
         return process.returncode
 
+    @property
+    def pid(self) -> int:
+        """The running service's process id."""
+        assert self._process is not None
+        return self._process.pid
+
     def stop_signal(self) -> None:
         """Send SIGTERM and return at once (``wait`` collects the exit code)."""
         assert self._process is not None
@@ -129,6 +135,11 @@ class NotifyingRegistry(RegistryProcess):
             "timeout": "2s",
             "threshold": 5,
             "backoff": "200ms",
+            # What docs/pulls.md recommends: blob events and pushes are not sent at all.
+            "ignore": {
+                "mediatypes": ["application/octet-stream"],
+                "actions": ["push", "delete", "mount"],
+            },
         }
         if self.token is not None:
             endpoint["headers"] = {"Authorization": [f"Bearer {self.token}"]}
