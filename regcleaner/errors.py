@@ -4,8 +4,9 @@ RegcleanerError
 ├── ConfigError                  bad option, environment variable, file or path
 │   └── GateRefused              storage writes refused: the registry can still write
 ├── StorageError                 the storage failed during the run (a listing, a read)
-│   └── StorageSetupError        the storage cannot be used at all: no registry layout
-│                                under the root, missing bucket, refused credentials
+│   ├── StorageSetupError        the storage cannot be used at all: no registry layout
+│   │                            under the root, missing bucket, refused credentials
+│   └── StorageUnreachable       the S3 endpoint does not answer (before the run)
 ├── ManifestError                one manifest cannot be understood (kept, never fatal)
 ├── MarkIncomplete               gc: the mark phase is not complete, nothing is swept
 └── RegistryError                the registry API said something we cannot go on with
@@ -46,6 +47,10 @@ class StorageError(RegcleanerError):
 
 class StorageSetupError(StorageError):
     """The storage cannot be used at all (checked before anything is done)."""
+
+
+class StorageUnreachable(StorageError):
+    """The object store's endpoint does not answer (found before the run starts)."""
 
 
 class ManifestError(RegcleanerError):

@@ -6,7 +6,7 @@
 - 2: bad usage or configuration, including storage that is not a registry's, and a
   refused storage write (the registry can still write).
 - 3: the registry: unreachable, credentials refused, deletion disabled (405), or the
-  URL and the storage belong to different registries.
+  URL and the storage belong to different registries; or the S3 endpoint unreachable.
 - 130 / 143: stopped by SIGINT / SIGTERM (the report covers what was done).
 
 An error decides first, then a stop signal, then failures counted in the report.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regcleaner.errors import ConfigError, RegistryError, StorageSetupError
+from regcleaner.errors import ConfigError, RegistryError, StorageSetupError, StorageUnreachable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,7 +41,7 @@ def exit_code(end: RunEnd) -> int:
     if error is not None:
         if isinstance(error, ConfigError | StorageSetupError):
             return EXIT_USAGE
-        if isinstance(error, RegistryError):
+        if isinstance(error, RegistryError | StorageUnreachable):
             return EXIT_REGISTRY
         return EXIT_FAILED
     if end.stopped_by:

@@ -181,6 +181,48 @@ async def dry_run_checks(
             report.gate_check = {"would_refuse": False, "reason": None}
 
 
+STORAGE_CONNECT_TIMEOUT_S = 3.0
+"""How long the first TCP connection to an S3 endpoint may take before the run."""
+STORAGE_CHECK_TIMEOUT_S = 6.0
+"""How long the store's first request (HeadBucket, credentials included) may take."""
+
+
+async def storage_reachable(settings: Settings | GcSettings, store: ByteStore) -> None:
+    """Before the run, fail in seconds (exit 3) when the S3 endpoint does not answer,
+    instead of after the client's retries (about 30 s): a TCP connection to an explicit
+    endpoint first, then the store's own check under a short deadline."""
+    s3 = settings.s3
+    if s3 is None:
+        return
+    from regcleaner.errors import StorageUnreachable
+
+    where = s3.endpoint_url or f"the S3 endpoint of bucket {s3.bucket!r}"
+    if s3.endpoint_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(s3.endpoint_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            async with asyncio.timeout(STORAGE_CONNECT_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(parts.hostname, port)
+            writer.close()
+        except TimeoutError:
+            raise StorageUnreachable(
+                f"cannot reach {where}: no connection within {STORAGE_CONNECT_TIMEOUT_S:g} s; "
+                "check --s3-endpoint"
+            ) from None
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise StorageUnreachable(f"cannot reach {where}: {why}; check --s3-endpoint") from None
+    try:
+        async with asyncio.timeout(STORAGE_CHECK_TIMEOUT_S):
+            await store.check()
+    except TimeoutError:
+        raise StorageUnreachable(
+            f"cannot reach {where}: S3 did not answer within {STORAGE_CHECK_TIMEOUT_S:g} s"
+        ) from None
+
+
 def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event) -> Any:
     """API, direct or dry-run removal, as the settings ask."""
     if settings.dry_run:
@@ -206,6 +248,7 @@ async def clean(
     blob collection in the same maintenance window (not after a failed or stopped run).
     A dry run first checks what the real run would (``dry_run_checks``)."""
     try:
+        await storage_reachable(engine.settings, view.store)
         if engine.settings.dry_run:
             await dry_run_checks(engine.settings, view, report)
         await engine.run()
@@ -384,6 +427,7 @@ def run_gc(settings: GcSettings) -> int:
 
     async def collect() -> None:
         try:
+            await storage_reachable(settings, store)
             if settings.dry_run:
                 await dry_run_checks(settings, view, report)
             await collector.run()

@@ -14,6 +14,7 @@ Output is read at ``COLUMNS=80``.
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,9 +72,11 @@ def serving(
                            **options)  # type: ignore[arg-type]  # fmt: skip
 
 
-def timed(argv: list[str], tmp_path: Path) -> tuple[CliResult, float]:
+def timed(
+    argv: list[str], tmp_path: Path, env: dict[str, str] | None = None
+) -> tuple[CliResult, float]:
     started = time.monotonic()
-    result = run_cli(argv, env=COLUMNS, report_path=tmp_path / "report.json")
+    result = run_cli(argv, env={**COLUMNS, **(env or {})}, report_path=tmp_path / "report.json")
     return result, time.monotonic() - started
 
 
@@ -185,3 +188,50 @@ def test_a_direct_dry_run_against_the_read_only_registry_of_this_storage_is_quie
     assert "would refuse" not in result.output
     assert result.report is not None
     assert result.report["gate"] == {"would_refuse": False, "reason": None}
+
+
+# -- an S3 endpoint that does not answer (issue 23, item 3) -----------------------------------
+
+S3_COMMANDS = pytest.mark.parametrize(
+    "command",
+    [["clean", "--direct", "--registry-stopped"], ["clean", "--dry-run"],
+     ["gc", "--registry-stopped"]],
+    ids=["clean-direct", "clean-dry-run", "gc"],
+)  # fmt: skip
+S3_ENV = {"ACCESS_KEY": "key", "SECRET_KEY": "secret"}
+
+
+def s3_argv(command: list[str], endpoint: str) -> list[str]:
+    return [*command, "--storage", "s3", "--bucket", "b", "--s3-endpoint", endpoint,
+            "--region", "us-east-1", "--progress-interval", "0"]  # fmt: skip
+
+
+@S3_COMMANDS
+def test_an_s3_endpoint_where_nothing_listens_fails_fast_with_exit_3(
+    tmp_path: Path, command: list[str]
+) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result, took = timed(s3_argv(command, endpoint), tmp_path, S3_ENV)
+    assert result.exit_code == 3, result.output
+    assert took < 5.0
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].endswith(
+        f"ERROR cannot reach {endpoint}: Connection refused; check --s3-endpoint"
+    )
+    assert "check:" not in result.output
+    assert result.stdout == ""
+
+
+def test_an_s3_endpoint_that_accepts_but_never_answers_fails_within_seconds(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel accepts connections; nothing ever answers
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result, took = timed(s3_argv(["clean", "--dry-run"], endpoint), tmp_path, S3_ENV)
+    assert result.exit_code == 3, result.output
+    assert took < FAST_S
+    assert f"ERROR cannot reach {endpoint}: S3 did not answer within 6 s" in result.stderr
+    assert "check:" not in result.output

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import ssl
 from typing import Any
 
 import pytest
@@ -12,12 +15,14 @@ from hypothesis import strategies as st
 
 from regcleaner.config import Credentials
 from regcleaner.registry.auth import (
+    PULL_ACTIONS,
     Authorizer,
     Challenge,
     basic_authorization,
     challenge_error,
     parse_www_authenticate,
 )
+from regcleaner.registry.client import nothing_answered
 
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~"
 tokens = st.text(TOKEN_CHARS, min_size=1, max_size=12)
@@ -183,3 +188,44 @@ def test_non_bearer_401_means_refused(header: str) -> None:
         assert not await authorizer.challenged(session, "app", header, "Basic x")
 
     assert with_token_server({}, test) == []
+
+
+# -- what counts as "nothing answers" (the gate's --registry-stopped) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "nothing"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), True),
+        (OSError(errno.ENETUNREACH, "Network is unreachable"), True),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), True),
+        # A server may be there: a DNS server that did not answer, a timeout, a reset,
+        # a TLS handshake of any outcome.
+        (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"), False),
+        (TimeoutError(), False),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), False),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), False),
+        (None, False),
+    ],
+    ids=[
+        "refused",
+        "no-route",
+        "no-network",
+        "no-such-host",
+        "dns-timeout",
+        "timeout",
+        "reset",
+        "tls",
+        "none",
+    ],
+)
+def test_only_no_server_at_all_counts_as_nothing_answering(
+    error: BaseException | None, nothing: bool
+) -> None:
+    assert nothing_answered(error) is nothing
+
+
+def test_the_identity_probe_asks_for_pull_only() -> None:
+    """The storage-identity HEADs ask the token server for ``pull`` and nothing more."""
+    assert Authorizer(None).scope("team/app", PULL_ACTIONS) == "repository:team/app:pull"

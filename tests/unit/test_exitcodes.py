@@ -14,6 +14,7 @@ from regcleaner.errors import (
     RegistryUnreachable,
     StorageError,
     StorageSetupError,
+    StorageUnreachable,
 )
 from regcleaner.exitcodes import RunEnd, exit_code
 
@@ -35,6 +36,8 @@ from regcleaner.exitcodes import RunEnd, exit_code
         (RunEnd(error=AuthenticationError("401")), 3),
         (RunEnd(error=DeletionDisabled("405")), 3),
         (RunEnd(error=RegistryMismatch("different registries")), 3),
+        # The S3 endpoint does not answer: unreachable, like the registry (not "failed").
+        (RunEnd(error=StorageUnreachable("connection refused")), 3),
         (RunEnd(error=ZeroDivisionError("a bug")), 1),
         # An error decides before a signal or failures.
         (RunEnd(error=DeletionDisabled("405"), stopped_by="SIGTERM", failures=1), 3),
