@@ -7,16 +7,22 @@ compares the S3 requests it made with what listing the whole bucket would take.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bench.generate import generate
+from testkit.registry import free_port
 from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 
@@ -72,6 +78,169 @@ def main() -> int:
         "with every layer, config and upload in the bucket, not with the manifests"
     )
     return 0
+
+
+def patch_moto_listing() -> None:
+    """Make moto's ListObjectsV2 cost what S3's costs: one page, not the whole bucket.
+
+    moto answers each ListObjectsV2 by scanning and sorting every key of the bucket,
+    then finding the continuation token by a linear search: a page costs O(keys in the
+    bucket), so a bucket of 300,000 keys takes seconds a page and a benchmark measures
+    moto. This keeps the bucket's key names sorted (rebuilt when the number of keys
+    changes: the benchmark writes everything first, then only reads) and answers each
+    page by bisection, with moto's own tokens and result shape. For benchmarks only."""
+    from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
+    from moto.utilities.utils import md5_hash
+
+    sorted_names: dict[int, tuple[int, list[str]]] = {}
+
+    def names_of(bucket: Any) -> list[str]:
+        count = len(bucket.keys)
+        cached = sorted_names.get(id(bucket))
+        if cached is None or cached[0] != count:
+            cached = (count, sorted(bucket.keys.keys()))
+            sorted_names[id(bucket)] = cached
+        return cached[1]
+
+    def list_objects_v2(
+        self: Any,
+        bucket: Any,
+        prefix: str | None,
+        delimiter: str | None,
+        continuation_token: str | None,
+        start_after: str | None,
+        max_keys: int,
+    ) -> tuple[list[Any], bool, str | None]:
+        names = names_of(bucket)
+        prefix = prefix or ""
+        index = bisect.bisect_left(names, prefix)
+        after = (
+            self._pagination_tokens.get(continuation_token) if continuation_token else start_after
+        )
+        if after:
+            if delimiter and after.endswith(delimiter):  # a common prefix: past all of it
+                after = after[: -len(delimiter)] + chr(ord(delimiter[0]) + 1)
+                index = max(index, bisect.bisect_left(names, after))
+            else:
+                index = max(index, bisect.bisect_right(names, after))
+        results: list[Any] = []
+        while index < len(names) and len(results) <= max_keys:
+            name = names[index]
+            if not name.startswith(prefix):
+                break
+            rest = name[len(prefix) :]
+            if delimiter and delimiter in rest:
+                folder = prefix + rest.split(delimiter)[0] + delimiter
+                results.append(folder)
+                stop = folder[: -len(delimiter)] + chr(ord(delimiter[0]) + 1)
+                index = bisect.bisect_left(names, stop)
+                continue
+            key = bucket.keys.get(name)
+            if isinstance(key, FakeKey) and not isinstance(key, FakeDeleteMarker):
+                results.append(key)
+            index += 1
+        if max_keys == 0:
+            return [], False, None
+        if len(results) > max_keys:
+            results = results[:max_keys]
+            last = results[-1]
+            last_name = last.name if isinstance(last, FakeKey) else last
+            token = md5_hash(last_name.encode("utf-8")).hexdigest()
+            self._pagination_tokens[token] = last_name
+            return results, True, token
+        return results, False, None
+
+    S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[assignment,method-assign]
+
+
+def load_into_moto(bucket: str, prefix: str, root: str) -> int:
+    """Every file below ``root`` into ``bucket`` (made here) under ``prefix``, through
+    moto's backend in this process: the HTTP API takes minutes for a few hundred
+    thousand keys. The number of keys written."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend.create_bucket(bucket, REGION)
+    written = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            key = f"{prefix}/{os.path.relpath(path, root)}"
+            with open(path, "rb") as stream:
+                backend.put_object(bucket, key, stream.read())
+            written += 1
+    return written
+
+
+def serve(port: int, load: tuple[str, str, str] | None = None) -> None:
+    """A moto S3 server on 127.0.0.1:``port`` with ``patch_moto_listing``, until its
+    standard input closes (``FastMoto`` runs it in a process of its own); with
+    ``load`` (bucket, prefix, folder), that folder's files are in the bucket first."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    patch_moto_listing()
+    if load is not None:
+        load_into_moto(*load)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    sys.stdin.read()
+    server.stop()
+
+
+class FastMoto:
+    """moto in a process of its own, with listings that cost a page (``serve``)."""
+
+    def __init__(self, load: tuple[str, str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.load = load
+        """(bucket, prefix, folder) to load before serving (``serve``)."""
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        root = Path(__file__).resolve().parent.parent
+        code = f"from bench.s3 import serve; serve({self.port}, {self.load!r})"
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=root,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"moto exited with {self._process.returncode}")
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # it answers
+            except OSError:
+                time.sleep(0.05)  # poll: not listening yet
+        raise RuntimeError("moto did not start")
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(max_pool_connections=32, s3={"addressing_style": "path"}),
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self._process is not None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
 
 
 if __name__ == "__main__":
