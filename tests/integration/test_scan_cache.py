@@ -95,6 +95,6 @@ def test_a_warm_run_on_s3_reads_only_what_changed(
     changed, changed_store = once(True)
     assert changed == once(False)[0]
     assert changed_store.stats.get == len([m for m in changed.manifests.values() if victim in m])
-    found = [m[victim] for m in changed.manifests.values() if victim in m]
-    assert found
-    assert not any(isinstance(info, ManifestRefs) for info in found)
+    infos = [m[victim] for m in changed.manifests.values() if victim in m]
+    assert infos
+    assert not any(isinstance(info, ManifestRefs) for info in infos)
