@@ -10,6 +10,10 @@ several requests in flight.
 
 Nothing is written until the gate has proved the registry cannot write (it answers
 writes as read-only mode does), or the operator said it is stopped.
+
+After a stop (the run's ``StopScope``) no request starts: keys still queued are not
+sent, and a wave whose links are not yet removed stays, reported as stopped; requests
+already sent finish within the grace the engine gives them.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
+from regcleaner.concurrency import StopRequested, StopScope
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
 from regcleaner.model import RepositorySnapshot
-from regcleaner.planner import Decision
+from regcleaner.planner import Decision, Reason, ReasonKind
 from regcleaner.removers.base import (
     GONE_BEFORE_REMOVAL,
     MOVED_SINCE_PLAN,
@@ -31,12 +36,14 @@ from regcleaner.removers.base import (
     WaveContext,
 )
 from regcleaner.storage.base import ByteStore
-from regcleaner.view import RegistryView
+from regcleaner.view import RegistryView, RemovalKeys
 
 log = logging.getLogger(__name__)
 
 MAX_KEYS = 1000
 ABANDONED = "abandoned at stop: outcome unknown"
+STOPPED = Reason(ReasonKind.STOPPED)
+STOPPED_BEFORE_REMOVAL = "stopped before removal: the tag stays"
 
 
 class _Call:
@@ -72,8 +79,10 @@ class KeyBatcher:
         in_flight: int = 8,
         idle_s: float = 0.1,
         max_hold_s: float = 1.0,
+        stop: StopScope | None = None,
     ) -> None:
         self._store = store
+        self._stop = stop
         self._places = places
         self._slots = asyncio.Semaphore(in_flight)
         self._idle_s = idle_s
@@ -108,6 +117,8 @@ class KeyBatcher:
         """Delete ``keys`` (then, on a disk, the empty ``directories``); per-key results."""
         if not keys:
             return []
+        if self._stopped():
+            raise StopRequested("run stopped: not sent")
         loop = asyncio.get_running_loop()
         call = _Call(len(keys), loop.create_future())
         if not self._queue:
@@ -136,22 +147,47 @@ class KeyBatcher:
             return 0.0
         return max(min(hold, self._last_arrival + self._idle_s - now), 0.0)
 
+    def _stopped(self) -> bool:
+        return self._stop is not None and self._stop.stop_requested
+
+    def _until_stopped(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A wait that the stop ends (none once stopped: nothing is left to wait for)."""
+        if self._stop is None or self._stop.stop_requested:
+            return contextlib.nullcontext()
+        return self._stop.interruptible()
+
+    def _refuse_queued(self) -> None:
+        """After a stop: the keys not sent stay, and their callers hear so."""
+        for _, call, _ in self._queue:
+            if not call.done.done():
+                call.done.set_exception(StopRequested("run stopped: not sent"))
+        self._queue, self._directories, self._queued_calls = [], [], 0
+
     async def run(self) -> None:
         """Send queued keys until closed."""
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as sending:
             while True:
+                if self._queue and self._stopped():
+                    self._refuse_queued()
                 due = self._due_in(loop.time())
                 if due is None and self._closed:
                     return
                 if due is None or due > 0:
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(due):
+                    with contextlib.suppress(TimeoutError, StopRequested):
+                        async with self._until_stopped(), asyncio.timeout(due):
                             await self._wake.wait()
                     continue
                 while self._queue:
-                    await self._slots.acquire()
+                    try:
+                        async with self._until_stopped():
+                            await self._slots.acquire()
+                    except StopRequested:
+                        break  # the queue is refused at the top of the loop
+                    if self._stopped():
+                        self._slots.release()
+                        break
                     # A caller cancelled meanwhile (a stop's deadline) reported its
                     # digests as abandoned: its keys are not sent.
                     live = [entry for entry in self._queue if not entry[1].done.done()]
@@ -198,10 +234,17 @@ class DirectRemover:
     removes_tags = True
 
     def __init__(
-        self, view: RegistryView, gate: Callable[[], Awaitable[None]], *, places: int = 64
+        self,
+        view: RegistryView,
+        gate: Callable[[], Awaitable[None]],
+        *,
+        places: int = 64,
+        stop: StopScope | None = None,
     ) -> None:
+        """``stop``: the run's stop scope; after a stop no removal request starts."""
         self._view = view
         self._gate = gate
+        self._stop = stop
         self._batcher: KeyBatcher | None = None
         self._delete_requests_at_start = 0
         # On an object store many repositories are in removal at once, so that their
@@ -221,7 +264,7 @@ class DirectRemover:
         if self.parallel_repositories is None:
             yield  # a disk: each wave is one batch of unlinks, nothing to coalesce
             return
-        batcher = KeyBatcher(store, places=self.parallel_repositories)
+        batcher = KeyBatcher(store, places=self.parallel_repositories, stop=self._stop)
         async with asyncio.TaskGroup() as group:
             group.create_task(batcher.run())
             self._batcher = batcher
@@ -250,10 +293,14 @@ class DirectRemover:
                 else:
                     going.append(tag)
             plans = [(tag, self._view.tag_removal_keys(snapshot, tag)) for tag in going]
-            results = await self._delete(
-                [key for _, plan in plans for key in plan.keys],
-                [folder for _, plan in plans for folder in plan.directories],
-            )
+            try:
+                results = await self._delete(
+                    [key for _, plan in plans for key in plan.keys],
+                    [folder for _, plan in plans for folder in plan.directories],
+                )
+            except StopRequested:
+                outcome.update(dict.fromkeys(going, STOPPED_BEFORE_REMOVAL))
+                return outcome
             position = 0
             for tag, plan in plans:
                 mine = results[position : position + len(plan.keys)]
@@ -296,10 +343,13 @@ class DirectRemover:
         # Two steps: first each manifest's tag-history entries (and other files in its
         # revision folder), then, for the manifests whose first step fully succeeded,
         # the revision link itself. A manifest whose history could not go keeps its
-        # revision link, so it is reported failed and a rerun plans it again.
+        # revision link, so it is reported failed and a rerun plans it again. A stop
+        # before a step keeps the manifests of that step (their revision links stay).
+        second: list[tuple[Digest, RemovalKeys]] = []
+        failed_first: dict[Digest, list[str]] = {}
+        step = "first"
         try:
             first = [key for _, plan in plans for key in plan.keys[:-1]]
-            failed_first: dict[Digest, list[str]] = {}
             if first:
                 results = await self._delete(first, [])
                 position = 0
@@ -310,10 +360,18 @@ class DirectRemover:
                     if problems:
                         failed_first[digest] = problems
             second = [(d, plan) for d, plan in plans if d not in failed_first]
+            step = "second"
             results = await self._delete(
                 [plan.keys[-1] for _, plan in second],
                 [folder for _, plan in second for folder in plan.directories],
             )
+        except StopRequested:
+            stays = chosen if step == "first" else [digest for digest, _ in second]
+            for digest, problems in failed_first.items():
+                context.record(Removal(digest, Outcome.FAILED, "; ".join(problems)))
+            for digest in stays:
+                context.record(Removal(digest, Outcome.KEPT, reason=STOPPED))
+            return
         except asyncio.CancelledError:
             for digest in chosen:
                 context.record(Removal(digest, Outcome.FAILED, ABANDONED))
@@ -332,8 +390,12 @@ class DirectRemover:
                 context.record(Removal(digest, Outcome.FAILED, problem))
 
     async def _delete(self, keys: list[str], directories: list[str]) -> list[str | None]:
+        """Delete through the batcher (an object store) or at once (a disk); raise
+        StopRequested instead of starting a request after a stop."""
         if not keys:
             return []
+        if self._stop is not None and self._stop.stop_requested:
+            raise StopRequested("run stopped: not sent")
         if self._batcher is not None:
             return await self._batcher.delete(keys, directories)
         return await self._view.store.delete_many(keys, directories=directories)

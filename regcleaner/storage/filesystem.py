@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import aiofiles.os
 
+from regcleaner.concurrency import StopScope
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, EntryKind, FileInfo, Leaf, RequestStats
 
@@ -98,6 +99,9 @@ class FilesystemStore:
 
     has_directories = True
     listing_concurrency = 1  # listings are CPU work here: more tasks would only interleave
+    stop: StopScope | None = None
+    """The run's stop scope (the S3 store's per-key retries end at it); unused here: a
+    disk's deletions are not retried."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 
+from regcleaner.concurrency import StopRequested, StopScope
 from regcleaner.errors import StorageError
 from regcleaner.removers.direct import MAX_KEYS, KeyBatcher
 from regcleaner.storage.base import ByteStore
@@ -208,3 +209,64 @@ def test_keys_of_a_caller_cancelled_before_they_went_are_never_sent() -> None:
 
     asyncio.run(with_batcher(store, body, places=64, in_flight=1, idle_s=30, max_hold_s=30))
     assert store.requests == [["first/w0/k0"]], "an abandoned caller's key was sent"
+
+
+# -- a stop sends nothing more -----------------------------------------------------------------
+
+
+def test_keys_queued_behind_a_request_in_flight_are_not_sent_after_a_stop() -> None:
+    """One request in flight (the only slot); another caller's keys wait for the slot.
+    A stop: the one in flight finishes, the waiting keys never reach the store."""
+    store = ScriptedStore(delay_s=0.2)
+    scope = StopScope(grace_s=30)
+
+    async def body(batcher: KeyBatcher) -> tuple[list[str | None], BaseException | None]:
+        first = asyncio.create_task(batcher.delete(["a/1"], []))
+        await store.asked.wait()  # the first request is in flight
+        queued = asyncio.create_task(batcher.delete(["b/1", "b/2"], []))
+        await asyncio.sleep(0.01)
+        scope.request_stop("SIGTERM")
+        done = await first
+        try:
+            await queued
+        except StopRequested as exc:
+            return done, exc
+        return done, None
+
+    done, refused = asyncio.run(
+        with_batcher(store, body, places=64, in_flight=1, idle_s=0, stop=scope)
+    )
+    assert done == [None]
+    assert isinstance(refused, StopRequested)
+    assert store.requests == [["a/1"]]
+
+
+def test_keys_held_for_company_are_refused_at_once_at_a_stop() -> None:
+    store = ScriptedStore()
+    scope = StopScope()
+
+    async def body(batcher: KeyBatcher) -> float:
+        with batcher.participant(), batcher.participant():  # another caller is expected
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, scope.request_stop, "SIGTERM")
+            started = loop.time()
+            with pytest.raises(StopRequested):
+                await batcher.delete(["a/1"], [])
+            return loop.time() - started
+
+    waited = asyncio.run(with_batcher(store, body, places=64, idle_s=30, max_hold_s=30, stop=scope))
+    assert waited < 1  # not the 30 s hold
+    assert store.requests == []
+
+
+def test_nothing_is_queued_after_a_stop() -> None:
+    store = ScriptedStore()
+    scope = StopScope()
+    scope.request_stop("SIGTERM")
+
+    async def body(batcher: KeyBatcher) -> None:
+        with pytest.raises(StopRequested):
+            await batcher.delete(["a/1"], [])
+
+    asyncio.run(with_batcher(store, body, places=64, stop=scope))
+    assert store.requests == []
