@@ -62,11 +62,24 @@ def _starts_servers(item: pytest.Item) -> bool:
     return any(any(value is server for server in servers) for value in vars(module).values())
 
 
+def _s3_backend(item: pytest.Item) -> bool:
+    """True if a parametrised fixture of the test chose the ``s3`` backend: such fixtures
+    (the contract suites' store, direct sites, race backends) start moto through
+    ``request.getfixturevalue("moto_server")``, which the static fixture list misses."""
+    callspec = getattr(item, "callspec", None)
+    info = getattr(item, "_fixtureinfo", None)
+    if callspec is None or info is None:
+        return False
+    return any(
+        value == "s3" and name in info.name2fixturedefs for name, value in callspec.params.items()
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark integration and slow tests from what they use, so no file can forget it."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & INTEGRATION_FIXTURES or _starts_servers(item):
+        if fixtures & INTEGRATION_FIXTURES or _starts_servers(item) or _s3_backend(item):
             item.add_marker(pytest.mark.integration)
         if item.name.split("[")[0] in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
