@@ -63,6 +63,34 @@ def format_time(moment: float | None) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def last_pull_of_tagged_digest(
+    digest: str,
+    digest_pull: float | None,
+    tag_pull_at: float | None,
+    tag_pull_digest: str | None,
+    tag_pushed_at: float | None,
+) -> float | None:
+    """The last pull of ``digest``, which a tag points at now, from both tables.
+
+    ``digest_pull`` is ``PullHistory.last_pull(repository, digest)`` (every event-recorded
+    pull, by any tag or by digest). A pull by the tag itself adds to it when it served this
+    digest: an event says which digest it served; an access-log line does not, so it counts
+    only if it came after the tag was last pushed (the tag pointed here already then).
+    """
+    candidates = [digest_pull]
+    served_here = tag_pull_digest == digest
+    logged_after_push = (
+        tag_pull_digest is None
+        and tag_pushed_at is not None
+        and tag_pull_at is not None
+        and tag_pull_at >= tag_pushed_at
+    )
+    if tag_pull_at is not None and (served_here or logged_after_push):
+        candidates.append(tag_pull_at)
+    known = [moment for moment in candidates if moment is not None]
+    return max(known) if known else None
+
+
 def decide_pulled_within(
     last_pull: float | None, covered_since: float | None, within_s: float, now: float
 ) -> PullDecision:

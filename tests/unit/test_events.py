@@ -3,6 +3,7 @@ pulled_within decision, and the record's keep-the-later-time writes."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import re
@@ -12,7 +13,11 @@ from typing import Any
 import pytest
 
 from regcleaner.events.accesslog import LogSummary, parse_line, pull_from_line, read_pulls
-from regcleaner.events.decision import PullVerdict, decide_pulled_within
+from regcleaner.events.decision import (
+    PullVerdict,
+    decide_pulled_within,
+    last_pull_of_tagged_digest,
+)
 from regcleaner.events.envelope import (
     EnvelopeError,
     ManifestPull,
@@ -242,6 +247,28 @@ def test_the_reasons_say_when() -> None:
     assert "never started" in decide_pulled_within(None, None, 30 * DAY, NOW).reason
 
 
+@pytest.mark.parametrize(
+    ("digest_pull", "tag_at", "tag_digest", "pushed_at", "expected"),
+    [
+        (None, None, None, None, None),
+        (10.0, None, None, None, 10.0),
+        (10.0, 20.0, DIGEST_A, None, 20.0),  # an event: the tag served this digest
+        (10.0, 20.0, DIGEST_B, 5.0, 10.0),  # the tag served another digest then
+        (None, 20.0, None, 15.0, 20.0),  # a log line after the tag's last push
+        (None, 20.0, None, 25.0, None),  # a log line before it: maybe another digest
+        (None, 20.0, None, None, None),  # push time unknown: no claim
+        (30.0, 20.0, None, 15.0, 30.0),
+    ],
+)
+def test_a_tag_pull_counts_for_its_digest_only_when_it_served_it(
+    digest_pull: float | None, tag_at: float | None, tag_digest: str | None,
+    pushed_at: float | None, expected: float | None,
+) -> None:  # fmt: skip
+    assert last_pull_of_tagged_digest(DIGEST_A, digest_pull, tag_at, tag_digest, pushed_at) == (
+        expected
+    )
+
+
 # --- the record ----------------------------------------------------------------
 
 
@@ -306,3 +333,53 @@ def test_missing_or_foreign_files_are_refused_clearly(tmp_path: Path) -> None:
     foreign.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(PullStoreError, match="not a pull record"):
         PullStore(foreign)
+
+
+# --- the service's write path ----------------------------------------------------
+
+
+class FlakyStore:
+    """A pull record whose disk fails until ``healthy`` is set (disk full, I/O error)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.healthy = False
+        self.batches: list[int] = []
+
+    def record(self, pulls: list[ManifestPull]) -> int:
+        if not self.healthy:
+            raise OSError(28, "No space left on device")
+        self.batches.append(len(pulls))
+        return len(pulls)
+
+
+def test_a_failed_commit_answers_503_and_unhealthy_until_a_commit_succeeds(
+    tmp_path: Path,
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from regcleaner.events.server import GroupCommitWriter, ServeConfig, ServiceMetrics, build_app
+
+    async def scenario() -> list[tuple[int, str]]:
+        store = FlakyStore(tmp_path / "pulls.db")
+        metrics = ServiceMetrics()
+        writer = GroupCommitWriter(store, metrics)  # type: ignore[arg-type]
+        config = ServeConfig("127.0.0.1", 0, store.path, token=None)
+        writing = asyncio.create_task(writer.run())
+        seen: list[tuple[int, str]] = []
+        async with TestClient(TestServer(build_app(config, writer, metrics))) as client:
+            for step in ("down", "up"):
+                store.healthy = step == "up"
+                answer = await client.post("/events", data=envelope(pull_event()))
+                seen.append((answer.status, await answer.text()))
+                health = await client.get("/healthz")
+                seen.append((health.status, await health.text()))
+        writer.close()
+        await writing
+        assert store.batches == [1]
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [status for status, _ in seen] == [503, 503, 200, 200]
+    assert "retry later" in seen[0][1]
+    assert "No space" not in seen[0][1]
