@@ -361,7 +361,9 @@ class Collector:
         self.swept_keys: set[int] | None = (
             set() if self.registry == "3" and not settings.prune_layer_links else None
         )
-        # ...and only in repositories that 3 finds (those with _manifests).
+        # ...and only in repositories that 3 finds (those with _manifests). Either way, a
+        # repository with _manifests keeps at least one _layers link (see
+        # _prune_layer_links).
         self._repositories_with_manifests: set[str] = set()
         self._candidates: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self.width = max(1, self.store.listing_concurrency)
@@ -528,7 +530,7 @@ class Collector:
                 self.report.counters.repositories += 1  # blob links only: nothing to mark
                 return
             layers[name] = layout.LAYERS_DIR in found
-            if self.swept_keys is not None:
+            if self.prune_layer_links:
                 self._repositories_with_manifests.add(name)
             await names.put(name)
 
@@ -748,11 +750,18 @@ class Collector:
         assert existing is not None
         if swept is not None and name not in self._repositories_with_manifests:
             return  # distribution 3 does not see a repository without _manifests
+        links = await self.view.layer_links(name)
         dangling = []
-        for hex_part in await self.view.layer_links(name):
+        for hex_part in links:
             key = blob_key("sha256:" + hex_part)
             if key not in existing and (swept is None or key in swept):
                 dangling.append(hex_part)
+        if dangling and len(dangling) == len(links) and name in self._repositories_with_manifests:
+            # Never empty the _layers of a repository with manifests: on object storage
+            # the folder would vanish with its last key, and then 2.8's garbage-collect no
+            # longer sees the repository (it sweeps what its manifests reference) and
+            # 3's stops on it. One dangling link costs nothing.
+            dangling.remove(min(dangling))
         if not dangling:
             return
         keys = self.view.layer_link_removal_keys(name, dangling)

@@ -967,3 +967,35 @@ def test_registry_version_is_read_or_unknown(version: str | None) -> None:
 def test_registry_version_unknown_to_regcleaner_is_an_error(version: str) -> None:
     with pytest.raises(ValueError, match=r"knows distribution 2\.x and 3\.x"):
         registry_major(version)
+
+
+def test_pruning_never_empties_the_layers_of_a_repository_with_manifests(
+    moto_server: MotoS3, tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    """On S3 a folder is its keys: removing every ``_layers`` link of a repository
+    removes its ``_layers``. 2.8.2's garbage-collect then no longer sees the repository
+    and sweeps what its manifests reference; 3.1.1's stops on it. regcleaner keeps one
+    (dangling) link, and each registry's own collector still keeps the tagged image."""
+    bucket = f"gc-keep-layers-{next(_buckets)}"
+    moto_server.create_bucket(bucket)
+    client = moto_server.client()
+    with S3Sink(client, bucket, S3_ROOT) as sink:
+        writer = RegistryWriter(sink)
+        # Its blobs are linked into no repository (mounted from one deleted since).
+        image = writer.image("app", b'{"config":8}', [b"layer eight"], oci=True,
+                             link_blobs=False)  # fmt: skip
+        writer.tag("app", "v1", image.digest)
+        garbage = writer.upload("app", b"garbage linked into app", "application/octet-stream")
+    layers = f"{S3_ROOT.strip('/')}/{repository_key('app', '_layers/')}"
+
+    result = regcleaner_gc_s3(moto_server, bucket, tmp_path / "r.json", "--prune-layer-links")
+    assert result.exit_code == 0, result.output
+    assert swept_in_report(result.report) == {garbage.digest}
+    kept = client.list_objects_v2(Bucket=bucket, Prefix=layers).get("Contents", [])
+    assert [item["Key"] for item in kept] == [f"{layers}sha256/{hex_of(garbage.digest)}/link"]
+
+    theirs = RegistryProcess(tmp_path / "registry", flavour=registry_flavour,
+                             storage=moto_server.registry_storage(bucket, S3_ROOT))  # fmt: skip
+    gc = registry_gc(theirs)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert {image.digest, *image.references} <= blobs_in_bucket(client, bucket, S3_ROOT)
