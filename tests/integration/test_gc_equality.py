@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from regcleaner.config import GcSettings
-from regcleaner.gc import Collector, GcReport, registry_major
+from regcleaner.gc import Collector, GcReport
 from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.view import RegistryView
 from testkit.api import RegistryAPI
@@ -955,18 +955,6 @@ def test_schema1_on_3_is_kept_and_named(tmp_path: Path, registry_flavour: Flavou
     assert len(unknown_report.warnings) == 1
     assert "distribution 3" in unknown_report.warnings[0]
     unknown_report.close()
-
-
-@pytest.mark.parametrize("version", ["2", "2.8.2", "3", "3.1.1", "v3.0.0", None, "auto"])
-def test_registry_version_is_read_or_unknown(version: str | None) -> None:
-    assert registry_major(version) == (None if version in (None, "auto") else version
-                                       .removeprefix("v")[0])  # fmt: skip
-
-
-@pytest.mark.parametrize("version", ["1", "4.0", "latest", "x"])
-def test_registry_version_unknown_to_regcleaner_is_an_error(version: str) -> None:
-    with pytest.raises(ValueError, match=r"knows distribution 2\.x and 3\.x"):
-        registry_major(version)
 
 
 def test_pruning_never_empties_the_layers_of_a_repository_with_manifests(

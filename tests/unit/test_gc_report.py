@@ -1,4 +1,5 @@
-"""The gc report streams its blob list from the spool into valid JSON, alone and nested."""
+"""The gc report streams its blob list from the spool into valid JSON, alone and nested;
+the registry version the collector is told is read, or refused, never guessed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 import pytest
 
-from regcleaner.gc import GcReport
+from regcleaner.gc import GcReport, registry_major
 from regcleaner.report import RunReport
 
 
@@ -51,3 +52,15 @@ def test_clean_report_nests_the_streamed_gc_report() -> None:
     assert document["repositories"] == []
     run.gc.close()
     run.close()
+
+
+@pytest.mark.parametrize("version", ["2", "2.8.2", "3", "3.1.1", "v3.0.0", None, "auto"])
+def test_registry_version_is_read_or_unknown(version: str | None) -> None:
+    assert registry_major(version) == (None if version in (None, "auto") else version
+                                       .removeprefix("v")[0])  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["1", "4.0", "latest", "x"])
+def test_registry_version_unknown_to_regcleaner_is_an_error(version: str) -> None:
+    with pytest.raises(ValueError, match=r"knows distribution 2\.x and 3\.x"):
+        registry_major(version)
