@@ -18,7 +18,7 @@ from regcleaner.digest import Digest
 from regcleaner.manifests import Descriptor, ManifestInfo, ManifestKind, ManifestRefs
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy
-from regcleaner.retention import parse_policy
+from regcleaner.policyfile import parse_policy
 from regcleaner.tagplan import plan_with_tags
 
 POLICY = """

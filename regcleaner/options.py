@@ -28,10 +28,10 @@ from regcleaner.config import (
     TLSOptions,
     access_settings,
     output_settings,
-    parse_count,
     parse_registry_url,
     storage_settings,
 )
+from regcleaner.quantities import parse_count
 
 REGISTRY = "Registry"
 STORAGE = "Storage"
@@ -107,8 +107,11 @@ class StorageOptions(OptionGroup):
 
     def settings(self) -> StorageSettings:
         """The validated storage location."""
+        from regcleaner.storage.backends import backend_named
+
         return storage_settings(
-            registry_dir=self.registry_dir, storage=self.storage, bucket=self.bucket,
+            registry_dir=self.registry_dir, storage=backend_named(self.storage).name,
+            bucket=self.bucket,
             region=self.region, s3_endpoint=self.s3_endpoint, access_key=self.access_key,
             secret_key=self.secret_key,
         )  # fmt: skip

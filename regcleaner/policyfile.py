@@ -8,9 +8,9 @@ import math
 import re
 from typing import Any, NamedTuple
 
-from regcleaner.config import parse_duration
 from regcleaner.errors import ConfigError
 from regcleaner.globs import compile_glob
+from regcleaner.quantities import parse_duration
 from regcleaner.retention import RepositoryPolicy, RetentionPolicy, Rule
 
 _RULE_KEYS = frozenset({"tags", "newest", "pushed_within"})

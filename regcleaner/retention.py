@@ -35,18 +35,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from regcleaner.digest import Digest
 
 ATTACHED_TAG = re.compile(r"sha256-([0-9a-f]{64})(?:\.(?:sig|att|sbom))?")
 """cosign's signature, attestation and SBOM tags, and the OCI 1.1 referrers tag schema
 (no suffix)."""
-
-if TYPE_CHECKING:  # transitional, with ``__getattr__`` below
-    from regcleaner.policyfile import load_policy, parse_policy
-
-    __all__ = ["load_policy", "parse_policy"]
 
 
 def attached_digest(tag: str) -> Digest | None:
@@ -164,14 +159,3 @@ def describe(policy: RetentionPolicy) -> Iterable[str]:
                 parts.append(f"pushed within {rule.pushed_within_text}")
             yield f"  {rule.label}: " + "; ".join(parts)
         yield f"  keep at least {entry.keep_at_least} tag(s) per repository"
-
-
-def __getattr__(name: str) -> object:
-    """Transitional: ``load_policy`` and ``parse_policy`` moved to ``policyfile``; this
-    keeps old imports working until their callers import from there (then it goes,
-    and with it the import back to ``policyfile``)."""
-    if name in ("load_policy", "parse_policy"):
-        from regcleaner import policyfile
-
-        return getattr(policyfile, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
