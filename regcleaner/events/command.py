@@ -80,9 +80,12 @@ def serve(
             min=1024, metavar="BYTES", help="Largest envelope accepted (bigger ones get 413)."
         ),
     ] = 1024 * 1024,
-    json_logs: Annotated[
-        bool, typer.Option("--json-logs", help="Log one JSON object a line.")
-    ] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="REGCLEANER_LOG_FORMAT", metavar="[text|json]", help="Log lines format."
+        ),
+    ] = "text",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
 ) -> None:
     """Receive the registry's notifications at POST /events and record each manifest pull.
@@ -94,7 +97,9 @@ def serve(
         host, port = parse_listen(listen)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    _setup_logging(verbose, json_logs)
+    if log_format not in ("text", "json"):
+        raise _fail(f"--log-format: expected text or json, got {log_format!r}")
+    _setup_logging(verbose, log_format == "json")
     token = os.environ.get(TOKEN_VARIABLE) or None
     if token is None:
         log.warning("%s is not set: envelopes are accepted WITHOUT authentication; use this "

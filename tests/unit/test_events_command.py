@@ -112,3 +112,12 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
         events_app, ["import-log", str(tmp_path / "absent.log"), "--db", str(tmp_path / "p.db")]
     )
     assert result.exit_code == 2
+
+
+def test_serve_refuses_an_unknown_log_format_with_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        events_app, ["serve", "--db", str(tmp_path / "p.db"), "--log-format", "xml"]
+    )
+    assert result.exit_code == 2
+    assert "expected text or json" in result.output
+    assert not (tmp_path / "p.db").exists()
