@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Coroutine, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,6 +178,7 @@ def run_usage(
 ) -> int:  # fmt: skip
     """Measure, then print (text, json or csv), write the page, report and metrics."""
     from regcleaner.planner import Policy
+    from regcleaner.report import peak_rss_mb
     from regcleaner.runner import make_store
     from regcleaner.usage.ledger import UsageLedger
     from regcleaner.usage.render import selected_rows, write_json
@@ -225,6 +227,8 @@ def run_usage(
                 "exclude": list(selection.exclude),
             },
             "failed_repositories": scan.counters.failed_repositories,
+            "duration_s": round(time.monotonic() - scan.counters.started, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
         }
         rows = selected_rows(ledger, selection)
         if form == "json":
