@@ -183,8 +183,8 @@ def _extend_coverage(store: PullStore, first: float | None, last: float | None) 
     if first is None or last is None:
         return "coverage unchanged: the files show no request"
     if since is None:
-        return ("coverage unchanged: events serve has not recorded yet (a log alone never "
-                "proves that something was not pulled)")  # fmt: skip
+        return ("coverage unchanged: events serve has not recorded an envelope yet (a log "
+                "alone never proves that something was not pulled)")  # fmt: skip
     if last < since:
         return (f"coverage unchanged: the logs end {format_time(last)}, before recording "
                 f"began {format_time(since)} (a gap nobody saw)")  # fmt: skip

@@ -94,7 +94,18 @@ def is_manifest_pull(event: dict[str, Any]) -> bool:
     url = target.get("url")
     if isinstance(url, str) and url:
         return "/manifests/" in url
-    return target.get("mediaType") in _MANIFEST_TYPES
+    if target.get("tag"):
+        return True  # only manifests are fetched by tag
+    media_type = target.get("mediaType")
+    if media_type in _MANIFEST_TYPES or not isinstance(media_type, str):
+        return True
+    # distribution labels blob events application/octet-stream; other senders may use the
+    # descriptor's type (a layer or a config).
+    return not (
+        media_type == "application/octet-stream"
+        or ".layer." in media_type
+        or "config" in media_type
+    )
 
 
 def _pull_from_event(event: dict[str, Any], where: str) -> ManifestPull:

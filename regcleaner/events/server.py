@@ -9,6 +9,8 @@
 Group commit: handlers hand their pulls to one writer task and wait; the writer takes
 everything queued since its last commit and writes it in one transaction, off the event
 loop. Under load many envelopes share one fsync; when idle an envelope is written at once.
+The first envelope accepted into a new file is committed even when it holds no pull: its
+time is the start of coverage (``recording_since``), which retention's safe default needs.
 SIGTERM or SIGINT: stop accepting, let in-flight requests finish (their pulls are
 committed), close the file, exit 0.
 """
@@ -91,9 +93,13 @@ class ServiceMetrics:
 class GroupCommitWriter:
     """One writer task: pulls queued by many requests go to disk in one transaction."""
 
-    def __init__(self, store: PullStore, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, store: PullStore, metrics: ServiceMetrics, recording_since: float | None = None
+    ) -> None:
         self._store = store
         self._metrics = metrics
+        self.recording_since = recording_since
+        """None until the first envelope is committed: then coverage begins."""
         self._pending: list[tuple[list[ManifestPull], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -138,8 +144,9 @@ class GroupCommitWriter:
     async def _commit(self, batch: list[tuple[list[ManifestPull], asyncio.Future[None]]]) -> None:
         pulls = [pull for request_pulls, _ in batch for pull in request_pulls]
         started = time.perf_counter()
+        first = time.time() if self.recording_since is None else None
         try:
-            await asyncio.to_thread(self._store.record, pulls)
+            await asyncio.to_thread(self._store.record, pulls, started_at=first)
         except Exception as exc:  # every waiter learns; the registry retries them
             self.failing = True
             self._metrics.write_failed.set(1)
@@ -150,6 +157,10 @@ class GroupCommitWriter:
             return
         self.failing = False
         self._metrics.write_failed.set(0)
+        if first is not None:
+            self.recording_since = first
+            self._metrics.recording_since.set(first)
+            log.info("first envelope recorded: pull recording covers the time from now on")
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.commit_envelopes.observe(len(batch))
         self._metrics.last_commit.set(time.time())
@@ -192,7 +203,8 @@ def build_app(config: ServeConfig, writer: GroupCommitWriter, metrics: ServiceMe
             metrics.envelopes.labels("malformed").inc()
             log.warning("refused a malformed envelope from %s: %s", request.remote, exc)
             return _error(400, f"malformed envelope: {exc}")
-        if pulls:
+        # The first envelope is committed even without pulls: it starts coverage.
+        if pulls or writer.recording_since is None:
             try:
                 await writer.write(pulls)
             except Exception:
@@ -223,9 +235,10 @@ async def serve(config: ServeConfig, *, ready: Callable[[int], Awaitable[None] |
     """Run the service until SIGTERM or SIGINT."""
     store = await asyncio.to_thread(PullStore, config.db)
     metrics = ServiceMetrics()
-    since = await asyncio.to_thread(store.mark_recording_started)
-    metrics.recording_since.set(since)
-    writer = GroupCommitWriter(store, metrics)
+    since = await asyncio.to_thread(store.recording_since)
+    if since is not None:
+        metrics.recording_since.set(since)
+    writer = GroupCommitWriter(store, metrics, since)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,8 +6,9 @@ Tables:
   or by digest;
 - ``pulls_by_tag(repository, tag, last_pull, digest)``: the last pull by that tag and the
   digest it served (NULL when only an access log saw it: the log does not say);
-- ``meta``: ``recording_since`` (when the service first recorded: the start of coverage)
-  and ``schema``.
+- ``meta``: ``recording_since`` (when the service accepted its first envelope: the start
+  of coverage; a service up before the registry was told about it covers nothing) and
+  ``schema``.
 
 Writes keep the later time (``max``), so a retried or out-of-order event never moves a last
 pull back. The file is in WAL mode with ``synchronous=FULL``: a commit has reached the disk
@@ -148,10 +149,14 @@ class PullStore:
         self._set_meta("recording_since", repr(start))
         return start
 
-    def record(self, pulls: Iterable[ManifestPull]) -> int:
-        """Write ``pulls`` in one transaction (all or nothing); the number of rows written."""
+    def record(self, pulls: Iterable[ManifestPull], *, started_at: float | None = None) -> int:
+        """Write ``pulls`` in one transaction (all or nothing); the number of rows written.
+
+        ``started_at``: also set ``recording_since`` to it, in the same transaction, unless
+        it is set already (the service's first envelope).
+        """
         by_digest, by_tag = merge_pulls(pulls)
-        if not by_digest and not by_tag:
+        if not by_digest and not by_tag and started_at is None:
             return 0
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
@@ -163,6 +168,12 @@ class PullStore:
                 _UPSERT_TAG,
                 [(repo, tag, at, digest) for (repo, tag), (at, digest) in by_tag.items()],
             )
+            if started_at is not None:
+                connection.execute(
+                    "INSERT INTO meta (key, value) VALUES ('recording_since', ?) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (repr(started_at),),
+                )
         except BaseException:
             connection.execute("ROLLBACK")
             raise

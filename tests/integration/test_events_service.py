@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -79,6 +80,26 @@ def test_only_the_bearer_token_gets_in(service: EventsService) -> None:
     status, _ = post(service, body)
     assert status == 200
     assert recorded(service.db, "team/app", 1) == 1796619278.5
+
+
+def test_coverage_begins_with_the_first_envelope_not_with_the_start(
+    service: EventsService,
+) -> None:
+    """A service up before the registry is told about it has seen nothing: no coverage."""
+    with PullHistory(service.db) as history:
+        assert history.covered_since is None
+    before = time.time()
+    status, _ = post(service, envelope())  # e.g. a push the registry announced
+    assert status == 200
+    with PullHistory(service.db) as history:
+        assert history.covered_since is not None
+        assert before <= history.covered_since <= time.time()
+        first = history.covered_since
+    service.stop()
+    service.start()
+    post(service, envelope(pull("team/app", 40)))
+    with PullHistory(service.db) as history:
+        assert history.covered_since == first  # a restart does not move it
 
 
 def test_malformed_and_oversized_envelopes_are_refused_and_record_nothing(

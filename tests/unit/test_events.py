@@ -91,12 +91,29 @@ def test_blob_pulls_heads_pushes_and_deletes_are_not_manifest_pulls() -> None:
     assert count == 5
 
 
-def test_without_url_the_media_type_tells_a_manifest() -> None:
+@pytest.mark.parametrize(
+    ("media_type", "tag", "is_manifest"),
+    [
+        ("application/vnd.docker.distribution.manifest.v2+json", None, True),
+        ("application/vnd.example.artifact.v1+json", None, True),
+        (None, None, True),
+        ("application/octet-stream", None, False),
+        ("application/vnd.oci.image.layer.v1.tar+gzip", None, False),
+        ("application/vnd.oci.image.config.v1+json", None, False),
+        ("application/octet-stream", "v1", True),
+    ],
+)
+def test_without_url_the_tag_and_media_type_tell_a_manifest(
+    media_type: str | None, tag: str | None, is_manifest: bool
+) -> None:
     event = pull_event()
     del event["target"]["url"]
-    assert len(parse_envelope(envelope(event))[0]) == 1
-    event["target"]["mediaType"] = "application/octet-stream"
-    assert parse_envelope(envelope(event))[0] == []
+    event["target"]["tag"] = tag
+    if media_type is None:
+        del event["target"]["mediaType"]
+    else:
+        event["target"]["mediaType"] = media_type
+    assert len(parse_envelope(envelope(event))[0]) == int(is_manifest)
 
 
 @pytest.mark.parametrize(
@@ -305,6 +322,14 @@ def test_the_record_never_moves_a_pull_back_and_reads_back(tmp_path: Path) -> No
         assert history.last_pull_by_repository() == {"team/app": 60.0, "other": 70.0}
 
 
+def test_the_first_commit_with_started_at_begins_coverage_once(tmp_path: Path) -> None:
+    store = PullStore(tmp_path / "pulls.db")
+    assert store.record([], started_at=100.0) == 0
+    store.record([ManifestPull("r", DIGEST_A, None, 1.0)], started_at=200.0)
+    assert store.recording_since() == 100.0
+    store.close()
+
+
 def test_coverage_moves_back_only_once_recording_has_started(tmp_path: Path) -> None:
     store = PullStore(tmp_path / "pulls.db")
     assert store.extend_coverage(10.0) is None
@@ -346,7 +371,7 @@ class FlakyStore:
         self.healthy = False
         self.batches: list[int] = []
 
-    def record(self, pulls: list[ManifestPull]) -> int:
+    def record(self, pulls: list[ManifestPull], *, started_at: float | None = None) -> int:
         if not self.healthy:
             raise OSError(28, "No space left on device")
         self.batches.append(len(pulls))

@@ -67,7 +67,7 @@ def test_import_log_counts_and_records_without_coverage(tmp_path: Path) -> None:
     assert code == 0, output
     assert "2 manifest pulls recorded from 4 requests in 4 lines of 1 files" in output
     assert "2026-12-07T04:00:00Z to 2026-12-07T06:00:00Z" in output
-    assert "events serve has not recorded yet" in output
+    assert "events serve has not recorded an envelope yet" in output
     with PullHistory(db) as history:
         assert history.covered_since is None
         assert history.last_pull("team/app", DIGEST) == FOUR + 3600
