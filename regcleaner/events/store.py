@@ -22,7 +22,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from regcleaner.errors import ConfigError
 from regcleaner.events.envelope import ManifestPull
 
 SCHEMA_VERSION = "1"
@@ -52,8 +54,9 @@ ON CONFLICT (repository, tag) DO UPDATE SET
 """
 
 
-class PullStoreError(RuntimeError):
-    """The pull record cannot be opened or is not one regcleaner wrote."""
+class PullStoreError(ConfigError):
+    """The pull record given (``--db``, ``--pulls-db``) cannot be opened or is not one
+    regcleaner wrote: the operator's file, so a usage error (exit 2)."""
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -217,44 +220,55 @@ class PullHistory:
         self.covered_since: float | None = None if row is None else float(row[0])
         """Since when every pull the registry served has been recorded; None: never."""
 
+    def _all(self, sql: str, parameters: tuple[str, ...]) -> list[Any]:
+        try:
+            return self._connection.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise PullStoreError(f"{self.path}: cannot read the pull record: {exc}") from None
+
+    def _one(self, sql: str, parameters: tuple[str, ...]) -> Any:
+        rows = self._all(sql, parameters)
+        return rows[0] if rows else None
+
     def last_pull(self, repository: str, digest: str) -> float | None:
         """When ``digest`` was last pulled from ``repository`` (by any tag or by digest)."""
-        row = self._connection.execute(
+        row = self._one(
             "SELECT last_pull FROM pulls_by_digest WHERE repository = ? AND digest = ?",
             (repository, digest),
-        ).fetchone()
+        )
         return None if row is None else float(row[0])
 
     def last_tag_pull(self, repository: str, tag: str) -> TagPull | None:
         """The last pull by ``tag`` in ``repository``."""
-        row = self._connection.execute(
+        row = self._one(
             "SELECT last_pull, digest FROM pulls_by_tag WHERE repository = ? AND tag = ?",
             (repository, tag),
-        ).fetchone()
+        )
         return None if row is None else TagPull(float(row[0]), row[1])
 
     def repository_pulls(self, repository: str) -> dict[str, float]:
         """Every recorded digest of ``repository`` with its last pull (one query per
         repository, for a planner that looks at all its digests)."""
-        rows = self._connection.execute(
+        rows = self._all(
             "SELECT digest, last_pull FROM pulls_by_digest WHERE repository = ?", (repository,)
-        ).fetchall()
+        )
         return {str(digest): float(at) for digest, at in rows}
 
     def repository_tag_pulls(self, repository: str) -> dict[str, TagPull]:
         """Every recorded tag of ``repository`` with its last pull."""
-        rows = self._connection.execute(
+        rows = self._all(
             "SELECT tag, last_pull, digest FROM pulls_by_tag WHERE repository = ?", (repository,)
-        ).fetchall()
+        )
         return {str(tag): TagPull(float(at), digest) for tag, at, digest in rows}
 
     def last_pull_by_repository(self) -> dict[str, float]:
         """The last pull of anything in each repository (for the usage report)."""
-        rows = self._connection.execute(
+        rows = self._all(
             "SELECT repository, max(at) FROM (SELECT repository, last_pull AS at FROM "
             "pulls_by_digest UNION ALL SELECT repository, last_pull FROM pulls_by_tag) "
-            "GROUP BY repository"
-        ).fetchall()
+            "GROUP BY repository",
+            (),
+        )
         return {str(repository): float(at) for repository, at in rows}
 
     def close(self) -> None:

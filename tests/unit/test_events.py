@@ -7,11 +7,13 @@ import asyncio
 import gzip
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from regcleaner.errors import ConfigError
 from regcleaner.events.accesslog import LogSummary, parse_line, pull_from_line, read_pulls
 from regcleaner.events.decision import (
     PullVerdict,
@@ -408,3 +410,14 @@ def test_a_failed_commit_answers_503_and_unhealthy_until_a_commit_succeeds(
     assert [status for status, _ in seen] == [503, 503, 200, 200]
     assert "retry later" in seen[0][1]
     assert "No space" not in seen[0][1]
+
+
+def test_a_sqlite_file_of_something_else_is_not_read_as_a_pull_record(tmp_path: Path) -> None:
+    other = tmp_path / "cache.db"
+    connection = sqlite3.connect(other)
+    connection.execute("CREATE TABLE blobs (digest TEXT)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(PullStoreError, match="not a pull record") as caught:
+        PullHistory(other)
+    assert isinstance(caught.value, ConfigError)  # the operator's file: exit 2
