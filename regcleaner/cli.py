@@ -197,6 +197,15 @@ def clean(
             help="Tag retention policy (YAML or JSON): expired tags count as absent.",
         ),
     ] = None,
+    pulls_db: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="REGCLEANER_PULLS_DB",
+            metavar="PATH",
+            rich_help_panel=KEEP,
+            help="Pull record of 'regcleaner events serve', for pulled_within rules.",
+        ),
+    ] = None,
     prune_orphan_signatures: Annotated[
         bool,
         typer.Option(
@@ -301,7 +310,7 @@ def clean(
             min_age=min_age, include=include, exclude=exclude,
             estimate_space=estimate_space, shard=shard, shards=shards,
             completion_index=os.environ.get("JOB_COMPLETION_INDEX"), policy=policy,
-            prune_orphan_signatures=prune_orphan_signatures,
+            prune_orphan_signatures=prune_orphan_signatures, pulls_db=pulls_db,
             gc=(
                 _collection_settings(common, gate, collection, dry_run=dry_run,
                                      stop_grace=stop_grace)

@@ -143,6 +143,9 @@ class Settings:
     """Remove cosign-style signature tags whose signed digest is gone or deleted."""
     gc: GcSettings | None = None
     """``clean --direct --gc``: collect blobs right after the removal."""
+    pulls_db: Path | None = None
+    """``--pulls-db``: the pull record of ``regcleaner events serve``, read by the
+    policy's ``pulled_within`` rules."""
 
     @property
     def report_path(self) -> Path | None:
@@ -465,6 +468,7 @@ def build_settings(
     policy: Path | None = None,
     prune_orphan_signatures: bool = False,
     gc: GcSettings | None = None,
+    pulls_db: Path | None = None,
 ) -> Settings:
     """Validate everything the operator gave; raise ConfigError on the first problem."""
     mode = Mode.DIRECT if direct else Mode.API
@@ -490,6 +494,17 @@ def build_settings(
         from regcleaner.policyfile import load_policy
 
         retention = load_policy(str(policy))
+    if pulls_db is not None and not pulls_db.is_file():
+        raise ConfigError(
+            f"--pulls-db {pulls_db} does not exist: give the --db file of regcleaner events serve"
+        )
+    if retention is not None and retention.uses_pulls and pulls_db is None:
+        raise ConfigError(
+            "the policy has pulled_within rules: give --pulls-db PATH, the --db file of "
+            "regcleaner events serve"
+        )
+    if pulls_db is not None and retention is None:
+        raise ConfigError("--pulls-db is read by a policy's pulled_within rules: add --policy")
     return Settings(
         registry_url=registry_url,
         registry_dir=storage.root,
@@ -513,4 +528,5 @@ def build_settings(
         recheck_interval_s=parse_duration(recheck_interval, "--recheck-interval"),
         estimate_space=estimate_space,
         shard=parse_shard(shard, shards, completion_index),
+        pulls_db=pulls_db,
     )

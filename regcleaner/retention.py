@@ -87,6 +87,12 @@ class RetentionPolicy:
     policies: tuple[RepositoryPolicy, ...]
     source: str
 
+    @property
+    def uses_pulls(self) -> bool:
+        """True if a rule reads pull times (``pulled_within``): the run needs the pull
+        record. No rule does yet."""
+        return False
+
     def for_repository(self, repository: str) -> RepositoryPolicy | None:
         """The first policy whose repositories match, or None (keep every tag)."""
         for policy in self.policies:
