@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python -m bench.direct
 	$(BIN)/python -m bench.gc
 	$(BIN)/python -m bench.retention
+	$(BIN)/python -m bench.events
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
