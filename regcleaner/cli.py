@@ -44,6 +44,7 @@ from regcleaner.options import (
     StopGrace,
     StorageOptions,
     grouped,
+    help_when_bare,
 )
 from regcleaner.usage.command import prune_empty_repositories, usage
 
@@ -63,14 +64,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _help_when_bare(context: typer.Context) -> None:
-    """A command group called alone prints its help and exits 0 (click's own
-    ``no_args_is_help`` exits 2, as for a usage error)."""
-    if context.invoked_subcommand is None:
-        typer.echo(context.get_help())
-        raise typer.Exit(0)
-
-
 @app.callback()
 def _root(
     context: typer.Context,
@@ -80,7 +73,7 @@ def _root(
     ] = False,
 ) -> None:
     """regcleaner: safe cleanup of a Docker/OCI registry."""
-    _help_when_bare(context)
+    help_when_bare(context)
 
 
 def _usage_error(exc: ConfigError, context: typer.Context | None = None) -> typer.Exit:
@@ -368,7 +361,7 @@ policy_app = typer.Typer(
     help="Tag retention policies.", invoke_without_command=True, rich_markup_mode="rich"
 )
 app.add_typer(policy_app, name="policy")
-policy_app.callback()(_help_when_bare)
+policy_app.callback()(help_when_bare)
 
 
 @policy_app.command("check")

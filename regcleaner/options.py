@@ -321,3 +321,11 @@ def grouped(command: F) -> F:
     wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {item.name: item.annotation for item in parameters}
     return typing.cast(F, wrapper)
+
+
+def help_when_bare(context: typer.Context) -> None:
+    """A command group called alone prints its help and exits 0 (click's own
+    ``no_args_is_help`` exits 2, as for a usage error)."""
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(0)

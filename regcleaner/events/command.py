@@ -14,17 +14,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from regcleaner.exitcodes import EXIT_FAILED, EXIT_USAGE
+from regcleaner.options import help_when_bare
 
 TOKEN_VARIABLE = "REGCLEANER_EVENTS_TOKEN"  # noqa: S105 (the variable's name)
 
 events_app = typer.Typer(
     name="events",
     help="Record pull times from the registry's notifications (for pulled_within rules).",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
 )
+events_app.callback()(help_when_bare)
 
 log = logging.getLogger("regcleaner.events")
 

@@ -41,7 +41,7 @@ def test_top_level_help_cuts_no_command_summary() -> None:
     assert "..." not in result.stdout.split("Commands")[1]
 
 
-@pytest.mark.parametrize("args", [[], ["policy"]])
+@pytest.mark.parametrize("args", [[], ["policy"], ["events"]])
 def test_a_command_group_alone_prints_its_help_and_exits_0(args: list[str]) -> None:
     result = run_cli(args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
