@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -413,17 +412,17 @@ def measure_cpu(count: int = 5000) -> dict[str, float]:
     """Client CPU per GET, HEAD and LIST page (1,000 keys) against moto."""
     from bench.s3 import FastMoto
 
-    moto = FastMoto()
-    moto.start()
-    try:
-        client = moto.client()
-        client.create_bucket(Bucket="cpu")
-        with ThreadPoolExecutor(24) as pool:
-            list(pool.map(lambda i: client.put_object(Bucket="cpu", Key=f"p/k/{i:06d}/data",
-                                                      Body=b"{}" * 300), range(count)))  # fmt: skip
-        return asyncio.run(_cpu_sample(moto.url, count))
-    finally:
-        moto.stop()
+    with tempfile.TemporaryDirectory() as workdir:
+        for i in range(count):
+            folder = Path(workdir) / "k" / f"{i:06d}"
+            folder.mkdir(parents=True)
+            (folder / "data").write_bytes(b"{}" * 300)  # a manifest's size
+        moto = FastMoto(load=("cpu", "p", workdir))
+        moto.start(timeout_s=600.0)
+        try:
+            return asyncio.run(_cpu_sample(moto.url, count))
+        finally:
+            moto.stop()
 
 
 def main() -> int:

@@ -28,9 +28,11 @@ agree.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import Any
 
 from regcleaner.config import S3Options
@@ -47,6 +49,27 @@ MAX_KEYS_PER_DELETE = 1000
 
 def _seconds(value: Any) -> float:
     return float(int(value.timestamp()))
+
+
+def _timestamp(value: str) -> datetime:
+    """botocore's timestamp parser, fast for the two forms S3 sends: ISO 8601 in
+    listings (``2026-12-07T05:03:57.000Z``) and RFC 7231 in headers (``Mon, 07 Dec
+    2026 05:03:57 GMT``). botocore's own (dateutil) costs about 0.6 ms a timestamp,
+    three quarters of the client CPU of a listing page of 1,000 keys; anything else
+    goes to it."""
+    try:
+        if value[:4].isdigit():
+            found = datetime.fromisoformat(value)
+        else:
+            found = email.utils.parsedate_to_datetime(value)
+        if found.tzinfo is not None:
+            return found
+    except (ValueError, TypeError, IndexError):
+        pass
+    from botocore.utils import parse_timestamp
+
+    parsed: datetime = parse_timestamp(value)
+    return parsed
 
 
 class S3Store:
@@ -107,6 +130,8 @@ class S3Store:
                 kwargs["aws_access_key_id"] = self.options.access_key
                 kwargs["aws_secret_access_key"] = self.options.secret_key
             session = get_session()
+            parsers = session.get_component("response_parser_factory")
+            parsers.set_parser_defaults(timestamp_parser=_timestamp)
             self._client = await self._stack.enter_async_context(
                 session.create_client("s3", **kwargs)
             )
