@@ -324,10 +324,9 @@ class RunReport:
         if self.dry_run:
             rows.append(("would delete", c.would_delete))
         elif self.storage_mismatch:
-            rows += [
-                ("deleted from this storage", 0),
-                ("DELETEs the registry at the URL took", c.deleted + c.already_gone),
-            ]
+            rows.append(("deleted from this storage", 0))
+            if c.deleted + c.already_gone:
+                rows.append(("DELETEs the registry at the URL took", c.deleted + c.already_gone))
         else:
             rows += [("deleted", c.deleted), ("already gone", c.already_gone)]
         if c.tags_removed or c.tags_expired_kept:
@@ -373,9 +372,12 @@ class RunReport:
         if self.dry_run:
             console.print(f"{c.would_delete:,} manifests would be deleted; run without --dry-run.")
         elif self.storage_mismatch:
+            elsewhere = (
+                ", and the DELETEs it took acted there" if c.deleted + c.already_gone else ""
+            )
             console.print(
                 "Nothing was deleted from this storage: the registry at the URL serves "
-                "another one, and the DELETEs it took acted there."
+                f"another one{elsewhere}."
             )
         elif c.deleted and self.mode == "direct" and gc_failed:
             console.print(
