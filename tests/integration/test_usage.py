@@ -17,6 +17,8 @@ numbers of the same measurement add up to the bytes freed.
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from regcleaner.usage.command import usage
 from testkit.api import RegistryAPI
 from testkit.images import push_image, push_multiarch, push_referrer
 from testkit.registry import RegistryProcess
+from testkit.registry_writer import DiskSink, RegistryWriter
+from tests.cli.test_observability import pushgateway  # noqa: F401 - the fixture
 from tests.conftest import clean_args, run_cli
 
 APP = typer.Typer()
@@ -128,3 +132,25 @@ def test_exclusive_equals_what_deleting_the_repository_then_gc_free(
     # alpha and beta shared an image: neither held it alone, beta last freed it.
     final = measure(registry)
     assert final["totals"]["blob_bytes"] == blob_bytes(registry.root) == 0
+
+
+def test_gauges_reach_a_real_pushgateway(tmp_path: Path, pushgateway: str) -> None:  # noqa: F811
+    writer = RegistryWriter(DiskSink(tmp_path))
+    image = writer.image("lib", b'{"lib":1}', [b"layer\n" * 100], oci=True)
+    writer.tag("lib", "v1", image.digest)
+    result = CliRunner().invoke(
+        APP, ["usage", "--registry-dir", str(tmp_path), "--output", "json",
+              "--pushgateway", pushgateway, "--progress-interval", "0"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["repositories"][0]
+    with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pushed = re.search(
+        r'^regcleaner_usage_repository_exclusive_bytes\{[^}]*repository="lib"[^}]*\} (\S+)$',
+        text, re.MULTILINE,
+    )  # fmt: skip
+    assert pushed is not None, text[-2000:]
+    assert float(pushed.group(1)) == row["exclusive_bytes"] > 0
+    assert 'job="regcleaner_usage"' in text
