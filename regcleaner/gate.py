@@ -265,6 +265,7 @@ async def prove_same_storage(
     evidence: list[str] = []
     proven: list[str] = []
     unsure: list[str] = []
+    denied: list[str] = []
     for sample in samples:
         repository = sample.repository
         for digest in sample.present:
@@ -283,6 +284,9 @@ async def prove_same_storage(
                 evidence.append(f"{repository}@{digest} is in this storage but answered 404")
                 break
             unsure.append(f"{repository}@{digest} answered {answer.status}")
+            if answer.status in (401, 403):
+                denied.append(f"{repository} answered {answer.status}")
+                break
         for digest in _absent_digests(sample, samples):
             answer = await client.head_manifest(repository, digest, fresh_connection=True)
             if answer.status == 404:
@@ -291,6 +295,12 @@ async def prove_same_storage(
                 evidence.append(f"{repository}@{digest} is not in this storage but answered 200")
             elif answer.status != 200:
                 unsure.append(f"{repository}@{digest} answered {answer.status}")
+    if not evidence and not proven and denied:
+        raise AuthenticationError(
+            f"cannot prove that the registry at {where} serves the storage {storage}: the "
+            f"credentials may not pull there ({'; '.join(denied[:3])}); they need pull",
+            status=401,
+        )
     if evidence or not proven:
         why = "; ".join(evidence[:3] or unsure[:3] or ["no manifest of it was served"])
         raise RegistryMismatch(

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from testkit.api import RegistryAPI
-from testkit.auth import htpasswd_auth, write_htpasswd
+from testkit.auth import TokenServer, User, htpasswd_auth, write_htpasswd
 from testkit.images import push_image
 from testkit.registry import Flavour, RegistryProcess, free_port, running
 from tests.conftest import CliResult, run_cli
@@ -107,6 +107,22 @@ def test_refused_credentials_exit_3(
     assert result.exit_code == 3, result.output
     assert took < FAST_S
     assert f"registry {server.url} refused the credentials (401)" in result.stderr
+
+
+def test_credentials_that_may_not_pull_exit_3_naming_the_permission(
+    storage: Path, tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    """Token auth: the account logs in, but may not pull: the identity proof cannot
+    be made, and the error says it is a permission, not another storage."""
+    users = {"cleaner": User("pw", {"*": {"delete"}})}
+    with running(TokenServer(tmp_path, users)) as tokens:
+        server = serving(tmp_path, registry_flavour, storage, "token", auth=tokens.registry_auth())
+        with running(server):
+            result, took = timed(clean(server.url, storage, "--auth", "cleaner:pw"), tmp_path)
+    assert result.exit_code == 3, result.output
+    assert took < FAST_S
+    assert "the credentials may not pull there" in result.stderr
+    assert "does not serve the storage" not in result.stderr
 
 
 def test_a_registry_serving_another_storage_exits_3(
