@@ -13,7 +13,7 @@ from regcleaner.globs import compile_glob
 from regcleaner.quantities import parse_duration
 from regcleaner.retention import RepositoryPolicy, RetentionPolicy, Rule
 
-_RULE_KEYS = frozenset({"tags", "newest", "pushed_within"})
+_RULE_KEYS = frozenset({"tags", "newest", "pushed_within", "pulled_within"})
 _POLICY_KEYS = frozenset({"repositories", "keep", "keep_at_least"})
 
 
@@ -185,23 +185,33 @@ def _validate_rule(entry: _Located, field: str, source: str) -> Rule:
     newest = None
     if "newest" in fields:
         newest = _count(fields["newest"], f"{field}.newest", source)
-    within = None
-    if "pushed_within" in fields:
-        item = fields["pushed_within"]
-        if isinstance(item.value, bool) or not isinstance(item.value, str | int | float):
-            raise _fail(source, f"{field}.pushed_within", item.line,
-                        "must be a duration such as 7d or 12h")  # fmt: skip
-        try:
-            within = parse_duration(str(item.value), "pushed_within")
-        except ConfigError as exc:
-            # parse_duration names the option first; the field path already says it.
-            problem = str(exc).removeprefix("pushed_within: ")
-            raise _fail(source, f"{field}.pushed_within", item.line, problem) from None
-        if not math.isfinite(within):
-            raise _fail(source, f"{field}.pushed_within", item.line, "must be finite")
-    if patterns is None and newest is None and within is None:
+    within = _duration(fields, "pushed_within", field, source)
+    pulled = _duration(fields, "pulled_within", field, source)
+    if patterns is None and newest is None and within is None and pulled is None:
         raise _fail(source, field, entry.line,
-                    "a rule needs tags, newest or pushed_within (an empty rule keeps "
-                    "every tag; say so with tags: ['.*'])")  # fmt: skip
-    text = str(fields["pushed_within"].value) if within is not None else ""
-    return Rule(patterns, newest, within, f"{field.rsplit('.', 1)[-1]}(line {entry.line})", text)
+                    "a rule needs tags, newest, pushed_within or pulled_within (an empty "
+                    "rule keeps every tag; say so with tags: ['.*'])")  # fmt: skip
+    return Rule(
+        patterns, newest, within, f"{field.rsplit('.', 1)[-1]}(line {entry.line})",
+        str(fields["pushed_within"].value) if within is not None else "",
+        pulled, str(fields["pulled_within"].value) if pulled is not None else "",
+    )  # fmt: skip
+
+
+def _duration(fields: dict[str, _Located], key: str, rule: str, source: str) -> float | None:
+    """A rule's duration field (``pushed_within``, ``pulled_within``) in seconds, or None
+    when absent; ConfigError naming the field and line."""
+    if key not in fields:
+        return None
+    item = fields[key]
+    if isinstance(item.value, bool) or not isinstance(item.value, str | int | float):
+        raise _fail(source, f"{rule}.{key}", item.line, "must be a duration such as 7d or 12h")
+    try:
+        seconds = parse_duration(str(item.value), key)
+    except ConfigError as exc:
+        # parse_duration names the option first; the field path already says it.
+        problem = str(exc).removeprefix(f"{key}: ")
+        raise _fail(source, f"{rule}.{key}", item.line, problem) from None
+    if not math.isfinite(seconds):
+        raise _fail(source, f"{rule}.{key}", item.line, "must be finite")
+    return seconds

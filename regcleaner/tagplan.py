@@ -36,7 +36,7 @@ from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestInfo
 from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy, Reason, RepositoryPlan, plan_repository
-from regcleaner.retention import RepositoryPolicy, attached_digest, decide_tags
+from regcleaner.retention import RepositoryPolicy, RepositoryPulls, attached_digest, decide_tags
 
 T = TypeVar("T")
 
@@ -159,13 +159,16 @@ def plan_with_tags(
     prune_orphan_signatures: bool,
     pinned: Mapping[Digest, Reason] | None = None,
     elsewhere: Elsewhere = NOT_KNOWN_ELSEWHERE,
+    pulls: RepositoryPulls | None = None,
 ) -> tuple[RepositoryPlan, TagPlan]:
-    """The repository's plan, and what happens to its tags."""
+    """The repository's plan, and what happens to its tags. ``pulls``: what the pull
+    record says about this repository, for ``pulled_within`` rules (None: no record, and
+    no tag expires on pull grounds)."""
     if tag_policy is None and not prune_orphan_signatures:
         plan = plan_repository(snapshot, manifests, policy, now, pinned=pinned)
         return plan, TagPlan({t: "no-policy" for t in snapshot.tags}, {})
     times = {t: snapshot.tag_times.get(t, now) for t in snapshot.tags}
-    verdicts = decide_tags(tag_policy, times, now)
+    verdicts = decide_tags(tag_policy, times, now, tag_digests=snapshot.tags, pulls=pulls)
     expired = {t: v.reason for t, v in verdicts.items() if not v.keep}
     attached = {t: d for t in snapshot.tags if (d := attached_digest(t)) is not None}
     here = {t: d for t, d in attached.items() if d in snapshot.revisions}
