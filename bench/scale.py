@@ -32,19 +32,30 @@ from typing import Any
 # -- what was measured here (re-measure with the commands above) ------------------------
 
 MEASURED_RUN: dict[str, Any] = {
-    "command": "python -m bench.scale run 3200",
-    "repositories": 0,
-    "manifests": 0,
-    "tags": 0,
-    "keys": 0,
-    "blobs": 0,
-    "cold": {"list": 0, "get": 0, "head": 0, "wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0},
-    "warm": {"list": 0, "get": 0, "head": 0, "wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0},
+    "command": "python -m bench.scale memory 3200",
+    "repositories": 3200,
+    "manifests": 102_400,
+    "tags": 19_200,
+    "cold": {"list": 12_853, "get": 121_600, "head": 0, "process_cpu_s": 80.2},
+    "warm": {"list": 0, "get": 0, "head": 0, "process_cpu_s": 0.0},
 }
-"""Filled in from ``python -m bench.scale run``; see docs/scale.md for the run."""
+"""The real engine (``clean --direct --dry-run``) on the in-memory store: requests as S3
+counts them, and the engine's own CPU without a network client."""
 
-MEASURED_CPU: dict[str, float] = {"get_ms": 0.95, "head_ms": 0.8, "list_page_ms": 25.0}
-"""Client CPU per request (``python -m bench.scale cpu``)."""
+MEASURED_MOTO: dict[str, Any] = {
+    "command": "python -m bench.scale run 800",
+    "repositories": 800,
+    "manifests": 25_600,
+    "cold": {"list": 3253, "get": 30_400, "head": 2, "wall_s": 737.0, "cpu_s": 92.2},
+    "warm": {"list": 0, "get": 0, "head": 0, "wall_s": 0.0, "cpu_s": 0.0},
+}
+"""The same on moto, through aiobotocore (wall time is moto's: one process answering
+about 45 requests a second on this shared machine)."""
+
+MEASURED_CPU: dict[str, float] = {"get_ms": 2.103, "head_ms": 2.394, "list_page_ms": 49.87}
+"""Client CPU per request through regcleaner's S3 store (``python -m bench.scale
+cpu``, on this machine under the team's load; the issue measured 0.95 ms a GET on a
+quieter one). A LIST page of 1,000 keys; a listing of a few keys costs about a GET."""
 
 # -- the model's inputs ---------------------------------------------------------------
 
@@ -70,55 +81,74 @@ ASSUMPTIONS: dict[str, Any] = {
     "registry_gc_requests_per_manifest": 4,
     "registry_gc_requests_per_repository": 3,
     "gc_reads_manifests_through_cache": False,
+    "shards": 8,
     "notes": [
         "latency_s: every request waits 20 ms (the issue's figure); requests in flight "
         "overlap their waits, up to get_in_flight GET/HEAD, list_in_flight LIST and "
         "delete_in_flight DeleteObjects at once (regcleaner's defaults).",
         "S3 serves 5,500 GET/HEAD/LIST and 3,500 PUT/DELETE requests a second per "
         "partitioned prefix (AWS's published rates); prefixes=1 assumes S3 has not "
-        "partitioned the bucket (the worst case): every phase is capped by those rates.",
-        "client CPU per request is MEASURED_CPU (aiobotocore on this machine); one "
-        "event loop, so CPU adds up across concurrent requests; a phase takes the "
-        "largest of its latency-bound, CPU-bound and rate-bound times.",
-        "request counts per repository and per manifest come from MEASURED_RUN (a dry "
-        "run of clean on moto), scaled to TARGET by repositories (LIST) and by "
-        "manifests and tags (GET); the blob listing is blobs/1000 pages plus one "
-        "listing of the fan-out folders.",
-        "the window is clean --direct --gc: the scan (as the dry run), deletion of "
-        "deleted_share of the manifests (keys_per_deleted_manifest keys each, 1,000 "
-        "keys a DeleteObjects, plus one HEAD a manifest for the last look), then gc: "
-        "one walk of each repository's revisions and _layers, a GET of each revision "
-        "link and each manifest (cold; warm: the links from the cache, the manifests "
-        "still read unless gc_reads_manifests_through_cache), the blob listing, and "
-        "DeleteObjects for swept_blob_share of the blobs.",
+        "partitioned the bucket (the worst case).",
+        "CPU: one event loop, so CPU adds up across concurrent requests. A phase's CPU "
+        "is the engine's (per manifest, from MEASURED_RUN, which has no network client) "
+        "plus the S3 client's per request (MEASURED_CPU): a GET or HEAD, a listing of a "
+        "few keys as a GET, a full page of 1,000 keys as list_page_ms.",
+        "A phase takes the largest of its latency-bound, CPU-bound and rate-bound "
+        "times (they overlap; the largest is the floor).",
+        "The scan's requests per repository (LIST) and per manifest and tag (GET, HEAD) "
+        "are MEASURED_RUN's, scaled to TARGET: LIST by repositories, GET by manifests "
+        "plus tags. A warm scan of an unchanged bucket makes MEASURED_RUN's warm "
+        "requests per manifest, plus one listing of blobs/sha256 (blobs/1000 full "
+        "pages, plus one listing of the 256 fan-out folders).",
+        "The window is clean --direct --gc: the scan, deletion of deleted_share of the "
+        "manifests (keys_per_deleted_manifest keys each, 1,000 keys a DeleteObjects, a "
+        "HEAD each for the last look, a re-listing of each repository), then gc: a walk "
+        "of each repository's revisions and _layers, a GET of each revision link and "
+        "each manifest (warm: the links come from the cache; the manifests are still "
+        "read unless gc_reads_manifests_through_cache, a change in gc.py not made yet), "
+        "the blob listing (full pages), and DeleteObjects for swept_blob_share of the "
+        "blobs; gc's CPU per manifest is taken as the engine's cold scan's.",
+        "with_shards: clean --shard I/N in `shards` processes (an Indexed Job, or "
+        "processes on one machine with that many cores): the scan and the deletions "
+        "divide their CPU and latency by the shards, each shard lists all the blobs "
+        "when warm, S3's rate bound is shared; gc stays one process.",
         "distribution's garbage-collect: sequential requests (one at a time), "
         "registry_gc_requests_per_manifest per manifest (read the revision link, stat "
         "and read the manifest blob, the tag lookups of --delete-untagged counted as "
         "one), registry_gc_requests_per_repository per repository, the blob listing, "
-        "and one request per swept blob (its driver deletes a blob's folder by listing "
-        "and deleting it).",
+        "and one request per swept blob; latency only, no CPU or rate bound.",
     ],
 }
 
 
 def _phase(
-    requests: dict[str, float], cpu: dict[str, float], a: dict[str, Any]
+    requests: dict[str, float],
+    engine_cpu_s: float,
+    cpu: dict[str, float],
+    a: dict[str, Any],
+    shards: int = 1,
 ) -> dict[str, float]:
-    """Seconds for one phase: the largest of latency, CPU and S3's rate bound."""
+    """Seconds for one phase: the largest of latency, CPU and S3's rate bound.
+    ``requests`` counts ``get``, ``head``, ``list`` (small listings), ``pages`` (full
+    listing pages) and ``delete``."""
     latency = a["latency_s"]
     reads = requests.get("get", 0.0) + requests.get("head", 0.0)
-    lists = requests.get("list", 0.0)
+    lists = requests.get("list", 0.0) + requests.get("pages", 0.0)
     deletes = requests.get("delete", 0.0)
     latency_bound = (
         reads * latency / a["get_in_flight"]
         + lists * latency / a["list_in_flight"]
         + deletes * latency / a["delete_in_flight"]
     )
-    cpu_bound = (
+    client_cpu = (
         requests.get("get", 0.0) * cpu["get_ms"]
         + requests.get("head", 0.0) * cpu["head_ms"]
-        + (lists + deletes) * cpu["list_page_ms"]
+        + (requests.get("list", 0.0) + deletes) * cpu["get_ms"]
+        + requests.get("pages", 0.0) * cpu["list_page_ms"]
     ) / 1000
+    # Shards are processes of their own: their CPU and their requests in flight add up.
+    latency_bound /= shards
+    cpu_bound = (engine_cpu_s + client_cpu) / shards
     rate_bound = (reads + lists) / (a["s3_get_per_s_per_prefix"] * a["prefixes"]) + deletes / (
         a["s3_write_per_s_per_prefix"] * a["prefixes"]
     )
@@ -126,6 +156,7 @@ def _phase(
         "seconds": max(latency_bound, cpu_bound, rate_bound),
         "latency_bound_s": latency_bound,
         "cpu_bound_s": cpu_bound,
+        "engine_cpu_s": engine_cpu_s,
         "rate_bound_s": rate_bound,
     }
 
@@ -141,70 +172,85 @@ def model(
     a = assumptions or ASSUMPTIONS
     repositories, manifests = TARGET["repositories"], TARGET["manifests"]
     tags, blobs = TARGET["tags"], TARGET["blobs"]
-    measured_repos = max(1, run["repositories"])
-    measured_blob_pages = math.ceil(run["blobs"] / a["page_keys"]) + 1
-    # The dry run's scan, per repository (LIST) and per manifest and tag (GET, HEAD).
-    cold_lists_per_repo = run["cold"]["list"] / measured_repos
-    warm_lists_per_repo = max(0.0, run["warm"]["list"] - measured_blob_pages) / measured_repos
-    blob_pages = math.ceil(blobs / a["page_keys"]) + 1
-    warm_blob_listing = blob_pages + (1 if blob_pages > a["fanout_folders"] else 0)
-    scan_cold = {"list": cold_lists_per_repo * repositories, "get": float(manifests + tags)}
-    warm_gets = run["warm"]["get"] / max(1, run["manifests"]) * manifests
-    warm_heads = run["warm"]["head"] / max(1, run["manifests"]) * manifests
+    per_repository = 1 / max(1, run["repositories"])
+    per_manifest = 1 / max(1, run["manifests"])
+    blob_pages = math.ceil(blobs / a["page_keys"])
+    listing_of_folders = 1 if blob_pages > a["fanout_folders"] else 0
+    engine_cold_ms = 1000 * run["cold"]["process_cpu_s"] * per_manifest
+    engine_warm_ms = 1000 * run["warm"]["process_cpu_s"] * per_manifest
+    scan_cold = {
+        "list": run["cold"]["list"] * per_repository * repositories,
+        "get": float(manifests + tags),
+    }
     scan_warm = {
-        "list": warm_lists_per_repo * repositories + warm_blob_listing,
-        "get": warm_gets,
-        "head": warm_heads,
+        "list": run["cold"]["list"] * per_repository * repositories + listing_of_folders,
+        "pages": float(blob_pages),
+        "get": run["warm"]["get"] * per_manifest * manifests,
+        "head": run["warm"]["head"] * per_manifest * manifests,
     }
     deleted = manifests * a["deleted_share"]
     delete_phase = {
         "head": deleted,
         "delete": math.ceil(deleted * a["keys_per_deleted_manifest"] / a["page_keys"]),
-        "list": float(repositories),  # the re-listing of each repository's revisions
+        "list": float(repositories),
     }
     swept = blobs * a["swept_blob_share"]
-    gc_lists = 2.0 * repositories + blob_pages
     gc_cold = {
-        "list": gc_lists,
+        "list": 2.0 * repositories,
+        "pages": float(blob_pages),
         "get": float(2 * manifests),
         "delete": math.ceil(swept / a["page_keys"]),
     }
-    gc_warm = {
-        "list": gc_lists,
-        "get": 0.0 if a["gc_reads_manifests_through_cache"] else float(manifests),
-        "delete": math.ceil(swept / a["page_keys"]),
-    }
+    gc_warm = dict(gc_cold)
+    gc_warm["get"] = 0.0 if a["gc_reads_manifests_through_cache"] else float(manifests)
+    gc_engine_s = engine_cold_ms * manifests / 1000
+    gc_warm_engine_s = 0.0 if a["gc_reads_manifests_through_cache"] else gc_engine_s
     phases = {
-        "scan_cold": _phase(scan_cold, cpu, a),
-        "scan_warm": _phase(scan_warm, cpu, a),
-        "delete": _phase(delete_phase, cpu, a),
-        "gc_cold": _phase(gc_cold, cpu, a),
-        "gc_warm": _phase(gc_warm, cpu, a),
+        "scan_cold": _phase(scan_cold, engine_cold_ms * manifests / 1000, cpu, a),
+        "scan_warm": _phase(scan_warm, engine_warm_ms * manifests / 1000, cpu, a),
+        "delete": _phase(delete_phase, 0.0, cpu, a),
+        "gc_cold": _phase(gc_cold, gc_engine_s, cpu, a),
+        "gc_warm": _phase(gc_warm, gc_warm_engine_s, cpu, a),
     }
     window_cold = sum(phases[p]["seconds"] for p in ("scan_cold", "delete", "gc_cold"))
     window_warm = sum(phases[p]["seconds"] for p in ("scan_warm", "delete", "gc_warm"))
+    # clean --shard I/N in N processes (gc stays one): each shard lists all the blobs.
+    n = a["shards"]
+    sharded_scan_warm = dict(scan_warm, pages=scan_warm["pages"] * n)
+    sharded = {
+        "scan_cold": _phase(scan_cold, engine_cold_ms * manifests / 1000, cpu, a, n),
+        "scan_warm": _phase(sharded_scan_warm, engine_warm_ms * manifests / 1000, cpu, a, n),
+        "delete": _phase(delete_phase, 0.0, cpu, a, n),
+    }
+    sharded_cold = sum(sharded[p]["seconds"] for p in ("scan_cold", "delete"))
+    sharded_warm = sum(sharded[p]["seconds"] for p in ("scan_warm", "delete"))
     registry_requests = (
         manifests * a["registry_gc_requests_per_manifest"]
         + repositories * a["registry_gc_requests_per_repository"]
         + blob_pages
         + swept
     )
-    warm_scan_requests = sum(scan_warm.values())
+    keys = blobs + manifests * 2 + tags * 3  # blobs, revision links and history, tags
     return {
         "window_cold_s": round(window_cold, 1),
         "window_warm_s": round(window_warm, 1),
         "registry_gc_s": round(registry_requests * a["latency_s"], 1),
-        "requests_per_manifest_warm": round(warm_scan_requests / manifests, 4),
-        "gets_per_manifest_warm": round((scan_warm["get"]) / manifests, 4),
-        "list_pages_warm_per_1000_keys": round(
-            scan_warm["list"] / ((manifests * 2 + tags * 2 + blobs) / 1000), 3
+        "requests_per_manifest_warm": round(sum(scan_warm.values()) / manifests, 4),
+        "gets_per_manifest_warm": round(scan_warm["get"] / manifests, 4),
+        "list_requests_warm_per_1000_keys": round(
+            (scan_warm["list"] + scan_warm["pages"]) / (keys / 1000), 2
         ),
-        "targets": {
-            "window_cold_s": 900,
-            "window_warm_s": 120,
-            "gets_per_manifest_warm": 0.05,
+        "with_shards": {
+            "shards": n,
+            "window_cold_s": round(sharded_cold + phases["gc_cold"]["seconds"], 1),
+            "window_warm_s": round(sharded_warm + phases["gc_warm"]["seconds"], 1),
+            "dry_run_cold_s": round(sharded["scan_cold"]["seconds"], 1),
+            "dry_run_warm_s": round(sharded["scan_warm"]["seconds"], 1),
         },
-        "target": TARGET,
+        "dry_run_warm_s": round(phases["scan_warm"]["seconds"], 1),
+        "dry_run_cold_s": round(phases["scan_cold"]["seconds"], 1),
+        "targets": {"window_cold_s": 900, "window_warm_s": 120, "gets_per_manifest_warm": 0.05},
+        "target_registry": TARGET,
         "phases": {name: {k: round(v, 1) for k, v in p.items()} for name, p in phases.items()},
         "requests": {
             "scan_cold": scan_cold,
@@ -214,7 +260,7 @@ def model(
             "gc_warm": gc_warm,
             "registry_gc": registry_requests,
         },
-        "inputs": {"measured_run": run, "client_cpu_ms": cpu},
+        "inputs": {"memory_run": run, "moto_run": MEASURED_MOTO, "client_cpu_ms": cpu},
         "assumptions": a,
     }
 
