@@ -304,6 +304,22 @@ class RegistryClient:
             fresh_connection=fresh_connection,
         )  # fmt: skip
 
+    async def head_tag(self, repository: str, tag: str) -> RegistryResponse:
+        """``HEAD /v2/<name>/manifests/<tag>`` with every manifest type accepted: where
+        the tag points now (``Docker-Content-Digest``), with a pull-only scope."""
+        return await self._request(
+            "HEAD", _manifests_path(repository) + quote(tag, safe=""), repository,
+            actions=PULL_ACTIONS, accept=mediatypes.ACCEPT_ALL_MANIFESTS,
+        )  # fmt: skip
+
+    async def delete_tag(self, repository: str, tag: str) -> RegistryResponse:
+        """``DELETE /v2/<name>/manifests/<tag>``: distribution 3 removes that tag alone
+        (202; 404 ``MANIFEST_UNKNOWN`` for a tag it does not have); 2.8 refuses any tag
+        with 400 ``DIGEST_INVALID`` and changes nothing."""
+        return await self._request(
+            "DELETE", _manifests_path(repository) + quote(tag, safe=""), repository
+        )
+
     async def put_manifest(
         self,
         repository: str,
