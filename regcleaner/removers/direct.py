@@ -11,9 +11,11 @@ several requests in flight.
 Nothing is written until the gate has proved the registry cannot write (it answers
 writes as read-only mode does), or the operator said it is stopped.
 
-After a stop (the run's ``StopScope``) no request starts: keys still queued are not
-sent, and a wave whose links are not yet removed stays, reported as stopped; requests
-already sent finish within the grace the engine gives them.
+After a stop (the run's ``StopScope``) no wave starts: keys of a wave not yet under
+way are not sent, and that wave stays, reported as stopped. A wave under way (its first
+request sent) is finished, as a request in flight is: a stopped run then leaves whole
+manifests removed or kept, never half of one; all of it within the grace the engine
+gives.
 """
 
 from __future__ import annotations
@@ -47,14 +49,16 @@ STOPPED_BEFORE_REMOVAL = "stopped before removal: the tag stays"
 
 
 class _Call:
-    """One caller's keys: its results, and how many are still to come."""
+    """One caller's keys: its results, how many are still to come, and whether the stop
+    may keep them back (not once some went, nor for a wave that is under way)."""
 
-    __slots__ = ("done", "pending", "results")
+    __slots__ = ("done", "pending", "results", "under_way")
 
-    def __init__(self, size: int, done: asyncio.Future[list[str | None]]) -> None:
+    def __init__(self, size: int, done: asyncio.Future[list[str | None]], under_way: bool) -> None:
         self.results: list[str | None] = [None] * size
         self.pending = size
         self.done = done
+        self.under_way = under_way
 
 
 class KeyBatcher:
@@ -68,7 +72,8 @@ class KeyBatcher:
     keys are in flight is waited for: it will queue its next wave as soon as they are
     answered. So on an object store a wave costs a share of a request, not a request;
     waves of one repository still go one after the other (each waits for its own
-    keys).
+    keys). After a stop of ``stop`` no new work is sent: callers whose keys are not
+    under way get ``StopRequested``; keys under way go at once.
     """
 
     def __init__(
@@ -113,14 +118,18 @@ class KeyBatcher:
         self._feed_done = True
         self._wake.set()
 
-    async def delete(self, keys: Sequence[str], directories: Sequence[str]) -> list[str | None]:
-        """Delete ``keys`` (then, on a disk, the empty ``directories``); per-key results."""
+    async def delete(
+        self, keys: Sequence[str], directories: Sequence[str], *, under_way: bool = False
+    ) -> list[str | None]:
+        """Delete ``keys`` (then, on a disk, the empty ``directories``); per-key results.
+        ``under_way``: the rest of work that already sent requests, which a stop does
+        not keep back; other keys raise StopRequested after a stop."""
         if not keys:
             return []
-        if self._stopped():
+        if self._stopped() and not under_way:
             raise StopRequested("run stopped: not sent")
         loop = asyncio.get_running_loop()
-        call = _Call(len(keys), loop.create_future())
+        call = _Call(len(keys), loop.create_future(), under_way)
         if not self._queue:
             self._oldest = loop.time()
         self._queue += ((key, call, i) for i, key in enumerate(keys))
@@ -138,8 +147,8 @@ class KeyBatcher:
         """Seconds until the queue should go (0: now), or None: wait for a change."""
         if not self._queue:
             return None
-        if self._closed or len(self._queue) >= MAX_KEYS:
-            return 0.0
+        if self._closed or len(self._queue) >= MAX_KEYS or self._stopped():
+            return 0.0  # after a stop only work under way is queued: it goes now
         hold = self._oldest + self._max_hold_s - now
         if self._queued_calls < self._participants:
             return max(hold, 0.0)  # someone is about to add keys, or has keys in flight
@@ -157,11 +166,18 @@ class KeyBatcher:
         return self._stop.interruptible()
 
     def _refuse_queued(self) -> None:
-        """After a stop: the keys not sent stay, and their callers hear so."""
-        for _, call, _ in self._queue:
-            if not call.done.done():
+        """After a stop: the keys of work not under way stay, and their callers hear
+        so. The queued directories go with the next request anyway (a disk removes
+        only empty ones)."""
+        kept: list[tuple[str, _Call, int]] = []
+        for entry in self._queue:
+            call = entry[1]
+            if call.under_way:
+                kept.append(entry)
+            elif not call.done.done():
                 call.done.set_exception(StopRequested("run stopped: not sent"))
-        self._queue, self._directories, self._queued_calls = [], [], 0
+        self._queue = kept
+        self._queued_calls = len({id(call) for _, call, _ in kept})
 
     async def run(self) -> None:
         """Send queued keys until closed."""
@@ -184,10 +200,9 @@ class KeyBatcher:
                         async with self._until_stopped():
                             await self._slots.acquire()
                     except StopRequested:
-                        break  # the queue is refused at the top of the loop
+                        break  # back to the top: what is not under way is refused
                     if self._stopped():
-                        self._slots.release()
-                        break
+                        self._refuse_queued()  # checked again with the slot in hand
                     # A caller cancelled meanwhile (a stop's deadline) reported its
                     # digests as abandoned: its keys are not sent.
                     live = [entry for entry in self._queue if not entry[1].done.done()]
@@ -196,6 +211,8 @@ class KeyBatcher:
                     if not batch:
                         self._slots.release()
                         break
+                    for _, call, _ in batch:
+                        call.under_way = True  # some of its keys went: the rest follow
                     sending.create_task(self._send(batch, directories))
                 self._queued_calls = len({id(call) for _, call, _ in self._queue})
 
@@ -364,6 +381,7 @@ class DirectRemover:
             results = await self._delete(
                 [plan.keys[-1] for _, plan in second],
                 [folder for _, plan in second for folder in plan.directories],
+                under_way=bool(first),  # the wave began: a stop lets it finish
             )
         except StopRequested:
             stays = chosen if step == "first" else [digest for digest, _ in second]
@@ -389,13 +407,15 @@ class DirectRemover:
             else:
                 context.record(Removal(digest, Outcome.FAILED, problem))
 
-    async def _delete(self, keys: list[str], directories: list[str]) -> list[str | None]:
-        """Delete through the batcher (an object store) or at once (a disk); raise
-        StopRequested instead of starting a request after a stop."""
+    async def _delete(
+        self, keys: list[str], directories: list[str], *, under_way: bool = False
+    ) -> list[str | None]:
+        """Delete through the batcher (an object store) or at once (a disk); after a
+        stop, raise StopRequested instead of starting work not ``under_way``."""
         if not keys:
             return []
-        if self._stop is not None and self._stop.stop_requested:
+        if self._stop is not None and self._stop.stop_requested and not under_way:
             raise StopRequested("run stopped: not sent")
         if self._batcher is not None:
-            return await self._batcher.delete(keys, directories)
+            return await self._batcher.delete(keys, directories, under_way=under_way)
         return await self._view.store.delete_many(keys, directories=directories)

@@ -42,35 +42,27 @@ def revision_link(root: Path, repository: str, digest: str) -> Path:
     return repo_dir(root, repository) / "_manifests/revisions/sha256" / hex_part / "link"
 
 
-# Where a named pipe goes: (root, the old untagged image, the tagged one) → path.
-FifoPlace = Callable[[Path, Pushed, Pushed], Path]
+# Where a named pipe goes, in repository ``p-<place>``: (root, repository, the old
+# untagged image, the tagged one) → path.
+FifoPlace = Callable[[Path, str, Pushed, Pushed], Path]
 PLACES: dict[str, FifoPlace] = {
-    "manifest-blob": lambda root, old, new: blob_data(root, new.digest),
-    "tag-current-link": lambda root, old, new: (
-        repo_dir(root, "app") / "_manifests/tags/v/current/link"
+    "manifest-blob": lambda root, repo, old, new: blob_data(root, new.digest),
+    "tag-current-link": lambda root, repo, old, new: (
+        repo_dir(root, repo) / "_manifests/tags/v/current/link"
     ),
-    "tag-history-link": lambda root, old, new: (
-        repo_dir(root, "app") / "_manifests/tags/v/index/sha256" / new.digest[7:] / "link"
+    "tag-history-link": lambda root, repo, old, new: (
+        repo_dir(root, repo) / "_manifests/tags/v/index/sha256" / new.digest[7:] / "link"
     ),
-    "revision-link": lambda root, old, new: revision_link(root, "app", old.digest),
-    "layer-link": lambda root, old, new: (
-        repo_dir(root, "app") / "_layers/sha256" / new.blobs[0][7:] / "link"
+    "revision-link": lambda root, repo, old, new: revision_link(root, repo, old.digest),
+    "layer-link": lambda root, repo, old, new: (
+        repo_dir(root, repo) / "_layers/sha256" / new.blobs[0][7:] / "link"
     ),
 }
-
-
-@pytest.fixture(params=sorted(PLACES))
-def fifo_setup(
-    request: pytest.FixtureRequest, registry: RegistryProcess, api: RegistryAPI
-) -> tuple[str, Pushed, Pushed, Pushed]:
-    """``app`` (one old untagged image, one tagged) with a named pipe at one place, and a
-    ``control`` repository with an old image that must go as usual."""
-    old = images.push_image(api, "app", "v", seed="a1")
-    new = images.push_image(api, "app", "v", seed="a2")
-    control_old = images.push_image(api, "control", "v", seed="c1")
-    images.push_image(api, "control", "v", seed="c2")
-    replace_with_fifo(PLACES[request.param](registry.root, old, new))
-    return request.param, old, new, control_old
+# Through the API, clean reads neither _layers nor tag history (nor does the registry's
+# DELETE): there the old image goes as usual.
+NOT_READ_BY_CLEAN = frozenset({"layer-link", "tag-history-link"})
+# What gc's mark reads: a pipe there refuses the sweep.
+READ_BY_GC = frozenset({"manifest-blob", "revision-link"})
 
 
 def deleted_in(report: dict[str, object], repository: str) -> set[str]:
@@ -81,46 +73,69 @@ def deleted_in(report: dict[str, object], repository: str) -> set[str]:
 
 
 def test_a_named_pipe_in_storage_hangs_neither_clean_nor_gc(
-    fifo_setup: tuple[str, Pushed, Pushed, Pushed],
-    registry: RegistryProcess,
-    tmp_path: Path,
+    registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
 ) -> None:
-    """A named pipe is unreadable, never waited on: clean keeps ``app`` whole and cleans
-    the rest; gc refuses to sweep where the pipe stands in what it reads. Both finish,
-    with their report."""
-    place, old, new, control_old = fifo_setup
+    """A repository per place with a named pipe there (one old untagged image, one
+    tagged), and a ``control`` repository. A pipe is unreadable, never waited on: clean
+    keeps whole each repository whose pipe it reads and cleans the rest; gc refuses to
+    sweep, naming each pipe its mark met. Every run finishes, with its report."""
+    root = registry.root
+    pushed: dict[str, tuple[Pushed, Pushed]] = {}
+    for place in PLACES:
+        repository = f"p-{place}"
+        old = images.push_image(api, repository, "v", seed=f"{place}-1")
+        new = images.push_image(api, repository, "v", seed=f"{place}-2")
+        pushed[place] = (old, new)
+    control_old = images.push_image(api, "control", "v", seed="c1")
+    images.push_image(api, "control", "v", seed="c2")
+    pipes = {place: make(root, f"p-{place}", *pushed[place]) for place, make in PLACES.items()}
+    for pipe in pipes.values():
+        replace_with_fifo(pipe)
+
     cleaned = run_child(clean_args(registry), report_path=tmp_path / "clean.json", timeout_s=30)
     assert "Traceback" not in cleaned.stderr, cleaned.stderr
     assert cleaned.report is not None, cleaned.output
     assert cleaned.returncode in (0, 1), cleaned.output
     assert deleted_in(cleaned.report, "control") == {control_old.digest}
-    app_deleted = deleted_in(cleaned.report, "app")
-    if place in ("layer-link", "tag-history-link"):
-        # Through the API, clean reads neither _layers nor tag history (nor does the
-        # registry's DELETE): the old image goes as usual.
-        assert app_deleted == {old.digest}
-    else:
-        assert app_deleted == set(), f"{place}: app must be kept whole"
-        assert revision_link(registry.root, "app", old.digest).exists()
+    for place, (old, _) in pushed.items():
+        deleted = deleted_in(cleaned.report, f"p-{place}")
+        if place in NOT_READ_BY_CLEAN:
+            assert deleted == {old.digest}, place
+        else:
+            assert deleted == set(), f"{place}: the repository must be kept whole"
+            assert revision_link(root, f"p-{place}", old.digest).exists()
 
     registry.stop()
+    # Direct removal reads more (every tag's history): its dry run meets the pipes too.
+    direct = run_child(
+        ["clean", "--direct", "--dry-run", "--registry-stopped", "--registry-dir",
+         str(root), "--progress-interval", "0", "--min-age", "0"],
+        report_path=tmp_path / "direct.json", timeout_s=30,
+    )  # fmt: skip
+    assert "Traceback" not in direct.stderr, direct.stderr
+    assert direct.report is not None, direct.output
+    assert direct.returncode == 0, direct.output
+    for place in PLACES.keys() - {"layer-link"}:
+        assert any(
+            f"p-{place}" in line and ("not a regular file" in line or "special file" in line)
+            for line in direct.stderr.splitlines()
+        ), f"{place}: {direct.stderr}"
+
     collected = run_child(
-        ["gc", "--registry-dir", str(registry.root), "--registry-stopped",
-         "--progress-interval", "0"],
+        ["gc", "--registry-dir", str(root), "--registry-stopped", "--progress-interval", "0"],
         report_path=tmp_path / "gc.json", timeout_s=30,
     )  # fmt: skip
     assert "Traceback" not in collected.stderr, collected.stderr
     assert collected.report is not None, collected.output
-    if place in ("manifest-blob", "revision-link"):
-        # What the mark reads: the collection refuses to sweep anything.
-        assert collected.returncode == 1, collected.output
-        assert collected.report["swept"] == []
-        assert blob_data(registry.root, old.blobs[0]).exists()
-    else:
-        # The mark reads neither tags nor layer links: the collection goes on.
-        assert collected.returncode == 0, collected.output
-    assert blob_data(registry.root, new.blobs[0]).exists()
-    assert blob_data(registry.root, new.digest).exists()
+    assert collected.returncode == 1, collected.output  # the collection refuses to sweep
+    assert collected.report["swept"] == []
+    for place in READ_BY_GC:
+        relative = str(pipes[place].relative_to(root))
+        hex_part = pushed[place][1].digest[7:] if place == "manifest-blob" else relative
+        assert hex_part in collected.stderr, f"{place}: {collected.stderr}"
+    for old, new in pushed.values():
+        assert blob_data(root, new.blobs[0]).exists()
+        assert blob_data(root, old.blobs[0]).exists()  # nothing swept
 
 
 # -- SIGTERM under a rate limit ----------------------------------------------------------------

@@ -270,3 +270,37 @@ def test_nothing_is_queued_after_a_stop() -> None:
 
     asyncio.run(with_batcher(store, body, places=64, stop=scope))
     assert store.requests == []
+
+
+def test_work_under_way_is_finished_after_a_stop() -> None:
+    """The second step of a wave whose first step went (``under_way``) is sent after a
+    stop, at once: a stopped run removes whole manifests or none of one."""
+    store = ScriptedStore()
+    scope = StopScope()
+
+    async def body(batcher: KeyBatcher) -> list[str | None]:
+        scope.request_stop("SIGTERM")
+        with batcher.participant(), batcher.participant():  # no company would come now
+            return await batcher.delete(["a/link"], [], under_way=True)
+
+    got = asyncio.run(with_batcher(store, body, places=64, idle_s=30, max_hold_s=30, stop=scope))
+    assert got == [None]
+    assert store.requests == [["a/link"]]
+
+
+def test_a_call_part_of_which_went_is_sent_whole_after_a_stop() -> None:
+    """More keys than one request carries: once the first request went, a stop does not
+    keep the rest back (that would leave a wave half removed)."""
+    store = ScriptedStore(delay_s=0.1)
+    scope = StopScope()
+    keys = [f"a/k{i}" for i in range(MAX_KEYS + 5)]
+
+    async def body(batcher: KeyBatcher) -> list[str | None]:
+        call = asyncio.create_task(batcher.delete(keys, []))
+        await store.asked.wait()  # the first 1,000 keys are in flight
+        scope.request_stop("SIGTERM")
+        return await call
+
+    got = asyncio.run(with_batcher(store, body, places=64, in_flight=1, stop=scope))
+    assert got == [None] * len(keys)
+    assert [len(r) for r in store.requests] == [MAX_KEYS, 5]
