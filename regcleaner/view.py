@@ -415,34 +415,9 @@ class RegistryView:
         still there with the same validator (one HEAD instead of a GET, a hash and a
         parse); a blob that is gone or changed is read and verified again."""
         ordered = list(digests)
-        result: dict[Digest, ManifestInfo] = {}
+        result: dict[Digest, ManifestInfo] = dict(await self._cached_manifests(ordered))
+        ordered = [digest for digest in ordered if digest not in result]
         cache = self.cache
-        if cache is not None and ordered and await self._list_manifest_blobs():
-            # This run's listing showed which blobs are still the bytes verified before.
-            result.update((digest, refs) for digest, (_, refs) in
-                          cache.manifests(ordered, listed=True).items())  # fmt: skip
-            cache.hits += len(result)
-            ordered = [digest for digest in ordered if digest not in result]
-            cache.misses += len(ordered)
-        elif cache is not None and ordered:
-            known = cache.manifests(ordered)
-            if known:
-                checked = list(known)
-                try:
-                    now = await self.store.stat_many([layout.blob_data(d) for d in checked])
-                except StorageError:
-                    # Something here cannot be looked at: read them all, and let each
-                    # read say what is wrong, as without a cache.
-                    now = [None] * len(checked)
-                for digest, found_now in zip(checked, now, strict=True):
-                    seen, refs = known[digest]
-                    if found_now is not None and seen == validator(
-                        found_now.etag, found_now.mtime, found_now.size
-                    ):
-                        result[digest] = refs
-                cache.hits += len(result)
-            ordered = [digest for digest in ordered if digest not in result]
-            cache.misses += len(ordered)
         found = await self.store.read_many([layout.blob_data(d) for d in ordered],
                                            MAX_MANIFEST_BYTES)  # fmt: skip
         verified: list[tuple[Digest, str, ManifestRefs]] = []
@@ -458,6 +433,70 @@ class RegistryView:
         if cache is not None:
             cache.put_manifests(verified)
         return result
+
+    async def _cached_manifests(self, digests: Sequence[Digest]) -> dict[Digest, ManifestRefs]:
+        """The manifests among ``digests`` the cache knows and whose blob is still the
+        bytes it verified: seen in this run's listing of the blobs, or by a HEAD."""
+        cache = self.cache
+        result: dict[Digest, ManifestRefs] = {}
+        if cache is None or not digests:
+            return result
+        if await self._list_manifest_blobs():
+            # This run's listing showed which blobs are still the bytes verified before.
+            result = {d: refs for d, (_, refs) in cache.manifests(digests, listed=True).items()}
+        else:
+            known = cache.manifests(digests)
+            checked = list(known)
+            try:
+                now = await self.store.stat_many([layout.blob_data(d) for d in checked])
+            except StorageError:
+                # Something here cannot be looked at: read them all, and let each read
+                # say what is wrong, as without a cache.
+                now = [None] * len(checked)
+            for digest, found_now in zip(checked, now, strict=True):
+                seen, refs = known[digest]
+                if found_now is not None and seen == validator(
+                    found_now.etag, found_now.mtime, found_now.size
+                ):
+                    result[digest] = refs
+        cache.hits += len(result)
+        cache.misses += len(digests) - len(result)
+        return result
+
+    async def manifest_marks(
+        self, digests: Sequence[Digest]
+    ) -> list[frozenset[Digest] | bytes | StorageError | None]:
+        """For blob collection: for each manifest the cache knows and whose blob is
+        unchanged, the digests the registry's garbage-collect marks for it (an index's
+        manifests, an image's config and layers, a schema1 manifest's fsLayers; never
+        its subject); for every other one, its bytes as ``manifest_bytes`` gives them.
+        Bytes that verify and parse are stored in the cache for the next run."""
+        known = await self._cached_manifests(digests)
+        rest = [digest for digest in digests if digest not in known]
+        found = dict(zip(rest, await self._manifest_blobs(rest), strict=True))
+        result: list[frozenset[Digest] | bytes | StorageError | None] = []
+        verified: list[tuple[Digest, str, ManifestRefs]] = []
+        for digest in digests:
+            refs = known.get(digest)
+            if refs is not None:
+                result.append(marks_of(refs))
+                continue
+            blob = found[digest]
+            if isinstance(blob, Blob):
+                result.append(blob.data)
+                if self.cache is not None:
+                    decoded = decode_manifest(digest, blob.data)
+                    if isinstance(decoded, ManifestRefs):
+                        verified.append((digest, _validator_of(blob), decoded))
+            else:
+                result.append(blob)
+        if self.cache is not None:
+            self.cache.put_manifests(verified)
+        return result
+
+    async def _manifest_blobs(self, digests: Sequence[Digest]) -> list[Blob | StorageError | None]:
+        return await self.store.read_many([layout.blob_data(d) for d in digests],
+                                          MAX_MANIFEST_BYTES)  # fmt: skip
 
     async def _list_manifest_blobs(self) -> bool:
         """Once a run, with a cache on an object store: when it costs fewer requests
@@ -745,6 +784,13 @@ class RegistryView:
             keys.append(f"{folder}/{layout.DATA}")
             directories.append(folder)
         return RemovalKeys(tuple(keys), tuple(directories))
+
+
+def marks_of(refs: ManifestRefs) -> frozenset[Digest]:
+    """The blobs the registry's garbage-collect marks for a readable manifest besides
+    its own: what ``gomanifest`` lists as its references (an index's manifests, an
+    image's config and layers, a schema1 manifest's fsLayers), never its subject."""
+    return frozenset((*refs.children, *(blob.digest for blob in refs.blobs)))
 
 
 def _validator_of(blob: Blob) -> str:

@@ -19,9 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regcleaner import gomanifest
 from regcleaner import layout as paths
 from regcleaner.digest import Digest
-from regcleaner.manifests import ManifestInfo, ManifestRefs
+from regcleaner.errors import StorageError
+from regcleaner.manifests import MAX_MANIFEST_BYTES, ManifestInfo, ManifestRefs
 from regcleaner.planner import Policy, RepositoryPlan, needed_manifests, plan_repository
 from regcleaner.scancache import ScanCache
 from regcleaner.storage.base import ByteStore
@@ -136,6 +138,27 @@ class Outcome:
     manifests: dict[str, dict[Digest, ManifestInfo]]
     plans: dict[str, tuple[Any, ...]]
     revision_links: dict[str, Any]
+    marks: dict[str, list[tuple[str, Any]]]
+    """What gc marks for each revision (or the problem it reports)."""
+
+
+def gc_marks(digest: Digest, found: frozenset[Digest] | bytes | StorageError | None) -> Any:
+    """What gc.py's marking makes of one manifest_marks answer (its checks, in order)."""
+    if isinstance(found, frozenset):
+        return ("marks", sorted(found))
+    if found is None:
+        return "missing"
+    if isinstance(found, StorageError):
+        return "unreadable"
+    if len(found) > MAX_MANIFEST_BYTES:
+        return "too large"
+    if "sha256:" + hashlib.sha256(found).hexdigest() != digest:
+        return "does not match"
+    try:
+        decoded = gomanifest.decode_manifest(found)
+    except gomanifest.GoManifestError as exc:
+        return f"error: {exc}"
+    return ("marks", sorted({r.digest for r in decoded.references if r.digest}))
 
 
 def _plan_key(plan: RepositoryPlan) -> tuple[Any, ...]:
@@ -166,6 +189,7 @@ async def scan(store: ByteStore, cache: ScanCache | None, mode: str = "head") ->
     manifests: dict[str, dict[Digest, ManifestInfo]] = {}
     plans: dict[str, tuple[Any, ...]] = {}
     links: dict[str, Any] = {}
+    marks: dict[str, list[tuple[str, Any]]] = {}
     for name in sorted(names):
         snapshot = await view.snapshot(name, history=True)
         plain = await view.snapshot(name)
@@ -174,7 +198,10 @@ async def scan(store: ByteStore, cache: ScanCache | None, mode: str = "head") ->
         manifests[name] = read
         plans[name] = _plan_key(plan_repository(snapshot, read, Policy(), 1_900_000_000.0))
         links[name] = await view.revision_link_files(name)
-    return Outcome(snapshots, manifests, plans, links)
+        revisions = sorted(snapshot.revisions)
+        answers = await view.manifest_marks(revisions)
+        marks[name] = [(d, gc_marks(d, a)) for d, a in zip(revisions, answers, strict=True)]
+    return Outcome(snapshots, manifests, plans, links, marks)
 
 
 def run(store: ByteStore, cache: ScanCache | None, mode: str = "head") -> Outcome:
