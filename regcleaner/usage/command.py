@@ -48,6 +48,17 @@ MinAge = Annotated[
     typer.Option(envvar="MIN_AGE", metavar="DURATION", rich_help_panel=KEEP,
                  help="As clean's --min-age: manifests pushed more recently are kept."),
 ]  # fmt: skip
+Shown = Annotated[
+    list[str] | None,
+    typer.Option("--include", metavar="GLOB", rich_help_panel=USAGE,
+                 help="Show only repositories matching this glob (repeatable; every "
+                 "repository is still read: exclusive bytes need them all)."),
+]  # fmt: skip
+Hidden = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", metavar="GLOB", rich_help_panel=USAGE,
+                 help="Do not show repositories matching this glob (repeatable)."),
+]  # fmt: skip
 Include = Annotated[
     list[str] | None,
     typer.Option(metavar="GLOB", rich_help_panel=KEEP,
@@ -129,8 +140,8 @@ def usage(
     *,
     storage: StorageOptions,
     min_age: MinAge = "1h",
-    include: Include = None,
-    exclude: Exclude = None,
+    include: Shown = None,
+    exclude: Hidden = None,
     policy: PolicyFile = None,
     prune_orphan_signatures: PruneOrphanSignatures = False,
     sort: Sort = "referenced",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,3 +365,27 @@ def test_bad_options_are_usage_errors(small_registry: tuple[Path, Model]) -> Non
     assert _invoke("--registry-dir", str(root), "--output", "yaml")[0] == 2
     assert _invoke("--registry-dir", str(root), "--sort", "size")[0] == 2
     assert _invoke("--registry-dir", str(root), "--top", "0")[0] == 2
+
+
+def test_reclaimable_follows_a_retention_policy(tmp_path: Path) -> None:
+    steps: list[tuple[str, ...]] = [
+        ("image", "app", "True", f"build-{n}", str(n), str(n), "0") for n in range(3)
+    ]
+    root = tmp_path / "storage"
+    model = build(root, steps)
+    for n in range(3):  # pushed one after the other: build-2 is the newest
+        link = root / f"docker/registry/v2/repositories/app/_manifests/tags/build-{n}/current/link"
+        os.utime(link, (1_700_000_000 + n * 100, 1_700_000_000 + n * 100))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('policies:\n  - repositories: ["app"]\n    keep:\n'
+                      '      - tags: ["^build-"]\n        newest: 1\n')  # fmt: skip
+    args = ("--registry-dir", str(root), "--output", "json", "--min-age", "0")
+    without = json.loads(_invoke(*args)[1])["repositories"][0]
+    with_policy = json.loads(_invoke(*args, "--policy", str(policy))[1])["repositories"][0]
+    assert without["reclaimable_bytes"] == 0  # every image is tagged
+    assert with_policy["deletable_manifests"] == 2  # two of three tags expire
+    # What the two expired images hold alone: their manifests, configs and layers.
+    expired = [d for t, d in model.tags["app"].items() if t != "build-2"]
+    newest = model.tags["app"]["build-2"]
+    freed = model.marks(set(expired)) - model.marks({newest})
+    assert with_policy["reclaimable_bytes"] == sum(model.sizes[b] for b in freed) > 0
