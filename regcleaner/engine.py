@@ -14,6 +14,10 @@ own repository may belong to an image of another one: a run that reads the whole
 registry plans such repositories in a second pass, when it knows every revision that
 stays (``tagplan.RegistryRevisions``).
 
+With ``--pulls-db``, the pull record is opened once per run, and each repository whose
+policy has ``pulled_within`` rules gets its pulls read (one query per table, off the
+event loop) and passed to the pure tag decision.
+
 Every task is owned by a TaskGroup. A stop (SIGTERM, SIGINT, or a fatal registry
 answer) lets in-flight requests finish for ``stop_grace_s``, then abandons them; no new
 deletion or retry starts after it.
@@ -35,6 +39,8 @@ from regcleaner.concurrency import Channel, first_error, stop_signals
 from regcleaner.config import Settings
 from regcleaner.digest import Digest
 from regcleaner.errors import RegcleanerError, StorageError
+from regcleaner.events.decision import format_time
+from regcleaner.events.store import PullHistory, PullStoreError
 from regcleaner.globs import repository_in_view
 from regcleaner.manifests import ManifestInfo
 from regcleaner.model import RepositorySnapshot
@@ -56,7 +62,7 @@ from regcleaner.pushwatch import (
 )
 from regcleaner.removers.base import GONE_BEFORE_REMOVAL, Remover
 from regcleaner.report import Progress, RepositoryRecord, RunReport
-from regcleaner.retention import attached_digest
+from regcleaner.retention import RepositoryPolicy, RepositoryPulls, attached_digest
 from regcleaner.space import SpaceEstimate
 from regcleaner.tagplan import (
     Elsewhere,
@@ -149,6 +155,9 @@ class Engine:
         """Repositories with attached tags to decide once every revision is known."""
         self._deadline: asyncio.Timeout | None = None
         self._signalled = False
+        self.pull_history: PullHistory | None = None
+        """The pull record (``--pulls-db``), open while the run lasts."""
+        self._pull_reads = asyncio.Lock()
         limits = settings.limits
         self.removal_workers = remover.parallel_repositories or max(
             2, 2 * math.ceil(limits.concurrency / limits.per_repository)
@@ -192,12 +201,15 @@ class Engine:
         url = self.settings.registry_url
         log.info("scanning %s%s; carrying out with %s", self.view.describe(),
                  f", registry {url}" if url else "", self.remover.name)  # fmt: skip
+        self._open_pull_record()
         with stop_signals(self.request_stop):
             try:
                 await self._run_bounded()
             except BaseExceptionGroup as group:
                 raise first_error(group, RegcleanerError, "pipeline failed") from None
             finally:
+                if self.pull_history is not None:
+                    self.pull_history.close()
                 self.report.requests = self.remover.requests
                 if self.space is not None:
                     self.report.reclaimable = self.space.settle()
@@ -205,6 +217,34 @@ class Engine:
                 self.report.storage_requests = self.view.store.stats.as_dict()
         if self.fatal_error is not None:
             raise self.fatal_error
+
+    def _open_pull_record(self) -> None:
+        """Open ``--pulls-db`` (PullStoreError, exit 2, if it is not a pull record)."""
+        path = self.settings.pulls_db
+        if path is None:
+            return
+        self.pull_history = PullHistory(path)
+        since = self.pull_history.covered_since
+        log.info("pull record %s: %s", path, "recording never started: pulled_within keeps "
+                 "every tag it matches" if since is None else
+                 f"recording since {format_time(since)}")  # fmt: skip
+
+    async def _repository_pulls(
+        self, name: str, tag_policy: RepositoryPolicy | None
+    ) -> RepositoryPulls | None:
+        """What the pull record says about ``name``, for a policy with ``pulled_within``
+        rules (None otherwise). Read in a thread, one repository at a time (the run
+        shares one SQLite connection)."""
+        history = self.pull_history
+        if history is None or tag_policy is None or not tag_policy.uses_pulls:
+            return None
+
+        def read() -> RepositoryPulls:
+            by_digest, by_tag = history.repository_pulls(name), history.repository_tag_pulls(name)
+            return RepositoryPulls(by_digest, by_tag, history.covered_since)
+
+        async with self._pull_reads:
+            return await asyncio.to_thread(read)
 
     async def _run_bounded(self) -> None:
         """The remover's session and the pipeline under a deadline that a stop sets to
@@ -345,11 +385,19 @@ class Engine:
             tag_policy = None
             if self.settings.retention is not None:
                 tag_policy = self.settings.retention.for_repository(name)
+            pulls = await self._repository_pulls(name, tag_policy)
             plan, tag_plan = plan_with_tags(
                 snapshot, manifests, self.policy, self.clock(), tag_policy=tag_policy,
                 prune_orphan_signatures=self.settings.prune_orphan_signatures,
-                elsewhere=self.elsewhere,
+                elsewhere=self.elsewhere, pulls=pulls,
             )  # fmt: skip
+        except PullStoreError as exc:  # the record broke mid-run: stop, exit 2
+            if self.revisions is not None:
+                self.revisions.unknown(name)
+            record.error = f"cannot read the pull record: {exc}"
+            self.report.add(record)
+            self.fatal(exc)
+            return None
         except StorageError as exc:
             if self.revisions is not None:
                 self.revisions.unknown(name)
