@@ -119,8 +119,15 @@ class ScanCache:
                 connection.close()
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
-            connection = cls._connect(path)
-        cls._create(connection, storage)
+            try:
+                connection = cls._connect(path)
+            except sqlite3.Error as exc:
+                raise OSError(f"cannot create the scan cache {path}: {exc}") from None
+        try:
+            cls._create(connection, storage)
+        except sqlite3.Error as exc:
+            connection.close()
+            raise OSError(f"cannot write the scan cache {path}: {exc}") from None
         return cls(connection, path)
 
     @staticmethod

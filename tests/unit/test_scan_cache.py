@@ -430,3 +430,9 @@ def test_a_cached_entry_that_cannot_be_decoded_is_read_again(tmp_path: Path) -> 
     store = registry.store.reopen()
     assert run(store, cache) == run(registry.store.reopen(), None)
     assert store.stats.get > 0
+
+
+def test_a_directory_in_place_of_the_file_is_an_os_error(tmp_path: Path) -> None:
+    (tmp_path / "c.sqlite").mkdir()
+    with pytest.raises(OSError, match=r"c\.sqlite"):
+        ScanCache.open(tmp_path / "c.sqlite", "memory")
