@@ -162,6 +162,10 @@ class RunReport:
         self.gate_check: dict[str, Any] | None = None
         """A dry run's check of what the real run would check before writing:
         ``{"would_refuse": bool, "reason": str | None}`` (None: not checked)."""
+        self.tag_removal: str | None = None
+        """How expired tags go: ``alone`` (DELETE by tag on distribution 3, or their
+        folder in a direct run) or ``with-digest`` (a DELETE by digest takes every tag on
+        it: distribution 2.8). None: no tag can go in this run."""
         self.forget: dict[str, set[Digest]] | None = None
         """When set, the digests each repository deleted (or would delete) are kept here,
         for a blob collection dry run that follows."""
@@ -211,7 +215,11 @@ class RunReport:
         c.tags_expired_kept += len(record.tags_expired)
         c.failed += len(record.failed)
         c.warnings += len(record.warnings)
-        self._spool.write(json.dumps(record.to_json(), separators=(",", ":")))
+        entry = record.to_json()
+        if self.tag_removal is not None and "tags" in entry:
+            for removed in entry["tags"]["removed"]:
+                removed["how"] = self.tag_removal
+        self._spool.write(json.dumps(entry, separators=(",", ":")))
         self._spool.write("\n")
 
     @property
@@ -283,6 +291,8 @@ class RunReport:
         }
         if self.gate_check is not None:
             header["gate"] = self.gate_check
+        if self.tag_removal is not None:
+            header["tag_removal"] = self.tag_removal
         text = json.dumps(header, indent=2)
         stream.write(text[: text.rfind("}")].rstrip() + ",\n")
         if self.gc is not None:

@@ -251,6 +251,7 @@ async def clean(
         await storage_reachable(engine.settings, view.store)
         if engine.settings.dry_run:
             await dry_run_checks(engine.settings, view, report)
+        await settle_tag_removal(engine, view, report)
         await engine.run()
         report.finished = time.monotonic()
         if collector is None:
@@ -270,6 +271,25 @@ async def clean(
     finally:
         report.finished = report.finished or time.monotonic()
         await view.store.aclose()
+
+
+async def settle_tag_removal(engine: Engine, view: RegistryView, report: RunReport) -> None:
+    """Through the API, find whether an expired tag can go alone (distribution 3 deletes
+    a single tag; 2.8 deletes tags only with their digest), so that the dry run and the
+    real run plan the same; only when tags may go (a policy, or orphan signatures)."""
+    settings = engine.settings
+    if settings.retention is None and not settings.prune_orphan_signatures:
+        return
+    remover = engine.remover
+    if settings.mode is Mode.API and settings.registry_url is not None:
+        repository = await _first_repository(view)
+        if repository is not None:
+            from regcleaner.tagremoval import registry_deletes_tags
+
+            client = _registry_client(settings)
+            async with client:
+                remover.removes_tags = await registry_deletes_tags(client, repository)
+    report.tag_removal = "alone" if remover.removes_tags else "with-digest"
 
 
 def freeze_imports() -> None:

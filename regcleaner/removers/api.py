@@ -33,6 +33,7 @@ from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision, Reason, ReasonKind
 from regcleaner.registry.client import RegistryClient, RegistryResponse
 from regcleaner.removers.base import Outcome, Removal, WaveContext
+from regcleaner.removers.direct import STOPPED_BEFORE_REMOVAL
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,17 @@ class ApiRemover:
     async def remove_tags(
         self, repository: str, snapshot: RepositorySnapshot, tags: Sequence[tuple[str, Digest]]
     ) -> dict[str, str | None]:
-        raise NotImplementedError("a tag goes only with its digest through the API")
+        """Only where the registry deletes single tags (``removes_tags`` is set by
+        ``runner.settle_tag_removal``: distribution 3); see ``regcleaner.tagremoval``."""
+        from regcleaner.tagremoval import remove_tags_through_api
+
+        del snapshot  # the registry is asked where each tag points now
+        return await remove_tags_through_api(
+            self._client, repository, tags, stopped=self._stopped_reason
+        )
+
+    def _stopped_reason(self) -> str | None:
+        return STOPPED_BEFORE_REMOVAL if self._stop.stop_requested else None
 
     async def remove_wave(
         self,
