@@ -257,7 +257,7 @@ class StopScope:
             if not block.expired():
                 raise  # a timeout of the work's own, not the deadline
             self.abandoned = True
-            self._stop_requested = True
+            self.request_stop()  # past the deadline nothing new starts either
             return True
         return False
 
@@ -306,6 +306,8 @@ class StopScope:
         try:
             yield
         finally:
+            if event.is_set():
+                self.request_stop()  # set at the very end, before the watcher ran
             self._followed = None
             watcher.cancel()
             await asyncio.wait([watcher])
