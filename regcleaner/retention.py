@@ -260,13 +260,13 @@ def decide_tags(
 
 
 PULLS_EXPLAINED = (
-    "pulled within D: a tag stays if its digest was pulled in the last D, by any tag or by "
-    "digest, as the --pulls-db file of `regcleaner events serve` records it.",
-    "  Safe default: a digest with no pull on record counts as not pulled only if recording "
-    "covered the whole period D; if recording began too recently, the tag is kept, and its "
-    "reason says so.",
-    "  Pulls that a pull-through cache, a CDN or a node's image cache serve never reach the "
-    "registry: such images look unpulled (see docs/pulls.md).",
+    "pulled within D: a tag stays if its digest was pulled in the last D,",
+    "  by any tag or by digest, as the --pulls-db file of `regcleaner events serve` records it.",
+    "  Safe default: a digest with no pull on record counts as not pulled only if recording",
+    "  covered the whole period D; if recording began too recently, the tag is kept,",
+    "  and its reason says so.",
+    "  Not seen: pulls that a pull-through cache, a CDN or a node's image cache serves",
+    "  without asking the registry; such images look unpulled (see docs/pulls.md).",
 )
 """What ``policy check`` adds when a rule reads pulls."""
 

@@ -193,3 +193,64 @@ def test_include_and_exclude_globs(
     assert result.exit_code == 0, result.output
     assert result.report is not None
     assert sorted(r["name"] for r in result.report["repositories"]) == selected
+
+
+# -- pulled_within ------------------------------------------------------------------------
+
+PULLS_POLICY = """\
+policies:
+  - repositories: ["**"]
+    keep:
+      - tags: ["^v"]
+        pulled_within: 30d
+      - newest: 2
+"""
+
+
+def test_check_explains_pulled_within_and_the_safe_default(tmp_path: Path) -> None:
+    path = policy_file(tmp_path, PULLS_POLICY)
+    result = run_cli(["policy", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        "policies[0]: repositories **",
+        "  keep[0](line 4): tags ^v; pulled within 30d",
+        "  keep[1](line 6): every tag; newest 2",
+        "  keep at least 1 tag(s) per repository",
+    ]
+    assert all(len(line) <= 100 for line in lines[4:-1]), lines
+    explained = " ".join(line.strip() for line in lines[4:-1])
+    assert "its digest was pulled in the last D, by any tag or by digest" in explained
+    assert "--pulls-db" in explained
+    assert "counts as not pulled only if recording covered the whole period D" in explained
+    assert "if recording began too recently, the tag is kept" in explained
+    assert "pull-through cache" in explained
+    assert lines[-1] == f"{path}: valid; repositories no policy matches keep every tag"
+
+
+def empty_storage(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "docker/registry/v2/repositories").mkdir(parents=True)
+    return root
+
+
+def test_clean_with_pulled_within_needs_the_pull_record(tmp_path: Path) -> None:
+    path = policy_file(tmp_path, PULLS_POLICY)
+    root = empty_storage(tmp_path)
+    result = run_cli(["clean", "--registry-url", "http://127.0.0.1:9", "--registry-dir",
+                      str(root), "--policy", str(path)])  # fmt: skip
+    error = one_error_line(result)
+    assert "pulled_within" in error
+    assert "--pulls-db" in error
+
+
+def test_clean_with_a_pull_record_that_is_not_one_exits_2(tmp_path: Path) -> None:
+    path = policy_file(tmp_path, PULLS_POLICY)
+    root = empty_storage(tmp_path)
+    garbage = tmp_path / "pulls.db"
+    garbage.write_bytes(b"not a database at all\n" * 100)
+    result = run_cli(["clean", "--registry-url", "http://127.0.0.1:9", "--registry-dir",
+                      str(root), "--policy", str(path), "--pulls-db", str(garbage)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "not a pull record" in result.output
+    assert "Traceback" not in result.output
