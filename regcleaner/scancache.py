@@ -232,6 +232,13 @@ class ScanCache:
             return {}
         return {str(digest)[7:]: str(seen) for digest, seen in rows}
 
+    def forget_listed(self) -> None:
+        """Start a new listing: forget what an earlier one (on this connection) saw."""
+        try:
+            self._db.execute("DELETE FROM listed")
+        except sqlite3.Error as exc:
+            log.warning("scan cache %s: cannot reset a listing (%s)", self.path, exc)
+
     def mark_listed(self, entries: Iterable[tuple[str, str]]) -> None:
         """Remember, for this run only, (digest, validator) pairs of manifest blobs a
         listing just showed: ``manifests(..., listed=True)`` trusts those alone."""

@@ -519,6 +519,7 @@ class RegistryView:
         pages = max(1, -(-keys // page_size(self.store)))
         if cached < self.blob_listing_pays_from * (pages + FANOUT):
             return False
+        cache.forget_listed()
         width = max(1, self.store.listing_concurrency)
         # Round trips on the critical path: one flat listing pages through every key
         # in turn; a listing per fan-out folder pays one listing of the folders, then

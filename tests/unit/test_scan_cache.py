@@ -436,3 +436,14 @@ def test_a_directory_in_place_of_the_file_is_an_os_error(tmp_path: Path) -> None
     (tmp_path / "c.sqlite").mkdir()
     with pytest.raises(OSError, match=r"c\.sqlite"):
         ScanCache.open(tmp_path / "c.sqlite", "memory")
+
+
+def test_a_second_listing_on_one_connection_forgets_the_first(tmp_path: Path) -> None:
+    registry = build([(3, 1, False)])
+    cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
+    run(registry.store.reopen(), cache, "flat")
+    run(registry.store.reopen(), cache, "flat")  # the listing notes every cached blob
+    victim = sorted(registry.manifests)[0]
+    registry.clock.now += 1
+    registry.store.put(paths.blob_data(victim), b"{}")
+    assert run(registry.store.reopen(), cache, "flat") == run(registry.store.reopen(), None)
