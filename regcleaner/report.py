@@ -200,12 +200,13 @@ class RunReport:
             c.repositories_failed += 1
         c.manifests += record.manifests
         c.tagged += record.tagged
-        c.kept += len(record.kept)
         for reason in record.kept.values():
+            if reason.startswith("not-attempted"):  # planned, not kept: a stop came first
+                c.not_attempted += 1
+                continue
+            c.kept += 1
             if reason == "younger-than-grace":
                 c.kept_young += 1
-            elif reason.startswith("not-attempted"):
-                c.not_attempted += 1
         c.already_gone += len(record.already_gone)
         c.tags_removed += len(record.tags_removed)
         if self.forget is not None:
@@ -320,8 +321,12 @@ class RunReport:
         from rich.table import Table
 
         c = self.counters
-        title = "regcleaner dry run: nothing was deleted" if self.dry_run else "regcleaner run"
-        table = Table(title=title, show_header=False, title_justify="left")
+        # The title on a line of its own: as a table title it wraps at the table's width.
+        console.print(
+            "regcleaner dry run: nothing was deleted" if self.dry_run else "regcleaner run",
+            style="bold", soft_wrap=True,
+        )  # fmt: skip
+        table = Table(show_header=False)
         table.add_column("what")
         table.add_column("count", justify="right")
         rows: list[tuple[str, int | str]] = [
@@ -350,7 +355,8 @@ class RunReport:
             ("duration", f"{self.duration_s:.1f}s"),
         ]
         reclaimable = self._reclaimable
-        if reclaimable is not None:
+        collected = self.gc is not None and not (self.gc.fatal_error or self.gc.stopped_by)
+        if reclaimable is not None and not collected:  # after a collection, its summary says
             verb = "would" if self.dry_run else "will"
             label = f"space garbage-collect {verb} free"
             rows.append((label, f"{human_bytes(reclaimable[0])} (estimate)"))
@@ -358,7 +364,8 @@ class RunReport:
             table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
         console.print(table)
         if reclaimable is not None and reclaimable[2]:
-            top = Table(title="reclaimable, largest first", title_justify="left")
+            console.print("reclaimable, largest first", soft_wrap=True)
+            top = Table()
             top.add_column("repository")
             top.add_column("estimate", justify="right")
             for name, size in reclaimable[2][:10]:
@@ -380,7 +387,7 @@ class RunReport:
                 f"{escape(str(self.gate_check.get('short') or 'see the warning'))}."
             )
         if self.dry_run:
-            console.print(f"{c.would_delete:,} manifests would be deleted; run without --dry-run.")
+            console.print(f"{manifests(c.would_delete)} would be deleted; run without --dry-run.")
         elif self.storage_mismatch:
             elsewhere = (
                 ", and the DELETEs it took acted there" if c.deleted + c.already_gone else ""
@@ -391,31 +398,33 @@ class RunReport:
             )
         elif c.deleted and self.mode == "direct" and gc_failed:
             console.print(
-                f"{c.deleted:,} manifests removed from storage; their blobs were not "
+                f"{manifests(c.deleted)} removed from storage; their blobs were not "
                 "collected (above). Restart the registry (its blob-descriptor cache may "
                 "still describe them), then collect blobs once that is fixed: "
                 "`regcleaner gc` or `registry garbage-collect <config>`."
             )
         elif c.deleted and self.mode == "direct" and self.gc is not None:
-            console.print(
-                f"{c.deleted:,} manifests removed from storage and their blobs collected. "
-                "Restart the registry (its blob-descriptor cache may still describe them), "
-                "then turn read-only mode off."
-            )
+            # The collection's summary above ends with what to do next (restart).
+            console.print(f"{manifests(c.deleted)} removed from storage and their blobs collected.")
         elif c.deleted and self.mode == "direct":
             console.print(
-                f"{c.deleted:,} manifests removed from storage. Restart the registry (its "
+                f"{manifests(c.deleted)} removed from storage. Restart the registry (its "
                 "blob-descriptor cache may still describe them), then collect blobs: "
                 "`regcleaner gc` or `registry garbage-collect <config>`."
             )
         elif c.deleted:
             console.print(
-                f"{c.deleted:,} manifests deleted. The registry frees no disk by itself: put it "
+                f"{manifests(c.deleted)} deleted. The registry frees no disk by itself: put it "
                 "in read-only mode (or stop it) and run `regcleaner gc` or "
                 "`registry garbage-collect <config>`."
             )
         else:
             console.print("Nothing was deleted.")
+
+
+def manifests(count: int) -> str:
+    """``1 manifest``, ``2 manifests``, ``1,000 manifests``."""
+    return f"{count:,} manifest" + ("" if count == 1 else "s")
 
 
 RECLAIMABLE_NOTE = (

@@ -52,9 +52,9 @@ def test_direct_gc_that_refuses_to_sweep_says_the_blobs_were_not_collected(
     assert "blobs collected" not in result.stdout
     assert "Run ended early" not in result.stdout  # the removal itself finished
     assert result.stdout.endswith(
-        "1 manifests removed from storage; their blobs were not collected (above). \n"
-        "Restart the registry (its blob-descriptor cache may still describe them), then \n"
-        "collect blobs once that is fixed: `regcleaner gc` or `registry garbage-collect \n"
+        "1 manifest removed from storage; their blobs were not collected (above). Restart\n"
+        "the registry (its blob-descriptor cache may still describe them), then collect \n"
+        "blobs once that is fixed: `regcleaner gc` or `registry garbage-collect \n"
         "<config>`.\n"
     ), result.stdout
     report = result.report
@@ -86,7 +86,7 @@ def test_a_url_storage_mismatch_reports_nothing_deleted_here_and_says_the_error_
         )  # fmt: skip
     assert result.exit_code == 3, result.output
     assert normalised(result.stdout) == (
-        "regcleaner run                                 \n"
+        "regcleaner run\n"
         "┌──────────────────────────────────────┬──────┐\n"
         "│ repositories scanned                 │    1 │\n"
         "│ manifests seen                       │    2 │\n"
@@ -115,3 +115,25 @@ def test_a_url_storage_mismatch_reports_nothing_deleted_here_and_says_the_error_
     assert report["summary"]["reclaimable_bytes"] is None
     assert report["reclaimable_by_repository"] == []
     assert "are not the same registry" in report["error"]
+
+
+def test_the_window_summary_says_once_what_to_do_next_and_no_estimate_after_collection(
+    tmp_path: Path, registry_flavour: Flavour
+) -> None:
+    """After ``--direct --gc`` the collection's own lines say what it freed and to
+    restart the registry; the run's summary neither repeats the advice nor estimates
+    what garbage-collect "will" free. One manifest is one manifest, and the title is one
+    line however narrow the terminal."""
+    root = retagged_storage(tmp_path / "registry", registry_flavour)
+    result = run_cli(
+        ["clean", "--direct", "--gc", "--registry-stopped", "--registry-dir", str(root),
+         "--min-age", "0", "--progress-interval", "0"],
+        env={"COLUMNS": "40"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("regcleaner run\n")
+    assert "will free" not in result.stdout
+    assert result.stdout.count("Restart the registry") == 1
+    assert " ".join(result.stdout.split()).endswith(
+        "1 manifest removed from storage and their blobs collected."
+    )
