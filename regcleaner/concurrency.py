@@ -151,7 +151,7 @@ class StopScope:
         self._signalled = False
         self._deadline = math.inf
         self._block: asyncio.Timeout | None = None
-        self._waits: set[asyncio.Timeout] = set()
+        self._waits: set[_InterruptibleWait] = set()
         self._stopped_event: asyncio.Event | None = None
 
     # -- state ------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class StopScope:
         self.deadline = min(self._deadline, self.now() + self.grace_s)
         waits, self._waits = self._waits, set()
         for wait in waits:
-            wait.reschedule(-math.inf)  # expires at once: that wait ends with StopRequested
+            wait.interrupt()  # that wait ends with StopRequested
         if self._stopped_event is not None:
             self._stopped_event.set()
         return True
@@ -263,24 +263,11 @@ class StopScope:
 
     # -- waits that end at a stop -----------------------------------------------------
 
-    @asynccontextmanager
-    async def interruptible(self) -> AsyncIterator[None]:
+    def interruptible(self) -> _InterruptibleWait:
         """A wait that a stop ends: ``StopRequested`` comes out of the block, at once if
         the stop came first. For waits only (a slot, a rate limiter, a backoff), never
         around a request whose outcome matters: a stop does not abandon in-flight work."""
-        if self.stop_requested:
-            raise StopRequested(self.reason or "stopped")
-        wait = asyncio.timeout(None)
-        try:
-            async with wait:
-                self._waits.add(wait)
-                yield
-        except TimeoutError:
-            if not wait.expired():
-                raise
-            raise StopRequested(self.reason or "stopped") from None
-        finally:
-            self._waits.discard(wait)
+        return _InterruptibleWait(self)
 
     async def sleep(self, delay_s: float) -> bool:
         """Sleep ``delay_s`` seconds; False (as soon as it comes) if a stop ends it."""
@@ -311,3 +298,59 @@ class StopScope:
             self._followed = None
             watcher.cancel()
             await asyncio.wait([watcher])
+
+
+class _InterruptibleWait:
+    """``StopScope.interruptible()``: the task inside is cancelled by a stop, and that
+    cancellation (only that one: ``Task.uncancel`` counts them) leaves the block as
+    ``StopRequested``. Lighter than an ``asyncio.timeout`` (a tenth of its cost): it is on
+    the path of every DELETE."""
+
+    __slots__ = ("_cancelled", "_cancelling", "_handle", "_inside", "_scope", "_task")
+
+    def __init__(self, scope: StopScope) -> None:
+        self._scope = scope
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
+        self._inside = False
+        self._cancelled = False
+        self._handle: asyncio.Handle | None = None
+
+    async def __aenter__(self) -> None:
+        scope = self._scope
+        if scope.stop_requested:
+            raise StopRequested(scope.reason or "stopped")
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("an interruptible wait needs a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._inside = True
+        scope._waits.add(self)
+
+    def interrupt(self) -> None:
+        """End the wait: cancel its task from the loop (never from within the task,
+        whose next await could be past the block)."""
+        if self._inside and self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self._cancel)
+
+    def _cancel(self) -> None:
+        if self._inside and self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._inside = False
+        self._scope._waits.discard(self)
+        if self._handle is not None:
+            self._handle.cancel()
+        if not self._cancelled:
+            return
+        assert self._task is not None
+        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise StopRequested(self._scope.reason or "stopped") from None

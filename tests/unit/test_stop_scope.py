@@ -313,3 +313,38 @@ def test_one_block_at_a_time_and_no_negative_grace() -> None:
                     pass
 
     run(go)
+
+
+def test_a_stop_from_inside_the_wait_leaves_no_stray_cancellation() -> None:
+    """The task that is waiting requests the stop itself and leaves the block at once:
+    no cancellation reaches it later, outside the block."""
+
+    async def go() -> list[str]:
+        scope = StopScope()
+        steps: list[str] = []
+        async with scope.interruptible():
+            scope.request_stop("fatal error")
+            steps.append("left the block")
+        await asyncio.sleep(0.01)  # a stray cancel would land here
+        steps.append("not cancelled")
+        return steps
+
+    assert run(go) == ["left the block", "not cancelled"]
+
+
+def test_a_cancellation_from_elsewhere_is_not_taken_for_a_stop() -> None:
+    async def go() -> bool:
+        scope = StopScope()
+
+        async def waiter() -> None:
+            async with scope.interruptible():
+                await asyncio.sleep(30)
+
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return scope.stop_requested
+
+    assert run(go) is False
