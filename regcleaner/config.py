@@ -109,8 +109,9 @@ class Output:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """One run of ``regcleaner clean``."""
+class RunTarget:
+    """What every command that reads storage, and may talk to the registry, is given:
+    the registry, its storage, how to reach both, and where results go."""
 
     registry_url: str | None
     registry_dir: Path
@@ -119,18 +120,37 @@ class Settings:
     credentials: Credentials | None = None
     tls: TLSOptions = TLSOptions()
     dry_run: bool = False
-    mode: Mode = Mode.API
     registry_stopped: bool = False
-    """Direct mode: the operator says no registry process runs (with a URL, it must then
-    not answer, or answer as read-only)."""
+    """Writing storage: the operator says no registry process runs (with a URL, it must
+    then not answer at all, or answer as read-only)."""
     gate_rounds: int = 3
-    """Rounds of write probes before direct removal (replicas answer one connection each)."""
+    """Rounds of write probes before storage is written (replicas answer one connection
+    each)."""
     limits: Limits = Limits()
+    output: Output = Output()
+    stop_grace_s: float = 10.0
+
+    @property
+    def report_path(self) -> Path | None:
+        return self.output.report_path
+
+    @property
+    def progress_interval_s(self) -> float:
+        return self.output.progress_interval_s
+
+    def store_settings(self) -> StorageSettings:
+        """Where the storage is, for ``storage.backends.open_store``."""
+        return StorageSettings(self.storage, self.registry_dir, self.s3)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings(RunTarget):
+    """One run of ``regcleaner clean``."""
+
+    mode: Mode = Mode.API
     min_age_s: float = 3600.0
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    output: Output = Output()
-    stop_grace_s: float = 10.0
     recheck_interval_s: float = 2.0
     """While deleting through the API: the longest time between two listings of a
     repository's revisions (pushes of other manifests are seen at the next one)."""
@@ -147,28 +167,11 @@ class Settings:
     """``--pulls-db``: the pull record of ``regcleaner events serve``, read by the
     policy's ``pulled_within`` rules."""
 
-    @property
-    def report_path(self) -> Path | None:
-        return self.output.report_path
-
-    @property
-    def progress_interval_s(self) -> float:
-        return self.output.progress_interval_s
-
 
 @dataclass(frozen=True, slots=True)
-class GcSettings:
+class GcSettings(RunTarget):
     """One run of ``regcleaner gc`` (or the blob collection after ``clean --direct``)."""
 
-    registry_url: str | None
-    registry_dir: Path
-    storage: str = StorageKind.FILESYSTEM
-    s3: S3Options | None = None
-    credentials: Credentials | None = None
-    tls: TLSOptions = TLSOptions()
-    dry_run: bool = False
-    registry_stopped: bool = False
-    gate_rounds: int = 3
     min_blob_age_s: float = 0.0
     """Blobs written more recently than this are never swept (0: exact parity with
     the registry's garbage-collect)."""
@@ -176,13 +179,6 @@ class GcSettings:
     """Also remove repositories' ``_layers`` links whose blob is gone."""
     purge_uploads_s: float | None = None
     """Also remove unfinished uploads started longer ago than this."""
-    limits: Limits = Limits()
-    output: Output = Output()
-    stop_grace_s: float = 10.0
-
-    @property
-    def report_path(self) -> Path | None:
-        return self.output.report_path
 
 
 def parse_credentials(text: str) -> Credentials:

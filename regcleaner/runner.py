@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from regcleaner.config import GcSettings, Mode, OutputFormat, Settings
+from regcleaner.config import GcSettings, Mode, OutputFormat, RunTarget, Settings
 from regcleaner.errors import RegcleanerError, RegistryMismatch
 from regcleaner.exitcodes import RunEnd, exit_code
 from regcleaner.report import Progress, RunReport
@@ -31,15 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("regcleaner")
 
 
-def make_store(settings: Settings | GcSettings) -> ByteStore:
-    """The byte store the settings name."""
-    if settings.s3 is not None:
-        from regcleaner.storage.s3 import S3Store
+def make_store(settings: RunTarget) -> ByteStore:
+    """The byte store the settings name (a registered backend; see storage/backends)."""
+    from regcleaner.storage.backends import open_store
 
-        return S3Store(settings.s3)
-    from regcleaner.storage.filesystem import FilesystemStore
-
-    return FilesystemStore(settings.registry_dir)
+    return open_store(settings.store_settings())
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
