@@ -1,11 +1,13 @@
 """Tag retention against small reference models: ``retention.decide_tags`` (rules,
-newest-N with ties, pushed_within, keep_at_least, signature tags), ``tagplan`` (shared
-digests, orphaned signatures), repository globs, and the policy file's validation."""
+newest-N with ties, pushed_within, pulled_within, keep_at_least, signature tags),
+``tagplan`` (shared digests, orphaned signatures), repository globs, and the policy
+file's validation."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from regcleaner.planner import Policy
 from regcleaner.policyfile import load_policy, parse_policy
 from regcleaner.retention import (
     RepositoryPolicy,
+    RepositoryPulls,
     TagVerdict,
     attached_digest,
     decide_tags,
@@ -76,6 +79,7 @@ class RuleSpec:
     tags: tuple[str, ...] | None
     newest: int | None
     within: tuple[str, float] | None  # (as written, seconds)
+    pulled: tuple[str, float] | None = None  # pulled_within (as written, seconds)
 
     def document(self) -> dict[str, Any]:
         rule: dict[str, Any] = {}
@@ -85,11 +89,19 @@ class RuleSpec:
             rule["newest"] = self.newest
         if self.within is not None:
             rule["pushed_within"] = self.within[0]
+        if self.pulled is not None:
+            rule["pulled_within"] = self.pulled[0]
         return rule
 
 
-def reference_rule_keeps(rules: list[RuleSpec], times: dict[str, float], now: float) -> set[str]:
-    """The tags some rule keeps, read straight from the specification."""
+def reference_rule_keeps(
+    rules: list[RuleSpec],
+    times: dict[str, float],
+    now: float,
+    pull_keeps: Callable[[str, float], bool] = lambda tag, within: True,
+) -> set[str]:
+    """The tags some rule keeps, read straight from the specification. ``pull_keeps(tag,
+    seconds)``: whether ``pulled_within: seconds`` keeps ``tag``."""
     ordinary = {t for t in times if not SIGNATURE.fullmatch(t)}
     kept: set[str] = set()
     for rule in rules:
@@ -97,13 +109,15 @@ def reference_rule_keeps(rules: list[RuleSpec], times: dict[str, float], now: fl
             t for t in ordinary if rule.tags is None or any(re.search(p, t) for p in rule.tags)
         }
         for tag in matched:
-            if rule.newest is None and rule.within is None:
+            if rule.newest is None and rule.within is None and rule.pulled is None:
                 kept.add(tag)
                 continue
             later = sum(1 for other in matched if times[other] > times[tag])
             if rule.newest is not None and later < rule.newest:
                 kept.add(tag)
             if rule.within is not None and now - times[tag] <= rule.within[1]:
+                kept.add(tag)
+            if rule.pulled is not None and pull_keeps(tag, rule.pulled[1]):
                 kept.add(tag)
     return kept
 
@@ -138,18 +152,22 @@ tag_names = st.one_of(
 
 @st.composite
 def rules(draw: st.DrawFn) -> RuleSpec:
-    given_fields = draw(st.sets(st.sampled_from(["tags", "newest", "within"]), min_size=1))
-    tags = newest = within = None
+    fields = ["tags", "newest", "within", "pulled"]
+    given_fields = draw(st.sets(st.sampled_from(fields), min_size=1))
+    tags = newest = within = pulled = None
     if "tags" in given_fields:
         tags = draw(st.lists(st.sampled_from(PATTERNS), min_size=1, max_size=3))
     if "newest" in given_fields:
         newest = draw(st.integers(0, 5))
     if "within" in given_fields:
         within = draw(st.sampled_from(DURATIONS))
+    if "pulled" in given_fields:
+        pulled = draw(st.sampled_from(DURATIONS))
     return RuleSpec(
         None if tags is None else tuple(tags),
         newest,
         None if within is None else (str(within[0]), within[1]),
+        None if pulled is None else (str(pulled[0]), pulled[1]),
     )
 
 
@@ -159,14 +177,30 @@ def rules(draw: st.DrawFn) -> RuleSpec:
     st.lists(rules(), min_size=1, max_size=4),
     st.none() | st.integers(0, 6),
     st.booleans(),
+    st.dictionaries(st.integers(0, 3), st.sampled_from(AGES)),
+    st.none() | st.sampled_from(AGES),
 )
 def test_decide_tags_matches_the_reference_model(
     ages: dict[str, float],
     rule_specs: list[RuleSpec],
     keep_at_least: int | None,
     as_yaml: bool,
+    pull_ages: dict[int, float],
+    coverage_age: float | None,
 ) -> None:
+    """Against the specification; with pulls: tags share four digests, some pulled, and
+    recording began ``coverage_age`` ago (None: never)."""
     times = {tag: NOW - age for tag, age in ages.items()}
+    digests = {tag: d(len(tag) % 4) for tag in times}
+    digest_pulls: dict[str, float] = {d(n): NOW - age for n, age in pull_ages.items()}
+    covered = None if coverage_age is None else NOW - coverage_age
+
+    def pull_keeps(tag: str, within: float) -> bool:
+        last = digest_pulls.get(digests[tag])
+        if last is not None and NOW - last <= within:
+            return True  # pulled within
+        return covered is None or NOW - covered < within  # recording too recent to tell
+
     entry: dict[str, Any] = {"repositories": ["**"], "keep": [r.document() for r in rule_specs]}
     if keep_at_least is not None:
         entry["keep_at_least"] = keep_at_least
@@ -175,12 +209,13 @@ def test_decide_tags_matches_the_reference_model(
     policy = parse_policy(text, "p").policies[0]
     at_least = 1 if keep_at_least is None else keep_at_least
 
-    verdicts = decide_tags(policy, times, NOW)
+    pulls = RepositoryPulls(digest_pulls, {}, covered)
+    verdicts = decide_tags(policy, times, NOW, tag_digests=digests, pulls=pulls)
 
     ordinary = {t for t in times if not SIGNATURE.fullmatch(t)}
     assert set(verdicts) == ordinary, "signature tags must not get a verdict"
-    by_rules = reference_rule_keeps(rule_specs, times, NOW)
-    topped = {t for t, v in verdicts.items() if v.reason == f"keep-at-least-{at_least}"}
+    by_rules = reference_rule_keeps(rule_specs, times, NOW, pull_keeps)
+    topped = {t for t, v in verdicts.items() if v.reason.startswith(f"keep-at-least-{at_least}")}
     expired = {t for t, v in verdicts.items() if not v.keep}
     assert {t for t, v in verdicts.items() if v.keep} - topped == by_rules
     assert not topped & by_rules
