@@ -54,6 +54,21 @@ def describe(response: RegistryResponse) -> str:
     return text
 
 
+def _stopped_before_retry(digest: Digest, last: str, no_answer: bool, attempts: int) -> Removal:
+    """A stop came before the retry went: after an attempt that got no answer at all the
+    outcome is unknown (the registry may have deleted); after a retryable status the
+    manifest is kept, and the run is reported stopped."""
+    if no_answer:
+        return Removal(
+            digest, Outcome.FAILED, f"stopped before retrying; outcome unknown ({last})",
+            attempts=attempts,
+        )  # fmt: skip
+    return Removal(
+        digest, Outcome.KEPT, f"stopped before retrying after {last}", reason=STOPPED,
+        attempts=attempts,
+    )  # fmt: skip
+
+
 class ApiRemover:
     """Issues DELETEs under the global bounds; a stop interrupts every retry."""
 
@@ -213,10 +228,14 @@ class ApiRemover:
         """
         last = ""
         unanswered = False  # a request went out and no definite answer came back
+        no_answer = False  # the last attempt got no HTTP answer at all
         attempts = self._limits.max_attempts
         for attempt in range(1, attempts + 1):
             retry_after: float | None = None
             auth_error = ""
+            before = no_answer  # of the attempt before this one
+            if attempt > 1 and self._stop.stop_requested:
+                return _stopped_before_retry(digest, last, before, attempt - 1)
             no_answer = False
             try:
                 sent = await self._send(repository, digest, last_look, admit)
@@ -229,6 +248,8 @@ class ApiRemover:
                         if unanswered:
                             return Removal(digest, Outcome.DELETED, ANSWER_LOST, attempts=attempt)
                         return Removal(digest, Outcome.ALREADY_GONE, reason=sent, attempts=attempt)
+                    if sent.kind is ReasonKind.STOPPED and attempt > 1:  # stopped while it waited
+                        return _stopped_before_retry(digest, last, before, attempt - 1)
                     return Removal(digest, Outcome.KEPT, reason=sent, attempts=attempt)
                 self._transport_failures_in_a_row = 0
                 last = describe(sent)
@@ -274,15 +295,7 @@ class ApiRemover:
                 delay = self._backoff.delay(attempt, retry_after)
                 log.debug("retrying %s@%s in %.2fs after %s", repository, digest, delay, last)
                 if not await self._pause(delay, self._stop):
-                    if no_answer:
-                        return Removal(
-                            digest, Outcome.FAILED,
-                            f"stopped before retrying; outcome unknown ({last})", attempts=attempt,
-                        )  # fmt: skip
-                    return Removal(
-                        digest, Outcome.KEPT, f"stopped before retrying after {last}",
-                        reason=Reason(ReasonKind.STOPPED), attempts=attempt,
-                    )  # fmt: skip
+                    return _stopped_before_retry(digest, last, no_answer, attempt)
             if no_answer and attempt == attempts:
                 self._transport_failures_in_a_row += 1
         if self._transport_failures_in_a_row >= retry.MAX_CONSECUTIVE_TRANSPORT_FAILURES:

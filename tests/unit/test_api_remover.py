@@ -312,6 +312,34 @@ def test_a_stop_ends_a_real_backoff_at_once() -> None:
     assert waited[0] < 2
 
 
+@pytest.mark.parametrize(
+    ("first", "outcome"), [(reset, Outcome.FAILED), (status(503), Outcome.KEPT)],
+    ids=["no-answer", "503"],
+)  # fmt: skip
+def test_a_stop_while_a_retry_waits_for_its_turn(first: Any, outcome: Outcome) -> None:
+    """The retry waits for the rate limiter and the stop comes: after no answer at all
+    the outcome is unknown (the registry may have deleted), after a 503 it is kept."""
+    limits = Limits(max_attempts=4, rate=1)
+    results: list[Any] = []
+
+    async def test(url: str, seen: list[float]) -> None:
+        scope = StopScope()
+        async with RegistryClient(url, Authorizer(None), TLSOptions(), limits) as client:
+            backoff = Backoff(jitter=lambda: 0.0)  # no backoff: straight to the limiter
+            remover = ApiRemover(client, limits, stopping=scope, backoff=backoff)
+            asyncio.get_running_loop().call_later(0.3, scope.request_stop, "SIGTERM")
+            results.append(await remover.delete("r", DIGEST))
+
+    hits = asyncio.run(with_server([first, status(202)], test))
+    assert len(hits) == 1
+    assert results[0].outcome is outcome
+    assert results[0].attempts == 1
+    if outcome is Outcome.FAILED:
+        assert "outcome unknown" in results[0].detail
+    else:
+        assert results[0].reason == STOPPED
+
+
 def test_a_stop_signalled_by_an_event_ends_the_waits_too() -> None:
     """The engine of today hands over an asyncio.Event: the remover follows it during its
     session, so a DELETE queued for the rate limiter is not sent either."""
