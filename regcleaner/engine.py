@@ -219,15 +219,24 @@ class Engine:
             raise self.fatal_error
 
     def _open_pull_record(self) -> None:
-        """Open ``--pulls-db`` (PullStoreError, exit 2, if it is not a pull record)."""
+        """Open ``--pulls-db`` (PullStoreError, exit 2, if it is not a pull record), and
+        warn when recording is younger than some ``pulled_within`` period: until it
+        covers it, no tag expires on pull grounds under that rule."""
         path = self.settings.pulls_db
         if path is None:
             return
         self.pull_history = PullHistory(path)
         since = self.pull_history.covered_since
-        log.info("pull record %s: %s", path, "recording never started: pulled_within keeps "
-                 "every tag it matches" if since is None else
-                 f"recording since {format_time(since)}")  # fmt: skip
+        log.info("pull record %s: %s", path, "recording never started" if since is None
+                 else f"recording since {format_time(since)}")  # fmt: skip
+        retention = self.settings.retention
+        longest = None if retention is None else retention.longest_pulled_within
+        if longest is not None and (since is None or since > self.clock() - longest):
+            log.warning(
+                "pull recording covers less than the longest pulled_within period: tags "
+                "with no pull on record are kept (pulled-within-unknown) until it does%s",
+                "" if since is None else f", from {format_time(since + longest)}",
+            )
 
     async def _repository_pulls(
         self, name: str, tag_policy: RepositoryPolicy | None

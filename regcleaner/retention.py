@@ -118,6 +118,16 @@ class RetentionPolicy:
         record."""
         return any(policy.uses_pulls for policy in self.policies)
 
+    @property
+    def longest_pulled_within(self) -> float | None:
+        """The longest ``pulled_within`` period of any rule, in seconds (None: no rule
+        reads pulls): recording must cover it before any rule can call a tag unpulled."""
+        periods = [
+            rule.pulled_within_s for policy in self.policies for rule in policy.rules
+            if rule.pulled_within_s is not None
+        ]  # fmt: skip
+        return max(periods, default=None)
+
     def for_repository(self, repository: str) -> RepositoryPolicy | None:
         """The first policy whose repositories match, or None (keep every tag)."""
         for policy in self.policies:

@@ -127,6 +127,7 @@ def test_pulled_images_stay_and_the_others_expire_once_recording_covers_the_peri
     assert early.exit_code == 0, early.output
     assert early.report is not None
     assert early.report["summary"]["deleted"] == 0
+    assert "pull recording covers less than the longest pulled_within period" in early.output
     tags = tag_reasons(early.report, "team/app")
     assert set(tags["kept"]) == {"by-tag", "by-digest", "shared-a", "shared-b", "never",
                                  "never-oci"}  # fmt: skip
@@ -159,6 +160,7 @@ def test_pulled_images_stay_and_the_others_expire_once_recording_covers_the_peri
         assert tags["removed"][tag].startswith("expired:policies[0](line 2): never pulled "
                                                "(recording since 20"), tags  # fmt: skip
     assert late.report["summary"]["deleted"] == 2
+    assert "pull recording covers less" not in late.output
     for pushed in (never, never_oci):
         assert not on_disk(registry, pushed.digest)
         assert not api.manifest_exists("team/app", pushed.digest)

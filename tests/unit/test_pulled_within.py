@@ -319,7 +319,15 @@ def test_the_policy_file_reads_pulled_within() -> None:
     assert first.pulled_within_s == MONTH
     assert first.pulled_within_text == "30d"
     assert second.pulled_within_s is None
-    assert not parse_policy("policies: [{repositories: ['**'], keep: [{newest: 1}]}]").uses_pulls
+    assert loaded.longest_pulled_within == MONTH
+    plain = parse_policy("policies: [{repositories: ['**'], keep: [{newest: 1}]}]")
+    assert not plain.uses_pulls
+    assert plain.longest_pulled_within is None
+    two = parse_policy(
+        "policies:\n  - {repositories: [a], keep: [{pulled_within: 7d}]}\n"
+        "  - {repositories: ['**'], keep: [{newest: 1}, {pulled_within: 90d}]}\n"
+    )
+    assert two.longest_pulled_within == 90 * DAY
 
 
 def test_pulled_within_alone_is_a_rule() -> None:
