@@ -4,8 +4,11 @@
   its own (so exclusive and reclaimable bytes are not zero): wall time and peak memory;
 - memory follows the largest repository, not the registry: the same repositories at a
   quarter of the count must peak within a few MB of the full run;
-- ``--manifests N``: one run at N manifests (``--manifests 1000000`` for the figure in
-  docs/usage.md; not part of ``make bench``).
+- ``--manifests N``: one run at N manifests (not part of ``make bench``);
+- ``--ledger N``: the cross-repository part alone (the SQLite ledger) fed N revisions
+  in repositories of 32, each revision with a manifest, a config, a layer of its own and
+  its team's shared base layer: its time and memory at a million revisions, where
+  writing the files of a synthetic registry would take hours on a small machine.
 
 The numbers are checked against what the generator wrote: nothing is shared between
 repositories, the reclaimable bytes are exactly the untagged history's own blobs.
@@ -14,6 +17,7 @@ repositories, the reclaimable bytes are exactly the untagged history's own blobs
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -84,12 +88,60 @@ def case(workdir: Path, repositories: int, *, check: bool = True) -> dict[str, A
     return result
 
 
+def ledger_case(revisions: int) -> dict[str, Any]:
+    """Feed the ledger ``revisions`` revisions as the scan would; time and peak memory."""
+    from regcleaner.report import peak_rss_mb
+    from regcleaner.usage.ledger import RepositoryCounts, UsageLedger
+
+    def key(*parts: object) -> int:
+        digest = hashlib.sha256(repr(parts).encode()).digest()
+        return int.from_bytes(digest[:8], "big") - (1 << 63)
+
+    started = time.perf_counter()
+    ledger = UsageLedger()
+    try:
+        repositories = max(1, revisions // PER_REPOSITORY)
+        for team in range(50):
+            ledger.add_blobs([(key("base", team), 30_000_000)])
+        for number in range(repositories):
+            referenced: set[int] = {key("base", number % 50)}
+            kept: set[int] = {key("base", number % 50)}
+            blobs: list[tuple[int, int]] = []
+            for revision in range(PER_REPOSITORY):
+                own = [key(number, revision, part) for part in ("manifest", "config", "layer")]
+                blobs += [(own[0], 1_000), (own[1], 5_000), (own[2], 2_000_000 + revision)]
+                referenced.update(own)
+                if revision >= PER_REPOSITORY - 9:  # the newest nine stay
+                    kept.update(own)
+            ledger.add_blobs(blobs)
+            counts = RepositoryCounts(f"team{number % 50}/app{number}", manifests=PER_REPOSITORY)
+            ledger.add_repository(counts, referenced, kept)
+        totals = ledger.settle()
+        shown = sum(1 for _ in ledger.repositories())
+    finally:
+        ledger.close()
+    wall = time.perf_counter() - started
+    assert shown == repositories
+    return {
+        "ledger_revisions": repositories * PER_REPOSITORY,
+        "repositories": repositories,
+        "blobs": totals.blobs,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--manifests", type=int, default=None,
                         help="one run at this many manifests instead of the figure")  # fmt: skip
+    parser.add_argument("--ledger", type=int, default=None,
+                        help="the ledger alone, fed this many revisions")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    if args.ledger is not None:
+        print(json.dumps(ledger_case(args.ledger)))
+        return 0
     compile_regcleaner()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-usage-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -106,10 +106,8 @@ class UsageLedger:
         """One repository: the keys of the blobs its revisions reference, and of those
         its kept revisions (after a clean) still reference (a subset)."""
         db = self._db
-        db.executemany(
-            "INSERT INTO adding (key, kept) VALUES (?, ?)",
-            [(key, key in kept) for key in referenced],
-        )
+        rows = [(key, int(key in kept)) for key in referenced]
+        db.executemany("INSERT INTO adding (key, kept) VALUES (?, ?)", rows)
         size, found, missing = db.execute(
             "SELECT COALESCE(SUM(b.size), 0), COUNT(b.size), COUNT(*) - COUNT(b.size) "
             "FROM adding a LEFT JOIN blob b ON b.key = a.key"
@@ -123,13 +121,14 @@ class UsageLedger:
              int(counts.blocked), counts.error),
         ).lastrowid  # fmt: skip
         db.execute("INSERT OR IGNORE INTO blob (key) SELECT key FROM adding")
-        db.execute(
+        # One update per key by its primary key: an UPDATE ... FROM the temporary table
+        # would scan every blob for every repository (quadratic in the registry).
+        db.executemany(
             "UPDATE blob SET refs = refs + 1, "
             "owner = CASE WHEN refs = 0 THEN ? ELSE owner END, "
-            "owner_kept = CASE WHEN refs = 0 THEN a.kept ELSE owner_kept END, "
-            "kept_any = MAX(kept_any, a.kept) "
-            "FROM adding a WHERE blob.key = a.key",
-            (repository_id,),
+            "owner_kept = CASE WHEN refs = 0 THEN ? ELSE owner_kept END, "
+            "kept_any = MAX(kept_any, ?) WHERE key = ?",
+            [(repository_id, flag, flag, key) for key, flag in rows],
         )
         db.execute("DELETE FROM adding")
         self._written(2 * len(referenced) + 1)

@@ -58,12 +58,14 @@ class Model:
 
     def kept(self, repository: str) -> set[str]:
         """Revisions a clean keeps (no grace): tagged, children of kept indexes,
-        referrers of kept subjects."""
+        referrers of kept subjects. Only the manifests clean reads (revisions and tag
+        targets) lead anywhere: an index whose revision link is gone keeps nothing (the
+        registry no longer serves it, so nothing below it can be pulled through it)."""
         revisions = self.revisions[repository]
         known = revisions | set(self.tags[repository].values())
         keep = set(self.tags[repository].values())
         while True:
-            more = {c for d in keep for c in self.children.get(d, ())}
+            more = {c for d in keep & known for c in self.children.get(d, ())}
             more |= {r for r in known if self.subject.get(r) in keep}
             if more <= keep:
                 return keep & revisions
