@@ -71,8 +71,7 @@ class UsageLedger:
         )
         self._db = sqlite3.connect(self._file.name, isolation_level=None)
         self._db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;"
-            "PRAGMA temp_store=MEMORY;" + _SCHEMA
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;" + _SCHEMA
         )
         self._uncommitted = 0
         self._db.execute("BEGIN")
