@@ -13,7 +13,7 @@ import pytest
 
 from testkit import images
 from testkit.api import RegistryAPI
-from testkit.registry import RegistryProcess
+from testkit.registry import V3, Flavour, RegistryProcess, find_registry_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -50,6 +50,14 @@ def test_dockerfile_shape() -> None:
     # older script's default (the bucket root).
     assert not any(kw == "ENV" and "REGISTRY_DIR" in rest for kw, rest in steps)
     assert ("VOLUME", '["/registry"]') in steps
+
+
+@pytest.fixture
+def registry_flavour() -> Flavour:
+    """The image's install and entrypoint do not depend on the registry: this slow test
+    runs once, against ``registry:3``'s version (the suite covers both elsewhere)."""
+    find_registry_binary(V3)
+    return V3
 
 
 def test_dockerfile_steps_install_and_run_the_entrypoint(
