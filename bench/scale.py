@@ -36,21 +36,23 @@ MEASURED_RUN: dict[str, Any] = {
     "repositories": 3200,
     "manifests": 102_400,
     "tags": 19_200,
-    "cold": {"list": 12_853, "get": 121_600, "head": 0, "process_cpu_s": 80.2},
-    "warm": {"list": 0, "get": 0, "head": 0, "process_cpu_s": 0.0},
-}
+    "cold": {"list": 12_853, "get": 121_600, "head": 0, "peak_rss_mb": 244.6,
+             "store_rss_mb": 230.2},
+    "warm": {"list": 13_110, "get": 0, "head": 0, "peak_rss_mb": 247.3, "store_rss_mb": 230.4},
+}  # fmt: skip
 """The real engine (``clean --direct --dry-run``) on the in-memory store: requests as S3
-counts them, and the engine's own CPU without a network client."""
+counts them at 102,400 manifests, and memory (the store itself takes store_rss_mb)."""
 
 MEASURED_MOTO: dict[str, Any] = {
     "command": "python -m bench.scale run 800",
     "repositories": 800,
     "manifests": 25_600,
-    "cold": {"list": 3253, "get": 30_400, "head": 2, "wall_s": 737.0, "cpu_s": 92.2},
-    "warm": {"list": 0, "get": 0, "head": 0, "wall_s": 0.0, "cpu_s": 0.0},
+    "blobs": 27_200,
+    "cold": {"list": 3253, "get": 30_400, "head": 2, "wall_s": 503.6, "cpu_s": 74.0},
+    "warm": {"list": 3510, "get": 0, "head": 2, "wall_s": 142.2, "cpu_s": 17.3},
 }
-"""The same on moto, through aiobotocore (wall time is moto's: one process answering
-about 45 requests a second on this shared machine)."""
+"""The same on moto through aiobotocore: client CPU of the whole run (wall time is
+moto's: one process answering a few dozen requests a second on this shared machine)."""
 
 MEASURED_CPU: dict[str, float] = {"get_ms": 2.103, "head_ms": 2.394, "list_page_ms": 49.87}
 """Client CPU per request through regcleaner's S3 store (``python -m bench.scale
@@ -90,9 +92,9 @@ ASSUMPTIONS: dict[str, Any] = {
         "partitioned prefix (AWS's published rates); prefixes=1 assumes S3 has not "
         "partitioned the bucket (the worst case).",
         "CPU: one event loop, so CPU adds up across concurrent requests. A phase's CPU "
-        "is the engine's (per manifest, from MEASURED_RUN, which has no network client) "
-        "plus the S3 client's per request (MEASURED_CPU): a GET or HEAD, a listing of a "
-        "few keys as a GET, a full page of 1,000 keys as list_page_ms.",
+        "is the engine's per manifest (the moto run's CPU less its requests' client CPU: "
+        "engine_cpu_ms) plus the S3 client's per request (MEASURED_CPU): a GET or HEAD, "
+        "a listing of a few keys as a GET, a full page of 1,000 keys as list_page_ms.",
         "A phase takes the largest of its latency-bound, CPU-bound and rate-bound "
         "times (they overlap; the largest is the floor).",
         "The scan's requests per repository (LIST) and per manifest and tag (GET, HEAD) "
@@ -161,6 +163,25 @@ def _phase(
     }
 
 
+def engine_cpu_ms(cpu: dict[str, float], a: dict[str, Any]) -> tuple[float, float]:
+    """The engine's own CPU per manifest, cold and warm: the moto run's client CPU less
+    what its requests cost in the S3 client (MEASURED_CPU; the warm run's blob listing
+    as its fan-out listings of a few hundred keys each)."""
+    moto = MEASURED_MOTO
+    manifests = moto["manifests"]
+    cold, warm = moto["cold"], moto["warm"]
+    requests_cold = (cold["get"] * cpu["get_ms"] + cold["head"] * cpu["head_ms"]
+                     + cold["list"] * cpu["get_ms"]) / 1000  # fmt: skip
+    per_key_ms = (cpu["list_page_ms"] - cpu["get_ms"]) / a["page_keys"]
+    blob_listing = (moto["blobs"] * per_key_ms) / 1000
+    requests_warm = (warm["get"] * cpu["get_ms"] + warm["head"] * cpu["head_ms"]
+                     + warm["list"] * cpu["get_ms"]) / 1000 + blob_listing  # fmt: skip
+    return (
+        max(0.0, 1000 * (cold["cpu_s"] - requests_cold) / manifests),
+        max(0.0, 1000 * (warm["cpu_s"] - requests_warm) / manifests),
+    )
+
+
 def model(
     run: dict[str, Any] | None = None,
     cpu: dict[str, float] | None = None,
@@ -176,8 +197,7 @@ def model(
     per_manifest = 1 / max(1, run["manifests"])
     blob_pages = math.ceil(blobs / a["page_keys"])
     listing_of_folders = 1 if blob_pages > a["fanout_folders"] else 0
-    engine_cold_ms = 1000 * run["cold"]["process_cpu_s"] * per_manifest
-    engine_warm_ms = 1000 * run["warm"]["process_cpu_s"] * per_manifest
+    engine_cold_ms, engine_warm_ms = engine_cpu_ms(cpu, a)
     scan_cold = {
         "list": run["cold"]["list"] * per_repository * repositories,
         "get": float(manifests + tags),
@@ -240,6 +260,11 @@ def model(
         "list_requests_warm_per_1000_keys": round(
             (scan_warm["list"] + scan_warm["pages"]) / (keys / 1000), 2
         ),
+        "window_warm_s_if_gc_reads_through_cache": (
+            round(window_warm, 1)
+            if a["gc_reads_manifests_through_cache"]
+            else model(run, cpu, dict(a, gc_reads_manifests_through_cache=True))["window_warm_s"]
+        ),
         "with_shards": {
             "shards": n,
             "window_cold_s": round(sharded_cold + phases["gc_cold"]["seconds"], 1),
@@ -260,7 +285,15 @@ def model(
             "gc_warm": gc_warm,
             "registry_gc": registry_requests,
         },
-        "inputs": {"memory_run": run, "moto_run": MEASURED_MOTO, "client_cpu_ms": cpu},
+        "inputs": {
+            "memory_run": run,
+            "moto_run": MEASURED_MOTO,
+            "client_cpu_ms": cpu,
+            "engine_cpu_ms_per_manifest": {
+                "cold": round(engine_cold_ms, 3),
+                "warm": round(engine_warm_ms, 3),
+            },
+        },
         "assumptions": a,
     }
 
