@@ -89,7 +89,11 @@ def render_text(totals: UsageTotals, rows: Iterable[RepositoryUsage], *, width: 
         ("untagged", "right"), ("referenced", "right"), ("exclusive", "right"),
         ("reclaimable", "right"),
     ):  # fmt: skip
-        table.add_column(heading, justify=justify)  # type: ignore[arg-type]
+        # A repository's name folds onto the next line rather than being cut short.
+        first = heading == "repository"
+        table.add_column(heading, justify=justify,  # type: ignore[arg-type]
+                         overflow="fold" if first else "ellipsis",
+                         min_width=16 if first else None)  # fmt: skip
     for row in rows:
         name = row.name + (" (blocked)" if row.blocked else "") + (" (error)" if row.error else "")
         table.add_row(
