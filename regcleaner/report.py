@@ -217,7 +217,7 @@ class RunReport:
         c.failed += len(record.failed)
         c.warnings += len(record.warnings)
         entry = record.to_json()
-        if self.tag_removal is not None and "tags" in entry:
+        if self.tag_removal is not None and isinstance(entry.get("tags"), dict):
             for removed in entry["tags"]["removed"]:
                 removed["how"] = self.tag_removal
         self._spool.write(json.dumps(entry, separators=(",", ":")))

@@ -171,12 +171,6 @@ def test_pulled_images_stay_and_the_others_expire_once_recording_covers_the_peri
     skopeo.pull("team/app", "by-digest")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report.py RunReport.add reads entry['tags']['removed'] of a failed repository, "
-    "whose 'tags' is its tag count (TypeError, exit 1); passes (both registries) once it "
-    "checks isinstance(entry.get('tags'), dict): then remove this mark",
-)
 def test_a_pull_record_that_breaks_mid_run_stops_it_and_deletes_nothing(
     registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

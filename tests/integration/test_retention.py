@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from regcleaner import tagremoval
 from regcleaner.removers.direct import DirectRemover
+from regcleaner.tagremoval import PROBE_TAG_PREFIX
 from testkit import images
 from testkit.api import Pushed, RegistryAPI
 from testkit.faults import FaultProxy, FaultScript
@@ -106,6 +108,37 @@ def retag_after_the_scan(
         await original(self)
 
     monkeypatch.setattr(PushWatch, "start", push_between_scan_and_deletions)
+
+
+@pytest.fixture
+def tags_go_with_their_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DELETE-by-digest path on both registries: the race tests below are about how
+    a tag that a DELETE by digest takes along is watched and reported (2.8's only way;
+    on 3 the run would otherwise delete expired tags alone: test_tag_deletion.py)."""
+
+    async def no_single_tag_deletion(client: object, repository: str) -> bool:
+        return False
+
+    monkeypatch.setattr(tagremoval, "registry_deletes_tags", no_single_tag_deletion)
+
+
+class DigestPathRace:
+    """A FaultScript's ``decide`` for the races of the DELETE-by-digest path: the
+    registry's tag-deletion probe is answered 400 (as 2.8 answers it), so that expired
+    tags go with their digest on both registries, and ``push`` runs once, before the
+    first DELETE by digest reaches the registry."""
+
+    def __init__(self, push: Callable[[], object]) -> None:
+        self.push = push
+        self.fired = False
+
+    def __call__(self, number: int, path: str) -> int | str | None:
+        if PROBE_TAG_PREFIX in path:
+            return 400
+        if "/manifests/sha256:" in path and not self.fired:
+            self.fired = True
+            self.push()
+        return None
 
 
 def clean(
@@ -227,8 +260,8 @@ def test_shared_digest(
     assert report is not None
     summary = report["summary"]
 
-    if mode == "api":
-        # A DELETE by digest would take keep-me along: the digest stays, so old-1 too.
+    if mode == "api" and registry.flavour != "3.1.1":
+        # 2.8: a DELETE by digest would take keep-me along: the digest stays, so old-1 too.
         assert removed(report, "shared") == {"old-2": pushed.lone.digest}
         assert expired_staying(report, "shared") == {
             "old-1": "shares-digest-with:keep-me",
@@ -239,7 +272,8 @@ def test_shared_digest(
         for tag in ("keep-me", "old-1"):
             assert pushed.kept.digest in api.pull("shared", tag)
     else:
-        # The expired tags' folders go alone; their siblings are untouched.
+        # The expired tags go alone (their folders, or DELETE by tag on 3); their
+        # siblings are untouched.
         assert removed(report, "shared") == {
             "old-1": pushed.kept.digest,
             "old-2": pushed.lone.digest,
@@ -382,10 +416,9 @@ def test_expired_tag_pushed_again_during_the_run_is_kept_api(
     old_c = images.push_image(api, "race", "old-c", seed="race-c")
     pushed_again: list[Pushed] = []
 
-    def decide(number: int, path: str) -> int | str | None:
-        if number == 1:  # before the first DELETE reaches the registry
-            pushed_again.append(images.push_image(api, "race", "old-b", seed="race-b-again"))
-        return None
+    decide = DigestPathRace(
+        lambda: pushed_again.append(images.push_image(api, "race", "old-b", seed="race-b-again"))
+    )
 
     policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
     with running(FaultProxy(registry.url, FaultScript(decide=decide))) as proxy:
@@ -402,6 +435,7 @@ def test_expired_tag_pushed_again_during_the_run_is_kept_api(
     survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b"}})
 
 
+@pytest.mark.usefixtures("tags_go_with_their_digest")
 def test_expired_tag_pushed_again_with_the_same_manifest_keeps_it_api(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -431,10 +465,9 @@ def test_expired_tag_pushed_again_during_the_run_is_not_reported_removed(
     old_c = images.push_image(api, "race", "old-c", seed="race-c")
     pushed_again: list[Pushed] = []
 
-    def decide(number: int, path: str) -> int | str | None:
-        if number == 1:
-            pushed_again.append(images.push_image(api, "race", "old-b", seed="race-b-again"))
-        return None
+    decide = DigestPathRace(
+        lambda: pushed_again.append(images.push_image(api, "race", "old-b", seed="race-b-again"))
+    )
 
     policy = write_policy(tmp_path, KEEP_PREFIX.format(repository="race"))
     with running(FaultProxy(registry.url, FaultScript(decide=decide))) as proxy:
@@ -452,6 +485,7 @@ def test_expired_tag_pushed_again_during_the_run_is_not_reported_removed(
     assert result.report["summary"]["tags_expired_kept"] == 1
 
 
+@pytest.mark.usefixtures("tags_go_with_their_digest")
 def test_expired_tag_pushed_back_after_its_digest_went_is_not_reported_removed(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -487,6 +521,7 @@ def test_expired_tag_pushed_back_after_its_digest_went_is_not_reported_removed(
     survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b"}})
 
 
+@pytest.mark.usefixtures("tags_go_with_their_digest")
 def test_expired_tag_unreadable_after_its_digest_went_is_not_reported_removed(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -600,6 +635,7 @@ def test_refused_tag_keeps_its_signature_direct(
     survives_garbage_collect(registry, api, {"race": {"keep-a", "old-b", signature_tag(old_b)}})
 
 
+@pytest.mark.usefixtures("tags_go_with_their_digest")
 def test_expired_tag_pushed_again_keeps_its_signature_api(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -779,6 +815,8 @@ def test_dry_run_changes_nothing_and_lists_what_the_run_removes(
     }  # fmt: skip
     assert set(removed(real.report, "other")) == other_going
     # Direct removal takes expired tags alone; through the API they go with their digest.
-    shared_going = {"old-2"} if mode == "api" else {"old-1", "old-2", "old-child"}
+    # On 3, through the API too (DELETE by tag).
+    by_digest = mode == "api" and registry.flavour != "3.1.1"
+    shared_going = {"old-2"} if by_digest else {"old-1", "old-2", "old-child"}
     assert set(removed(real.report, "shared")) == shared_going
     survives_garbage_collect(registry, api, expected)
