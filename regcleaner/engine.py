@@ -199,8 +199,13 @@ class Engine:
         """Run the whole pipeline; raise the error that ended the run, if any."""
         await self.view.check()
         url = self.settings.registry_url
-        log.info("scanning %s%s; carrying out with %s", self.view.describe(),
-                 f", registry {url}" if url else "", self.remover.name)  # fmt: skip
+        how = {
+            "api": "deleting through the registry API",
+            "direct": "removing from storage (maintenance window)",
+            "dry-run": "dry run: deleting nothing",
+        }.get(self.remover.name, self.remover.name)
+        log.info("scanning %s%s; %s", self.view.describe(),
+                 f", registry {url}" if url else "", how)  # fmt: skip
         self._open_pull_record()
         with stop_signals(self.request_stop):
             try:
