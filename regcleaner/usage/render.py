@@ -79,11 +79,14 @@ def write_csv(stream: IO[str], rows: Iterable[RepositoryUsage]) -> None:
 def render_text(totals: UsageTotals, rows: Iterable[RepositoryUsage], *, width: int | None = None
                 ) -> None:  # fmt: skip
     """The table and the totals on standard output."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=width)
-    table = Table(title="Space by repository", title_justify="left")
+    if width is None and not console.is_terminal:
+        console.width = max(console.width, 120)  # piped to a file: never crop a column
+    table = Table(title="Space by repository", title_justify="left", box=box.SIMPLE_HEAD)
     for heading, justify in (
         ("repository", "left"), ("tags", "right"), ("manifests", "right"),
         ("untagged", "right"), ("referenced", "right"), ("exclusive", "right"),
