@@ -297,7 +297,7 @@ def assert_same_as_registry(
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(registries())
 def test_gc_on_disk_sweeps_exactly_what_the_registry_sweeps(
-    spec: Spec, registry_flavour: Flavour
+    registry_flavour: Flavour, spec: Spec
 ) -> None:
     for feature in features(spec):
         event(feature)
@@ -321,7 +321,7 @@ def test_gc_on_disk_sweeps_exactly_what_the_registry_sweeps(
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(registries())
 def test_gc_on_s3_sweeps_exactly_what_the_registry_sweeps(
-    moto_server: MotoS3, spec: Spec, registry_flavour: Flavour
+    moto_server: MotoS3, registry_flavour: Flavour, spec: Spec
 ) -> None:
     for feature in features(spec):
         event(feature)
