@@ -72,14 +72,27 @@ def _encode(refs: ManifestRefs) -> str:
     )
 
 
-def _decode(text: str) -> ManifestRefs:
+_KINDS = {kind.value: kind for kind in ManifestKind}  # Enum's own lookup is slow
+
+
+def _decode(text: str, descriptors: dict[tuple[str, int], Descriptor]) -> ManifestRefs:
+    """A stored entry back to ManifestRefs. ``descriptors`` shares equal descriptors
+    between the manifests of one lookup (images of a repository share configs and
+    layers): less to build, less to hold."""
     kind, media_type, children, subject, blobs, size = json.loads(text)
+    found: list[Descriptor] = []
+    for digest, blob_size in blobs:
+        key = (digest, blob_size)
+        descriptor = descriptors.get(key)
+        if descriptor is None:
+            descriptor = descriptors[key] = Descriptor(digest, int(blob_size))
+        found.append(descriptor)
     return ManifestRefs(
-        ManifestKind(kind),
+        _KINDS[kind],
         str(media_type),
-        tuple(Digest(child) for child in children),
-        None if subject is None else Digest(subject),
-        tuple(Descriptor(Digest(digest), int(blob_size)) for digest, blob_size in blobs),
+        tuple(children),
+        subject,
+        tuple(found),
         int(size),
     )
 
@@ -197,6 +210,7 @@ class ScanCache:
         with ``listed``, only those whose blob this run's listing showed with the
         validator they were cached with (``mark_listed``)."""
         found: dict[Digest, tuple[str, ManifestRefs]] = {}
+        descriptors: dict[tuple[str, int], Descriptor] = {}
         for chunk in _chunks(digests):
             marks = ",".join("?" * len(chunk))
             # Only "?" marks are formatted into the statements.
@@ -204,7 +218,7 @@ class ScanCache:
             query = query.replace("(?)", f"({marks})")
             try:
                 for digest, seen, refs in self._db.execute(query, list(chunk)):
-                    found[Digest(digest)] = (seen, _decode(refs))
+                    found[Digest(digest)] = (seen, _decode(refs, descriptors))
             except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as exc:
                 log.warning(
                     "scan cache %s: cannot read manifests (%s): reading them", self.path, exc
