@@ -188,3 +188,33 @@ def test_disk_symbolic_links_are_reported_and_never_followed(tmp_path: object) -
     assert not found["real2"].regular
     with pytest.raises(StorageError):
         run(FilesystemStore(tmp_path / "root"), lambda s: s.read("r/real2/link", 100))
+
+
+def test_a_store_says_its_page_size_and_useful_requests_in_flight(layout: Layout) -> None:
+    from regcleaner.storage.base import page_size, requests_in_flight
+
+    store = layout.store()
+    assert page_size(store) == 1000  # S3's, the in-memory store's, and the default
+    assert requests_in_flight(store) == (1 if store.has_directories else 8)
+    run(store, lambda s: s.check())
+
+
+def test_listings_and_heads_carry_an_etag_where_the_store_has_one(layout: Layout) -> None:
+    layout.put_many([("e/one/link", b"1"), ("e/two/link", b"22")])
+
+    async def look(store: ByteStore) -> list[str | None]:
+        walked_tags = [f.etag async for page in store.walk("e") for f in page]
+        leaf_tags = [x.etag async for page in store.list_leaves("e", "link") for x in page]
+        head = await store.stat("e/one/link")
+        blob = await store.read("e/one/link", 10)
+        assert head is not None
+        assert blob is not None
+        return [*walked_tags, *leaf_tags, head.etag, blob.etag]
+
+    tags = run(layout.store(), look)
+    if layout.name == "filesystem":
+        assert tags == [None] * 6  # a disk's validator is mtime and size
+    else:
+        assert all(tags)
+        assert tags[0] == tags[2] == tags[4] == tags[5]  # one object, one ETag
+        assert tags[0] != tags[1]
