@@ -218,3 +218,40 @@ def test_listings_and_heads_carry_an_etag_where_the_store_has_one(layout: Layout
         assert all(tags)
         assert tags[0] == tags[2] == tags[4] == tags[5]  # one object, one ETag
         assert tags[0] != tags[1]
+
+
+def test_s3_slow_down_is_retried_with_backoff_until_it_passes(moto_server: MotoS3) -> None:
+    """S3 answers 503 SlowDown to every other GET, HEAD and LIST: each request is
+    retried (botocore's adaptive mode: backoff, and a send rate that drops) and every
+    read, stat and listing still comes back whole."""
+    from testkit.faults import FaultProxy, FaultScript
+
+    layout = new_bucket_layout(moto_server)
+    keys = [f"t/{i:02d}/link" for i in range(4)]
+    layout.put_many([(key, key.encode()) for key in keys])
+    proxy = FaultProxy(moto_server.url)
+    proxy.script = FaultScript(
+        lambda n, path: 503 if n % 2 else None,
+        methods=frozenset({"GET", "HEAD"}),
+        body='<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        "<Message>Please reduce your request rate.</Message></Error>",
+        content_type="application/xml",
+    )
+    proxy.start()
+    try:
+        store = S3Store(layout.options(endpoint_url=proxy.url))
+
+        async def everything(s: ByteStore) -> tuple[list[object], list[object], int]:
+            read = await s.read_many(keys, 100)
+            stated = await s.stat_many(keys)
+            listed = len(await walked(s, "t"))
+            return list(read), list(stated), listed
+
+        read, stated, listed = run(store, everything)
+    finally:
+        proxy.stop()
+    assert [getattr(blob, "data", blob) for blob in read] == [key.encode() for key in keys]
+    assert all(info is not None for info in stated)
+    assert listed == len(keys)
+    assert sum(1 for hit in proxy.seen if hit.answered == 503) >= len(keys)
+    assert store.stats.get == len(keys)  # retries inside one request are not counted again
