@@ -48,8 +48,8 @@ MEASURED_MOTO: dict[str, Any] = {
     "repositories": 800,
     "manifests": 25_600,
     "blobs": 27_200,
-    "cold": {"list": 3253, "get": 30_400, "head": 2, "wall_s": 503.6, "cpu_s": 74.0},
-    "warm": {"list": 3510, "get": 0, "head": 2, "wall_s": 142.2, "cpu_s": 17.3},
+    "cold": {"list": 3253, "get": 30_400, "head": 2, "wall_s": 236.3, "cpu_s": 72.6},
+    "warm": {"list": 3510, "get": 0, "head": 2, "wall_s": 105.3, "cpu_s": 15.6},
 }
 """The same on moto through aiobotocore: client CPU of the whole run (wall time is
 moto's: one process answering a few dozen requests a second on this shared machine)."""
