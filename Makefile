@@ -67,6 +67,7 @@ bench: install
 	$(BIN)/python -m bench.gc
 	$(BIN)/python -m bench.retention
 	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.usage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -46,7 +46,8 @@ from regcleaner.options import (
     grouped,
     help_when_bare,
 )
-from regcleaner.usage.command import prune_empty_repositories, usage
+from regcleaner.usage.command import prune_empty_repositories as prune_empty_command
+from regcleaner.usage.command import usage
 
 app = typer.Typer(
     name="regcleaner",
@@ -217,6 +218,15 @@ def clean(
         ),
     ] = False,
     gate: GateOptions,
+    prune_empty_repositories: Annotated[
+        bool,
+        typer.Option(
+            "--prune-empty-repositories",
+            rich_help_panel=MAINTENANCE,
+            help="With --direct: then remove repositories left with no tags and "
+            "no manifests (the catalog stops listing them).",
+        ),
+    ] = False,
     gc: Annotated[
         bool,
         typer.Option(
@@ -304,6 +314,7 @@ def clean(
             estimate_space=estimate_space, shard=shard, shards=shards,
             completion_index=os.environ.get("JOB_COMPLETION_INDEX"), policy=policy,
             prune_orphan_signatures=prune_orphan_signatures, pulls_db=pulls_db,
+            prune_empty_repositories=prune_empty_repositories,
             gc=(
                 _collection_settings(common, gate, collection, dry_run=dry_run,
                                      stop_grace=stop_grace)
@@ -354,7 +365,7 @@ def gc(
 
 
 app.command("usage")(usage)
-app.command("prune-empty-repositories")(prune_empty_repositories)
+app.command("prune-empty-repositories")(prune_empty_command)
 app.add_typer(events_app, name="events")
 
 policy_app = typer.Typer(

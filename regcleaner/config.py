@@ -166,6 +166,9 @@ class Settings(RunTarget):
     pulls_db: Path | None = None
     """``--pulls-db``: the pull record of ``regcleaner events serve``, read by the
     policy's ``pulled_within`` rules."""
+    prune_empty_repositories: bool = False
+    """``clean --direct --prune-empty-repositories``: after the removal, remove the
+    repositories left with no tags and no manifests (``regcleaner.emptyrepos``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +468,7 @@ def build_settings(
     prune_orphan_signatures: bool = False,
     gc: GcSettings | None = None,
     pulls_db: Path | None = None,
+    prune_empty_repositories: bool = False,
 ) -> Settings:
     """Validate everything the operator gave; raise ConfigError on the first problem."""
     mode = Mode.DIRECT if direct else Mode.API
@@ -475,6 +479,11 @@ def build_settings(
                     dry_run=dry_run)  # fmt: skip
     if registry_stopped and mode is not Mode.DIRECT:
         raise ConfigError("--registry-stopped only makes sense with --direct")
+    if prune_empty_repositories and mode is not Mode.DIRECT:
+        raise ConfigError(
+            "--prune-empty-repositories removes folders in the maintenance window of "
+            "--direct; on its own: regcleaner prune-empty-repositories"
+        )
     if gc is not None and mode is not Mode.DIRECT:
         raise ConfigError(GC_NEEDS_DIRECT)
     total = parse_count(concurrency, "--concurrency")
@@ -525,4 +534,5 @@ def build_settings(
         estimate_space=estimate_space,
         shard=parse_shard(shard, shards, completion_index),
         pulls_db=pulls_db,
+        prune_empty_repositories=prune_empty_repositories,
     )

@@ -162,6 +162,9 @@ class RunReport:
         self.gate_check: dict[str, Any] | None = None
         """A dry run's check of what the real run would check before writing:
         ``{"would_refuse": bool, "reason": str | None}`` (None: not checked)."""
+        self.empty_repositories: dict[str, Any] | None = None
+        """``--prune-empty-repositories``: what was (or would be) removed, and what
+        stayed and why (``emptyrepos.PruneReport.as_dict``)."""
         self.tag_removal: str | None = None
         """How expired tags go: ``alone`` (DELETE by tag on distribution 3, or their
         folder in a direct run) or ``with-digest`` (a DELETE by digest takes every tag on
@@ -294,6 +297,8 @@ class RunReport:
             header["gate"] = self.gate_check
         if self.tag_removal is not None:
             header["tag_removal"] = self.tag_removal
+        if self.empty_repositories is not None:
+            header["empty_repositories"] = self.empty_repositories
         text = json.dumps(header, indent=2)
         stream.write(text[: text.rfind("}")].rstrip() + ",\n")
         if self.gc is not None:

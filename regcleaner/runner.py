@@ -250,6 +250,8 @@ async def clean(
         await settle_tag_removal(engine, view, report)
         await engine.run()
         report.finished = time.monotonic()
+        if engine.settings.prune_empty_repositories:
+            await _prune_empty(engine.settings, view, report)
         if collector is None:
             return
         c = report.counters
@@ -267,6 +269,19 @@ async def clean(
     finally:
         report.finished = report.finished or time.monotonic()
         await view.store.aclose()
+
+
+async def _prune_empty(settings: Settings, view: RegistryView, report: RunReport) -> None:
+    """``--prune-empty-repositories``: in the same window, once the removal finished
+    cleanly, the repositories it (or earlier runs) left empty."""
+    c = report.counters
+    if report.stopped_by or c.failed or c.repositories_failed:
+        log.warning("empty repositories not pruned: the removal did not finish cleanly")
+        return
+    from regcleaner.emptyrepos import prune_in_window
+
+    forget = report.forget if settings.dry_run else None
+    report.empty_repositories = (await prune_in_window(settings, view, forget=forget)).as_dict()
 
 
 async def settle_tag_removal(engine: Engine, view: RegistryView, report: RunReport) -> None:
@@ -395,6 +410,8 @@ def run_clean(settings: Settings) -> int:
                 stopping=stopping, forget=report.forget,
             )  # fmt: skip
 
+    if settings.dry_run and settings.prune_empty_repositories and report.forget is None:
+        report.forget = {}  # the dry run lists what its deletions would leave empty
     freeze_imports()
     try:
         error = run(

@@ -161,6 +161,14 @@ def usage(
         column, descending = sort_column(sort)
         where = storage.settings()
         out = output.settings() if form == "text" else _output_as_json(output)
+        if policy is not None:
+            from regcleaner.policyfile import load_policy
+
+            if load_policy(str(policy)).uses_pulls:
+                raise ConfigError(
+                    "usage reads no pull times yet: its reclaimable bytes cannot follow a "
+                    "policy with pulled_within rules (clean --pulls-db can)"
+                )
         settings = build_settings(
             registry_url=None, storage=where, credentials=None, tls=TLSOptions(), output=out,
             dry_run=True, min_age=min_age, include=include, exclude=exclude, policy=policy,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -123,19 +122,7 @@ def test_an_empty_repository_leaves_the_catalog_after_the_window(
     assert_nothing_else_changed(api)
 
 
-def _clean_knows_the_flag() -> bool:
-    from typer.main import get_command
-
-    from regcleaner.cli import app
-
-    command = get_command(app)
-    clean = command.commands["clean"]  # type: ignore[attr-defined]
-    return any("--prune-empty-repositories" in p.opts for p in clean.params)
-
-
 def test_clean_direct_prunes_what_it_emptied(registry: RegistryProcess) -> None:
-    if not _clean_knows_the_flag():
-        pytest.skip("clean --prune-empty-repositories is not wired into regcleaner.cli yet")
     api = RegistryAPI(registry.url)
     push_image(api, "alpha", "v1", seed="alpha")
     old = push_image(api, "delta", None, seed="delta-old")  # untagged: clean deletes it

@@ -391,3 +391,20 @@ def test_reclaimable_follows_a_retention_policy(tmp_path: Path) -> None:
     newest = model.tags["app"]["build-2"]
     freed = model.marks(set(expired)) - model.marks({newest})
     assert with_policy["reclaimable_bytes"] == sum(model.sizes[b] for b in freed) > 0
+
+
+def test_a_policy_with_pulled_within_is_refused_with_why(tmp_path: Path) -> None:
+    """usage reads no pull record: it says so rather than asking for an option it lacks."""
+    from typer.testing import CliRunner
+
+    from regcleaner.cli import app
+
+    root = tmp_path / "root"
+    (root / "docker/registry/v2/repositories").mkdir(parents=True)
+    policy = tmp_path / "p.yaml"
+    policy.write_text('policies:\n  - repositories: ["*"]\n    keep:\n      - pulled_within: 30d\n')
+    result = CliRunner().invoke(
+        app, ["usage", "--registry-dir", str(root), "--policy", str(policy)]
+    )
+    assert result.exit_code == 2
+    assert "usage reads no pull times yet" in result.stderr
