@@ -1,7 +1,8 @@
 """S3 requests per manifest: regcleaner's prefix-scoped scan against listing the bucket.
 
 ``python -m bench.s3 [REPOS]``: writes a synthetic registry (bench.generate) into a
-moto S3 server on loopback, runs ``regcleaner clean --storage s3 --dry-run``, and
+moto S3 server on loopback, runs ``regcleaner clean --storage s3 --direct --dry-run``
+(the reads of a window's scan; a dry run of the API path needs a registry), and
 compares the S3 requests it made with what listing the whole bucket would take.
 """
 
@@ -17,13 +18,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.generate import generate
 from testkit.registry import free_port
-from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
 
 def main() -> int:
@@ -35,26 +35,15 @@ def main() -> int:
             (str(path.relative_to(root)), path)
             for path in root.rglob("*") if path.is_file()
         ]  # fmt: skip
-        moto = MotoS3(own_process=True)
-        moto.start()
+        moto = FastMoto(load=("bench", "root", str(root)))
+        moto.start(timeout_s=600.0)
         try:
-            client = moto.client()
-            client.create_bucket(Bucket="bench")
-            with ThreadPoolExecutor(16) as pool:
-                list(
-                    pool.map(
-                        lambda item: client.put_object(
-                            Bucket="bench", Key=f"root/{item[0]}", Body=item[1].read_bytes()
-                        ),
-                        keys,
-                    )
-                )
             report = Path(workdir) / "report.json"
             env = {**os.environ, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
             subprocess.run(
                 [sys.executable, "-m", "regcleaner", "clean", "--storage", "s3", "--bucket",
                  "bench", "--registry-dir", "/root", "--region", REGION, "--s3-endpoint",
-                 moto.url, "--registry-url", "http://127.0.0.1:9", "--dry-run",
+                 moto.url, "--direct", "--dry-run",
                  "--progress-interval", "0", "--report", str(report)],
                 check=True, env=env, stdout=subprocess.DEVNULL,
             )  # fmt: skip
