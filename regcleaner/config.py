@@ -129,6 +129,8 @@ class RunTarget:
     limits: Limits = Limits()
     output: Output = Output()
     stop_grace_s: float = 10.0
+    cache_path: Path | None = None
+    """``--cache``: the scan cache file; None: every run reads everything."""
 
     @property
     def report_path(self) -> Path | None:
@@ -140,7 +142,7 @@ class RunTarget:
 
     def store_settings(self) -> StorageSettings:
         """Where the storage is, for ``storage.backends.open_store``."""
-        return StorageSettings(self.storage, self.registry_dir, self.s3)
+        return StorageSettings(self.storage, self.registry_dir, self.s3, cache=self.cache_path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +289,8 @@ class StorageSettings:
     s3: S3Options | None = None
     ignored: tuple[str, ...] = ()
     """Options given that this kind of storage does not use (the caller warns)."""
+    cache: Path | None = None
+    """``--cache``: the scan cache file (``regcleaner.scancache``), or None."""
 
 
 def storage_settings(
@@ -298,6 +302,7 @@ def storage_settings(
     s3_endpoint: str | None,
     access_key: str | None,
     secret_key: str | None,
+    cache: Path | None = None,
 ) -> StorageSettings:
     """Where the registry's storage is: a directory, or a bucket and prefix. ``storage``
     is a registered backend's name (``regcleaner.storage.backends``)."""
@@ -306,7 +311,8 @@ def storage_settings(
     if kind != StorageKind.S3:
         given = {"--bucket": bucket, "--region": region, "--s3-endpoint": s3_endpoint,
                  "--access-key": access_key, "--secret-key": secret_key}  # fmt: skip
-        return StorageSettings(kind, root, None, tuple(name for name, v in given.items() if v))
+        ignored = tuple(name for name, v in given.items() if v)
+        return StorageSettings(kind, root, None, ignored, cache)
     if not bucket:
         raise ConfigError("S3 storage needs a bucket: --bucket or BUCKET")
     if bool(access_key) != bool(secret_key):
@@ -321,7 +327,7 @@ def storage_settings(
         access_key=access_key or None,
         secret_key=secret_key or None,
     )
-    return StorageSettings(kind, root, s3_options)
+    return StorageSettings(kind, root, s3_options, cache=cache)
 
 
 def access_settings(
@@ -431,6 +437,7 @@ def build_gc_settings(
         ),
         output=output,
         stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
+        cache_path=storage.cache,
     )
 
 
@@ -535,4 +542,5 @@ def build_settings(
         shard=parse_shard(shard, shards, completion_index),
         pulls_db=pulls_db,
         prune_empty_repositories=prune_empty_repositories,
+        cache_path=storage.cache,
     )

@@ -105,6 +105,14 @@ class StorageOptions(OptionGroup):
                      help="S3 secret key (else the AWS chain: env, profile, web identity)."),
     ] = None  # fmt: skip
 
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", envvar="REGCLEANER_CACHE", metavar="FILE",
+                     rich_help_panel=STORAGE,
+                     help="Scan cache (SQLite): manifests and links verified before are not "
+                     "read again while storage shows them unchanged (off unless given)."),
+    ] = None  # fmt: skip
+
     def settings(self) -> StorageSettings:
         """The validated storage location."""
         from regcleaner.storage.backends import backend_named
@@ -113,7 +121,7 @@ class StorageOptions(OptionGroup):
             registry_dir=self.registry_dir, storage=backend_named(self.storage).name,
             bucket=self.bucket,
             region=self.region, s3_endpoint=self.s3_endpoint, access_key=self.access_key,
-            secret_key=self.secret_key,
+            secret_key=self.secret_key, cache=self.cache,
         )  # fmt: skip
 
 

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from regcleaner.config import GcSettings, Mode, OutputFormat, RunTarget, Settings
-from regcleaner.errors import RegcleanerError, RegistryMismatch
-from regcleaner.exitcodes import RunEnd, exit_code
+from regcleaner.errors import ConfigError, RegcleanerError, RegistryMismatch
+from regcleaner.exitcodes import EXIT_USAGE, RunEnd, exit_code
 from regcleaner.report import Progress, RunReport
 from regcleaner.space import human_bytes
 from regcleaner.storage.base import ByteStore
@@ -36,6 +36,32 @@ def make_store(settings: RunTarget) -> ByteStore:
     from regcleaner.storage.backends import open_store
 
     return open_store(settings.store_settings())
+
+
+def open_view(settings: RunTarget, store: ByteStore) -> RegistryView:
+    """The registry view over ``store``, with the scan cache when ``--cache`` names one
+    (a cache of another storage or version, or a damaged one, is ignored with a warning
+    by ``ScanCache.open``; one that cannot be created is a usage error)."""
+    if settings.cache_path is None:
+        return RegistryView(store)
+    from regcleaner.scancache import ScanCache
+
+    try:
+        cache = ScanCache.open(settings.cache_path, store.describe())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open the scan cache {settings.cache_path}: {exc.strerror or exc}"
+        ) from None
+    return RegistryView(store, cache=cache)
+
+
+async def close_view(view: RegistryView) -> None:
+    """Close the store's connections and the scan cache (what was read stays in it)."""
+    try:
+        await view.store.aclose()
+    finally:
+        if view.cache is not None:
+            view.cache.close()
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -268,7 +294,7 @@ async def clean(
             raise
     finally:
         report.finished = report.finished or time.monotonic()
-        await view.store.aclose()
+        await close_view(view)
 
 
 async def _prune_empty(settings: Settings, view: RegistryView, report: RunReport) -> None:
@@ -377,7 +403,11 @@ def export_metrics(settings: Settings | GcSettings, report: RunReport, code: int
 def run_clean(settings: Settings) -> int:
     """A whole ``clean``: run, report, metrics; the exit code."""
     store = make_store(settings)  # opens nothing yet; clean() closes it
-    view = RegistryView(store)
+    try:
+        view = open_view(settings, store)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     mode = "dry-run" if settings.dry_run else settings.mode.value
     report = RunReport(
         dry_run=settings.dry_run,
@@ -447,7 +477,11 @@ def run_gc(settings: GcSettings) -> int:
     from regcleaner.gc import Collector, GcProgress, GcReport
 
     store = make_store(settings)
-    view = RegistryView(store)
+    try:
+        view = open_view(settings, store)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     report = GcReport(dry_run=settings.dry_run, storage=store.describe())
     gate = None
     if not settings.dry_run:
@@ -465,7 +499,7 @@ def run_gc(settings: GcSettings) -> int:
                 await dry_run_checks(settings, view, report)
             await collector.run()
         finally:
-            await store.aclose()
+            await close_view(view)
 
     try:
         error = run(collect(), report)

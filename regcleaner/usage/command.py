@@ -108,16 +108,6 @@ Html = Annotated[
         help="Also write a self-contained HTML page (chart and sortable table).",
     ),
 ]  # fmt: skip
-ScanCacheFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--cache",
-        envvar="REGCLEANER_CACHE",
-        metavar="FILE",
-        rich_help_panel=USAGE,
-        help="Scan cache (SQLite): manifests verified before are not read again.",
-    ),
-]  # fmt: skip
 LinkGrace = Annotated[
     str,
     typer.Option(
@@ -147,7 +137,6 @@ def usage(
     sort: Sort = "referenced",
     top: Top = None,
     html: Html = None,
-    cache: ScanCacheFile = None,
     output: OutputOptions,
 ) -> None:
     """Space by repository: referenced, exclusive and reclaimable bytes (read-only)."""
@@ -181,7 +170,7 @@ def usage(
 
     setup_logging(settings.output.verbose, settings.output.log_format)
     selection = Selection(column, descending, limit, settings.include, settings.exclude)
-    raise typer.Exit(run_usage(settings, selection, form=form, html=html, cache=cache))
+    raise typer.Exit(run_usage(settings, selection, form=form, html=html))
 
 
 def _output_as_json(output: OutputOptions) -> Output:
@@ -191,30 +180,21 @@ def _output_as_json(output: OutputOptions) -> Output:
     return replace(output, output="json").settings()
 
 
-def run_usage(
-    settings: Settings, selection: Selection, *, form: str, html: Path | None,
-    cache: Path | None = None,
-) -> int:  # fmt: skip
+def run_usage(settings: Settings, selection: Selection, *, form: str, html: Path | None) -> int:
     """Measure, then print (text, json or csv), write the page, report and metrics."""
     from regcleaner.planner import Policy
     from regcleaner.report import peak_rss_mb
-    from regcleaner.runner import make_store
+    from regcleaner.runner import make_store, open_view
     from regcleaner.usage.ledger import UsageLedger
     from regcleaner.usage.render import selected_rows, write_json
     from regcleaner.usage.scan import CleanOptions, UsageScan
-    from regcleaner.view import RegistryView
 
     store = make_store(settings)
-    scan_cache = None
-    if cache is not None:
-        from regcleaner.scancache import ScanCache
-
-        try:
-            scan_cache = ScanCache.open(cache, store.describe())
-        except OSError as exc:
-            log.error("cannot open the scan cache %s: %s", cache, exc.strerror)
-            return EXIT_USAGE
-    view = RegistryView(store, cache=scan_cache)
+    try:
+        view = open_view(settings, store)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     ledger = UsageLedger()
     options = CleanOptions(Policy(min_age_s=settings.min_age_s), settings.retention,
                            settings.prune_orphan_signatures)  # fmt: skip
@@ -272,8 +252,8 @@ def run_usage(
                 log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
     finally:
         ledger.close()
-        if scan_cache is not None:
-            scan_cache.close()
+        if view.cache is not None:
+            view.cache.close()
     return EXIT_FAILED if scan.counters.failed_repositories else EXIT_OK
 
 

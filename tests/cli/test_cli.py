@@ -211,14 +211,23 @@ def test_an_internal_error_in_the_delete_phase_ends_the_run(
 
 def test_s3_defaults_follow_the_older_script() -> None:
     """REGISTRY_STORAGE=S3 with no REGISTRY_DIR means the bucket root, as before."""
+    from regcleaner.config import StorageSettings
     from regcleaner.options import StorageOptions
 
-    common = dict(storage="S3", bucket="b", region="eu-west-1", access_key="AK",
-                  secret_key="sk-very-secret-value")  # fmt: skip
-    settings = StorageOptions(registry_dir=None, **common).settings()
+    def s3(root: Path | None) -> StorageSettings:
+        return StorageOptions(
+            root,
+            storage="S3",
+            bucket="b",
+            region="eu-west-1",
+            access_key="AK",
+            secret_key="sk-very-secret-value",
+        ).settings()
+
+    settings = s3(None)
     assert settings.s3 is not None
     assert settings.s3.prefix == ""
     assert "sk-very-secret-value" not in repr(settings)
-    nested = StorageOptions(registry_dir=Path("/team/registry/"), **common).settings()
+    nested = s3(Path("/team/registry/"))
     assert nested.s3 is not None
     assert nested.s3.prefix == "team/registry"
