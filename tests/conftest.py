@@ -18,8 +18,6 @@ import pytest
 from typer.testing import CliRunner
 
 from regcleaner.cli import app
-from testkit import registry as registry_kit
-from testkit import s3 as s3_kit
 from testkit.api import RegistryAPI
 from testkit.registry import FLAVOURS, Flavour, RegistryProcess, find_registry_binary, running
 from testkit.s3 import MotoS3
@@ -32,13 +30,8 @@ MARKERS = {
 # through another fixture, is an integration test.
 INTEGRATION_FIXTURES = frozenset({"registry", "registry_flavour", "moto_server"})
 # What starts a server through testkit: a test naming one of these in its own code is an
-# integration test, and so is every test of a module under tests/integration that imports
-# one (its helpers start servers for the tests).
-INTEGRATION_OBJECTS = {
-    "RegistryProcess": registry_kit.RegistryProcess,
-    "find_registry_binary": registry_kit.find_registry_binary,
-    "MotoS3": s3_kit.MotoS3,
-}
+# integration test; so is every test under tests/integration, whatever its helpers start.
+INTEGRATION_OBJECTS = frozenset({"RegistryProcess", "find_registry_binary", "MotoS3"})
 SLOW_TESTS = frozenset({"test_dockerfile_steps_install_and_run_the_entrypoint"})
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
@@ -50,16 +43,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _starts_servers(item: pytest.Item) -> bool:
-    """True if the test, or (under tests/integration) its module, uses testkit's servers."""
+    """True if the test lives under tests/integration (what the folder is for), or names
+    one of testkit's servers in its own code."""
+    if INTEGRATION_DIR in Path(item.path).parents:
+        return True
     function = getattr(item, "function", None)
     code = getattr(function, "__code__", None)
-    if code is not None and set(code.co_names) & INTEGRATION_OBJECTS.keys():
-        return True
-    module = getattr(item, "module", None)
-    if module is None or INTEGRATION_DIR not in Path(item.path).parents:
-        return False
-    servers = tuple(INTEGRATION_OBJECTS.values())
-    return any(any(value is server for server in servers) for value in vars(module).values())
+    return code is not None and bool(set(code.co_names) & INTEGRATION_OBJECTS)
 
 
 def _s3_backend(item: pytest.Item) -> bool:
