@@ -57,7 +57,8 @@ def test_a_cache_that_cannot_be_opened_is_a_usage_error(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path
 ) -> None:
     images.push_image(api, "app", "v1", seed="cache-x")
-    where = tmp_path / "no-such-folder" / "scan.sqlite"
+    (tmp_path / "a-file").write_text("")
+    where = tmp_path / "a-file" / "scan.sqlite"  # its folder cannot be made
     result = run_cli(clean_args(registry, "--dry-run", "--cache", str(where)))
     assert result.exit_code == 2, result.output
     assert f"cannot open the scan cache {where}" in result.stderr
