@@ -41,6 +41,7 @@ from regcleaner.planner import (
 from regcleaner.removers.base import Outcome, Removal
 from regcleaner.report import RepositoryRecord, RunReport
 from regcleaner.retention import attached_digest
+from regcleaner.storage.base import page_size
 from regcleaner.tagplan import settle_attached
 from regcleaner.view import RegistryView
 
@@ -49,9 +50,6 @@ log = logging.getLogger("regcleaner")
 # 404s whose revision link stays, before the URL and the storage are taken to be
 # different registries (one 202 whose link stays is enough).
 MISMATCH_EVIDENCE = 3
-# A listing that fits in one S3 page replaces the per-DELETE HEAD: same request count,
-# and it sees every push in the repository, not just one manifest's.
-ONE_PAGE = 1000
 
 
 class RunState(Protocol):
@@ -284,7 +282,10 @@ class PushWatch:
             await self.recheck()
 
     def _one_page(self) -> bool:
-        return len(self.known) <= ONE_PAGE
+        """A listing that fits in one page of the store replaces the per-DELETE HEAD:
+        same request count, and it sees every push in the repository, not just one
+        manifest's."""
+        return len(self.known) <= page_size(self.view.store)
 
     async def start(self) -> None:
         """Before the first wave. The scan's snapshot stands while the looks can tell
