@@ -103,6 +103,11 @@ class RepositoryJob:
     repository's deletions (None: gone), read once; None when not read."""
     reasons: dict[Digest, str] = field(default_factory=dict)
     """Each planned deletion's reason, as reported."""
+    with_digest: frozenset[str] = frozenset()
+    """Going tags left to go with their digest although the remover can remove tags
+    alone: through the API, signature and referrers tags, whose subject a push during
+    the waves may still rescue (a DELETE by digest of their manifest takes them, and
+    only if it happens)."""
 
     def __post_init__(self) -> None:
         self.reasons = {d.digest: str(d.reason) for d in self.plan.delete}
@@ -472,10 +477,11 @@ class Engine:
         tag whose digest was deleted points now. The DELETE removed the tag with its
         digest, unless the tag was pushed again during the run (to another manifest, or
         to the same one pushed back): the report must not call such a tag removed."""
-        if not self.remover.watches_pushes or self.remover.removes_tags:
+        if not self.remover.watches_pushes:
             return
+        watched = job.with_digest if self.remover.removes_tags else job.tag_plan.going
         deleted = {d for d, _ in job.record.deleted}
-        tags = sorted(t for t in job.tag_plan.going if job.snapshot.tags[t] in deleted)
+        tags = sorted(t for t in watched if job.snapshot.tags[t] in deleted)
         if not tags:
             return
         name = job.record.name
@@ -494,6 +500,7 @@ class Engine:
         removed, staying = settle_tags(
             job.snapshot, job.tag_plan, job.plan, deleted=deleted, kept=record.kept,
             alone=job.tag_outcomes, removes_tags=self.remover.removes_tags,
+            with_digest=job.with_digest,
             after=job.tags_after or {},
         )  # fmt: skip
         record.tags_removed += removed
@@ -561,6 +568,9 @@ class Engine:
         name = job.record.name
         snapshot = job.snapshot
         going = job.tag_plan.going
+        if self.remover.watches_pushes:  # see RepositoryJob.with_digest
+            job.with_digest = frozenset(t for t in going if attached_digest(t) is not None)
+            going = {t: why for t, why in going.items() if t not in job.with_digest}
         signatures = {
             tag: signed for tag in going
             if (signed := attached_digest(tag)) is not None and signed in snapshot.revisions

@@ -263,13 +263,15 @@ def settle_tags(
     alone: Mapping[str, str | None],
     removes_tags: bool,
     after: Mapping[str, Digest | Exception | None],
+    with_digest: Collection[str] = frozenset(),
 ) -> tuple[list[tuple[str, Digest, str]], list[tuple[str, Digest, str, str]]]:
     """Where each tag that was to go ended up, once the repository's deletions are
     done: ``(tag, digest, why)`` for each removed (alone, or with its digest), and
     ``(tag, digest, why, why it stays)`` for each that stays. ``deleted``: the digests
     deleted (or that would be); ``kept``: the manifests kept, with the reason;
     ``alone``: the tags a remover removed alone (None) or not (why); ``after``: through
-    the API, where going tags whose digest was deleted point after the run."""
+    the API, where going tags whose digest was deleted point after the run;
+    ``with_digest``: tags left to go with their digest where tags could go alone."""
     removed: list[tuple[str, Digest, str]] = []
     staying: list[tuple[str, Digest, str, str]] = []
     for tag, why in sorted(tag_plan.going.items()):
@@ -281,7 +283,7 @@ def settle_tags(
             else:
                 staying.append((tag, digest, why, outcome))
             continue
-        if removes_tags:  # not attempted (a stop, a failed repository): it stays
+        if removes_tags and tag not in with_digest:  # not attempted (a stop, a failure)
             staying.append((tag, digest, why, "not-attempted"))
             continue
         stay = stays(tag, snapshot, tag_plan, plan, deleted)
