@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regcleaner import layout
-from regcleaner.concurrency import Channel, first_error, stop_signals
+from regcleaner.concurrency import Channel, StopScope, first_error, stop_signals
 from regcleaner.config import Settings
 from regcleaner.digest import Digest
 from regcleaner.errors import RegcleanerError, StorageError
@@ -134,7 +134,7 @@ class Engine:
         *,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.time,
-        stopping: asyncio.Event | None = None,
+        stop: StopScope | None = None,
     ) -> None:
         self.settings = settings
         self.view = view
@@ -143,7 +143,7 @@ class Engine:
         self.progress = progress
         self.clock = clock
         self.policy = Policy(min_age_s=settings.min_age_s)
-        self.stopping = stopping if stopping is not None else asyncio.Event()
+        self.stop = stop if stop is not None else StopScope(settings.stop_grace_s)
         self.fatal_error: BaseException | None = None
         self.space: SpaceEstimate | None = None
         self.mismatch: MismatchDetector | None = None
@@ -158,8 +158,6 @@ class Engine:
         """Every revision that stays, while the first pass runs (None: not needed)."""
         self.deferred: list[str] = []
         """Repositories with attached tags to decide once every revision is known."""
-        self._deadline: asyncio.Timeout | None = None
-        self._signalled = False
         self.pull_history: PullHistory | None = None
         """The pull record (``--pulls-db``), open while the run lasts."""
         self._pull_reads = asyncio.Lock()
@@ -170,33 +168,21 @@ class Engine:
 
     # -- stopping -------------------------------------------------------------------
 
-    def _begin_stop(self) -> None:
-        if self.stopping.is_set():
-            return
-        self.stopping.set()
-        if self._deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._deadline.reschedule(loop.time() + self.settings.stop_grace_s)
-
     def request_stop(self, why: str) -> None:
         """Stop listing and starting deletions; in-flight requests get the grace period.
         A second signal abandons them at once (a stop for a fatal error is not one)."""
-        if not self._signalled:
-            self._signalled = True
+        if self.stop.signal(why):
             log.warning("%s: finishing in-flight deletions, starting no new ones", why)
             self.report.stopped_by = self.report.stopped_by or why
-            self._begin_stop()
-            return
-        if self._deadline is not None:
+        else:
             log.warning("%s again: abandoning in-flight deletions now", why)
-            self._deadline.reschedule(asyncio.get_running_loop().time())
 
     def fatal(self, error: BaseException) -> None:
         """An error that ends the run: record it once, stop, report the rest."""
         if self.fatal_error is None:
             self.fatal_error = error
             log.error("%s; no new deletions start", error)
-        self._begin_stop()
+        self.stop.request_stop()
 
     # -- the run --------------------------------------------------------------------
 
@@ -266,36 +252,28 @@ class Engine:
             return await asyncio.to_thread(read)
 
     async def _run_bounded(self) -> None:
-        """The remover's session and the pipeline under a deadline that a stop sets to
-        now + the grace period (so work the remover owns, such as requests that carry
-        many repositories' keys, is abandoned at the deadline too)."""
-        try:
-            async with asyncio.timeout(None) as deadline:
-                self._deadline = deadline
-                if self.stopping.is_set():  # stopped before the deadline existed
-                    deadline.reschedule(asyncio.get_running_loop().time())
-                async with self.remover.session():
-                    if self.settings.estimate_space:
-                        self.space = SpaceEstimate()
-                    async with asyncio.TaskGroup() as group:
-                        reporter = None
-                        if self.progress is not None:
-                            reporter = group.create_task(self.progress.run())
-                        try:
-                            await self._pipeline()
-                        finally:
-                            if reporter is not None:
-                                reporter.cancel()
-        except TimeoutError:
-            if not self.stopping.is_set():
-                raise
+        """The remover's session and the pipeline inside the run's stop scope: a stop
+        gives them the grace period, then abandons them (so work the remover owns, such
+        as requests that carry many repositories' keys, is abandoned at the deadline
+        too)."""
+        async with self.stop, self.remover.session():
+            if self.settings.estimate_space:
+                self.space = SpaceEstimate()
+            async with asyncio.TaskGroup() as group:
+                reporter = None
+                if self.progress is not None:
+                    reporter = group.create_task(self.progress.run())
+                try:
+                    await self._pipeline()
+                finally:
+                    if reporter is not None:
+                        reporter.cancel()
+        if self.stop.abandoned:
             log.warning(
                 "in-flight deletions did not finish within %.0fs; abandoning them "
                 "(their outcome is reported as unknown)",
                 self.settings.stop_grace_s,
             )
-        finally:
-            self._deadline = None
 
     async def _pipeline(self) -> None:
         """Every repository; then those whose attached tags waited for the whole
@@ -303,7 +281,7 @@ class Engine:
         await self._pass(self._produce)
         if not self.deferred:
             return
-        if self.stopping.is_set() or self.revisions is None:
+        if self.stop.stop_requested or self.revisions is None:
             self.report.scan_complete = False  # deferred, never reported
             return
         self.elsewhere = self.revisions.elsewhere()
@@ -341,7 +319,7 @@ class Engine:
     async def _produce(self, names: Channel[str]) -> None:
         try:
             await self.view.repositories(lambda name: self._offer(name, names))
-            if not self.stopping.is_set():
+            if not self.stop.stop_requested:
                 self.report.scan_complete = True
         except* _StopWalk:
             pass  # a stop ended the walk (on S3, from inside its listers' TaskGroup)
@@ -349,7 +327,7 @@ class Engine:
             await names.close()
 
     async def _offer(self, name: str, names: Channel[str]) -> None:
-        if self.stopping.is_set():
+        if self.stop.stop_requested:
             raise _StopWalk
         settings = self.settings
         if not repository_in_view(name, settings.include, settings.exclude, settings.shard):
@@ -367,7 +345,7 @@ class Engine:
 
     async def _scan(self, names: Channel[str], jobs: Channel[RepositoryJob]) -> None:
         while (name := await names.get()) is not None:
-            if self.stopping.is_set():
+            if self.stop.stop_requested:
                 self.report.scan_complete = False  # listed, never planned: not reported
                 continue
             job = await self._plan(name)

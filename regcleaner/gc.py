@@ -56,7 +56,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from regcleaner import __version__, gomanifest, layout
-from regcleaner.concurrency import Channel, first_error, stop_signals
+from regcleaner.concurrency import Channel, StopRequested, StopScope, first_error, stop_signals
 from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import MarkIncomplete, StorageError
@@ -334,7 +334,7 @@ class Collector:
         *,
         gate: Callable[[], Awaitable[None]] | None,
         progress: GcProgress | None = None,
-        stopping: asyncio.Event | None = None,
+        stop: StopScope | None = None,
         clock: Callable[[], float] = time.time,
         forget: Mapping[str, Collection[Digest]] | None = None,
         registry_flavour: str | None = None,
@@ -350,7 +350,7 @@ class Collector:
         self.report = report
         self.gate = gate
         self.progress = progress
-        self.stopping = stopping if stopping is not None else asyncio.Event()
+        self.stop = stop if stop is not None else StopScope(settings.stop_grace_s)
         self.clock = clock
         self.marked: set[int] = set()
         self.existing: set[int] | None = set() if self.prune_layer_links else None
@@ -367,26 +367,16 @@ class Collector:
         self._repositories_with_manifests: set[str] = set()
         self._candidates: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self.width = max(1, self.store.listing_concurrency)
-        self._deadline: asyncio.Timeout | None = None
-        self._signalled = False
 
     def request_stop(self, why: str) -> None:
         """Start nothing new; in-flight requests get ``stop_grace_s``, then are abandoned.
         A second signal abandons them at once, as in ``clean``."""
-        loop = asyncio.get_running_loop()
-        if self._signalled:
-            if self._deadline is not None:
-                log.warning("%s again: abandoning in-flight requests now", why)
-                self._deadline.reschedule(loop.time())
-            return
-        self._signalled = True
-        log.warning("%s: finishing in-flight requests (at most %.0fs), starting no new ones",
-                    why, self.settings.stop_grace_s)  # fmt: skip
-        self.report.stopped_by = self.report.stopped_by or why
-        already = self.stopping.is_set()
-        self.stopping.set()
-        if self._deadline is not None and not already:
-            self._deadline.reschedule(loop.time() + self.settings.stop_grace_s)
+        if self.stop.signal(why):
+            log.warning("%s: finishing in-flight requests (at most %.0fs), starting no new ones",
+                        why, self.settings.stop_grace_s)  # fmt: skip
+            self.report.stopped_by = self.report.stopped_by or why
+        else:
+            log.warning("%s again: abandoning in-flight requests now", why)
 
     async def run(self) -> None:
         """The whole collection; raise MarkIncomplete instead of sweeping on doubt."""
@@ -401,29 +391,22 @@ class Collector:
                 self.report.finished = time.monotonic()
 
     async def _run_bounded(self) -> None:
-        """Everything under a deadline that a stop sets to now + the grace period (as
-        the clean engine does): in-flight requests get that long, then are abandoned."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(None) as deadline:
-                self._deadline = deadline
-                if self.stopping.is_set():  # stopped before the deadline existed
-                    deadline.reschedule(loop.time() + self.settings.stop_grace_s)
-                await self.view.check()
-                if self.gate is not None:
-                    await self.gate()
-                async with asyncio.TaskGroup() as group:
-                    reporter = None
-                    if self.progress is not None:
-                        reporter = group.create_task(self.progress.run())
-                    try:
-                        await self._collect()
-                    finally:
-                        if reporter is not None:
-                            reporter.cancel()
-        except TimeoutError:
-            if not (self.stopping.is_set() and deadline.expired()):
-                raise
+        """Everything inside the run's stop scope (as the clean engine does): after a
+        stop, in-flight requests get the grace period, then are abandoned."""
+        async with self.stop:
+            await self.view.check()
+            if self.gate is not None:
+                await self.gate()
+            async with asyncio.TaskGroup() as group:
+                reporter = None
+                if self.progress is not None:
+                    reporter = group.create_task(self.progress.run())
+                try:
+                    await self._collect()
+                finally:
+                    if reporter is not None:
+                        reporter.cancel()
+        if self.stop.abandoned:
             log.warning(
                 "in-flight requests did not finish within %.0fs of the stop; abandoned them "
                 "(%d blobs in deletions of unknown outcome, not reported as swept; a rerun "
@@ -431,18 +414,16 @@ class Collector:
                 self.settings.stop_grace_s,
                 self.report.counters.abandoned,
             )
-        finally:
-            self._deadline = None
 
     async def _collect(self) -> None:
         log.info("gc: marking every blob the manifests of %s reference", self.view.describe())
         await self._mark()
-        if self.stopping.is_set():
+        if self.stop.stop_requested:
             log.warning("gc: stopped during the mark; nothing was swept")
             return
         self._refuse_if_incomplete("mark")
         await self._list_blobs()
-        if self.stopping.is_set():
+        if self.stop.stop_requested:
             log.warning("gc: stopped while listing blobs; nothing was swept")
             return
         self._refuse_if_incomplete("listing blobs")
@@ -459,9 +440,9 @@ class Collector:
                 self.report.swept(digest, int(size))
             return
         await self._sweep()
-        if self.prune_layer_links and not self.stopping.is_set():
+        if self.prune_layer_links and not self.stop.stop_requested:
             await self._each_repository(self._prune_layer_links, markers=("_layers",))
-        if self.settings.purge_uploads_s is not None and not self.stopping.is_set():
+        if self.settings.purge_uploads_s is not None and not self.stop.stop_requested:
             await self._each_repository(self._purge_uploads, markers=("_uploads",))
 
     def _refuse_if_incomplete(self, phase: str) -> None:
@@ -499,7 +480,7 @@ class Collector:
 
         async def worker() -> None:
             while (name := await names.get()) is not None:
-                if self.stopping.is_set():
+                if self.stop.stop_requested:
                     continue
                 try:
                     await work(name)
@@ -660,7 +641,7 @@ class Collector:
         async def worker() -> None:
             marked, existing, spool = self.marked, self.existing, self._candidates
             while (item := await queue.get()) is not None:
-                if self.stopping.is_set():
+                if self.stop.stop_requested:
                     continue
                 try:
                     blobs, odd = await self.view.blobs_under(*item)
@@ -723,9 +704,13 @@ class Collector:
         # Batches come from the spool one at a time, so memory stays bounded.
         async with asyncio.TaskGroup() as group:
             for batch in self._spool_batches():
-                await slots.acquire()
-                # Checked with the slot in hand: a stop while waiting for one starts nothing.
-                if self.stopping.is_set():
+                try:
+                    async with self.stop.interruptible():
+                        await slots.acquire()
+                except StopRequested:
+                    break  # a stop while waiting for a slot starts nothing
+                # Checked with the slot in hand too: the wait may end as the stop comes.
+                if self.stop.stop_requested:
                     slots.release()
                     break
                 group.create_task(sweep(batch))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from regcleaner.concurrency import StopScope
 from regcleaner.digest import Digest
 from regcleaner.errors import RegistryMismatch, StorageError
 from regcleaner.manifests import ManifestInfo
@@ -56,7 +57,7 @@ class RunState(Protocol):
     """What the watch and the wave context need of the run: whether it is stopping."""
 
     fatal_error: BaseException | None
-    stopping: asyncio.Event
+    stop: StopScope
 
     def fatal(self, error: BaseException) -> None:
         """An error that ends the run: stop, report the rest."""
@@ -81,7 +82,7 @@ def stop_reason(run: RunState) -> Reason | None:
     """Why nothing new may start now (a fatal error, a stop), or None."""
     if run.fatal_error is not None:
         return Reason(ReasonKind.NOT_ATTEMPTED, str(run.fatal_error))
-    if run.stopping.is_set():
+    if run.stop.stop_requested:
         return RUN_STOPPED
     return None
 
@@ -131,7 +132,7 @@ class MismatchDetector:
                 else:
                     return True
             while not self.proven:
-                if self.run.fatal_error is not None or self.run.stopping.is_set():
+                if self.run.fatal_error is not None or self.run.stop.stop_requested:
                     return False
                 if self.probe is None:
                     self.probe = (repository, digest, before)

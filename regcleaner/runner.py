@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from regcleaner.concurrency import StopScope
 from regcleaner.config import GcSettings, Mode, OutputFormat, RunTarget, Settings
 from regcleaner.errors import ConfigError, RegcleanerError, RegistryMismatch
 from regcleaner.exitcodes import EXIT_USAGE, RunEnd, exit_code
@@ -245,7 +246,7 @@ async def storage_reachable(settings: Settings | GcSettings, store: ByteStore) -
         ) from None
 
 
-def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event) -> Any:
+def make_remover(settings: Settings, view: RegistryView, stop: StopScope) -> Any:
     """API, direct or dry-run removal, as the settings ask."""
     if settings.dry_run:
         from regcleaner.removers.dryrun import DryRunRemover
@@ -254,10 +255,10 @@ def make_remover(settings: Settings, view: RegistryView, stopping: asyncio.Event
     if settings.mode is Mode.DIRECT:
         from regcleaner.removers.direct import DirectRemover
 
-        return DirectRemover(view, make_gate(settings, view))
+        return DirectRemover(view, make_gate(settings, view), stop=stop)
     from regcleaner.removers.api import ApiRemover
 
-    return ApiRemover(_registry_client(settings), settings.limits, stopping=stopping)
+    return ApiRemover(_registry_client(settings), settings.limits, stopping=stop)
 
 
 async def clean(
@@ -417,10 +418,11 @@ def run_clean(settings: Settings) -> int:
     )
     from regcleaner.engine import Engine
 
-    stopping = asyncio.Event()
-    remover = make_remover(settings, view, stopping)  # imports what the run needs
+    stop = StopScope(settings.stop_grace_s)  # one stop for the removal and its collection
+    store.stop = stop
+    remover = make_remover(settings, view, stop)  # imports what the run needs
     progress = Progress(report, interval_s=settings.progress_interval_s)
-    engine = Engine(settings, view, remover, report, progress=progress, stopping=stopping)
+    engine = Engine(settings, view, remover, report, progress=progress, stop=stop)
     collector: Callable[[], Collector] | None = None
     gc_report: GcReport | None = None
     if settings.gc is not None:
@@ -437,7 +439,7 @@ def run_clean(settings: Settings) -> int:
                 gc_settings, view, window_report,
                 gate=None if settings.dry_run else make_gate(gc_settings, view),
                 progress=GcProgress(window_report, interval_s=settings.progress_interval_s),
-                stopping=stopping, forget=report.forget,
+                stop=stop, forget=report.forget,
             )  # fmt: skip
 
     if settings.dry_run and settings.prune_empty_repositories and report.forget is None:
@@ -486,9 +488,11 @@ def run_gc(settings: GcSettings) -> int:
     gate = None
     if not settings.dry_run:
         gate = make_gate(settings, view)
+    stop = StopScope(settings.stop_grace_s)
+    store.stop = stop
     collector = Collector(
         settings, view, report, gate=gate,
-        progress=GcProgress(report, interval_s=settings.output.progress_interval_s),
+        progress=GcProgress(report, interval_s=settings.output.progress_interval_s), stop=stop,
     )  # fmt: skip
     freeze_imports()
 

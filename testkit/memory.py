@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import NamedTuple
 
+from regcleaner.concurrency import StopScope
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
 
@@ -39,6 +40,7 @@ class MemoryStore:
     listing_concurrency = 4
     page_size = 1000
     requests_in_flight = 8
+    stop: StopScope | None = None  # no retries of its own to end at a stop
 
     def __init__(self, *, clock: Callable[[], float] = time.time, name: str = "memory") -> None:
         self.objects: dict[str, StoredObject] = {}

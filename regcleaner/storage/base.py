@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
+from regcleaner.concurrency import StopScope
 from regcleaner.errors import StorageError
 
 EntryKind = Literal["file", "dir", "other"]
@@ -126,6 +127,9 @@ class ByteStore(Protocol):
     False for object stores, where a "directory" is only a key prefix."""
     listing_concurrency: int
     """How many listings are worth running at once (1 where listing is CPU work)."""
+    stop: StopScope | None
+    """The run's stop scope (set by the runner): a store's own retries and their
+    backoff end at a stop. None: no stop to follow."""
     # Two more facts belong here once every store declares them (read them through
     # ``page_size()`` and ``requests_in_flight()`` meanwhile, which give defaults):
     # ``page_size: int`` (keys a listing page holds) and ``requests_in_flight: int``

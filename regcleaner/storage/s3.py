@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
+from regcleaner import retry
+from regcleaner.concurrency import StopScope
 from regcleaner.config import S3Options
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
@@ -92,6 +93,10 @@ class S3Store:
         self.stats = RequestStats()
         self.listing_concurrency = options.listers
         self.requests_in_flight = max(1, options.delete_requests_in_flight)
+        self.stop: StopScope | None = None
+        """The run's stop scope, set by the runner: a stop ends the per-key retries'
+        backoff, and no retry request starts after it."""
+        self._key_backoff = retry.Backoff(base_s=0.2, cap_s=20.0)
 
     def describe(self) -> str:
         where = f"s3://{self.options.bucket}/{self._prefix.rstrip('/')}"
@@ -342,7 +347,7 @@ class S3Store:
             for error in answer.get("Errors", []):
                 key = str(error.get("Key", ""))[len(self._prefix) :]
                 failed[key] = (str(error.get("Code", "")), str(error.get("Message", "")))
-            retry: list[str] = []
+            again: list[str] = []
             for key in remaining:
                 if key not in failed:
                     outcome[key] = None
@@ -351,12 +356,14 @@ class S3Store:
                 code, message = failed[key]
                 outcome[key] = f"S3 refused to delete {key}: {code} {message}".strip()
                 if code in RETRYABLE_DELETE_CODES:
-                    retry.append(key)
-            if not retry:
+                    again.append(key)
+            if not again:
                 break
-            remaining = retry
-            if attempt < attempts:
-                await asyncio.sleep(min(20.0, 0.2 * 2.0 ** (attempt - 1)) * random.random())
+            remaining = again
+            if attempt < attempts and not await retry.pause(
+                self._key_backoff.delay(attempt), self.stop
+            ):
+                break  # stopped: the keys still refused keep S3's answer as their result
         return [outcome.get(key, "not attempted") for key in keys]
 
     async def aclose(self) -> None:

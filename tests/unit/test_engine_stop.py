@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from regcleaner.concurrency import StopScope
 from regcleaner.config import Settings
 from regcleaner.digest import Digest
 from regcleaner.engine import Engine
@@ -30,16 +31,14 @@ def test_a_signal_after_a_fatal_stop_gets_the_grace_and_is_reported(tmp_path: Pa
 
     async def scenario() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(None) as deadline:
-            engine._deadline = deadline
+        async with engine.stop:
             await asyncio.sleep(0)
             engine.fatal(RuntimeError("registry answered 405"))
-            after_fatal = deadline.when()
+            after_fatal = engine.stop.deadline
             engine.request_stop("SIGTERM")  # the first signal: not an "again"
-            after_signal = deadline.when()
-            assert after_fatal is not None
-            assert after_signal is not None
-            return after_signal - loop.time(), after_fatal - loop.time()
+            after_signal = engine.stop.deadline
+            now = loop.time()
+        return after_signal - now, after_fatal - now
 
     left_after_signal, left_after_fatal = asyncio.run(scenario())
     assert report.stopped_by == "SIGTERM"
@@ -53,14 +52,12 @@ def test_a_second_signal_abandons_at_once(tmp_path: Path) -> None:
 
     async def scenario() -> float:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(None) as deadline:
-            engine._deadline = deadline
+        async with engine.stop:
             await asyncio.sleep(0)
             engine.request_stop("SIGTERM")
             engine.request_stop("SIGINT")
-            when = deadline.when()
-            assert when is not None
-            return when - loop.time()
+            left = engine.stop.deadline - loop.time()
+        return left
 
     assert asyncio.run(scenario()) <= 0.01
     assert report.stopped_by == "SIGTERM"
@@ -72,8 +69,8 @@ class _Stopped:
 
     def __init__(self) -> None:
         self.fatal_error: BaseException | None = None
-        self.stopping = asyncio.Event()
-        self.stopping.set()
+        self.stop = StopScope()
+        self.stop.request_stop("SIGTERM")
 
     def fatal(self, error: BaseException) -> None:
         self.fatal_error = error
