@@ -63,7 +63,7 @@ from regcleaner.errors import MarkIncomplete, StorageError
 from regcleaner.manifests import MAX_MANIFEST_BYTES
 from regcleaner.report import PeriodicProgress, peak_rss_mb
 from regcleaner.space import human_bytes
-from regcleaner.storage.base import EntryKind
+from regcleaner.storage.base import EntryKind, requests_in_flight
 from regcleaner.view import RegistryView, parse_link
 
 if TYPE_CHECKING:
@@ -571,7 +571,13 @@ class Collector:
             # (it looks up revisions/sha256/<hex>/link): already in ``revisions``.
         marked = self.marked
         counters = report.counters
-        for digest, data in zip(revisions, await self.view.manifest_bytes(revisions), strict=True):
+        found_marks = await self.view.manifest_marks(revisions)
+        for digest, data in zip(revisions, found_marks, strict=True):
+            if isinstance(data, frozenset):  # verified before, its blob unchanged (cache)
+                marked.add(blob_key(digest))
+                marked.update(blob_key(reference) for reference in data)
+                counters.manifests += 1
+                continue
             if data is None:
                 report.problem(f"{name}: manifest {digest}: its blob is missing")
                 continue
@@ -674,7 +680,7 @@ class Collector:
                 group.create_task(worker())
 
     async def _sweep(self) -> None:
-        in_flight = 1 if self.store.has_directories else 8
+        in_flight = requests_in_flight(self.store)
         slots = asyncio.Semaphore(in_flight)
         counters = self.report.counters
         existing, swept_keys = self.existing, self.swept_keys

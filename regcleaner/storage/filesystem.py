@@ -99,6 +99,8 @@ class FilesystemStore:
 
     has_directories = True
     listing_concurrency = 1  # listings are CPU work here: more tasks would only interleave
+    page_size = 1000  # a folder is listed in one call; 1,000 keeps the engine's choices
+    requests_in_flight = 1  # every request is CPU work on this machine
     stop: StopScope | None = None
     """The run's stop scope (the S3 store's per-key retries end at it); unused here: a
     disk's deletions are not retried."""
