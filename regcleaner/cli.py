@@ -145,6 +145,7 @@ def _collection_settings(
         registry_stopped=gate.registry_stopped, gate_rounds=gate.rounds(),
         min_blob_age=collection.min_blob_age, prune_layer_links=collection.prune_layer_links,
         purge_uploads=collection.purge_uploads, stop_grace=stop_grace,
+        registry_version=collection.registry_version,
     )  # fmt: skip
 
 
@@ -300,7 +301,10 @@ def clean(
     """Delete what no tag reaches: through the API, or --direct in a window."""
     try:
         if collection.given() and not gc:
-            raise ConfigError("--min-blob-age, --prune-layer-links and --purge-uploads need --gc")
+            raise ConfigError(
+                "--min-blob-age, --prune-layer-links, --purge-uploads and --registry-version "
+                "need --gc"
+            )
         common = _common(registry, storage, access, output)
         if gc and not direct:
             raise ConfigError(GC_NEEDS_DIRECT)

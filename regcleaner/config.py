@@ -184,6 +184,9 @@ class GcSettings(RunTarget):
     """Also remove repositories' ``_layers`` links whose blob is gone."""
     purge_uploads_s: float | None = None
     """Also remove unfinished uploads started longer ago than this."""
+    registry_version: str | None = None
+    """``--registry-version``: "2" or "3"; None: asked of the registry at the URL, else
+    unknown (what is removed besides blobs is then the lesser of the two)."""
 
 
 def parse_credentials(text: str) -> Credentials:
@@ -415,6 +418,7 @@ def build_gc_settings(
     prune_layer_links: bool = False,
     purge_uploads: str | None = None,
     stop_grace: str = "10",
+    registry_version: str | None = None,
 ) -> GcSettings:
     """Validate the options of ``regcleaner gc`` (and of ``clean --direct --gc``, which
     builds its collection through here); ConfigError on the first problem."""
@@ -438,7 +442,18 @@ def build_gc_settings(
         output=output,
         stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
         cache_path=storage.cache,
+        registry_version=parse_registry_version(registry_version),
     )
+
+
+def parse_registry_version(text: str | None) -> str | None:
+    """``2`` or ``3`` (``2.8.2``, ``v3.1.1`` name them too); None when not given."""
+    if text is None or not text.strip():
+        return None
+    major = text.strip().lower().removeprefix("v").partition(".")[0]
+    if major not in ("2", "3"):
+        raise ConfigError(f"--registry-version must be 2 or 3, not {text!r}")
+    return major
 
 
 GC_NEEDS_DIRECT = (

@@ -340,10 +340,11 @@ class Collector:
         registry_flavour: str | None = None,
     ) -> None:
         self.settings = settings
-        # None: not known, so nothing that only one registry would remove is removed.
-        self.registry = registry_major(registry_flavour)
-        # distribution 3 removes the _layers links of the blobs it sweeps; 2.8 leaves them.
-        self.prune_layer_links = settings.prune_layer_links or self.registry == "3"
+        self.registry: str | None = None
+        self.prune_layer_links = settings.prune_layer_links
+        self.existing: set[int] | None = None
+        self.swept_keys: set[int] | None = None
+        self.know_registry(registry_flavour or settings.registry_version)
         self.forget = forget
         self.view = view
         self.store = view.store
@@ -353,14 +354,6 @@ class Collector:
         self.stop = stop if stop is not None else StopScope(settings.stop_grace_s)
         self.clock = clock
         self.marked: set[int] = set()
-        self.existing: set[int] | None = set() if self.prune_layer_links else None
-        # On 3 without --prune-layer-links: only the links of blobs swept in this run go,
-        # as distribution 3 does (a link to a blob that was never there stays). A link
-        # goes only if its blob is both swept and not among those that exist after the
-        # sweep, so a 64-bit key collision keeps a link, never removes a live one.
-        self.swept_keys: set[int] | None = (
-            set() if self.registry == "3" and not settings.prune_layer_links else None
-        )
         # ...and only in repositories that 3 finds (those with _manifests). Either way, a
         # repository with _manifests keeps at least one _layers link (see
         # _prune_layer_links).
@@ -377,6 +370,20 @@ class Collector:
             self.report.stopped_by = self.report.stopped_by or why
         else:
             log.warning("%s again: abandoning in-flight requests now", why)
+
+    def know_registry(self, flavour: str | None) -> None:
+        """Which registry runs on the storage: "2", "3" or None (not known, so nothing
+        that only one registry would remove is removed). distribution 3 removes the
+        ``_layers`` links of the blobs it sweeps; 2.8 leaves them."""
+        self.registry = registry_major(flavour)
+        own = self.settings.prune_layer_links
+        self.prune_layer_links = own or self.registry == "3"
+        self.existing = set() if self.prune_layer_links else None
+        # On 3 without --prune-layer-links: only the links of blobs swept in this run go,
+        # as distribution 3 does (a link to a blob that was never there stays). A link
+        # goes only if its blob is both swept and not among those that exist after the
+        # sweep, so a 64-bit key collision keeps a link, never removes a live one.
+        self.swept_keys = set() if self.registry == "3" and not own else None
 
     async def run(self) -> None:
         """The whole collection; raise MarkIncomplete instead of sweeping on doubt."""

@@ -214,11 +214,21 @@ class CollectionOptions(OptionGroup):
                      help="Also remove unfinished uploads started longer ago than this."),
     ] = None  # fmt: skip
 
+    registry_version: Annotated[
+        str | None,
+        typer.Option(envvar="REGCLEANER_REGISTRY_VERSION", metavar="[2|3]",
+                     rich_help_panel=COLLECTION,
+                     help="The registry's major version: on 3, the _layers links of swept "
+                     "blobs go, as its garbage-collect removes them. Default: asked of the "
+                     "registry at the URL; unknown, they stay."),
+    ] = None  # fmt: skip
+
     def given(self) -> bool:
         """True if any collection option differs from its default."""
         return (
-            self.prune_layer_links or self.purge_uploads is not None or (self.min_blob_age != "0")
-        )
+            self.prune_layer_links or self.purge_uploads is not None
+            or self.min_blob_age != "0" or self.registry_version is not None
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from regcleaner.view import RegistryView
 if TYPE_CHECKING:
     from regcleaner.engine import Engine
     from regcleaner.gc import Collector, GcReport
+    from regcleaner.registry.client import RegistryResponse
 
 log = logging.getLogger("regcleaner")
 
@@ -288,6 +289,7 @@ async def clean(
         log.info("collecting blobs in the same window (--gc)")
         window = collector()
         try:
+            await settle_registry_version(window)
             await window.run()
         except RegcleanerError as exc:
             # The collection's error, not the removal's: the report says so in ``gc``.
@@ -309,6 +311,48 @@ async def _prune_empty(settings: Settings, view: RegistryView, report: RunReport
 
     forget = report.forget if settings.dry_run else None
     report.empty_repositories = (await prune_in_window(settings, view, forget=forget)).as_dict()
+
+
+VERSION_PROBE = ("regcleaner/version-probe", "regcleaner-version-probe")
+
+
+def registry_version_of(answer: RegistryResponse) -> str | None:
+    """The major version a registry shows in its 404 for a tag it does not have:
+    2.8's error detail is an object ``{"Tag": ...}``, 3's a string ``unknown tag=...``
+    (measured on 2.8.2 and 3.1.1, writable or read-only); None for anything else."""
+    if answer.status != 404 or answer.error_code != "MANIFEST_UNKNOWN":
+        return None
+    import json
+
+    try:
+        detail = json.loads(answer.body)["errors"][0].get("detail")
+    except (ValueError, LookupError, TypeError, AttributeError):
+        return None
+    if isinstance(detail, dict) and "Tag" in detail:
+        return "2"
+    if isinstance(detail, str) and detail.startswith("unknown tag="):
+        return "3"
+    return None
+
+
+async def settle_registry_version(collector: Collector) -> None:
+    """``--registry-version``, else what the registry at the URL shows (see
+    ``registry_version_of``). Anything else, or no URL: unknown (links stay)."""
+    settings = collector.settings
+    if settings.registry_version is not None or settings.registry_url is None:
+        return
+    from regcleaner.errors import RegistryError
+
+    client = _registry_client(settings)
+    try:
+        async with client:
+            answer = await client.get_tag(*VERSION_PROBE)
+    except RegistryError as exc:
+        log.info("registry version not known (%s): _layers links of swept blobs stay", exc)
+        return
+    collector.know_registry(registry_version_of(answer))
+    log.info("registry at %s: distribution %s", settings.registry_url,
+             collector.registry or "not known (its _layers links of swept blobs stay)")  # fmt: skip
 
 
 async def settle_tag_removal(engine: Engine, view: RegistryView, report: RunReport) -> None:
@@ -501,6 +545,7 @@ def run_gc(settings: GcSettings) -> int:
             await storage_reachable(settings, store)
             if settings.dry_run:
                 await dry_run_checks(settings, view, report)
+            await settle_registry_version(collector)
             await collector.run()
         finally:
             await close_view(view)

@@ -304,6 +304,14 @@ class RegistryClient:
             fresh_connection=fresh_connection,
         )  # fmt: skip
 
+    async def get_tag(self, repository: str, tag: str) -> RegistryResponse:
+        """``GET /v2/<name>/manifests/<tag>`` with a pull-only scope; for a tag that does
+        not exist, the start of the error body tells registry versions apart."""
+        return await self._request(
+            "GET", _manifests_path(repository) + quote(tag, safe=""), repository,
+            actions=PULL_ACTIONS, accept=mediatypes.ACCEPT_ALL_MANIFESTS,
+        )  # fmt: skip
+
     async def head_tag(self, repository: str, tag: str) -> RegistryResponse:
         """``HEAD /v2/<name>/manifests/<tag>`` with every manifest type accepted: where
         the tag points now (``Docker-Content-Digest``), with a pull-only scope."""
