@@ -126,9 +126,13 @@ class GcCounters:
 class GcReport:
     """What one collection found and did; the swept blobs are spooled to a file."""
 
-    def __init__(self, *, dry_run: bool, storage: str) -> None:
+    def __init__(self, *, dry_run: bool, storage: str, registry_running: bool = True) -> None:
         self.dry_run = dry_run
         self.storage = storage
+        self.registry_running = registry_running
+        """False with ``--registry-stopped``: nothing to restart, so no such advice."""
+        self.gate_check: dict[str, Any] | None = None
+        """A dry run's check of the gate (see ``RunReport.gate_check``)."""
         self.counters = GcCounters()
         self.problems: list[str] = []
         self.problem_count = 0
@@ -211,6 +215,7 @@ class GcReport:
             "summary": self.summary(),
             "problems": self.problems,
             "warnings": self.warnings,
+            **({"gate": self.gate_check} if self.gate_check is not None else {}),
         }
 
     def write_fields(self, stream: IO[str], indent: str) -> None:
@@ -247,8 +252,12 @@ class GcReport:
         from rich.table import Table
 
         c = self.counters
-        title = "regcleaner gc dry run: nothing was deleted" if self.dry_run else "regcleaner gc"
-        table = Table(title=title, show_header=False, title_justify="left")
+        # The title on a line of its own: as a table title it wraps at the table's width.
+        console.print(
+            "regcleaner gc dry run: nothing was deleted" if self.dry_run else "regcleaner gc",
+            style="bold", soft_wrap=True,
+        )  # fmt: skip
+        table = Table(show_header=False)
         table.add_column("what")
         table.add_column("count", justify="right")
         rows: list[tuple[str, str]] = [
@@ -280,13 +289,21 @@ class GcReport:
         console.print(table)
         if self.stopped_by:
             console.print(f"Stopped by {self.stopped_by}: the report covers what was done.")
-        if self.fatal_error:
-            console.print(f"Blob collection ended early: {escape(self.fatal_error)}")
-        elif not self.dry_run and c.swept:
+        if self.gate_check is not None and self.gate_check.get("would_refuse"):
             console.print(
-                f"{c.swept:,} blobs removed. Restart the registry (its blob-descriptor cache "
-                "may still describe them), then turn read-only mode off."
+                "The real run would refuse to write storage now (warning above): "
+                f"{escape(str(self.gate_check.get('short') or 'see the warning'))}."
             )
+        if self.fatal_error:  # the error itself was logged once, above
+            console.print("Blob collection ended early on the error above.")
+        elif not self.dry_run and c.swept and self.registry_running:
+            console.print(
+                f"{c.swept:,} blob" + ("" if c.swept == 1 else "s") + " removed. Restart the "
+                "registry (its blob-descriptor cache may still describe them), then turn "
+                "read-only mode off."
+            )
+        elif not self.dry_run and c.swept:
+            console.print(f"{c.swept:,} blob" + ("" if c.swept == 1 else "s") + " removed.")
 
 
 class GcProgress(PeriodicProgress[GcReport]):

@@ -165,8 +165,7 @@ async def dry_run_checks(
     def would_refuse(exc: GateRefused) -> None:
         log.warning("dry run: the real run would refuse to write storage now: %s", exc)
         check = {"would_refuse": True, "reason": str(exc), "short": exc.short}
-        if isinstance(report, RunReport):
-            report.gate_check = check
+        report.gate_check = check
 
     await view.check()
     client = _registry_client(settings)
@@ -174,8 +173,7 @@ async def dry_run_checks(
         if writes:
             try:
                 if await answers_or_stopped(client, registry_stopped=settings.registry_stopped):
-                    if isinstance(report, RunReport):
-                        report.gate_check = {"would_refuse": False, "reason": None}
+                    report.gate_check = {"would_refuse": False, "reason": None}
                     return
             except GateRefused as exc:
                 would_refuse(exc)
@@ -201,8 +199,7 @@ async def dry_run_checks(
         except GateRefused as exc:
             would_refuse(exc)
             return
-        if isinstance(report, RunReport):
-            report.gate_check = {"would_refuse": False, "reason": None}
+        report.gate_check = {"would_refuse": False, "reason": None}
 
 
 STORAGE_CONNECT_TIMEOUT_S = 3.0
@@ -472,7 +469,11 @@ def run_clean(settings: Settings) -> int:
     if settings.gc is not None:
         from regcleaner.gc import Collector, GcProgress, GcReport
 
-        gc_report = GcReport(dry_run=settings.dry_run, storage=store.describe())
+        gc_report = GcReport(
+            dry_run=settings.dry_run,
+            storage=store.describe(),
+            registry_running=not settings.registry_stopped,
+        )
         if settings.dry_run:
             report.forget = {}  # the gc dry run marks as if the deletions were done
         gc_settings, window_report = settings.gc, gc_report
@@ -528,7 +529,11 @@ def run_gc(settings: GcSettings) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    report = GcReport(dry_run=settings.dry_run, storage=store.describe())
+    report = GcReport(
+        dry_run=settings.dry_run,
+        storage=store.describe(),
+        registry_running=not settings.registry_stopped,
+    )
     gate = None
     if not settings.dry_run:
         gate = make_gate(settings, view)

@@ -123,13 +123,15 @@ def test_the_window_summary_says_once_what_to_do_next_and_no_estimate_after_coll
     """After ``--direct --gc`` the collection's own lines say what it freed and to
     restart the registry; the run's summary neither repeats the advice nor estimates
     what garbage-collect "will" free. One manifest is one manifest, and the title is one
-    line however narrow the terminal."""
+    line however narrow the terminal. With ``--registry-stopped`` there is nothing to
+    restart, and no such advice."""
     root = retagged_storage(tmp_path / "registry", registry_flavour)
-    result = run_cli(
-        ["clean", "--direct", "--gc", "--registry-stopped", "--registry-dir", str(root),
-         "--min-age", "0", "--progress-interval", "0"],
-        env={"COLUMNS": "40"},
-    )  # fmt: skip
+    read_only = RegistryProcess(tmp_path / "ro", flavour=registry_flavour, readonly=True,
+                                storage={"filesystem": {"rootdirectory": str(root)}})  # fmt: skip
+    args = ["clean", "--direct", "--gc", "--registry-dir", str(root), "--min-age", "0",
+            "--progress-interval", "0"]  # fmt: skip
+    with running(read_only):
+        result = run_cli([*args, "--registry-url", read_only.url], env={"COLUMNS": "40"})
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("regcleaner run\n")
     assert "will free" not in result.stdout
@@ -137,3 +139,9 @@ def test_the_window_summary_says_once_what_to_do_next_and_no_estimate_after_coll
     assert " ".join(result.stdout.split()).endswith(
         "1 manifest removed from storage and their blobs collected."
     )
+    again = retagged_storage(tmp_path / "again", registry_flavour)
+    args[args.index(str(root))] = str(again)
+    stopped = run_cli([*args, "--registry-stopped"], env=COLUMNS)
+    assert stopped.exit_code == 0, stopped.output
+    assert "Restart" not in stopped.stdout
+    assert "blob removed." in stopped.stdout or "blobs removed." in stopped.stdout
