@@ -90,7 +90,7 @@ def case(workdir: Path, repositories: int, *, check: bool = True) -> dict[str, A
 
 def ledger_case(revisions: int) -> dict[str, Any]:
     """Feed the ledger ``revisions`` revisions as the scan would; time and peak memory."""
-    from regcleaner.report import peak_rss_mb
+    from regcleaner.reporting.console import peak_rss_mb
     from regcleaner.usage.ledger import RepositoryCounts, UsageLedger
 
     def key(*parts: object) -> int:

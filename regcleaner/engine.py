@@ -61,7 +61,8 @@ from regcleaner.pushwatch import (
     stop_reason,
 )
 from regcleaner.removers.base import GONE_BEFORE_REMOVAL, Remover
-from regcleaner.report import Progress, RepositoryRecord, RunReport
+from regcleaner.reporting.progress import RunProgress
+from regcleaner.reporting.run import RepositoryRecord, RunReport
 from regcleaner.retention import RepositoryPolicy, RepositoryPulls, attached_digest
 from regcleaner.space import SpaceEstimate
 from regcleaner.tagplan import (
@@ -132,7 +133,7 @@ class Engine:
         remover: Remover,
         report: RunReport,
         *,
-        progress: Progress | None = None,
+        progress: RunProgress | None = None,
         clock: Callable[[], float] = time.time,
         stop: StopScope | None = None,
     ) -> None:

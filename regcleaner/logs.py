@@ -91,7 +91,7 @@ def setup_logging(verbose: bool, log_format: OutputFormat = OutputFormat.TEXT) -
     elif sys.stderr.isatty():
         from rich.logging import RichHandler
 
-        from regcleaner.report import stderr_console
+        from regcleaner.reporting.console import stderr_console
 
         # Shares the progress bars' console, so a log line never tears a bar. No markup:
         # a message with brackets ("regcleaner[s3]") is printed as it is.

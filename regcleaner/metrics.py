@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from regcleaner.report import RunReport
+from regcleaner.reporting.run import RunReport
 
 log = logging.getLogger("regcleaner")
 

@@ -40,7 +40,7 @@ from regcleaner.planner import (
     needed_manifests,
 )
 from regcleaner.removers.base import Outcome, Removal
-from regcleaner.report import RepositoryRecord, RunReport
+from regcleaner.reporting.run import RepositoryRecord, RunReport
 from regcleaner.retention import attached_digest
 from regcleaner.storage.base import page_size
 from regcleaner.tagplan import settle_attached

@@ -20,15 +20,17 @@ from regcleaner.concurrency import StopScope
 from regcleaner.config import GcSettings, Mode, OutputFormat, RunTarget, Settings
 from regcleaner.errors import ConfigError, RegcleanerError, RegistryMismatch
 from regcleaner.exitcodes import EXIT_USAGE, RunEnd, exit_code
-from regcleaner.report import Progress, RunReport
+from regcleaner.reporting.progress import RunProgress
+from regcleaner.reporting.run import RunReport
 from regcleaner.space import human_bytes
 from regcleaner.storage.base import ByteStore
 from regcleaner.view import RegistryView
 
 if TYPE_CHECKING:
     from regcleaner.engine import Engine
-    from regcleaner.gc import Collector, GcReport
+    from regcleaner.gc import Collector
     from regcleaner.registry.client import RegistryResponse
+    from regcleaner.reporting.collection import GcReport
 
 log = logging.getLogger("regcleaner")
 
@@ -462,12 +464,14 @@ def run_clean(settings: Settings) -> int:
     stop = StopScope(settings.stop_grace_s)  # one stop for the removal and its collection
     store.stop = stop
     remover = make_remover(settings, view, stop)  # imports what the run needs
-    progress = Progress(report, interval_s=settings.progress_interval_s)
+    progress = RunProgress(report, interval_s=settings.progress_interval_s)
     engine = Engine(settings, view, remover, report, progress=progress, stop=stop)
     collector: Callable[[], Collector] | None = None
     gc_report: GcReport | None = None
     if settings.gc is not None:
-        from regcleaner.gc import Collector, GcProgress, GcReport
+        from regcleaner.gc import Collector
+        from regcleaner.reporting.collection import GcReport
+        from regcleaner.reporting.progress import GcProgress
 
         gc_report = GcReport(
             dry_run=settings.dry_run,
@@ -521,7 +525,9 @@ def run_clean(settings: Settings) -> int:
 
 def run_gc(settings: GcSettings) -> int:
     """A whole ``gc``: gate, mark, sweep, report; the exit code."""
-    from regcleaner.gc import Collector, GcProgress, GcReport
+    from regcleaner.gc import Collector
+    from regcleaner.reporting.collection import GcReport
+    from regcleaner.reporting.progress import GcProgress
 
     store = make_store(settings)
     try:

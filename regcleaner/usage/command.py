@@ -183,7 +183,7 @@ def _output_as_json(output: OutputOptions) -> Output:
 def run_usage(settings: Settings, selection: Selection, *, form: str, html: Path | None) -> int:
     """Measure, then print (text, json or csv), write the page, report and metrics."""
     from regcleaner.planner import Policy
-    from regcleaner.report import peak_rss_mb
+    from regcleaner.reporting.console import peak_rss_mb
     from regcleaner.runner import make_store, open_view
     from regcleaner.usage.ledger import UsageLedger
     from regcleaner.usage.render import selected_rows, write_json

@@ -20,7 +20,7 @@ from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
 from regcleaner.gc import blob_key
 from regcleaner.planner import Policy, needed_manifests
-from regcleaner.report import PeriodicProgress
+from regcleaner.reporting.progress import PeriodicProgress
 from regcleaner.retention import RetentionPolicy
 from regcleaner.tagplan import plan_with_tags
 from regcleaner.usage.ledger import RepositoryCounts, UsageLedger
@@ -66,7 +66,7 @@ class UsageProgress(PeriodicProgress[UsageCounters]):
     async def _bars(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from regcleaner.report import stderr_console
+        from regcleaner.reporting.console import stderr_console
 
         c = self._report
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

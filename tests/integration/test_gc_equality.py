@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from regcleaner.config import GcSettings
-from regcleaner.gc import Collector, GcReport
+from regcleaner.gc import Collector
+from regcleaner.reporting.collection import GcReport
 from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.view import RegistryView
 from testkit.api import RegistryAPI

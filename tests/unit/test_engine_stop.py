@@ -14,7 +14,7 @@ from regcleaner.planner import RUN_STOPPED, Reason, ReasonKind
 from regcleaner.pushwatch import RepositoryWaveContext
 from regcleaner.removers.base import Outcome, Removal
 from regcleaner.removers.dryrun import DryRunRemover
-from regcleaner.report import RepositoryRecord, RunReport
+from regcleaner.reporting.run import RepositoryRecord, RunReport
 from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.view import RegistryView
 

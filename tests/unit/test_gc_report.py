@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from regcleaner.gc import GcReport, registry_major
-from regcleaner.report import RunReport
+from regcleaner.gc import registry_major
+from regcleaner.reporting.collection import GcReport
+from regcleaner.reporting.run import RunReport
 
 
 def _digest(n: int) -> str:

@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from regcleaner.gc import GcProgress, GcReport
-from regcleaner.report import PeriodicProgress, Progress, RunReport
+from regcleaner.reporting.collection import GcReport
+from regcleaner.reporting.progress import GcProgress, PeriodicProgress, RunProgress
+from regcleaner.reporting.run import RunReport
 
 
 async def _first_line(progress: PeriodicProgress[RunReport] | PeriodicProgress[GcReport]) -> str:
@@ -36,7 +37,7 @@ async def _first_line(progress: PeriodicProgress[RunReport] | PeriodicProgress[G
 def test_clean_progress_logs_a_line_off_a_terminal() -> None:
     report = RunReport(dry_run=False, registry_url=None, storage="filesystem")
     report.counters.scanned_repositories = 3
-    line = asyncio.run(_first_line(Progress(report, interval_s=0.01, terminal=False)))
+    line = asyncio.run(_first_line(RunProgress(report, interval_s=0.01, terminal=False)))
     assert line.startswith("progress: 3 repositories, 0 manifests scanned, deleted 0/0")
     report.close()
 

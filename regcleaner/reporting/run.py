@@ -1,4 +1,4 @@
-"""What happened in a run: counters, progress, the JSON report and the summary table.
+"""What happened in a clean: counters, the JSON report and the summary table.
 
 Makes no decisions. Per-repository records are spooled to a temporary file as each
 repository finishes, so memory does not grow with the size of the registry.
@@ -6,37 +6,25 @@ repository finishes, so memory does not grow with the size of the registry.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import cache
-from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from regcleaner import __version__
 from regcleaner.digest import Digest
+from regcleaner.reporting.console import peak_rss_mb
 from regcleaner.space import human_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from regcleaner.gc import GcReport
+    from regcleaner.reporting.collection import GcReport
 
 R = TypeVar("R")
 log = logging.getLogger("regcleaner")
-
-
-@cache
-def stderr_console() -> Console:
-    """One console for standard error, shared by progress bars and log lines on a
-    terminal, so that a log line never tears a bar. (rich is imported only when a run
-    prints to a terminal or a summary table: a JSON run starts faster without it.)"""
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 @dataclass(slots=True)
@@ -116,21 +104,6 @@ class Counters:
     already_gone: int = 0
     failed: int = 0
     warnings: int = 0
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss
-    survives exec and so counts the parent that spawned us."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class RunReport:
@@ -437,84 +410,3 @@ RECLAIMABLE_NOTE = (
     "repository that is depends on the order repositories finish, so the per-repository "
     "figures can differ between a dry run and a real run while the total stays the same."
 )
-
-
-class PeriodicProgress(Generic[R]):
-    """Live bars on a terminal, a log line every ``interval_s`` otherwise (nothing with
-    an interval of 0). Subclasses say what: ``line`` and ``_bars``."""
-
-    def __init__(self, report: R, *, interval_s: float, terminal: bool | None = None):
-        self._report = report
-        self._interval = interval_s
-        self._terminal = sys.stderr.isatty() if terminal is None else terminal
-
-    def line(self) -> str:
-        """One line describing where the work is."""
-        raise NotImplementedError
-
-    async def _bars(self) -> None:
-        raise NotImplementedError
-
-    async def run(self) -> None:
-        """Report until cancelled (the caller's task group owns this task)."""
-        if self._interval <= 0:
-            return
-        if self._terminal:
-            await self._bars()
-        else:
-            while True:
-                await asyncio.sleep(self._interval)
-                log.info("progress: %s", self.line())
-
-
-class Progress(PeriodicProgress[RunReport]):
-    """Progress of a clean: scan and deletions."""
-
-    def line(self) -> str:
-        """One line describing where the run is."""
-        c = self._report.counters
-        elapsed = max(self._report.duration_s, 1e-9)
-        text = f"{c.scanned_repositories:,} repositories, {c.scanned_manifests:,} manifests scanned"
-        if self._report.dry_run:
-            return text + f", {c.would_delete:,} would be deleted"
-        return text + (
-            f", deleted {c.deleted:,}/{c.planned:,} ({c.deleted / elapsed:,.0f}/s),"
-            f" {c.failed:,} failed"
-        )
-
-    async def _bars(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        c = self._report.counters
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[detail]}"),
-        )
-        with Progress(*columns, console=stderr_console(), transient=True) as bars:
-            scan = bars.add_task("scan  ", total=None, detail="")
-            delete = None if self._report.dry_run else bars.add_task("delete", total=0, detail="")
-            while True:
-                bars.update(
-                    scan,
-                    completed=c.scanned_repositories,
-                    detail=f"{c.scanned_manifests:,} manifests, "
-                    f"{c.would_delete + c.planned:,} to delete",
-                )
-                if delete is not None:
-                    elapsed = max(self._report.duration_s, 1e-9)
-                    bars.update(
-                        delete,
-                        total=max(c.planned, 1),
-                        completed=c.deleted,
-                        detail=f"{c.deleted / elapsed:,.0f}/s, {c.failed:,} failed",
-                    )
-                await asyncio.sleep(0.2)

@@ -1,0 +1,34 @@
+"""What every report shares: one console for standard error, and the peak memory."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@cache
+def stderr_console() -> Console:
+    """One console for standard error, shared by progress bars and log lines on a
+    terminal, so that a log line never tears a bar. (rich is imported only when a run
+    prints to a terminal or a summary table: a JSON run starts faster without it.)"""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss
+    survives exec and so counts the parent that spawned us."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
