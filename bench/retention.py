@@ -16,9 +16,9 @@ from pathlib import Path
 from regcleaner import mediatypes
 from regcleaner.digest import Digest
 from regcleaner.manifests import Descriptor, ManifestInfo, ManifestKind, ManifestRefs
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy
 from regcleaner.policyfile import parse_policy
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.tagplan import plan_with_tags
 
 POLICY = """

@@ -17,9 +17,9 @@ A nested repository is untouched: ``a/b`` stays when ``a`` is pruned, since only
 ``a``'s own ``_``-folders go. Blobs are not touched either: once no manifest
 references them, garbage-collect frees them.
 
-A dry run lists what would go. With ``forget`` (the digests a ``clean`` dry run would
-delete, per repository), a repository counts as empty when only those manifests, and
-tags pointing at them, are left: what the real run would leave.
+A dry run lists what would go. With ``deleted_digests`` (the digests a ``clean`` dry
+run would delete, per repository), a repository counts as empty when only those
+manifests, and tags pointing at them, are left: what the real run would leave.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ async def examine(
     *,
     now: float,
     min_age_s: float,
-    forget: Collection[Digest] = (),
+    deleted_digests: Collection[Digest] = (),
 ) -> EmptyRepository | str | None:
     """The repository's removal if it is empty; the reason it stays if it has no
     manifests but must stay; None if it is not empty."""
@@ -105,8 +105,8 @@ async def examine(
     try:
         manifests = await _files(view, layout.manifests_dir(name))
         left = [key for key, _ in manifests]
-        if forget and left:
-            left = await _without_forgotten(view, name, left, forget)
+        if deleted_digests and left:
+            left = await _without_deleted(view, name, left, deleted_digests)
         if left:
             return None
         uploads = await _files(view, layout.uploads_dir(name))
@@ -161,12 +161,12 @@ async def _folders(view: RegistryView, prefix: str) -> list[str]:
     return found
 
 
-async def _without_forgotten(
-    view: RegistryView, name: str, keys: list[str], forget: Collection[Digest]
+async def _without_deleted(
+    view: RegistryView, name: str, keys: list[str], deleted_digests: Collection[Digest]
 ) -> list[str]:
-    """The ``_manifests`` files a run that deletes ``forget`` would leave: a forgotten
-    revision's files go, and so does a tag whose current link names a forgotten digest
-    (the registry untags it with the manifest)."""
+    """The ``_manifests`` files a run that deletes ``deleted_digests`` would leave: a
+    deleted revision's files go, and so does a tag whose current link names a deleted
+    digest (the registry untags it with the manifest)."""
     tags = sorted({key.split("/")[1] for key in keys if key.startswith("tags/") and
                    key.count("/") >= 2})  # fmt: skip
     targets = dict(zip(tags, await view.tag_links(name, tags), strict=True))
@@ -175,12 +175,12 @@ async def _without_forgotten(
         parts = key.split("/")
         if (
             len(parts) >= 4 and parts[0] == "revisions" and parts[1] == "sha256"
-            and is_sha256_hex(parts[2]) and digest_from_hex(parts[2]) in forget
+            and is_sha256_hex(parts[2]) and digest_from_hex(parts[2]) in deleted_digests
         ):  # fmt: skip
             continue
         if parts[0] == "tags" and len(parts) >= 3:
             target = targets.get(parts[1])
-            if isinstance(target, str) and target in forget:
+            if isinstance(target, str) and target in deleted_digests:
                 continue
         left.append(key)
     return left
@@ -194,7 +194,7 @@ async def prune_empty_repositories(
     min_age_s: float = 3600.0,
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
-    forget: Mapping[str, Collection[Digest]] | None = None,
+    deleted_digests: Mapping[str, Collection[Digest]] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> PruneReport:
     """Find the empty repositories and, unless ``dry_run``, remove them once ``gate``
@@ -214,8 +214,8 @@ async def prune_empty_repositories(
     now = clock()
     for name in sorted(names):
         try:
-            outcome = await examine(view, name, now=now, min_age_s=min_age_s,
-                                    forget=(forget or {}).get(name, ()))  # fmt: skip
+            gone = (deleted_digests or {}).get(name, ())
+            outcome = await examine(view, name, now=now, min_age_s=min_age_s, deleted_digests=gone)
         except StorageError as exc:
             report.failed.append((name, str(exc)))
             log.error("empty repositories: %s: %s; kept", name, exc)
@@ -245,16 +245,16 @@ async def prune_in_window(
     settings: Settings,
     view: RegistryView,
     *,
-    forget: Mapping[str, Collection[Digest]] | None = None,
+    deleted_digests: Mapping[str, Collection[Digest]] | None = None,
 ) -> PruneReport:
     """``clean --direct --prune-empty-repositories`` (after the removal, in the same
     window) and ``regcleaner prune-empty-repositories``: behind the same gate as direct
     removal (``runner.make_gate``), with the run's dry run, ``--min-age``,
-    ``--include`` and ``--exclude``. ``forget``: a clean dry run's would-be deletions."""
+    ``--include`` and ``--exclude``. ``deleted_digests``: a clean dry run's would-be deletions."""
     from regcleaner.runner import make_gate
 
     gate = None if settings.dry_run else make_gate(settings, view)
     return await prune_empty_repositories(
         view, gate=gate, dry_run=settings.dry_run, min_age_s=settings.min_age_s,
-        include=settings.include, exclude=settings.exclude, forget=forget,
+        include=settings.include, exclude=settings.exclude, deleted_digests=deleted_digests,
     )  # fmt: skip

@@ -43,7 +43,6 @@ from regcleaner.events.decision import format_time
 from regcleaner.events.store import PullHistory, PullStoreError
 from regcleaner.globs import repository_in_view
 from regcleaner.manifests import ManifestInfo
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
     Decision,
     Policy,
@@ -64,6 +63,7 @@ from regcleaner.removers.base import GONE_BEFORE_REMOVAL, Remover
 from regcleaner.reporting.progress import RunProgress
 from regcleaner.reporting.run import RepositoryRecord, RunReport
 from regcleaner.retention import RepositoryPolicy, RepositoryPulls, attached_digest
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.space import SpaceEstimate
 from regcleaner.tagplan import (
     Elsewhere,

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestInfo, ManifestRefs, Unreadable
-from regcleaner.model import RepositorySnapshot
+from regcleaner.snapshots import RepositorySnapshot
 
 
 class ReasonKind(Enum):

@@ -25,7 +25,6 @@ from regcleaner.concurrency import StopScope
 from regcleaner.digest import Digest
 from regcleaner.errors import RegistryMismatch, StorageError
 from regcleaner.manifests import ManifestInfo
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
     GONE,
     PUSHED_DURING_RUN,
@@ -42,6 +41,7 @@ from regcleaner.planner import (
 from regcleaner.removers.base import Outcome, Removal
 from regcleaner.reporting.run import RepositoryRecord, RunReport
 from regcleaner.retention import attached_digest
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.storage.base import page_size
 from regcleaner.tagplan import settle_attached
 from regcleaner.view import RegistryView
@@ -322,7 +322,9 @@ class PushWatch:
         known = self.known
         expected = known.get(digest)
         parents = self.parents.get(digest, ())
-        mtime, parent_back, stamp = await self.view.look(self.name, digest, parents)
+        mtime, parent_back, stamp = await self.view.recheck_before_delete(
+            self.name, digest, parents
+        )
         if digest in self.rescued:
             return self.rescued[digest]
         if parent_back or (store.has_directories and stamp != self.stamp):

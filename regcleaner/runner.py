@@ -27,8 +27,8 @@ from regcleaner.storage.base import ByteStore
 from regcleaner.view import RegistryView
 
 if TYPE_CHECKING:
+    from regcleaner.collector import Collector
     from regcleaner.engine import Engine
-    from regcleaner.gc import Collector
     from regcleaner.registry.client import RegistryResponse
     from regcleaner.reporting.collection import GcReport
 
@@ -308,8 +308,10 @@ async def _prune_empty(settings: Settings, view: RegistryView, report: RunReport
         return
     from regcleaner.emptyrepos import prune_in_window
 
-    forget = report.forget if settings.dry_run else None
-    report.empty_repositories = (await prune_in_window(settings, view, forget=forget)).as_dict()
+    deleted_digests = report.deleted_digests if settings.dry_run else None
+    report.empty_repositories = (
+        await prune_in_window(settings, view, deleted_digests=deleted_digests)
+    ).as_dict()
 
 
 VERSION_PROBE = ("regcleaner/version-probe", "regcleaner-version-probe")
@@ -469,7 +471,7 @@ def run_clean(settings: Settings) -> int:
     collector: Callable[[], Collector] | None = None
     gc_report: GcReport | None = None
     if settings.gc is not None:
-        from regcleaner.gc import Collector
+        from regcleaner.collector import Collector
         from regcleaner.reporting.collection import GcReport
         from regcleaner.reporting.progress import GcProgress
 
@@ -479,7 +481,7 @@ def run_clean(settings: Settings) -> int:
             registry_running=not settings.registry_stopped,
         )
         if settings.dry_run:
-            report.forget = {}  # the gc dry run marks as if the deletions were done
+            report.deleted_digests = {}  # the gc dry run marks as if the deletions were done
         gc_settings, window_report = settings.gc, gc_report
 
         def collector() -> Collector:
@@ -488,11 +490,11 @@ def run_clean(settings: Settings) -> int:
                 gc_settings, view, window_report,
                 gate=None if settings.dry_run else make_gate(gc_settings, view),
                 progress=GcProgress(window_report, interval_s=settings.progress_interval_s),
-                stop=stop, forget=report.forget,
+                stop=stop, deleted_digests=report.deleted_digests,
             )  # fmt: skip
 
-    if settings.dry_run and settings.prune_empty_repositories and report.forget is None:
-        report.forget = {}  # the dry run lists what its deletions would leave empty
+    if settings.dry_run and settings.prune_empty_repositories and report.deleted_digests is None:
+        report.deleted_digests = {}  # the dry run lists what its deletions would leave empty
     freeze_imports()
     try:
         error = run(
@@ -525,7 +527,7 @@ def run_clean(settings: Settings) -> int:
 
 def run_gc(settings: GcSettings) -> int:
     """A whole ``gc``: gate, mark, sweep, report; the exit code."""
-    from regcleaner.gc import Collector
+    from regcleaner.collector import Collector
     from regcleaner.reporting.collection import GcReport
     from regcleaner.reporting.progress import GcProgress
 

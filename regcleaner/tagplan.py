@@ -34,9 +34,9 @@ from typing import NamedTuple, TypeVar
 
 from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestInfo
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy, Reason, RepositoryPlan, plan_repository
 from regcleaner.retention import RepositoryPolicy, RepositoryPulls, attached_digest, decide_tags
+from regcleaner.snapshots import RepositorySnapshot
 
 T = TypeVar("T")
 

@@ -27,8 +27,8 @@ from regcleaner.manifests import (
     Unreadable,
     decode_manifest,
 )
-from regcleaner.model import RepositorySnapshot
 from regcleaner.scancache import ScanCache, validator
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.storage.base import Blob, ByteStore, EntryKind, FileInfo, page_size
 
 # A link file holds a 71-byte digest; anything much longer is garbage.
@@ -358,7 +358,7 @@ class RegistryView:
         found = await self.store.stat(layout.revision_link(repository, digest))
         return None if found is None else found.mtime
 
-    async def look(
+    async def recheck_before_delete(
         self, repository: str, digest: Digest, parents: Sequence[Digest]
     ) -> tuple[float | None, bool, float | None]:
         """Right before a DELETE, in one batch: the revision link's mtime (None if

@@ -29,11 +29,11 @@ from regcleaner.errors import (
     RegistryUnreachable,
     TransportError,
 )
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision, Reason, ReasonKind
 from regcleaner.registry.client import RegistryClient, RegistryResponse
 from regcleaner.removers.base import Outcome, Removal, WaveContext
 from regcleaner.removers.direct import STOPPED_BEFORE_REMOVAL
+from regcleaner.snapshots import RepositorySnapshot
 
 log = logging.getLogger(__name__)
 

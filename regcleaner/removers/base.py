@@ -14,8 +14,8 @@ from enum import Enum
 from typing import NamedTuple, Protocol
 
 from regcleaner.digest import Digest
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision, Reason
+from regcleaner.snapshots import RepositorySnapshot
 
 GONE_BEFORE_REMOVAL = "gone-before-removal"
 """``remove_tags``: the tag was already gone (nothing to remove, nothing kept)."""

@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from regcleaner.concurrency import StopRequested, StopScope
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision, Reason, ReasonKind
 from regcleaner.removers.base import (
     GONE_BEFORE_REMOVAL,
@@ -37,6 +36,7 @@ from regcleaner.removers.base import (
     Removal,
     WaveContext,
 )
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.storage.base import ByteStore
 from regcleaner.view import RegistryView, RemovalKeys
 

@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from regcleaner.digest import Digest
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Decision
 from regcleaner.removers.base import Outcome, Removal, WaveContext
+from regcleaner.snapshots import RepositorySnapshot
 
 
 class DryRunRemover:

@@ -142,9 +142,10 @@ class RunReport:
         """How expired tags go: ``alone`` (DELETE by tag on distribution 3, or their
         folder in a direct run) or ``with-digest`` (a DELETE by digest takes every tag on
         it: distribution 2.8). None: no tag can go in this run."""
-        self.forget: dict[str, set[Digest]] | None = None
-        """When set, the digests each repository deleted (or would delete) are kept here,
-        for a blob collection dry run that follows."""
+        self.deleted_digests: dict[str, set[Digest]] | None = None
+        """When set, the digests each repository deleted (a dry run: would delete), kept
+        for what follows a dry run and must count them as gone: the blob collection's
+        mark and the pruning of repositories left empty."""
         self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
@@ -185,10 +186,10 @@ class RunReport:
                 c.kept_young += 1
         c.already_gone += len(record.already_gone)
         c.tags_removed += len(record.tags_removed)
-        if self.forget is not None:
+        if self.deleted_digests is not None:
             gone = {d for d, _ in record.deleted} | {d for d, _ in record.would_delete}
             if gone:
-                self.forget[record.name] = gone
+                self.deleted_digests[record.name] = gone
         c.tags_expired_kept += len(record.tags_expired)
         c.failed += len(record.failed)
         c.warnings += len(record.warnings)

@@ -13,7 +13,7 @@ from regcleaner import layout as paths
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageSetupError
 from regcleaner.manifests import ManifestKind, ManifestRefs, Unreadable
-from regcleaner.model import RepositorySnapshot
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.storage.base import ByteStore, EntryKind
 from regcleaner.view import RegistryView
 from tests.contract.conftest import (

@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from regcleaner.collector import Collector
 from regcleaner.config import GcSettings
-from regcleaner.gc import Collector
 from regcleaner.reporting.collection import GcReport
 from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.view import RegistryView

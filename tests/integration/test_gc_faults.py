@@ -400,8 +400,8 @@ def test_a_stop_during_a_sweep_batch_starts_no_further_batch(
 ) -> None:
     """In-process, so that the stop lands inside the first batch for certain: the
     SIGTERM handler's own call (request_stop) is made from the first deletion."""
+    from regcleaner.collector import Collector
     from regcleaner.config import GcSettings
-    from regcleaner.gc import Collector
     from regcleaner.reporting.collection import GcReport
     from regcleaner.storage.filesystem import FilesystemStore
     from regcleaner.view import RegistryView
@@ -443,8 +443,8 @@ def test_a_second_signal_abandons_a_stalled_sweep_batch_at_once(
 ) -> None:
     """As in clean: the first SIGTERM gives in-flight requests --stop-grace (an hour
     here), a second one abandons them now."""
+    from regcleaner.collector import Collector
     from regcleaner.config import GcSettings
-    from regcleaner.gc import Collector
     from regcleaner.reporting.collection import GcReport
     from regcleaner.storage.filesystem import FilesystemStore
     from regcleaner.view import RegistryView

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from regcleaner.gc import registry_major
+from regcleaner.collector import registry_major
 from regcleaner.reporting.collection import GcReport
 from regcleaner.reporting.run import RunReport
 

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from regcleaner import mediatypes
 from regcleaner.digest import Digest
 from regcleaner.manifests import ManifestInfo, ManifestKind, ManifestRefs, Unreadable
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import (
     GONE,
     PUSHED_DURING_RUN,
@@ -20,6 +19,7 @@ from regcleaner.planner import (
     narrow,
     plan_repository,
 )
+from regcleaner.snapshots import RepositorySnapshot
 
 NOW = 1_000_000.0
 

@@ -18,7 +18,6 @@ from regcleaner.errors import ConfigError
 from regcleaner.events.decision import format_time
 from regcleaner.events.store import TagPull
 from regcleaner.manifests import ManifestInfo
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy
 from regcleaner.policyfile import parse_policy
 from regcleaner.retention import (
@@ -28,6 +27,7 @@ from regcleaner.retention import (
     decide_tags,
     describe,
 )
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.tagplan import plan_with_tags
 from tests.unit.test_retention import image
 

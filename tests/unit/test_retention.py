@@ -21,7 +21,6 @@ from regcleaner.digest import Digest
 from regcleaner.errors import ConfigError
 from regcleaner.globs import compile_glob, glob_matches, repository_selected
 from regcleaner.manifests import ManifestInfo, ManifestKind, ManifestRefs
-from regcleaner.model import RepositorySnapshot
 from regcleaner.planner import Policy
 from regcleaner.policyfile import load_policy, parse_policy
 from regcleaner.retention import (
@@ -32,6 +31,7 @@ from regcleaner.retention import (
     decide_tags,
     describe,
 )
+from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.tagplan import Elsewhere, TagPlan, plan_with_tags, stays
 from tests.unit.test_planner import Repo, reference_keep, repositories
 

@@ -20,7 +20,7 @@ REPOSITORIES = Path("docker/registry/v2/repositories")
 
 
 def prune(root: Path, *, dry_run: bool = True, min_age_s: float = 0.0,
-          forget: dict[str, set[Digest]] | None = None, gate_fails: bool = False
+          deleted_digests: dict[str, set[Digest]] | None = None, gate_fails: bool = False
           ) -> tuple[PruneReport, list[str]]:  # fmt: skip
     calls: list[str] = []
 
@@ -34,7 +34,7 @@ def prune(root: Path, *, dry_run: bool = True, min_age_s: float = 0.0,
         try:
             return await prune_empty_repositories(
                 RegistryView(store), gate=gate, dry_run=dry_run, min_age_s=min_age_s,
-                forget=forget,
+                deleted_digests=deleted_digests,
             )  # fmt: skip
         finally:
             await store.aclose()
@@ -116,5 +116,5 @@ def test_a_clean_dry_run_counts_what_it_would_delete(tmp_path: Path) -> None:
     writer.tag("tagged", "v1", tagged.digest)
     assert prune(tmp_path)[0].removed == []
     would = {"old": {Digest(untagged.digest)}, "tagged": {Digest(tagged.digest)}}
-    assert sorted(prune(tmp_path, forget=would)[0].removed) == ["old", "tagged"]
-    assert prune(tmp_path, forget={"tagged": set()})[0].removed == []
+    assert sorted(prune(tmp_path, deleted_digests=would)[0].removed) == ["old", "tagged"]
+    assert prune(tmp_path, deleted_digests={"tagged": set()})[0].removed == []

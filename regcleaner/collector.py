@@ -112,7 +112,7 @@ class Collector:
         progress: GcProgress | None = None,
         stop: StopScope | None = None,
         clock: Callable[[], float] = time.time,
-        forget: Mapping[str, Collection[Digest]] | None = None,
+        deleted_digests: Mapping[str, Collection[Digest]] | None = None,
         registry_flavour: str | None = None,
     ) -> None:
         self.settings = settings
@@ -121,7 +121,7 @@ class Collector:
         self.existing: set[int] | None = None
         self.swept_keys: set[int] | None = None
         self.know_registry(registry_flavour or settings.registry_version)
-        self.forget = forget
+        self.deleted_digests = deleted_digests
         self.view = view
         self.store = view.store
         self.report = report
@@ -343,7 +343,9 @@ class Collector:
             algorithm, _, below = key.partition("/")
             hex_part, _, rest = below.partition("/")
             if algorithm == "sha256" and rest == "link" and is_sha256_hex(hex_part):
-                if self.forget is not None and digest in self.forget.get(name, ()):
+                if self.deleted_digests is not None and digest in self.deleted_digests.get(
+                    name, ()
+                ):
                     continue  # a dry run after clean's dry run: as if it were deleted
                 if digest != "sha256:" + hex_part:
                     report.problem(f"{name}: revision link {key} names another digest {digest}")
