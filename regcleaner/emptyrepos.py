@@ -249,9 +249,9 @@ async def prune_in_window(
 ) -> PruneReport:
     """``clean --direct --prune-empty-repositories`` (after the removal, in the same
     window) and ``regcleaner prune-empty-repositories``: behind the same gate as direct
-    removal (``runner.make_gate``), with the run's dry run, ``--min-age``,
+    removal (``registry.access.make_gate``), with the run's dry run, ``--min-age``,
     ``--include`` and ``--exclude``. ``deleted_digests``: a clean dry run's would-be deletions."""
-    from regcleaner.runner import make_gate
+    from regcleaner.registry.access import make_gate
 
     gate = None if settings.dry_run else make_gate(settings, view)
     return await prune_empty_repositories(

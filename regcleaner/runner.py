@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from regcleaner.concurrency import StopScope
 from regcleaner.config import GcSettings, Mode, OutputFormat, RunTarget, Settings
 from regcleaner.errors import ConfigError, RegcleanerError, RegistryMismatch
 from regcleaner.exitcodes import EXIT_USAGE, RunEnd, exit_code
+from regcleaner.registry.access import first_repository, make_gate, registry_client
 from regcleaner.reporting.progress import RunProgress
 from regcleaner.reporting.run import RunReport
 from regcleaner.space import human_bytes
@@ -81,64 +82,6 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _registry_client(settings: Settings | GcSettings) -> Any:
-    # aiohttp is imported only when the registry is talked to: a direct run on a
-    # stopped registry starts without it.
-    from regcleaner.registry.auth import Authorizer
-    from regcleaner.registry.client import RegistryClient
-
-    assert settings.registry_url is not None
-    return RegistryClient(
-        settings.registry_url, Authorizer(settings.credentials), settings.tls, settings.limits
-    )
-
-
-async def _first_repository(view: RegistryView) -> str | None:
-    found: list[str] = []
-
-    class _Enough(Exception):
-        pass
-
-    async def take(name: str) -> None:
-        found.append(name)
-        raise _Enough
-
-    try:
-        await view.repositories(take)
-    except (_Enough, BaseExceptionGroup) as exc:
-        if isinstance(exc, BaseExceptionGroup):
-            _, rest = exc.split(_Enough)
-            if rest is not None:
-                raise
-    return found[0] if found else None
-
-
-def make_gate(settings: Settings | GcSettings, view: RegistryView) -> Callable[[], Awaitable[None]]:
-    """The check that must pass before storage is written: nothing answers at the URL
-    and the operator says the registry is stopped, or the registry there is read-only
-    and serves this storage (regcleaner.gate)."""
-
-    async def gate() -> None:
-        if settings.registry_url is None:
-            log.warning(
-                "--registry-stopped: trusting that no registry process can write %s; "
-                "nothing was probed",
-                view.describe(),
-            )
-            return
-        from regcleaner.gate import answers_or_stopped, prove_read_only, prove_serves_storage
-
-        client = _registry_client(settings)
-        async with client:
-            if await answers_or_stopped(client, registry_stopped=settings.registry_stopped):
-                return
-            repository = await _first_repository(view) or "regcleaner/read-only-probe"
-            await prove_read_only(client, repository, rounds=settings.gate_rounds)
-            await prove_serves_storage(client, view)
-
-    return gate
-
-
 def _writes_storage(settings: Settings | GcSettings) -> bool:
     """True for runs whose real run writes storage (``gc``, ``clean --direct``)."""
     return isinstance(settings, GcSettings) or settings.mode is Mode.DIRECT
@@ -170,7 +113,7 @@ async def dry_run_checks(
         report.gate_check = check
 
     await view.check()
-    client = _registry_client(settings)
+    client = registry_client(settings)
     async with client:
         if writes:
             try:
@@ -258,7 +201,7 @@ def make_remover(settings: Settings, view: RegistryView, stop: StopScope) -> Any
         return DirectRemover(view, make_gate(settings, view), stop=stop)
     from regcleaner.removers.api import ApiRemover
 
-    return ApiRemover(_registry_client(settings), settings.limits, stopping=stop)
+    return ApiRemover(registry_client(settings), settings.limits, stopping=stop)
 
 
 async def clean(
@@ -344,7 +287,7 @@ async def settle_registry_version(collector: Collector) -> None:
         return
     from regcleaner.errors import RegistryError
 
-    client = _registry_client(settings)
+    client = registry_client(settings)
     try:
         async with client:
             answer = await client.get_tag(*VERSION_PROBE)
@@ -365,11 +308,11 @@ async def settle_tag_removal(engine: Engine, view: RegistryView, report: RunRepo
         return
     remover = engine.remover
     if settings.mode is Mode.API and settings.registry_url is not None:
-        repository = await _first_repository(view)
+        repository = await first_repository(view)
         if repository is not None:
             from regcleaner.tagremoval import registry_deletes_tags
 
-            client = _registry_client(settings)
+            client = registry_client(settings)
             async with client:
                 remover.removes_tags = await registry_deletes_tags(client, repository)
     report.tag_removal = "alone" if remover.removes_tags else "with-digest"
