@@ -4,7 +4,9 @@
 ``References()`` gives in distribution 2.8.2 (the Debian ``docker-registry``
 2.8.2+ds1 binary, built with go1.19.8), or raises ``GoManifestError`` where Get
 returns an error (or panics). Everything below was read from the v2.8.2 tag and
-from Go 1.19's ``encoding/json``; no code was copied.
+from Go 1.19's ``encoding/json``; no code was copied. That ``encoding/json`` itself
+(parsing, decoding into Go types) is ``regcleaner.gojson``; this module holds the
+manifest kinds: their Go structs, the dispatch and the checks of each handler.
 
 What 2.8.2 does (registry/storage/manifeststore.go, ``Get``)
     1. ``json.Unmarshal`` into ``manifest.Versioned`` (manifest/versioned.go:
@@ -109,11 +111,28 @@ from __future__ import annotations
 import json
 import json.decoder
 import json.scanner
-import math
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from regcleaner.gojson import (
+    GoSyntaxError,
+    GoTypeError,
+    Int,
+    Pointer,
+    Slice,
+    SliceValue,
+    Spec,
+    String,
+    StringMap,
+    Struct,
+    check_floats,
+    go_fold,
+    go_int,
+    go_string,
+    go_text,
+    number_text,
+    parse_go_json,
+)
 
 __all__ = ["GoDescriptor", "GoManifest", "GoManifestError", "decode_manifest"]
 
@@ -124,10 +143,6 @@ _MT_OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 _MT_OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 _MT_SCHEMA1_LAYER: Final = "application/vnd.docker.container.image.rootfs.diff+x-gtar"
 
-_MAX_DEPTH: Final = 10_000  # go1.19 encoding/json/scanner.go maxNestingDepth
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
-_FLOAT_SAFE: Final = 2**1023  # ints below this in magnitude always fit a float64
 
 Kind = Literal["schema1", "schema2", "oci-image", "index"]
 
@@ -169,366 +184,10 @@ class GoManifest:
     """Exactly what 2.8.2's References() returns for this kind, in order."""
 
 
-# ---------------------------------------------------------------------------------
-# Parsing: bytes -> values. Objects are tuples of (key, value) pairs (so duplicates and
-# order survive), arrays are lists, numbers are int or float (a float for any literal
-# with a fraction or exponent; ±inf for literals beyond float64).
-
-
-class _SyntaxError(Exception):
-    """Go's checkValid would fail."""
-
-
-def _reject_constant(name: str) -> object:
-    raise _SyntaxError(f"invalid character {name[0]!r} looking for beginning of value")
-
-
-_c_scanstring = getattr(json.decoder, "c_scanstring", None)
-if (
-    getattr(json.scanner, "c_make_scanner", None) is None or _c_scanstring is None
-):  # pragma: no cover
-    raise ImportError("regcleaner.gomanifest needs CPython's C json accelerator (_json)")
-
-# Stateless between calls (the C scanner clears its key memo after each document).
-_DECODER: Final = json.JSONDecoder(object_pairs_hook=tuple, parse_constant=_reject_constant)
-_scanstring: Final[Callable[[str, int, bool], tuple[str, int]]] = _c_scanstring
-_WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
-# ASCII digits only: Python's \d would take other scripts' digits.
-_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
-# Bytes that are not UTF-8 come back from "surrogateescape" as U+DC80..U+DCFF, one per
-# byte: exactly where Go's utf8.DecodeRune yields (RuneError, 1), so one U+FFFD each.
-_ESCAPED_BYTES: Final = {0xDC80 + b: 0xFFFD for b in range(128)}
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
-
-
-def _skip(s: str, i: int) -> int:
-    found = _WHITESPACE.match(s, i)
-    return found.end() if found is not None else i
-
-
-def _text(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", "surrogateescape").translate(_ESCAPED_BYTES)
-
-
-def _parse(text: str) -> object:
-    try:
-        return _DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        raise _SyntaxError(f"invalid JSON: {exc}") from None
-    except RecursionError:
-        pass  # deeper than Python's stack allows: parse again without recursion
-    except ValueError:
-        pass  # an integer literal above sys.get_int_max_str_digits()
-    return _parse_iterative(text)
-
-
-def _number(literal: str, has_fraction_or_exponent: bool) -> int | float:
-    if has_fraction_or_exponent:
-        return float(literal)  # ±inf beyond float64, like Go's ParseFloat range error
-    digits = len(literal) - (literal[0] == "-")
-    if digits > 400:  # far beyond int64 and float64 either way
-        return -math.inf if literal[0] == "-" else math.inf
-    return int(literal)
-
-
-def _parse_iterative(s: str) -> object:
-    """A JSON parser without recursion, with Go's grammar and depth limit."""
-    n = len(s)
-    stack: list[tuple[list[object], bool]] = []  # (items, is_object)
-    keys: list[str] = []  # the pending key of each open object
-    i = _skip(s, 0)
-
-    def fail(what: str, at: int) -> _SyntaxError:
-        return _SyntaxError(f"invalid JSON: {what} at offset {at}")
-
-    def read_key(at: int) -> int:
-        if at >= n or s[at] != '"':
-            raise fail("expecting a string key", at)
-        try:
-            key, at = _scanstring(s, at + 1, True)
-        except json.JSONDecodeError as exc:
-            raise fail(exc.msg, exc.pos) from None
-        at = _skip(s, at)
-        if at >= n or s[at] != ":":
-            raise fail("expecting ':'", at)
-        keys.append(key)
-        return _skip(s, at + 1)
-
-    while True:
-        # A value starts at i.
-        if i >= n:
-            raise fail("unexpected end of input", i)
-        c = s[i]
-        value: object
-        if c in "[{":
-            if len(stack) >= _MAX_DEPTH:
-                raise fail("exceeded max depth", i)
-            is_object = c == "{"
-            i = _skip(s, i + 1)
-            if i < n and s[i] == ("}" if is_object else "]"):
-                value = () if is_object else []
-                i += 1
-            else:
-                if is_object:
-                    i = read_key(i)
-                stack.append(([], is_object))
-                continue
-        elif c == '"':
-            try:
-                value, i = _scanstring(s, i + 1, True)
-            except json.JSONDecodeError as exc:
-                raise fail(exc.msg, exc.pos) from None
-        elif s.startswith("true", i):
-            value, i = True, i + 4
-        elif s.startswith("false", i):
-            value, i = False, i + 5
-        elif s.startswith("null", i):
-            value, i = None, i + 4
-        else:
-            m = _NUMBER.match(s, i)
-            if m is None:
-                raise fail("expecting a value", i)
-            value = _number(m.group(), m.group(1) is not None or m.group(2) is not None)
-            i = m.end()
-        # A value ended at i: hand it to the open containers, closing those that end.
-        while True:
-            i = _skip(s, i)
-            if not stack:
-                if i != n:
-                    raise fail("extra data", i)
-                return value
-            items, is_object = stack[-1]
-            items.append((keys[-1], value) if is_object else value)
-            if is_object:
-                keys.pop()
-            if i < n and s[i] == ",":
-                i = _skip(s, i + 1)
-                if is_object:
-                    i = read_key(i)
-                break
-            if i < n and s[i] == ("}" if is_object else "]"):
-                stack.pop()
-                value = tuple(items) if is_object else items
-                i += 1
-                continue
-            raise fail("expecting ',' or a closing bracket", i)
-
-
-# ---------------------------------------------------------------------------------
-# Go decoding of parsed values into the 2.8.2 structs.
-
-
-class _TypeError(Exception):
-    """An UnmarshalTypeError (or ParseFloat range error) Go would return."""
-
-    def __init__(self, value: object, go_type: str) -> None:
-        super().__init__()
-        self.value = value
-        self.go_type = go_type
-        self.fields: list[str] = []
-
-    def message(self, struct: str) -> str:
-        what = _go_kind(self.value)
-        if what == "number":
-            what = _number_text(self.value)
-        where = ".".join([struct, *reversed(self.fields)])
-        return f"json: cannot unmarshal {what} into Go struct field {where} of type {self.go_type}"
-
-
-def _number_text(value: object) -> str:
-    if isinstance(value, float) and math.isinf(value):
-        return "a number beyond float64"
-    if isinstance(value, int) and value.bit_length() > 64:
-        return "a number beyond int64"  # (str() of a huge int may itself raise)
-    return f"number {value}"
-
-
-def _go_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-# go1.19 encoding/json/fold.go: for an all-ASCII field name, foldFunc picks
-# equalFoldRight (name has k/K/s/S), asciiEqualFold or simpleLetterEqualFold. Only
-# equalFoldRight accepts a non-ASCII rune in the key, and only U+017F where the name
-# has s/S and U+212A where it has k/K. Everything else compares ASCII case-insensitively.
-_FOLD: Final = {0x017F: "s", 0x212A: "k"}
-
-
-def _fold(key: str) -> str | None:
-    """The key as it compares under Go's fold for all-ASCII field names, or None."""
-    if key.isascii():
-        return key.lower()
-    key = key.translate(_FOLD)
-    return key.lower() if key.isascii() else None
-
-
-class _Spec:
-    """A Go type: ``decode`` merges a parsed JSON value into the current Go value.
-
-    Go zero values are None here: "" for strings, 0 for ints, nil, or an empty struct.
-    """
-
-    __slots__ = ("go_type",)
-
-    def __init__(self, go_type: str) -> None:
-        self.go_type = go_type
-
-    def decode(self, value: object, current: object) -> object:
-        raise NotImplementedError
-
-
-class _String(_Spec):
-    __slots__ = ()
-
-    def decode(self, value: object, current: object) -> object:
-        if isinstance(value, str):
-            return value
-        if value is None:
-            return current
-        raise _TypeError(value, self.go_type)
-
-
-class _Int(_Spec):
-    __slots__ = ()
-
-    def decode(self, value: object, current: object) -> object:
-        # bool is an int in Python, never in Go. A float is a literal with a fraction
-        # or an exponent, which strconv.ParseInt refuses.
-        if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-            return value
-        if value is None:
-            return current
-        raise _TypeError(value, self.go_type)
-
-
-class _SliceValue:
-    """A Go slice: the backing array (its length is the capacity) and the length."""
-
-    __slots__ = ("backing", "length")
-
-    def __init__(self, backing: list[object], length: int) -> None:
-        self.backing = backing
-        self.length = length
-
-    def items(self) -> list[object]:
-        return self.backing[: self.length]
-
-
-class _Slice(_Spec):
-    __slots__ = ("elem",)
-
-    def __init__(self, go_type: str, elem: _Spec) -> None:
-        super().__init__(go_type)
-        self.elem = elem
-
-    def decode(self, value: object, current: object) -> object:
-        if not isinstance(value, list):
-            if value is None:
-                return None  # null: nil slice
-            raise _TypeError(value, self.go_type)
-        if not value:
-            return _SliceValue([], 0)  # []: a new empty, non-nil slice
-        if isinstance(current, _SliceValue):
-            backing, length = current.backing, current.length
-        else:
-            backing, length = [], 0
-        decode = self.elem.decode
-        i = 0
-        # go1.19 decode.go array(): element i is decoded over what the backing array
-        # holds at i; growth copies [0:len) into a cap+cap/2 (min 4) array. (It grows
-        # only when len == cap, so the growth rule never changes what is decoded.)
-        for item in value:
-            if i >= len(backing):
-                capacity = max(len(backing) + len(backing) // 2, 4)
-                backing = backing[:length] + [None] * (capacity - length)
-            if i >= length:
-                length = i + 1
-            backing[i] = decode(item, backing[i])
-            i += 1
-        return _SliceValue(backing, i)
-
-
-class _StringMap(_Spec):
-    """map[string]string: keys are taken as they are; only errors matter here."""
-
-    __slots__ = ()
-
-    def decode(self, value: object, current: object) -> object:
-        if isinstance(value, tuple):
-            for _key, item in value:
-                if item is not None and not isinstance(item, str):
-                    raise _TypeError(item, "string")
-            return True  # non-nil
-        if value is None:
-            return None
-        raise _TypeError(value, self.go_type)
-
-
-class _Struct(_Spec):
-    __slots__ = ("exact", "folded")
-
-    def __init__(self, go_type: str, fields: dict[str, _Spec]) -> None:
-        super().__init__(go_type)
-        self.exact = {name: (name, spec) for name, spec in fields.items()}
-        self.folded = {name.lower(): (name, spec) for name, spec in fields.items()}
-        assert all(name.isascii() for name in fields)
-
-    def decode(self, value: object, current: object) -> object:
-        if not isinstance(value, tuple):
-            if value is None:
-                return current  # null into a struct: no-op
-            raise _TypeError(value, self.go_type)
-        fields: dict[str, object] = current if isinstance(current, dict) else {}
-        exact = self.exact
-        folded = self.folded
-        for key, item in value:
-            found = exact.get(key)
-            if found is None:
-                canonical = _fold(key)
-                found = folded.get(canonical) if canonical is not None else None
-                if found is None:
-                    continue  # unknown field: skipped whatever it holds
-            name, spec = found
-            try:
-                fields[name] = spec.decode(item, fields.get(name))
-            except _TypeError as exc:
-                exc.fields.append(name)
-                raise
-        return fields
-
-
-class _Pointer(_Spec):
-    __slots__ = ("target",)
-
-    def __init__(self, target: _Struct) -> None:
-        super().__init__("*" + target.go_type)
-        self.target = target
-
-    def decode(self, value: object, current: object) -> object:
-        if value is None:
-            return None  # null: nil pointer
-        if not isinstance(value, tuple):
-            raise _TypeError(value, self.target.go_type)
-        return self.target.decode(value, current)
-
-
-_STRING: Final = _String("string")
-_STRINGS: Final = _Slice("[]string", _STRING)
-_ANNOTATIONS: Final = _StringMap("map[string]string")
-_V1_PLATFORM: Final = _Struct(
+_STRING: Final = String("string")
+_STRINGS: Final = Slice("[]string", _STRING)
+_ANNOTATIONS: Final = StringMap("map[string]string")
+_V1_PLATFORM: Final = Struct(
     "v1.Platform",
     {
         "architecture": _STRING,
@@ -538,17 +197,17 @@ _V1_PLATFORM: Final = _Struct(
         "variant": _STRING,
     },
 )
-_DESCRIPTOR_FIELDS: Final[dict[str, _Spec]] = {
+_DESCRIPTOR_FIELDS: Final[dict[str, Spec]] = {
     "mediaType": _STRING,
-    "size": _Int("int64"),
+    "size": Int("int64"),
     "digest": _STRING,
     "urls": _STRINGS,
     "annotations": _ANNOTATIONS,
 }
-_DESCRIPTOR: Final = _Struct(
-    "distribution.Descriptor", {**_DESCRIPTOR_FIELDS, "platform": _Pointer(_V1_PLATFORM)}
+_DESCRIPTOR: Final = Struct(
+    "distribution.Descriptor", {**_DESCRIPTOR_FIELDS, "platform": Pointer(_V1_PLATFORM)}
 )
-_PLATFORM_SPEC: Final = _Struct(
+_PLATFORM_SPEC: Final = Struct(
     "manifestlist.PlatformSpec",
     {
         "architecture": _STRING,
@@ -560,100 +219,68 @@ _PLATFORM_SPEC: Final = _Struct(
     },
 )
 # Descriptor's fields promoted from depth 1; its "platform" is hidden by the depth-0 one.
-_MANIFEST_DESCRIPTOR: Final = _Struct(
+_MANIFEST_DESCRIPTOR: Final = Struct(
     "manifestlist.ManifestDescriptor", {**_DESCRIPTOR_FIELDS, "platform": _PLATFORM_SPEC}
 )
-_VERSIONED_FIELDS: Final[dict[str, _Spec]] = {"schemaVersion": _Int("int"), "mediaType": _STRING}
-_VERSIONED: Final = _Struct("manifest.Versioned", _VERSIONED_FIELDS)
-_MANIFEST_LIST: Final = _Struct(
+_VERSIONED_FIELDS: Final[dict[str, Spec]] = {"schemaVersion": Int("int"), "mediaType": _STRING}
+_VERSIONED: Final = Struct("manifest.Versioned", _VERSIONED_FIELDS)
+_MANIFEST_LIST: Final = Struct(
     "manifestlist.ManifestList",
     {
         **_VERSIONED_FIELDS,
-        "manifests": _Slice("[]manifestlist.ManifestDescriptor", _MANIFEST_DESCRIPTOR),
+        "manifests": Slice("[]manifestlist.ManifestDescriptor", _MANIFEST_DESCRIPTOR),
     },
 )
-_IMAGE_FIELDS: Final[dict[str, _Spec]] = {
+_IMAGE_FIELDS: Final[dict[str, Spec]] = {
     **_VERSIONED_FIELDS,
     "config": _DESCRIPTOR,
-    "layers": _Slice("[]distribution.Descriptor", _DESCRIPTOR),
+    "layers": Slice("[]distribution.Descriptor", _DESCRIPTOR),
 }
-_SCHEMA2_MANIFEST: Final = _Struct("schema2.Manifest", _IMAGE_FIELDS)
-_OCI_IMAGE_MANIFEST: Final = _Struct(
+_SCHEMA2_MANIFEST: Final = Struct("schema2.Manifest", _IMAGE_FIELDS)
+_OCI_IMAGE_MANIFEST: Final = Struct(
     "ocischema.Manifest", {**_IMAGE_FIELDS, "annotations": _ANNOTATIONS}
 )
-_SCHEMA1_MANIFEST: Final = _Struct(
+_SCHEMA1_MANIFEST: Final = Struct(
     "schema1.Manifest",
     {
         **_VERSIONED_FIELDS,
         "name": _STRING,
         "tag": _STRING,
         "architecture": _STRING,
-        "fsLayers": _Slice("[]schema1.FSLayer", _Struct("schema1.FSLayer", {"blobSum": _STRING})),
-        "history": _Slice(
-            "[]schema1.History", _Struct("schema1.History", {"v1Compatibility": _STRING})
+        "fsLayers": Slice("[]schema1.FSLayer", Struct("schema1.FSLayer", {"blobSum": _STRING})),
+        "history": Slice(
+            "[]schema1.History", Struct("schema1.History", {"v1Compatibility": _STRING})
         ),
     },
 )
 # Not in 2.8.2: decoded as if the manifest had `Subject *Descriptor json:"subject"`.
-_SUBJECT_HOLDER: Final = _Struct("manifest.subject", {"subject": _Pointer(_DESCRIPTOR)})
+_SUBJECT_HOLDER: Final = Struct("manifest.subject", {"subject": Pointer(_DESCRIPTOR)})
 
 
 def _unmarshal(
-    struct: _Struct, document: object, context: str, *, stricter: bool = False
+    struct: Struct, document: object, context: str, *, stricter: bool = False
 ) -> dict[str, object]:
     try:
         fields = struct.decode(document, None)
-    except _TypeError as exc:
+    except GoTypeError as exc:
         message = f"{context}: {exc.message(struct.go_type)}"
         raise GoManifestError(message, stricter=stricter) from None
     return fields if isinstance(fields, dict) else {}
 
 
-def _go_string(value: object) -> str:
-    if not isinstance(value, str):
-        return ""
-    if value.isascii():
-        return value
-    return _SURROGATE.sub("\ufffd", value)  # lone \uD800-style escapes: U+FFFD in Go
-
-
-def _go_int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
 def _descriptor(value: object) -> GoDescriptor:
     fields = value if isinstance(value, dict) else {}
     return GoDescriptor(
-        _go_string(fields.get("mediaType")),
-        _go_string(fields.get("digest")),
-        _go_int(fields.get("size")),
+        go_string(fields.get("mediaType")),
+        go_string(fields.get("digest")),
+        go_int(fields.get("size")),
     )
 
 
 def _descriptors(value: object) -> tuple[GoDescriptor, ...]:
-    if not isinstance(value, _SliceValue):
+    if not isinstance(value, SliceValue):
         return ()
     return tuple(_descriptor(item) for item in value.items())
-
-
-def _check_floats(value: object) -> None:
-    """Decoding into interface{} runs ParseFloat on every number: overflow fails."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float):
-            if math.isinf(item):
-                raise _TypeError(item, "float64")
-        elif isinstance(item, int):
-            if not isinstance(item, bool) and not -_FLOAT_SAFE < item < _FLOAT_SAFE:
-                try:
-                    float(item)
-                except OverflowError:
-                    raise _TypeError(item, "float64") from None
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, tuple):
-            pending.extend(v for _k, v in item)
 
 
 def _interface_field(document: object, name: str) -> tuple[bool, str]:
@@ -662,11 +289,11 @@ def _interface_field(document: object, name: str) -> tuple[bool, str]:
     if not isinstance(document, tuple):
         return False, ""
     for key, item in document:
-        if key == name or _fold(key) == name:
+        if key == name or go_fold(key) == name:
             try:
-                _check_floats(item)
-            except _TypeError as exc:
-                what = _number_text(exc.value)
+                check_floats(item)
+            except GoTypeError as exc:
+                what = number_text(exc.value)
                 return False, f"json: cannot unmarshal {what} into Go value of type float64"
             present = item is not None
     return present, ""
@@ -705,13 +332,13 @@ def decode_manifest(data: bytes) -> GoManifest:
 
 def _decode(data: bytes) -> GoManifest:
     try:
-        document = _parse(_text(data))
-    except _SyntaxError as exc:
+        document = parse_go_json(go_text(data))
+    except GoSyntaxError as exc:
         raise GoManifestError(str(exc)) from None
 
     versioned = _unmarshal(_VERSIONED, document, "manifest")
-    version = _go_int(versioned.get("schemaVersion"))
-    media_type = _go_string(versioned.get("mediaType"))
+    version = go_int(versioned.get("schemaVersion"))
+    media_type = go_string(versioned.get("mediaType"))
 
     if version == 1:
         return _schema1(document, media_type)
@@ -756,17 +383,17 @@ def _decode(data: bytes) -> GoManifest:
 
 def _schema1(document: object, media_type: str) -> GoManifest:
     try:
-        _check_floats(document)  # libtrust.NewJSONSignature: map[string]interface{}
-    except _TypeError as exc:
-        what = _number_text(exc.value)
+        check_floats(document)  # libtrust.NewJSONSignature: map[string]interface{}
+    except GoTypeError as exc:
+        what = number_text(exc.value)
         raise GoManifestError(
             f"schema1 (libtrust): json: cannot unmarshal {what} into Go value of type float64"
         ) from None
     fields = _unmarshal(_SCHEMA1_MANIFEST, document, "schema1")
     layers = fields.get("fsLayers")
     sums = tuple(
-        _go_string(item.get("blobSum") if isinstance(item, dict) else None)
-        for item in (layers.items() if isinstance(layers, _SliceValue) else ())
+        go_string(item.get("blobSum") if isinstance(item, dict) else None)
+        for item in (layers.items() if isinstance(layers, SliceValue) else ())
     )
     references = tuple(GoDescriptor(_MT_SCHEMA1_LAYER, blob_sum, 0) for blob_sum in sums)
     return GoManifest(1, media_type, "schema1", None, (), (), sums, None, references)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regcleaner import gomanifest
+from regcleaner import gojson
 from regcleaner.gomanifest import GoDescriptor, GoManifest, GoManifestError, decode_manifest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -124,7 +124,7 @@ def test_other_unicode_never_folds(key: str) -> None:
 
 
 def test_go_fold_rules() -> None:
-    fold = gomanifest._fold
+    fold = gojson.go_fold
     assert fold("Digeſt") == "digest"
     assert fold("\u212aey") == "key"  # KELVIN SIGN folds to k (no 2.8.2 field has a k)
     assert fold("ſ\u212a") == "sk"
@@ -678,12 +678,12 @@ def test_iterative_parser_agrees_with_the_c_parser(value: Any, cut: int, noise: 
     text = dump(value)
     for candidate in (text, text[:cut] + noise + text[cut:], " " + text + "\n"):
         try:
-            expected: Any = gomanifest._DECODER.decode(candidate)
-        except (ValueError, gomanifest._SyntaxError):
-            with pytest.raises(gomanifest._SyntaxError):
-                gomanifest._parse_iterative(candidate)
+            expected: Any = gojson._DECODER.decode(candidate)
+        except (ValueError, gojson.GoSyntaxError):
+            with pytest.raises(gojson.GoSyntaxError):
+                gojson._parse_iterative(candidate)
         else:
-            assert gomanifest._parse_iterative(candidate) == expected
+            assert gojson._parse_iterative(candidate) == expected
 
 
 # A small reference model of Go's decoding for random manifests made of random key
