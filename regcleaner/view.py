@@ -18,25 +18,17 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass
 
 from regcleaner import layout
+from regcleaner.cachedreads import MAX_LINK_BYTES, CachedReads
 from regcleaner.digest import Digest, digest_from_hex, hex_of, is_sha256_hex, parse_digest
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.manifests import (
     MAX_MANIFEST_BYTES,
     ManifestInfo,
-    ManifestRefs,
-    Unreadable,
-    decode_manifest,
 )
-from regcleaner.scancache import ScanCache, validator
+from regcleaner.scancache import ScanCache
 from regcleaner.snapshots import RepositorySnapshot
-from regcleaner.storage.base import Blob, ByteStore, EntryKind, FileInfo, page_size
+from regcleaner.storage.base import ByteStore, EntryKind, FileInfo
 
-# A link file holds a 71-byte digest; anything much longer is garbage.
-MAX_LINK_BYTES = 1024
-FANOUT = 256
-"""Folders of ``blobs/sha256`` (the first two hex digits of each digest)."""
-BLOBS_PER_MANIFEST_GUESS = 5
-"""How many blobs a registry holds per manifest, until a listing has counted them."""
 _FOLLOWED = (
     "a symbolic link or special file, which the registry would follow and regcleaner does not"
 )
@@ -104,19 +96,14 @@ class RegistryView:
     With a ``cache`` (``regcleaner.scancache``), what a fresh listing or HEAD shows
     unchanged since it was read is taken from the cache instead of read again: tag and
     revision links whose listing carries the same validator, and manifests whose blob's
-    HEAD (a stat on a disk) does. Everything else is read as without a cache; the last
-    looks (``look``, ``revision_mtime``, ``tag_links``) never use it."""
-
-    blob_listing_pays_from: float = 4.0
-    """With a cache on an object store: list the manifest blobs once (instead of one
-    HEAD each) when the cache holds at least this many times as many manifests as the
-    listing costs requests."""
+    HEAD (a stat on a disk) does (``reads``: ``regcleaner.cachedreads``). Everything
+    else is read as without a cache; the checks right before a deletion
+    (``recheck_before_delete``, ``revision_mtime``, ``tag_links``) never use it."""
 
     def __init__(self, store: ByteStore, cache: ScanCache | None = None) -> None:
         self.store = store
         self.cache = cache
-        self._blobs_listed: bool | None = None
-        self._listing_lock = asyncio.Lock()
+        self.reads = CachedReads(store, cache)
 
     def describe(self) -> str:
         """Where the storage is (no secrets)."""
@@ -323,7 +310,7 @@ class RegistryView:
                                 tag_history.setdefault(digest, []).append(tag)
                     tag_files[tag] = names
         keys = [f"{tags_dir}/{tag}/{layout.CURRENT_LINK}" for tag in tag_names]
-        links = await self._read_links(keys, [listed.get(tag) for tag in tag_names])
+        links = await self.reads.links(keys, [listed.get(tag) for tag in tag_names])
         tags: dict[str, Digest] = {}
         tag_times: dict[str, float] = {}
         broken: dict[str, str] = {}
@@ -409,205 +396,16 @@ class RegistryView:
 
     async def read_manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
         """Parse the manifest JSON of each digest after checking it hashes to the digest;
-        problems come back as Unreadable.
-
-        With a cache, a manifest verified before is taken from it when its blob is
-        still there with the same validator (one HEAD instead of a GET, a hash and a
-        parse); a blob that is gone or changed is read and verified again."""
-        ordered = list(digests)
-        result: dict[Digest, ManifestInfo] = dict(await self._cached_manifests(ordered))
-        ordered = [digest for digest in ordered if digest not in result]
-        cache = self.cache
-        found = await self.store.read_many([layout.blob_data(d) for d in ordered],
-                                           MAX_MANIFEST_BYTES)  # fmt: skip
-        verified: list[tuple[Digest, str, ManifestRefs]] = []
-        for digest, blob in zip(ordered, found, strict=True):
-            if blob is None:
-                result[digest] = Unreadable("manifest blob is missing")
-            elif isinstance(blob, StorageError):
-                result[digest] = Unreadable(f"cannot read manifest blob: {blob}")
-            else:
-                decoded = result[digest] = decode_manifest(digest, blob.data)
-                if isinstance(decoded, ManifestRefs):  # what is unreadable is read every time
-                    verified.append((digest, _validator_of(blob), decoded))
-        if cache is not None:
-            cache.put_manifests(verified)
-        return result
-
-    async def _cached_manifests(self, digests: Sequence[Digest]) -> dict[Digest, ManifestRefs]:
-        """The manifests among ``digests`` the cache knows and whose blob is still the
-        bytes it verified: seen in this run's listing of the blobs, or by a HEAD."""
-        cache = self.cache
-        result: dict[Digest, ManifestRefs] = {}
-        if cache is None or not digests:
-            return result
-        if await self._list_manifest_blobs():
-            # This run's listing showed which blobs are still the bytes verified before.
-            result = {d: refs for d, (_, refs) in cache.manifests(digests, listed=True).items()}
-        else:
-            known = cache.manifests(digests)
-            checked = list(known)
-            try:
-                now = await self.store.stat_many([layout.blob_data(d) for d in checked])
-            except StorageError:
-                # Something here cannot be looked at: read them all, and let each read
-                # say what is wrong, as without a cache.
-                now = [None] * len(checked)
-            for digest, found_now in zip(checked, now, strict=True):
-                seen, refs = known[digest]
-                if found_now is not None and seen == validator(
-                    found_now.etag, found_now.mtime, found_now.size
-                ):
-                    result[digest] = refs
-        cache.hits += len(result)
-        cache.misses += len(digests) - len(result)
-        return result
+        problems come back as Unreadable. With a cache, what it verified before and is
+        unchanged is taken from it (``CachedReads.manifests``)."""
+        return await self.reads.manifests(digests)
 
     async def manifest_marks(
         self, digests: Sequence[Digest]
     ) -> list[frozenset[Digest] | bytes | StorageError | None]:
-        """For blob collection: for each manifest the cache knows and whose blob is
-        unchanged, the digests the registry's garbage-collect marks for it (an index's
-        manifests, an image's config and layers, a schema1 manifest's fsLayers; never
-        its subject); for every other one, its bytes as ``manifest_bytes`` gives them.
-        Bytes that verify and parse are stored in the cache for the next run."""
-        known = await self._cached_manifests(digests)
-        rest = [digest for digest in digests if digest not in known]
-        found = dict(zip(rest, await self._manifest_blobs(rest), strict=True))
-        result: list[frozenset[Digest] | bytes | StorageError | None] = []
-        verified: list[tuple[Digest, str, ManifestRefs]] = []
-        for digest in digests:
-            refs = known.get(digest)
-            if refs is not None:
-                result.append(marks_of(refs))
-                continue
-            blob = found[digest]
-            if isinstance(blob, Blob):
-                result.append(blob.data)
-                if self.cache is not None:
-                    decoded = decode_manifest(digest, blob.data)
-                    if isinstance(decoded, ManifestRefs):
-                        verified.append((digest, _validator_of(blob), decoded))
-            else:
-                result.append(blob)
-        if self.cache is not None:
-            self.cache.put_manifests(verified)
-        return result
-
-    async def _manifest_blobs(self, digests: Sequence[Digest]) -> list[Blob | StorageError | None]:
-        return await self.store.read_many([layout.blob_data(d) for d in digests],
-                                          MAX_MANIFEST_BYTES)  # fmt: skip
-
-    async def _list_manifest_blobs(self) -> bool:
-        """Once a run, with a cache on an object store: when it costs fewer requests
-        than a HEAD for each cached manifest, list ``blobs/sha256`` and note (in the
-        cache, for this run) the cached manifests whose blob is listed with the
-        validator they were cached with. True if that listing was made."""
-        if self._blobs_listed is None:
-            async with self._listing_lock:
-                if self._blobs_listed is None:
-                    self._blobs_listed = await self._list_blobs_if_it_pays()
-        return self._blobs_listed
-
-    async def _list_blobs_if_it_pays(self) -> bool:
-        cache = self.cache
-        if cache is None or self.store.has_directories:
-            return False  # a disk: a stat a manifest is cheaper than walking every blob
-        cached = cache.manifest_count()
-        noted = cache.noted("blob_keys")
-        keys = int(noted) if noted and noted.isdigit() else BLOBS_PER_MANIFEST_GUESS * cached
-        pages = max(1, -(-keys // page_size(self.store)))
-        if cached < self.blob_listing_pays_from * (pages + FANOUT):
-            return False
-        cache.forget_listed()
-        width = max(1, self.store.listing_concurrency)
-        # Round trips on the critical path: one flat listing pages through every key
-        # in turn; a listing per fan-out folder pays one listing of the folders, then
-        # each folder's pages, ``width`` folders at a time.
-        flat = pages
-        per_folder = 1 + -(-FANOUT // width) * max(1, -(-pages // FANOUT))
-        listed = 0
-        if flat <= per_folder:
-            listed = await self._note_listed_blobs(layout.BLOBS_SHA256)
-        else:
-            folders: list[str] = []
-            async for page in self.store.list_children(layout.BLOBS_SHA256):
-                folders += [entry.name for entry in page if entry.kind == "dir"]
-            counts: list[int] = []
-
-            async def lister() -> None:
-                while folders:
-                    folder = folders.pop()
-                    counts.append(
-                        await self._note_listed_blobs(f"{layout.BLOBS_SHA256}/{folder}", folder)
-                    )
-
-            async with asyncio.TaskGroup() as group:
-                for _ in range(width):
-                    group.create_task(lister())
-            listed = sum(counts)
-        cache.note("blob_keys", str(listed))
-        return True
-
-    async def _note_listed_blobs(self, folder: str, fanout: str = "") -> int:
-        """Walk one folder of ``blobs/sha256`` (the whole of it when ``fanout`` is
-        empty) and note each cached manifest listed there with its cached validator;
-        the number of keys listed."""
-        cache = self.cache
-        assert cache is not None
-        listed = 0
-        expected: dict[str, str] = {}
-        current = ""
-        async for page in self.store.walk(folder):
-            listed += len(page)
-            matches: list[tuple[str, str]] = []
-            for file in page:
-                key = f"{fanout}/{file.key}" if fanout else file.key
-                hh, _, rest = key.partition("/")
-                hex_part, _, tail = rest.partition("/")
-                if tail != layout.DATA:
-                    continue
-                if hh != current:  # keys come in order: one fan-out folder after another
-                    current = hh
-                    expected = cache.validators_below(hh)
-                seen = expected.get(hex_part)
-                if seen is not None and seen == validator(file.etag, file.mtime, file.size):
-                    matches.append(("sha256:" + hex_part, seen))
-            cache.mark_listed(matches)
-        return listed
-
-    async def _read_links(
-        self, keys: Sequence[str], listed: Sequence[FileInfo | None]
-    ) -> list[Blob | StorageError | None]:
-        """Read link files (``keys``), taking from the cache each one whose listing
-        (``listed``, None where there was none) shows the validator it was cached
-        with; the mtime is the listing's, as a read would give it."""
-        cache = self.cache
-        if cache is None:
-            return await self.store.read_many(keys, MAX_LINK_BYTES)
-        result: list[Blob | StorageError | None] = [None] * len(keys)
-        known = cache.links([key for key, info in zip(keys, listed, strict=True) if info])
-        to_read: list[int] = []
-        for index, (key, info) in enumerate(zip(keys, listed, strict=True)):
-            entry = known.get(key)
-            if (
-                info is not None
-                and entry is not None
-                and validator(info.etag, info.mtime, info.size) == entry[0]
-            ):
-                result[index] = Blob(entry[1], info.mtime, info.etag)
-                continue
-            to_read.append(index)
-        cache.hits += len(keys) - len(to_read)
-        cache.misses += len(to_read)
-        found = await self.store.read_many([keys[index] for index in to_read], MAX_LINK_BYTES)
-        fresh: dict[str, tuple[str, bytes]] = {}
-        for index, blob in zip(to_read, found, strict=True):
-            result[index] = blob
-            if isinstance(blob, Blob) and len(blob.data) <= MAX_LINK_BYTES:
-                fresh[keys[index]] = (_validator_of(blob), blob.data)
-        cache.put_links(fresh)
-        return result
+        """For blob collection: what garbage-collect marks for each manifest (from the
+        cache, when unchanged), or its bytes (``CachedReads.manifest_marks``)."""
+        return await self.reads.manifest_marks(digests)
 
     # -- writing (maintenance window only) -------------------------------------------
 
@@ -670,7 +468,7 @@ class RegistryView:
                 elif file.key.rsplit("/", 1)[-1] == layout.LINK:
                     keys.append(file.key)
                     listed.append(file)
-        found = await self._read_links([f"{base}/{key}" for key in keys], listed)
+        found = await self.reads.links([f"{base}/{key}" for key in keys], listed)
         links = [
             (key, blob if blob is None or isinstance(blob, StorageError) else blob.data)
             for key, blob in zip(keys, found, strict=True)
@@ -785,18 +583,6 @@ class RegistryView:
             keys.append(f"{folder}/{layout.DATA}")
             directories.append(folder)
         return RemovalKeys(tuple(keys), tuple(directories))
-
-
-def marks_of(refs: ManifestRefs) -> frozenset[Digest]:
-    """The blobs the registry's garbage-collect marks for a readable manifest besides
-    its own: what ``gomanifest`` lists as its references (an index's manifests, an
-    image's config and layers, a schema1 manifest's fsLayers), never its subject."""
-    return frozenset((*refs.children, *(blob.digest for blob in refs.blobs)))
-
-
-def _validator_of(blob: Blob) -> str:
-    """The validator of the bytes just read (ETag, else mtime and size)."""
-    return validator(blob.etag, blob.mtime, len(blob.data))
 
 
 def _warn_not_followed(key: str) -> None:

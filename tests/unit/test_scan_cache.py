@@ -175,7 +175,7 @@ async def scan(store: ByteStore, cache: ScanCache | None, mode: str = "head") ->
     them), manifests, plans, and gc's revision links."""
     view = RegistryView(store, cache)
     if mode != "head":
-        view.blob_listing_pays_from = 0.0
+        view.reads.blob_listing_pays_from = 0.0
     if mode == "folders" and isinstance(store, MemoryStore):
         store.page_size = 2
         store.listing_concurrency = 64
