@@ -204,7 +204,9 @@ def spread(names: list[str], count: int) -> list[str]:
     return chosen + [name for name in names if name not in set(chosen)]
 
 
-async def _list_repositories(view: RegistryView, limit: int) -> list[str]:
+async def first_repositories(view: RegistryView, limit: int) -> list[str]:
+    """The first ``limit`` repositories the storage lists, sorted, without listing the
+    rest."""
     found: list[str] = []
 
     class _Enough(Exception):
@@ -231,7 +233,7 @@ async def sample_storage(
     """Up to ``repositories`` repositories spread over the first ``scan`` of the storage,
     each with manifests that are here (revision link and bytes)."""
     samples: list[StorageSample] = []
-    names = spread(await _list_repositories(view, scan), repositories)
+    names = spread(await first_repositories(view, scan), repositories)
     for tried, name in enumerate(names):
         if len(samples) >= repositories or tried >= 3 * repositories:
             break

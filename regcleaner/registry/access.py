@@ -32,22 +32,9 @@ def registry_client(settings: Settings | GcSettings) -> RegistryClient:
 async def first_repository(view: RegistryView) -> str | None:
     """The first repository the storage lists (None if there is none), without
     listing the rest."""
-    found: list[str] = []
+    from regcleaner.gate import first_repositories
 
-    class _Enough(Exception):
-        pass
-
-    async def take(name: str) -> None:
-        found.append(name)
-        raise _Enough
-
-    try:
-        await view.repositories(take)
-    except (_Enough, BaseExceptionGroup) as exc:
-        if isinstance(exc, BaseExceptionGroup):
-            _, rest = exc.split(_Enough)
-            if rest is not None:
-                raise
+    found = await first_repositories(view, 1)
     return found[0] if found else None
 
 

@@ -491,7 +491,8 @@ def test_expired_tag_pushed_back_after_its_digest_went_is_not_reported_removed(
 ) -> None:
     """The same manifest and tag pushed again after this run's DELETE took them: the
     tag exists again, on the same digest, and the report says so."""
-    from regcleaner.engine import Engine, RepositoryJob
+    from regcleaner.engine import Engine
+    from regcleaner.tagsfirst import RepositoryJob
 
     images.push_image(api, "race", "keep-a", seed="race-a")
     old_b = images.push_image(api, "race", "old-b", seed="race-b")
@@ -526,7 +527,8 @@ def test_expired_tag_unreadable_after_its_digest_went_is_not_reported_removed(
     registry: RegistryProcess, api: RegistryAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the re-read cannot tell whether the tag went, the report does not claim it."""
-    from regcleaner.engine import Engine, RepositoryJob
+    from regcleaner.engine import Engine
+    from regcleaner.tagsfirst import RepositoryJob
 
     images.push_image(api, "race", "keep-a", seed="race-a")
     images.push_image(api, "race", "old-b", seed="race-b")
