@@ -4,8 +4,8 @@ A backend is a name (and the aliases operators type), and a factory that opens i
 store from the validated ``StorageSettings``; the store module itself is imported only
 when the factory runs (aiobotocore costs ~0.3 s of start-up, paid only by S3 runs).
 Adding a backend means writing its store module and registering it here or from its
-own package (``testkit.memory`` registers ``memory`` for the tests); nothing else
-branches on the kind of storage.
+own package (``tests/unit/test_backends.py`` registers ``testkit.memory``'s store as
+``memory``); nothing else branches on the kind of storage.
 """
 
 from __future__ import annotations
