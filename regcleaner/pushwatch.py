@@ -489,9 +489,9 @@ class RepositoryWaveContext:
         for target in self.dependents.get(digest, ()):
             self.protected.setdefault(target, digest)
         if outcome is Outcome.KEPT:
-            why = removal.reason or RUN_STOPPED
-            if why.kind is ReasonKind.STOPPED:  # a remover's stop: never attempted
-                why = RUN_STOPPED
+            why = removal.reason or stop_reason(self.run) or RUN_STOPPED
+            if why.kind is ReasonKind.STOPPED:  # a remover's stop: never attempted, and why
+                why = stop_reason(self.run) or RUN_STOPPED
             record.kept[digest] = str(why)
             if why.kind is not ReasonKind.NOT_ATTEMPTED:
                 log.info("repository %s: keeping %s (%s)", record.name, digest, why)
