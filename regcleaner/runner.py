@@ -446,6 +446,12 @@ def run_clean(settings: Settings) -> int:
             logged=lambda exc: exc is engine.fatal_error,
         )
         report.storage_mismatch = isinstance(error, RegistryMismatch)
+        selecting = settings.include or settings.exclude
+        if selecting and error is None and report.counters.repositories == 0:
+            log.warning(
+                "--include/--exclude selected no repository of %s: nothing was scanned "
+                "(globs: * within a segment, ** across)", store.describe(),
+            )  # fmt: skip
         write_outputs(settings, report)
         if gc_report is not None and gc_report.stopped_by:
             report.stopped_by = report.stopped_by or gc_report.stopped_by

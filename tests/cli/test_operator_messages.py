@@ -81,3 +81,14 @@ def test_gc_needs_direct_is_said_before_anything_else() -> None:
     result = run_cli(["clean", "--gc"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --gc collects blobs in the maintenance window")
+
+
+def test_include_that_matches_nothing_is_said(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "docker/registry/v2/repositories/team/app/_manifests").mkdir(parents=True)
+    result = run_cli(
+        ["clean", "--registry-dir", str(root), "--dry-run", "--include", "nomatch/**",
+         "--progress-interval", "0"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "WARNING --include/--exclude selected no repository of filesystem " in result.stderr
