@@ -122,13 +122,13 @@ async def prove_read_only(client: RegistryClient, repository: str, *, rounds: in
             except TransportError as exc:
                 raise GateRefused(
                     f"refusing to write storage: cannot reach the registry at {where} to "
-                    f"check that it is read-only ({exc}); {HOW_TO}",
+                    f"check that it is read-only ({exc})\n  to fix: {HOW_TO}",
                     short=f"the registry at {where} could not be probed",
                 ) from None
             if not refused_by_read_only(response):
                 raise GateRefused(
                     f"refusing to write storage: the registry at {where} is not read-only "
-                    f"({_why_not(action, response)}; probe round {number}); {HOW_TO}",
+                    f"({_why_not(action, response)}; probe round {number})\n  to fix: {HOW_TO}",
                     short=f"the registry at {where} is not read-only",
                 )
     log.info(
@@ -170,7 +170,7 @@ def _answers(where: str) -> str:
 def _something_answers(where: str, exc: BaseException) -> str:
     return (
         f"refusing to write storage: a server answers at {where}, so the registry is not "
-        f"stopped, and it cannot be proven read-only ({exc}); {HOW_TO}"
+        f"stopped, and it cannot be proven read-only ({exc})\n  to fix: {HOW_TO}"
     )
 
 

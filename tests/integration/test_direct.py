@@ -474,9 +474,14 @@ def pull_everything(site: Site, *, threads: int = 6) -> None:
 
 
 def refusal_line(result: CliResult) -> str:
-    lines = [line for line in result.stderr.splitlines() if "refusing to write storage" in line]
-    assert len(lines) == 1, result.output
-    return lines[0]
+    """The refusal: a short error line, then an indented line that says how to fix it."""
+    lines = result.stderr.splitlines()
+    found = [i for i, line in enumerate(lines) if "refusing to write storage" in line]
+    assert len(found) == 1, result.output
+    error, hint = lines[found[0]], lines[found[0] + 1]
+    assert hint.startswith("  to fix: "), result.output
+    assert len(error) < 300, error
+    return error + "\n" + hint
 
 
 # -- 1. the gate ------------------------------------------------------------------------
