@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from regcleaner import __version__
-from regcleaner.reporting.console import peak_rss_mb
+from regcleaner.reporting.console import peak_rss_mb, summary_table
 from regcleaner.space import human_bytes
 
 if TYPE_CHECKING:
@@ -170,17 +170,12 @@ class GcReport:
         if self.aborted:
             return
         from rich.markup import escape
-        from rich.table import Table
 
         c = self.counters
-        # The title on a line of its own: as a table title it wraps at the table's width.
-        console.print(
+        table = summary_table(
+            console,
             "regcleaner gc dry run: nothing was deleted" if self.dry_run else "regcleaner gc",
-            style="bold", soft_wrap=True,
-        )  # fmt: skip
-        table = Table(show_header=False)
-        table.add_column("what")
-        table.add_column("count", justify="right")
+        )
         rows: list[tuple[str, str]] = [
             ("repositories", f"{c.repositories:,}"),
             ("manifests marked", f"{c.manifests:,}"),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 
 @cache
@@ -17,6 +18,18 @@ def stderr_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def summary_table(console: Console, title: str) -> Table:
+    """A two-column summary table (what, count). Its title is printed first, on a line
+    of its own: as a table title it would wrap at the table's width."""
+    from rich.table import Table
+
+    console.print(title, style="bold", soft_wrap=True)
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    return table
 
 
 def peak_rss_mb() -> float:

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from regcleaner import __version__
 from regcleaner.digest import Digest
-from regcleaner.reporting.console import peak_rss_mb
+from regcleaner.reporting.console import peak_rss_mb, summary_table
 from regcleaner.space import human_bytes
 
 if TYPE_CHECKING:
@@ -300,14 +300,8 @@ class RunReport:
         from rich.table import Table
 
         c = self.counters
-        # The title on a line of its own: as a table title it wraps at the table's width.
-        console.print(
-            "regcleaner dry run: nothing was deleted" if self.dry_run else "regcleaner run",
-            style="bold", soft_wrap=True,
-        )  # fmt: skip
-        table = Table(show_header=False)
-        table.add_column("what")
-        table.add_column("count", justify="right")
+        title = "regcleaner dry run: nothing was deleted" if self.dry_run else "regcleaner run"
+        table = summary_table(console, title)
         rows: list[tuple[str, int | str]] = [
             ("repositories scanned", c.repositories),
             ("manifests seen", c.manifests),
