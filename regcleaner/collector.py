@@ -422,13 +422,6 @@ class Collector:
         cutoff = self.clock() - self.settings.min_blob_age_s
         young_matters = self.settings.min_blob_age_s > 0
 
-        async def produce() -> None:
-            try:
-                for prefix in prefixes:
-                    await queue.put(prefix)
-            finally:
-                await queue.close()
-
         async def worker() -> None:
             marked, existing, spool = self.marked, self.existing, self._candidates
             while (item := await queue.get()) is not None:
@@ -460,7 +453,7 @@ class Collector:
                 counters.prefixes_listed += 1
 
         async with asyncio.TaskGroup() as group:
-            group.create_task(produce())
+            group.create_task(queue.feed(prefixes))
             for _ in range(self.width):
                 group.create_task(worker())
 

@@ -11,7 +11,7 @@ import math
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -50,6 +50,15 @@ class Channel(Generic[T]):
                 raise ChannelClosed("put on a closed channel")
             self._items.append(item)
             self._changed.notify_all()
+
+    async def feed(self, items: Iterable[T]) -> None:
+        """Put every item in turn, then close: also when a put fails or the feeding task
+        is cancelled, so that consumers always end."""
+        try:
+            for item in items:
+                await self.put(item)
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         """No more items: consumers finish what is queued, then end."""

@@ -248,11 +248,7 @@ class Engine:
                  "digests of other repositories, known now", len(names))  # fmt: skip
 
         async def produce(channel: Channel[str]) -> None:
-            try:
-                for name in names:  # after a stop, _scan marks the scan incomplete
-                    await channel.put(name)
-            finally:
-                await channel.close()
+            await channel.feed(names)  # after a stop, _scan marks the scan incomplete
 
         await self._pass(produce)
 

@@ -130,13 +130,6 @@ class UsageScan:
         counters.blob_folders = len(prefixes)
         queue: Channel[tuple[str, str]] = Channel(self.width * 4)
 
-        async def produce() -> None:
-            try:
-                for prefix in prefixes:
-                    await queue.put(prefix)
-            finally:
-                await queue.close()
-
         async def worker() -> None:
             while (item := await queue.get()) is not None:
                 blobs, strays = await self.view.blobs_under(*item)
@@ -147,7 +140,7 @@ class UsageScan:
                 counters.blob_folders_listed += 1
 
         async with asyncio.TaskGroup() as group:
-            group.create_task(produce())
+            group.create_task(queue.feed(prefixes))
             for _ in range(self.width):
                 group.create_task(worker())
 

@@ -53,3 +53,28 @@ def test_put_after_close_is_refused_and_waiting_putters_are_released() -> None:
         assert await channel.get() is None
 
     asyncio.run(go())
+
+
+def test_feed_puts_every_item_then_closes_even_when_cancelled() -> None:
+    async def scenario() -> tuple[list[int], bool]:
+        channel: Channel[int] = Channel(2)
+        got: list[int] = []
+
+        async def consume() -> None:
+            while (item := await channel.get()) is not None:
+                got.append(item)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(channel.feed(range(5)))
+            group.create_task(consume())
+        stalled: Channel[int] = Channel(1)
+        feeding = asyncio.create_task(stalled.feed(range(3)))  # blocks on the second put
+        await asyncio.sleep(0)
+        feeding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await feeding
+        return got, stalled.closed
+
+    got, closed = asyncio.run(scenario())
+    assert got == [0, 1, 2, 3, 4]
+    assert closed, "a cancelled feed still closes the channel"
