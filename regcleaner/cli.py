@@ -30,32 +30,20 @@ from regcleaner.errors import ConfigError
 from regcleaner.events.command import events_app
 from regcleaner.exitcodes import EXIT_USAGE
 from regcleaner.options import (
-    KEEP,
-    KUBERNETES,
-    MAINTENANCE,
-    OUTPUT,
-    SPEED,
-    AccessOptions,
     CollectionOptions,
-    DryRun,
     GateOptions,
     OutputOptions,
-    RegistryOptions,
-    StopGrace,
-    StorageOptions,
+    SpeedOptions,
+    TargetOptions,
+    command_group,
     grouped,
     help_when_bare,
 )
 from regcleaner.usage.command import prune_empty_repositories as prune_empty_command
 from regcleaner.usage.command import usage
 
-app = typer.Typer(
-    name="regcleaner",
-    help="Delete the manifests no tag can reach from a Docker/OCI registry.",
-    invoke_without_command=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+app = command_group(
+    "regcleaner", "Delete the manifests no tag can reach from a Docker/OCI registry."
 )
 
 
@@ -125,14 +113,9 @@ class _Common:
     output: Output
 
 
-def _common(
-    registry: RegistryOptions, storage: StorageOptions, access: AccessOptions,
-    output: OutputOptions,
-) -> _Common:  # fmt: skip
-    url = registry.url()
-    where = storage.settings()
-    credentials, tls = access.settings(url)
-    return _Common(url, where, credentials, tls, output.settings())
+def _common(target: TargetOptions, output: OutputOptions) -> _Common:
+    where = target.settings()
+    return _Common(where.url, where.storage, where.credentials, where.tls, output.settings())
 
 
 def _collection_settings(
@@ -154,149 +137,25 @@ def _collection_settings(
 def clean(
     context: typer.Context,
     *,
-    registry: RegistryOptions,
-    storage: StorageOptions,
-    access: AccessOptions,
-    dry_run: DryRun = False,
-    min_age: Annotated[
-        str,
-        typer.Option(
-            envvar="MIN_AGE",
-            metavar="DURATION",
-            rich_help_panel=KEEP,
-            help="Keep manifests pushed less than this long ago (0: no grace).",
-        ),
-    ] = "1h",
-    include: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="GLOB",
-            rich_help_panel=KEEP,
-            help="Only repositories matching this glob (repeatable).",
-        ),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="GLOB",
-            rich_help_panel=KEEP,
-            help="Skip repositories matching this glob (repeatable).",
-        ),
-    ] = None,
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="REGCLEANER_POLICY",
-            metavar="FILE",
-            rich_help_panel=KEEP,
-            help="Tag retention policy (YAML or JSON): expired tags count as absent.",
-        ),
-    ] = None,
-    pulls_db: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="REGCLEANER_PULLS_DB",
-            metavar="PATH",
-            rich_help_panel=KEEP,
-            help="Pull record of 'regcleaner events serve', for pulled_within rules.",
-        ),
-    ] = None,
-    prune_orphan_signatures: Annotated[
-        bool,
-        typer.Option(
-            "--prune-orphan-signatures",
-            rich_help_panel=KEEP,
-            help="Remove sha256-<hex>.sig/.att/.sbom tags whose digest is gone.",
-        ),
-    ] = False,
-    direct: Annotated[
-        bool,
-        typer.Option(
-            "--direct",
-            rich_help_panel=MAINTENANCE,
-            help="Remove the links from storage instead of DELETE through the API; "
-            "only while the registry is read-only or stopped.",
-        ),
-    ] = False,
+    dry_run: bool = False,
+    target: TargetOptions,
+    min_age: str = "1h",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    policy: Path | None = None,
+    pulls_db: Path | None = None,
+    prune_orphan_signatures: bool = False,
+    direct: bool = False,
     gate: GateOptions,
-    prune_empty_repositories: Annotated[
-        bool,
-        typer.Option(
-            "--prune-empty-repositories",
-            rich_help_panel=MAINTENANCE,
-            help="With --direct: then remove repositories left with no tags and "
-            "no manifests (the catalog stops listing them).",
-        ),
-    ] = False,
-    gc: Annotated[
-        bool,
-        typer.Option(
-            "--gc",
-            rich_help_panel=MAINTENANCE,
-            help="With --direct: collect the freed blobs in the same window.",
-        ),
-    ] = False,
+    prune_empty_repositories: bool = False,
+    gc: bool = False,
     collection: CollectionOptions,
-    concurrency: Annotated[
-        str, typer.Option(metavar="N", rich_help_panel=SPEED, help="DELETEs in flight at most.")
-    ] = "32",
-    per_repository: Annotated[
-        str,
-        typer.Option(
-            metavar="N", rich_help_panel=SPEED, help="DELETEs in flight per repository at most."
-        ),
-    ] = "4",
-    rate: Annotated[
-        str,
-        typer.Option(
-            metavar="N", rich_help_panel=SPEED, help="DELETEs per second at most (0: unlimited)."
-        ),
-    ] = "0",
-    timeout: Annotated[
-        str,
-        typer.Option(
-            metavar="SECONDS",
-            rich_help_panel=SPEED,
-            help="Seconds before one registry request is abandoned and retried.",
-        ),
-    ] = "60",
-    stop_grace: StopGrace = "10",
-    recheck_interval: Annotated[
-        str,
-        typer.Option(
-            metavar="DURATION",
-            rich_help_panel=SPEED,
-            help="While deleting, list a repository's revisions again at least "
-            "this often, to see pushes.",
-        ),
-    ] = "2",
-    estimate_space: Annotated[
-        bool,
-        typer.Option(
-            rich_help_panel=OUTPUT,
-            help="Estimate the bytes blob collection will free (in a temporary "
-            "SQLite file, not in memory).",
-        ),
-    ] = True,
+    speed: SpeedOptions,
+    stop_grace: str = "10",
+    estimate_space: bool = True,
     output: OutputOptions,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            envvar="REGCLEANER_SHARD",
-            metavar="I/N",
-            rich_help_panel=KUBERNETES,
-            help="Clean only shard I of N (stable hash of the repository name).",
-        ),
-    ] = None,
-    shards: Annotated[
-        str | None,
-        typer.Option(
-            envvar="REGCLEANER_SHARDS",
-            metavar="N",
-            rich_help_panel=KUBERNETES,
-            help="N shards, I from JOB_COMPLETION_INDEX (an Indexed Job).",
-        ),
-    ] = None,
+    shard: str | None = None,
+    shards: str | None = None,
 ) -> None:
     """Delete what no tag reaches: through the API, or --direct in a window."""
     try:
@@ -305,15 +164,14 @@ def clean(
                 "--min-blob-age, --prune-layer-links, --purge-uploads and --registry-version "
                 "need --gc"
             )
-        common = _common(registry, storage, access, output)
+        common = _common(target, output)
         if gc and not direct:
             raise ConfigError(GC_NEEDS_DIRECT)
         settings = build_settings(
             registry_url=common.url, storage=common.storage, credentials=common.credentials,
             tls=common.tls, output=common.output, dry_run=dry_run, direct=direct,
             registry_stopped=gate.registry_stopped, gate_rounds=gate.rounds(),
-            concurrency=concurrency, per_repository=per_repository, rate=rate,
-            timeout=timeout, stop_grace=stop_grace, recheck_interval=recheck_interval,
+            pace=speed.settings(), stop_grace=stop_grace,
             min_age=min_age, include=include, exclude=exclude,
             estimate_space=estimate_space, shard=shard, shards=shards,
             completion_index=os.environ.get("JOB_COMPLETION_INDEX"), policy=policy,
@@ -344,18 +202,16 @@ def main() -> None:
 def gc(
     context: typer.Context,
     *,
-    registry: RegistryOptions,
-    storage: StorageOptions,
-    access: AccessOptions,
-    dry_run: DryRun = False,
+    dry_run: bool = False,
+    target: TargetOptions,
     gate: GateOptions,
     collection: CollectionOptions,
-    stop_grace: StopGrace = "10",
+    stop_grace: str = "10",
     output: OutputOptions,
 ) -> None:
     """Collect unreferenced blobs, as garbage-collect does, faster (window only)."""
     try:
-        common = _common(registry, storage, access, output)
+        common = _common(target, output)
         settings = _collection_settings(
             common, gate, collection, dry_run=dry_run, stop_grace=stop_grace
         )
@@ -372,9 +228,7 @@ app.command("usage")(usage)
 app.command("prune-empty-repositories")(prune_empty_command)
 app.add_typer(events_app, name="events")
 
-policy_app = typer.Typer(
-    help="Tag retention policies.", invoke_without_command=True, rich_markup_mode="rich"
-)
+policy_app = command_group("policy", "Tag retention policies.")
 app.add_typer(policy_app, name="policy")
 policy_app.callback()(help_when_bare)
 

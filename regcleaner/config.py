@@ -96,6 +96,14 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Pace:
+    """How fast clean deletes: its limits, and how often it looks again for pushes."""
+
+    limits: Limits = Limits()
+    recheck_interval_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Output:
     """Where results, logs and metrics go."""
 
@@ -369,6 +377,20 @@ def access_settings(
     return credentials, TLSOptions(insecure=insecure, ca_cert=ca_cert)
 
 
+def pace_settings(
+    *, concurrency: str, per_repository: str, rate: str, timeout: str, recheck_interval: str
+) -> Pace:
+    """Validated limits of the delete phase (``--per-repository`` at most ``--concurrency``)."""
+    total = parse_count(concurrency, "--concurrency")
+    limits = Limits(
+        concurrency=total,
+        per_repository=min(parse_count(per_repository, "--per-repository"), total),
+        rate=parse_number(rate, "--rate"),
+        request_timeout_s=parse_number(timeout, "--timeout", positive=True),
+    )
+    return Pace(limits, parse_duration(recheck_interval, "--recheck-interval"))
+
+
 def output_settings(
     *,
     report: Path | None,
@@ -473,12 +495,8 @@ def build_settings(
     direct: bool = False,
     registry_stopped: bool = False,
     gate_rounds: int = 3,
-    concurrency: str = "32",
-    per_repository: str = "4",
-    rate: str = "0",
-    timeout: str = "60",
+    pace: Pace = Pace(),
     stop_grace: str = "10",
-    recheck_interval: str = "2",
     min_age: str = "1h",
     include: list[str] | None = None,
     exclude: list[str] | None = None,
@@ -508,14 +526,6 @@ def build_settings(
         )
     if gc is not None and mode is not Mode.DIRECT:
         raise ConfigError(GC_NEEDS_DIRECT)
-    total = parse_count(concurrency, "--concurrency")
-    per_repo = parse_count(per_repository, "--per-repository")
-    limits = Limits(
-        concurrency=total,
-        per_repository=min(per_repo, total),
-        rate=parse_number(rate, "--rate"),
-        request_timeout_s=parse_number(timeout, "--timeout", positive=True),
-    )
     retention = None
     if policy is not None:
         from regcleaner.policyfile import load_policy
@@ -546,13 +556,13 @@ def build_settings(
         gc=gc,
         registry_stopped=registry_stopped,
         gate_rounds=gate_rounds,
-        limits=limits,
+        limits=pace.limits,
         min_age_s=parse_duration(min_age, "--min-age"),
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         output=output,
         stop_grace_s=parse_duration(stop_grace, "--stop-grace"),
-        recheck_interval_s=parse_duration(recheck_interval, "--recheck-interval"),
+        recheck_interval_s=pace.recheck_interval_s,
         estimate_space=estimate_space,
         shard=parse_shard(shard, shards, completion_index),
         pulls_db=pulls_db,

@@ -1,8 +1,10 @@
-"""Option groups: every command-line option is declared once, here.
+"""Option groups, and the catalogue that declares every command-line option once.
 
-A command takes whole groups as parameters (``storage: StorageOptions``); ``grouped``
-spreads each group's fields into the typer options of the command and hands the
-command one frozen value per group. Values stay raw text (numbers and durations
+A command takes whole groups as parameters (``storage: StorageOptions``) beside its own
+plain ones (``dry_run: bool = False``); ``grouped`` gives each its help, panel,
+environment variables and names from ``options.toml``, spreads each group's fields into
+the command's options and hands the command one frozen value per group. Types and
+defaults stay in Python, where mypy sees them. Values stay raw text (numbers and durations
 included) so that ``regcleaner.config`` validates them once, with one message naming
 the option (``nan``, ``inf``, negatives and non-ASCII digits are refused there).
 
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import tomllib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -24,44 +28,41 @@ import typer
 from regcleaner.config import (
     Credentials,
     Output,
+    Pace,
     StorageSettings,
     TLSOptions,
     access_settings,
     output_settings,
+    pace_settings,
     parse_registry_url,
     storage_settings,
 )
 from regcleaner.quantities import parse_count
 
-REGISTRY = "Registry"
-STORAGE = "Storage"
-ACCESS = "Credentials and TLS"
-KEEP = "What to keep"
-MAINTENANCE = "Maintenance window"
-COLLECTION = "Blob collection"
-SPEED = "Speed"
-OUTPUT = "Output and monitoring"
-KUBERNETES = "Kubernetes"
+CATALOGUE = "options.toml"
+"""Every option's help, panel, environment variables and names: a file of this package."""
+
+_KEYS = frozenset({"help", "panel", "env", "metavar", "flags", "show_default", "min"})
 
 
 class OptionGroup:
-    """A frozen set of options that several commands share; see ``grouped``."""
+    """A frozen set of options that several commands share; see ``grouped``. Its fields
+    give each option's type and default; ``scope`` names its tables in the catalogue."""
 
     __slots__ = ()
-    environment: ClassVar[dict[str, str]] = {}
-    """Option name → environment variable, for messages that must name where a bad
-    value came from."""
+    scope: ClassVar[str]
+
+    def values(self) -> dict[str, Any]:
+        """The options by name: the keyword arguments of the group's ``config`` function."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
 class RegistryOptions(OptionGroup):
     """Where the registry answers."""
 
-    registry_url: Annotated[
-        str | None,
-        typer.Option(envvar="REGISTRY_URL", rich_help_panel=REGISTRY,
-                     help="Registry base URL, e.g. https://registry.example.com"),
-    ] = None  # fmt: skip
+    scope: ClassVar[str] = "registry"
+    registry_url: str | None = None
 
     def url(self) -> str | None:
         """The validated URL without a trailing slash, or None."""
@@ -72,122 +73,74 @@ class RegistryOptions(OptionGroup):
 class StorageOptions(OptionGroup):
     """Where the registry keeps its files: a directory, or a bucket."""
 
-    registry_dir: Annotated[
-        Path | None,
-        typer.Option(envvar="REGISTRY_DIR", rich_help_panel=STORAGE, show_default=False,
-                     help="Storage root: a directory (default /registry); on S3 the "
-                     "registry's rootdirectory in the bucket (default: the bucket root)."),
-    ] = None  # fmt: skip
-    storage: Annotated[
-        str,
-        typer.Option(envvar="REGISTRY_STORAGE", metavar="[filesystem|s3]",
-                     rich_help_panel=STORAGE, help="Where the registry keeps its files."),
-    ] = "filesystem"  # fmt: skip
-    bucket: Annotated[
-        str | None, typer.Option(envvar="BUCKET", rich_help_panel=STORAGE, help="S3 bucket.")
-    ] = None
-    region: Annotated[
-        str | None, typer.Option(envvar="REGION", rich_help_panel=STORAGE, help="S3 region.")
-    ] = None
-    s3_endpoint: Annotated[
-        str | None,
-        typer.Option(envvar=["S3_ENDPOINT", "AWS_ENDPOINT_URL_S3"], rich_help_panel=STORAGE,
-                     help="S3-compatible endpoint (MinIO, Ceph, R2); path-style addressing."),
-    ] = None  # fmt: skip
-    access_key: Annotated[
-        str | None,
-        typer.Option(envvar="ACCESS_KEY", show_default=False, rich_help_panel=STORAGE,
-                     help="S3 access key id."),
-    ] = None  # fmt: skip
-    secret_key: Annotated[
-        str | None,
-        typer.Option(envvar="SECRET_KEY", show_default=False, rich_help_panel=STORAGE,
-                     help="S3 secret key (else the AWS chain: env, profile, web identity)."),
-    ] = None  # fmt: skip
-
-    cache: Annotated[
-        Path | None,
-        typer.Option("--cache", envvar="REGCLEANER_CACHE", metavar="FILE",
-                     rich_help_panel=STORAGE,
-                     help="Scan cache (SQLite): manifests and links verified before are not "
-                     "read again while storage shows them unchanged (off unless given)."),
-    ] = None  # fmt: skip
+    scope: ClassVar[str] = "storage"
+    registry_dir: Path | None = None
+    storage: str = "filesystem"
+    bucket: str | None = None
+    region: str | None = None
+    s3_endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    cache: Path | None = None
 
     def settings(self) -> StorageSettings:
         """The validated storage location."""
         from regcleaner.storage.backends import backend_named
 
-        return storage_settings(
-            registry_dir=self.registry_dir, storage=backend_named(self.storage).name,
-            bucket=self.bucket,
-            region=self.region, s3_endpoint=self.s3_endpoint, access_key=self.access_key,
-            secret_key=self.secret_key, cache=self.cache,
-        )  # fmt: skip
+        return storage_settings(**(self.values() | {"storage": backend_named(self.storage).name}))
 
 
 @dataclass(frozen=True, slots=True)
 class AccessOptions(OptionGroup):
     """Credentials for the registry and its token server, and TLS."""
 
-    auth: Annotated[
-        str | None,
-        typer.Option(envvar="REGISTRY_AUTH", show_default=False, show_envvar=True,
-                     metavar="USER:PASSWORD", rich_help_panel=ACCESS,
-                     help="Registry credentials (split on the first colon)."),
-    ] = None  # fmt: skip
-    username: Annotated[
-        str | None,
-        typer.Option(envvar="REGISTRY_USERNAME", rich_help_panel=ACCESS,
-                     help="Username, with --password-file."),
-    ] = None  # fmt: skip
-    password_file: Annotated[
-        Path | None,
-        typer.Option(envvar="REGISTRY_PASSWORD_FILE", rich_help_panel=ACCESS,
-                     help="File holding the password (a mounted Secret), kept out of argv."),
-    ] = None  # fmt: skip
-    allow_insecure_auth: Annotated[
-        bool,
-        typer.Option("--allow-insecure-auth", envvar="ALLOW_INSECURE_AUTH",
-                     rich_help_panel=ACCESS,
-                     help="Allow credentials over plain http:// to a remote registry."),
-    ] = False  # fmt: skip
-    insecure: Annotated[
-        bool,
-        typer.Option("--insecure", envvar="SELF_SIGNED_CERT", rich_help_panel=ACCESS,
-                     help="Do not verify the registry's TLS certificate."),
-    ] = False  # fmt: skip
-    ca_cert: Annotated[
-        Path | None,
-        typer.Option(rich_help_panel=ACCESS,
-                     help="PEM file of the CA that signed its certificate."),
-    ] = None  # fmt: skip
+    scope: ClassVar[str] = "access"
+    auth: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    allow_insecure_auth: bool = False
+    insecure: bool = False
+    ca_cert: Path | None = None
 
     def settings(self, url: str | None) -> tuple[Credentials | None, TLSOptions]:
         """Validated credentials and TLS options for ``url``."""
-        return access_settings(
-            url=url, auth=self.auth, username=self.username, password_file=self.password_file,
-            allow_insecure_auth=self.allow_insecure_auth, insecure=self.insecure,
-            ca_cert=self.ca_cert,
-        )  # fmt: skip
+        return access_settings(url=url, **self.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The validated registry URL, storage, credentials and TLS options."""
+
+    url: str | None
+    storage: StorageSettings
+    credentials: Credentials | None
+    tls: TLSOptions
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOptions(OptionGroup):
+    """The registry, its storage and how to reach the registry: what every command that
+    may write reads (its options are those of the three groups)."""
+
+    scope: ClassVar[str] = "target"
+    registry: RegistryOptions
+    storage: StorageOptions
+    access: AccessOptions
+
+    def settings(self) -> Target:
+        """The validated URL, storage, credentials and TLS."""
+        url = self.registry.url()
+        credentials, tls = self.access.settings(url)
+        return Target(url, self.storage.settings(), credentials, tls)
 
 
 @dataclass(frozen=True, slots=True)
 class GateOptions(OptionGroup):
     """The check before any storage write (maintenance window)."""
 
-    registry_stopped: Annotated[
-        bool,
-        typer.Option("--registry-stopped", envvar="REGISTRY_STOPPED",
-                     rich_help_panel=MAINTENANCE,
-                     help="No registry process runs: write storage without probing (with "
-                     "--registry-url: only if nothing answers there, or it answers "
-                     "read-only)."),
-    ] = False  # fmt: skip
-    gate_probes: Annotated[
-        str,
-        typer.Option(metavar="N", rich_help_panel=MAINTENANCE,
-                     help="Rounds of write probes that must all be refused (replicas)."),
-    ] = "3"  # fmt: skip
+    scope: ClassVar[str] = "gate"
+    registry_stopped: bool = False
+    gate_probes: str = "3"
 
     def rounds(self) -> int:
         """The validated number of probe rounds."""
@@ -198,30 +151,11 @@ class GateOptions(OptionGroup):
 class CollectionOptions(OptionGroup):
     """How blobs are collected (``gc``, and ``clean --direct --gc``)."""
 
-    min_blob_age: Annotated[
-        str,
-        typer.Option(metavar="DURATION", rich_help_panel=COLLECTION,
-                     help="Never sweep blobs written more recently (0: as the registry)."),
-    ] = "0"  # fmt: skip
-    prune_layer_links: Annotated[
-        bool,
-        typer.Option("--prune-layer-links", rich_help_panel=COLLECTION,
-                     help="Also remove repositories' _layers links whose blob is gone."),
-    ] = False  # fmt: skip
-    purge_uploads: Annotated[
-        str | None,
-        typer.Option(metavar="DURATION", rich_help_panel=COLLECTION,
-                     help="Also remove unfinished uploads started longer ago than this."),
-    ] = None  # fmt: skip
-
-    registry_version: Annotated[
-        str | None,
-        typer.Option(envvar="REGCLEANER_REGISTRY_VERSION", metavar="[2|3]",
-                     rich_help_panel=COLLECTION,
-                     help="The registry's major version: on 3, the _layers links of swept "
-                     "blobs go, as its garbage-collect removes them. Default: asked of the "
-                     "registry at the URL; unknown, they stay."),
-    ] = None  # fmt: skip
+    scope: ClassVar[str] = "collection"
+    min_blob_age: str = "0"
+    prune_layer_links: bool = False
+    purge_uploads: str | None = None
+    registry_version: str | None = None
 
     def given(self) -> bool:
         """True if any collection option differs from its default."""
@@ -231,63 +165,70 @@ class CollectionOptions(OptionGroup):
         )  # fmt: skip
 
 
+_PACE = Pace()
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedOptions(OptionGroup):
+    """How fast clean deletes (defaults: ``config.Pace``'s)."""
+
+    scope: ClassVar[str] = "speed"
+    concurrency: str = f"{_PACE.limits.concurrency}"
+    per_repository: str = f"{_PACE.limits.per_repository}"
+    rate: str = f"{_PACE.limits.rate:g}"
+    timeout: str = f"{_PACE.limits.request_timeout_s:g}"
+    recheck_interval: str = f"{_PACE.recheck_interval_s:g}"
+
+    def settings(self) -> Pace:
+        """The validated pace."""
+        return pace_settings(**self.values())
+
+
 @dataclass(frozen=True, slots=True)
 class OutputOptions(OptionGroup):
     """Report, standard output, logs and metrics."""
 
-    report: Annotated[
-        Path | None, typer.Option(rich_help_panel=OUTPUT, help="Write the JSON report here.")
-    ] = None
-    output: Annotated[
-        str,
-        typer.Option(metavar="[text|json]", rich_help_panel=OUTPUT,
-                     help="Standard output format."),
-    ] = "text"  # fmt: skip
-    progress_interval: Annotated[
-        str,
-        typer.Option(metavar="SECONDS", rich_help_panel=OUTPUT,
-                     help="Seconds between progress lines when not on a terminal (0: none)."),
-    ] = "10"  # fmt: skip
-    log_format: Annotated[
-        str,
-        typer.Option(envvar="REGCLEANER_LOG_FORMAT", metavar="[text|json]",
-                     rich_help_panel=OUTPUT, help="Log lines format."),
-    ] = "text"  # fmt: skip
-    metrics_file: Annotated[
-        Path | None,
-        typer.Option(envvar="REGCLEANER_METRICS_FILE", rich_help_panel=OUTPUT,
-                     help="Write run metrics here (Prometheus textfile format)."),
-    ] = None  # fmt: skip
-    pushgateway: Annotated[
-        str | None,
-        typer.Option(envvar="REGCLEANER_PUSHGATEWAY", rich_help_panel=OUTPUT,
-                     help="Push run metrics to this Pushgateway URL."),
-    ] = None  # fmt: skip
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", rich_help_panel=OUTPUT, help="Log every retry.")
-    ] = False
+    scope: ClassVar[str] = "output"
+    report: Path | None = None
+    output: str = "text"
+    progress_interval: str = "10"
+    log_format: str = "text"
+    metrics_file: Path | None = None
+    pushgateway: str | None = None
+    verbose: bool = False
 
     def settings(self) -> Output:
         """The validated output settings."""
-        return output_settings(
-            report=self.report, output=self.output, progress_interval=self.progress_interval,
-            log_format=self.log_format, verbose=self.verbose, metrics_file=self.metrics_file,
-            pushgateway=self.pushgateway,
-        )  # fmt: skip
+        return output_settings(**self.values())
 
-
-DryRun = Annotated[
-    bool,
-    typer.Option("--dry-run", envvar="DRY_RUN", show_default=False,
-                 help="Check and report what would be done; change nothing."),
-]  # fmt: skip
-StopGrace = Annotated[
-    str,
-    typer.Option(metavar="DURATION", rich_help_panel=SPEED,
-                 help="On SIGTERM/SIGINT, time to let in-flight requests finish."),
-]  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@functools.cache
+def catalogue() -> dict[str, dict[str, dict[str, Any]]]:
+    """The parsed ``options.toml``: scope → option name → its declaration."""
+    text = resources.files("regcleaner").joinpath(CATALOGUE).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def declaration(scopes: tuple[str, ...], name: str) -> Any:
+    """The typer option for ``name``, from the first of ``scopes`` that declares it. A
+    missing declaration or an unknown key is a programming error, raised at import."""
+    tables = catalogue()
+    entry = next((tables[scope][name] for scope in scopes if name in tables.get(scope, {})),
+                 None)  # fmt: skip
+    if entry is None:
+        where = " or ".join(f"[{scope}.{name}]" for scope in scopes)
+        raise TypeError(f"{CATALOGUE} declares no {where}")
+    unknown = sorted(set(entry) - _KEYS)
+    if unknown or "help" not in entry:
+        raise TypeError(f"{CATALOGUE} [{scopes[0]}.{name}]: unknown keys {unknown} or no help")
+    return typer.Option(
+        *entry.get("flags", ()), envvar=entry.get("env"), metavar=entry.get("metavar"),
+        rich_help_panel=entry.get("panel"), help=entry["help"],
+        show_default=entry.get("show_default", True), min=entry.get("min"),
+    )  # fmt: skip
 
 
 def _group_type(annotation: Any) -> type[OptionGroup] | None:
@@ -296,32 +237,62 @@ def _group_type(annotation: Any) -> type[OptionGroup] | None:
     return None
 
 
+def _declared_elsewhere(annotation: Any) -> bool:
+    """Already a typer parameter (an argument, ``--version``), or the click context."""
+    if annotation is typer.Context:
+        return True
+    return typing.get_origin(annotation) is Annotated
+
+
 def _group_parameters(group: type[OptionGroup]) -> list[inspect.Parameter]:
-    hints = typing.get_type_hints(group, include_extras=True)
-    return [
-        inspect.Parameter(
-            item.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=item.default,
-            annotation=hints[item.name],
-        )
-        for item in fields(group)  # type: ignore[arg-type]
-    ]
+    """The group's options, those of the groups it holds included, in field order."""
+    hints = typing.get_type_hints(group)
+    parameters: list[inspect.Parameter] = []
+    for item in fields(group):  # type: ignore[arg-type]
+        inner = _group_type(hints[item.name])
+        if inner is not None:
+            parameters.extend(_group_parameters(inner))
+            continue
+        option = declaration((group.scope,), item.name)
+        parameters.append(inspect.Parameter(
+            item.name, inspect.Parameter.KEYWORD_ONLY, default=item.default,
+            annotation=Annotated[hints[item.name], option],
+        ))  # fmt: skip
+    return parameters
+
+
+def _build(group: type[OptionGroup], values: dict[str, Any]) -> OptionGroup:
+    """The group's value from the command's options, taking them out of ``values``."""
+    hints = typing.get_type_hints(group)
+    arguments: dict[str, Any] = {}
+    for item in fields(group):  # type: ignore[arg-type]
+        inner = _group_type(hints[item.name])
+        arguments[item.name] = _build(inner, values) if inner else values.pop(item.name)
+    return group(**arguments)
 
 
 def grouped(command: F) -> F:
-    """Spread the command's ``OptionGroup`` parameters into typer options, and build one
-    group value from them per call. An option name used twice is a programming error,
-    raised at import time."""
+    """Give the command its options from the catalogue, and spread its ``OptionGroup``
+    parameters into them, building one group value per call.
+
+    A plain parameter ``name`` of command ``clean`` is declared by ``[clean.name]``, else
+    by ``[shared.name]``; a group's field by ``[<group scope>.name]``. An option name used
+    twice is a programming error, raised at import time."""
     signature = inspect.signature(command, eval_str=True)
+    scopes = (command.__name__, "shared")
     parameters: list[inspect.Parameter] = []
     groups: dict[str, type[OptionGroup]] = {}
     seen: set[str] = set()
     for parameter in signature.parameters.values():
         group = _group_type(parameter.annotation)
-        spread = _group_parameters(group) if group else [parameter]
         if group is not None:
             groups[parameter.name] = group
+            spread = _group_parameters(group)
+        elif _declared_elsewhere(parameter.annotation):
+            spread = [parameter]
+        else:
+            option = declaration(scopes, parameter.name)
+            spread = [parameter.replace(annotation=Annotated[parameter.annotation, option])]
         for item in spread:
             if item.name in seen:
                 raise TypeError(f"{command.__name__}: option {item.name!r} declared twice")
@@ -330,15 +301,21 @@ def grouped(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
-        arguments: dict[str, Any] = {}
-        for name, group in groups.items():
-            names = [item.name for item in fields(group)]  # type: ignore[arg-type]
-            arguments[name] = group(**{key: values.pop(key) for key in names})
+        arguments = {name: _build(group, values) for name, group in groups.items()}
         return command(**arguments, **values)
 
     wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {item.name: item.annotation for item in parameters}
     return typing.cast(F, wrapper)
+
+
+def command_group(name: str, help_text: str) -> typer.Typer:
+    """A typer app whose commands read their options here; called bare, it prints its
+    help (see ``help_when_bare``). Rich help, no shell completion, plain tracebacks."""
+    return typer.Typer(
+        name=name, help=help_text, invoke_without_command=True, add_completion=False,
+        pretty_exceptions_enable=False, rich_markup_mode="rich",
+    )  # fmt: skip
 
 
 def help_when_bare(context: typer.Context) -> None:

@@ -14,17 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from regcleaner.exitcodes import EXIT_FAILED, EXIT_USAGE
-from regcleaner.options import help_when_bare
+from regcleaner.options import command_group, grouped, help_when_bare
 
 TOKEN_VARIABLE = "REGCLEANER_EVENTS_TOKEN"  # noqa: S105 (the variable's name)
 
-events_app = typer.Typer(
-    name="events",
-    help="Record pull times from the registry's notifications (for pulled_within rules).",
-    invoke_without_command=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+events_app = command_group(
+    "events", "Record pull times from the registry's notifications (for pulled_within rules)."
 )
 events_app.callback()(help_when_bare)
 
@@ -33,12 +28,6 @@ log = logging.getLogger("regcleaner.events")
 if TYPE_CHECKING:
     from regcleaner.events.envelope import ManifestPull
     from regcleaner.events.store import PullStore
-
-Database = Annotated[
-    Path,
-    typer.Option("--db", envvar="REGCLEANER_EVENTS_DB", metavar="PATH",
-                 help="The pull record (SQLite); give the same path to clean --pulls-db."),
-]  # fmt: skip
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -66,29 +55,14 @@ def _setup_logging(verbose: bool, json_logs: bool) -> None:
 
 
 @events_app.command()
+@grouped
 def serve(
-    db: Database,
-    listen: Annotated[
-        str,
-        typer.Option(
-            envvar="REGCLEANER_EVENTS_LISTEN",
-            metavar="HOST:PORT",
-            help="Where to listen; the registry POSTs envelopes to /events.",
-        ),
-    ] = "127.0.0.1:5080",
-    max_body: Annotated[
-        int,
-        typer.Option(
-            min=1024, metavar="BYTES", help="Largest envelope accepted (bigger ones get 413)."
-        ),
-    ] = 1024 * 1024,
-    log_format: Annotated[
-        str,
-        typer.Option(
-            envvar="REGCLEANER_LOG_FORMAT", metavar="[text|json]", help="Log lines format."
-        ),
-    ] = "text",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs.")] = False,
+    *,
+    db: Path,
+    listen: str = "127.0.0.1:5080",
+    max_body: int = 1024 * 1024,
+    log_format: str = "text",
+    verbose: bool = False,
 ) -> None:
     """Receive the registry's notifications at POST /events and record each manifest pull.
 
@@ -123,6 +97,7 @@ def serve(
 
 
 @events_app.command("import-log")
+@grouped
 def import_log(
     files: Annotated[
         list[Path],
@@ -134,17 +109,9 @@ def import_log(
             readable=True,
         ),
     ],
-    db: Database,
-    complete: Annotated[
-        bool,
-        typer.Option(
-            "--complete",
-            help="The files are the registry's whole log from their first line "
-            "up to when events serve started: recording then counts as "
-            "covering that time too (otherwise pulls are added, coverage is "
-            "not).",
-        ),
-    ] = False,
+    *,
+    db: Path,
+    complete: bool = False,
 ) -> None:
     """Record the manifest GETs (answered 200) that the registry's logs show.
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -22,14 +22,10 @@ from regcleaner.config import TLSOptions, build_settings, parse_count
 from regcleaner.errors import ConfigError, RegcleanerError
 from regcleaner.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RunEnd, exit_code
 from regcleaner.options import (
-    KEEP,
-    MAINTENANCE,
-    AccessOptions,
-    DryRun,
     GateOptions,
     OutputOptions,
-    RegistryOptions,
     StorageOptions,
+    TargetOptions,
     grouped,
 )
 
@@ -43,82 +39,6 @@ log = logging.getLogger("regcleaner")
 USAGE = "Usage report"
 FORMATS = ("text", "json", "csv")
 
-MinAge = Annotated[
-    str,
-    typer.Option(envvar="MIN_AGE", metavar="DURATION", rich_help_panel=KEEP,
-                 help="As clean's --min-age: manifests pushed more recently are kept."),
-]  # fmt: skip
-Shown = Annotated[
-    list[str] | None,
-    typer.Option("--include", metavar="GLOB", rich_help_panel=USAGE,
-                 help="Show only repositories matching this glob (repeatable; every "
-                 "repository is still read: exclusive bytes need them all)."),
-]  # fmt: skip
-Hidden = Annotated[
-    list[str] | None,
-    typer.Option("--exclude", metavar="GLOB", rich_help_panel=USAGE,
-                 help="Do not show repositories matching this glob (repeatable)."),
-]  # fmt: skip
-Include = Annotated[
-    list[str] | None,
-    typer.Option(metavar="GLOB", rich_help_panel=KEEP,
-                 help="Only repositories matching this glob (repeatable)."),
-]  # fmt: skip
-Exclude = Annotated[
-    list[str] | None,
-    typer.Option(metavar="GLOB", rich_help_panel=KEEP,
-                 help="Skip repositories matching this glob (repeatable)."),
-]  # fmt: skip
-
-PolicyFile = Annotated[
-    Path | None,
-    typer.Option(
-        envvar="REGCLEANER_POLICY",
-        metavar="FILE",
-        rich_help_panel=KEEP,
-        help="Reclaimable under this tag retention policy (as clean --policy).",
-    ),
-]  # fmt: skip
-PruneOrphanSignatures = Annotated[
-    bool,
-    typer.Option(
-        "--prune-orphan-signatures",
-        rich_help_panel=KEEP,
-        help="Reclaimable as clean --prune-orphan-signatures would leave it.",
-    ),
-]  # fmt: skip
-Sort = Annotated[
-    str,
-    typer.Option(
-        metavar="COLUMN",
-        rich_help_panel=USAGE,
-        help="Sort by name, tags, manifests, untagged, deletable, referenced, "
-        "exclusive or reclaimable ('-' in front reverses).",
-    ),
-]  # fmt: skip
-Top = Annotated[
-    str | None,
-    typer.Option(metavar="N", rich_help_panel=USAGE, help="Show the first N only."),
-]  # fmt: skip
-Html = Annotated[
-    Path | None,
-    typer.Option(
-        metavar="FILE",
-        rich_help_panel=USAGE,
-        help="Also write a self-contained HTML page (chart and sortable table).",
-    ),
-]  # fmt: skip
-LinkGrace = Annotated[
-    str,
-    typer.Option(
-        envvar="MIN_AGE",
-        metavar="DURATION",
-        rich_help_panel=MAINTENANCE,
-        help="Keep a repository whose blobs were linked more recently (a push "
-        "may be in progress).",
-    ),
-]  # fmt: skip
-
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -129,14 +49,14 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 def usage(
     *,
     storage: StorageOptions,
-    min_age: MinAge = "1h",
-    include: Shown = None,
-    exclude: Hidden = None,
-    policy: PolicyFile = None,
-    prune_orphan_signatures: PruneOrphanSignatures = False,
-    sort: Sort = "referenced",
-    top: Top = None,
-    html: Html = None,
+    min_age: str = "1h",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    policy: Path | None = None,
+    prune_orphan_signatures: bool = False,
+    sort: str = "referenced",
+    top: str | None = None,
+    html: Path | None = None,
     output: OutputOptions,
 ) -> None:
     """Space by repository: referenced, exclusive and reclaimable bytes (read-only)."""
@@ -314,23 +234,21 @@ def _export_metrics(settings: Settings, totals: UsageTotals,
 @grouped
 def prune_empty_repositories(
     *,
-    registry: RegistryOptions,
-    storage: StorageOptions,
-    access: AccessOptions,
+    dry_run: bool = False,
+    target: TargetOptions,
     gate: GateOptions,
-    dry_run: DryRun = False,
-    min_age: LinkGrace = "1h",
-    include: Include = None,
-    exclude: Exclude = None,
+    min_age: str = "1h",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
     output: OutputOptions,
 ) -> None:
     """Remove repositories left with no tags and no manifests, so that the catalog no
     longer lists them (window only: the registry read-only or stopped)."""
     try:
-        url = registry.url()
-        credentials, tls = access.settings(url)
+        where = target.settings()
         settings = build_settings(
-            registry_url=url, storage=storage.settings(), credentials=credentials, tls=tls,
+            registry_url=where.url, storage=where.storage, credentials=where.credentials,
+            tls=where.tls,
             output=output.settings(), dry_run=dry_run, direct=True,
             registry_stopped=gate.registry_stopped, gate_rounds=gate.rounds(),
             min_age=min_age, include=include, exclude=exclude,
