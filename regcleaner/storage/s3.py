@@ -39,6 +39,7 @@ from regcleaner.concurrency import StopScope
 from regcleaner.config import S3Options
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
+from regcleaner.storage.s3listing import install_listing_check, listing_parser_factory
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # Per-key DeleteObjects errors worth another try (the rest are reported per key).
@@ -135,11 +136,13 @@ class S3Store:
                 kwargs["aws_access_key_id"] = self.options.access_key
                 kwargs["aws_secret_access_key"] = self.options.secret_key
             session = get_session()
-            parsers = session.get_component("response_parser_factory")
-            parsers.set_parser_defaults(timestamp_parser=_timestamp)
+            session.register_component(
+                "response_parser_factory", listing_parser_factory(_timestamp)
+            )
             self._client = await self._stack.enter_async_context(
                 session.create_client("s3", **kwargs)
             )
+            install_listing_check(self._client.meta.events)
         return self._client
 
     def _translate(self, exc: Exception, action: str) -> StorageError:
