@@ -346,7 +346,7 @@ def _dry_run(url: str, cache: Path, report: Path) -> dict[str, Any]:
         "wall_s": round(wall, 1),
         "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
         "peak_rss_mb": round(after.ru_maxrss / 1024, 1),
-        "would_delete": summary.get("counters", {}).get("would_delete"),
+        "would_delete": summary["would_delete"],
     }
 
 

@@ -224,6 +224,11 @@ def declaration(scopes: tuple[str, ...], name: str) -> Any:
     unknown = sorted(set(entry) - _KEYS)
     if unknown or "help" not in entry:
         raise TypeError(f"{CATALOGUE} [{scopes[0]}.{name}]: unknown keys {unknown} or no help")
+    if not isinstance(entry.get("flags", []), list) or not isinstance(
+        entry.get("env", ""), str | list
+    ):
+        raise TypeError(f"{CATALOGUE} [{scopes[0]}.{name}]: flags is a list, env a string "
+                        "or a list")  # fmt: skip
     return typer.Option(
         *entry.get("flags", ()), envvar=entry.get("env"), metavar=entry.get("metavar"),
         rich_help_panel=entry.get("panel"), help=entry["help"],

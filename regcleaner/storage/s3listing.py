@@ -15,6 +15,7 @@ Only the body is parsed here; headers, ``ResponseMetadata`` and botocore's handl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,8 @@ class _NotExact(Exception):
     """The page holds something botocore would read differently from here."""
 
 
+_NAMESPACE = re.compile("{.*}")
+"""What botocore strips from a tag (``.`` stops at a newline, as there)."""
 _TAGS: dict[str, str] = {}
 """Element tag → its name without the namespace (a few dozen distinct tags)."""
 
@@ -42,7 +45,7 @@ def _tag(element: ElementTree.Element) -> str:
     tag = element.tag
     name = _TAGS.get(tag)
     if name is None:
-        name = tag[tag.index("}") + 1 :] if tag[:1] == "{" else tag
+        name = _NAMESPACE.sub("", tag)
         if len(_TAGS) < 256:
             _TAGS[tag] = name
     return name
@@ -113,10 +116,14 @@ def parse_root(body: bytes) -> ElementTree.Element | None:
     """The page's XML, or None if it is not plain XML that parses."""
     if b"<!" in body:
         return None  # S3 sends no DOCTYPE, entity or CDATA: botocore's parser decides
+    # As botocore parses: UTF-8 whatever the XML declaration says.
+    parser = ElementTree.XMLParser(target=ElementTree.TreeBuilder(), encoding="utf-8")  # noqa: S314 (no DTD: entities cannot expand)
     try:
-        return ElementTree.fromstring(body)  # noqa: S314 (no DTD: entities cannot expand)
+        parser.feed(body)
+        root: ElementTree.Element = parser.close()
     except ElementTree.ParseError:
         return None
+    return root
 
 
 def parse_listing(
@@ -160,7 +167,7 @@ def check_listing_for_error(operation_model: Any, response_dict: Any, **kwargs: 
     """botocore's check for an error inside a 200 answer (S3 may send one; a body cut
     off by the network parses as none), for listing pages: the same verdict from one
     parse of the body, kept for ``parse_listing``. Other operations go to botocore's."""
-    from botocore.handlers import _handle_200_error
+    from botocore.handlers import _handle_200_error  # present: see install_listing_check
 
     body = response_dict.get("body") if response_dict else None
     if operation_model.name != "ListObjectsV2" or not isinstance(body, bytes) or not body:
@@ -178,9 +185,13 @@ def check_listing_for_error(operation_model: Any, response_dict: Any, **kwargs: 
 
 def install_listing_check(events: Any) -> None:
     """Replace botocore's 200-error check with ``check_listing_for_error`` on a client's
-    event hooks (it parsed every listing page once more, about a third of its CPU)."""
-    from botocore.handlers import _handle_200_error
+    event hooks (it parsed every listing page once more, about a third of its CPU). A
+    botocore without that check (before 1.35.4x) keeps what it has."""
+    from botocore import handlers
 
+    _handle_200_error = getattr(handlers, "_handle_200_error", None)
+    if _handle_200_error is None:
+        return
     events.unregister("before-parse.s3.*", _handle_200_error)
     events.register_first("before-parse.s3.*", check_listing_for_error)
 

@@ -118,3 +118,21 @@ def test_a_command_table_wins_over_shared() -> None:
     clean_include = _params("clean")["include"]
     assert usage_include.help.startswith("Show only repositories")
     assert clean_include.help == "Only repositories matching this glob (repeatable)."
+
+
+def test_a_flag_written_as_a_string_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flags = "--x"`` would be spread into single characters."""
+    monkeypatch.setattr(options, "catalogue", lambda: {"odd": {"x": {"help": "x", "flags": "--x"}}})
+
+    def odd(*, x: bool = False) -> None:
+        """One flag, written as a string."""
+
+    with pytest.raises(TypeError, match=r"\[odd\.x\]: flags is a list"):
+        grouped(odd)
+
+
+def test_the_speed_defaults_read_back_as_the_pace_they_come_from() -> None:
+    from regcleaner.config import Pace
+    from regcleaner.options import SpeedOptions
+
+    assert SpeedOptions().settings() == Pace()
