@@ -54,6 +54,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from regcleaner import gomanifest, layout
+from regcleaner.blobfolders import list_blobs
 from regcleaner.concurrency import Channel, StopRequested, StopScope, first_error, stop_signals
 from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
@@ -63,7 +64,7 @@ from regcleaner.reporting.collection import GcReport
 from regcleaner.reporting.progress import GcProgress
 from regcleaner.space import human_bytes
 from regcleaner.storage.base import EntryKind, requests_in_flight
-from regcleaner.view import RegistryView, parse_link
+from regcleaner.view import BlobInfo, RegistryView, StrayEntry, parse_link
 
 if TYPE_CHECKING:
     pass
@@ -413,49 +414,37 @@ class Collector:
     # -- list and sweep ---------------------------------------------------------------
 
     async def _list_blobs(self) -> None:
-        prefixes, odd = await self.view.blob_prefixes()
-        for stray in odd:
-            self.report.problem(str(stray))
         counters = self.report.counters
-        counters.prefixes = len(prefixes)
-        queue: Channel[tuple[str, str]] = Channel(self.width * 4)
         cutoff = self.clock() - self.settings.min_blob_age_s
         young_matters = self.settings.min_blob_age_s > 0
+        marked, existing, spool = self.marked, self.existing, self._candidates
 
-        async def worker() -> None:
-            marked, existing, spool = self.marked, self.existing, self._candidates
-            while (item := await queue.get()) is not None:
-                if self.stop.stop_requested:
+        def consume(blobs: list[BlobInfo], odd: list[StrayEntry]) -> None:
+            for stray in odd:
+                self.report.problem(str(stray))
+            for blob in blobs:
+                counters.blobs += 1
+                counters.blob_bytes += blob.size
+                key = blob_key(blob.digest)
+                if key in marked:
+                    if existing is not None:
+                        existing.add(key)
                     continue
-                try:
-                    blobs, odd = await self.view.blobs_under(*item)
-                except StorageError as exc:
-                    self.report.problem(f"listing blobs/{item[0]}/{item[1]}: {exc}")
+                if young_matters and blob.mtime > cutoff:
+                    counters.young += 1
+                    if existing is not None:
+                        existing.add(key)
                     continue
-                for stray in odd:
-                    self.report.problem(str(stray))
-                for blob in blobs:
-                    counters.blobs += 1
-                    counters.blob_bytes += blob.size
-                    key = blob_key(blob.digest)
-                    if key in marked:
-                        if existing is not None:
-                            existing.add(key)
-                        continue
-                    if young_matters and blob.mtime > cutoff:
-                        counters.young += 1
-                        if existing is not None:
-                            existing.add(key)
-                        continue
-                    counters.to_sweep += 1
-                    counters.to_sweep_bytes += blob.size
-                    spool.write(f"{blob.digest}\t{blob.size}\n")
-                counters.prefixes_listed += 1
+                counters.to_sweep += 1
+                counters.to_sweep_bytes += blob.size
+                spool.write(f"{blob.digest}\t{blob.size}\n")
 
-        async with asyncio.TaskGroup() as group:
-            group.create_task(queue.feed(prefixes))
-            for _ in range(self.width):
-                group.create_task(worker())
+        listing = await list_blobs(
+            self.store, consume, width=self.width, problem=self.report.problem,
+            stopped=lambda: self.stop.stop_requested,
+        )  # fmt: skip
+        counters.prefixes = listing.folders
+        counters.prefixes_listed = listing.folders_listed
 
     async def _sweep(self) -> None:
         in_flight = requests_in_flight(self.store)

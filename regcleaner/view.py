@@ -71,11 +71,11 @@ class StrayEntry:
         return f"{self.key}: {self.why}"
 
 
-_NOT_A_BLOB = (
+NOT_A_BLOB = (
     "a file named data where no blob's data can be (the registry's garbage-collect fails "
     "on it, or takes it for a blob whose folder it then cannot remove)"
 )
-_LINK_FOLLOWED_BY_GC = (
+LINK_FOLLOWED_BY_GC = (
     "a symbolic link or special file: the registry's garbage-collect follows it, "
     "regcleaner follows no links"
 )
@@ -464,7 +464,7 @@ class RegistryView:
         async for files in self.store.walk(base):
             for file in files:
                 if not file.regular:
-                    odd.append(StrayEntry(f"{base}/{file.key}", _LINK_FOLLOWED_BY_GC))
+                    odd.append(StrayEntry(f"{base}/{file.key}", LINK_FOLLOWED_BY_GC))
                 elif file.key.rsplit("/", 1)[-1] == layout.LINK:
                     keys.append(file.key)
                     listed.append(file)
@@ -480,58 +480,6 @@ class RegistryView:
         found = await self.store.read_many([layout.blob_data(d) for d in digests],
                                            MAX_MANIFEST_BYTES)  # fmt: skip
         return [b if b is None or isinstance(b, StorageError) else b.data for b in found]
-
-    async def blob_prefixes(self) -> tuple[list[tuple[str, str]], list[StrayEntry]]:
-        """(algorithm, fan-out folder) pairs under ``blobs/``, and the keys of what the
-        registry's garbage-collect would not take there: a file named ``data`` (it
-        fails on one), a symbolic link or special file (it follows one)."""
-        pairs: list[tuple[str, str]] = []
-        odd: list[StrayEntry] = []
-        algorithms: list[str] = []
-        async for page in self.store.list_children(layout.BLOBS):
-            for entry in page:
-                if entry.kind == "dir":
-                    algorithms.append(entry.name)
-                elif entry.kind == "other":
-                    odd.append(StrayEntry(f"{layout.BLOBS}/{entry.name}", _LINK_FOLLOWED_BY_GC))
-                elif entry.name == layout.DATA:
-                    odd.append(StrayEntry(f"{layout.BLOBS}/{entry.name}", _NOT_A_BLOB))
-        for algorithm in sorted(algorithms):
-            folder = f"{layout.BLOBS}/{algorithm}"
-            async for page in self.store.list_children(folder):
-                for entry in page:
-                    if entry.kind == "dir":
-                        pairs.append((algorithm, entry.name))
-                    elif entry.kind == "other":
-                        odd.append(StrayEntry(f"{folder}/{entry.name}", _LINK_FOLLOWED_BY_GC))
-                    elif entry.name == layout.DATA:
-                        odd.append(StrayEntry(f"{folder}/{entry.name}", _NOT_A_BLOB))
-        return sorted(pairs), odd
-
-    async def blobs_under(
-        self, algorithm: str, prefix: str
-    ) -> tuple[list[BlobInfo], list[StrayEntry]]:
-        """Blobs in one ``blobs/<algorithm>/<prefix>`` folder, walked to any depth as the
-        registry's garbage-collect walks it, and the keys there it could not take for a
-        blob: any other file named ``data`` (it fails on one, or takes it for a blob
-        whose folder it then cannot remove), a symbolic link or special file (it
-        follows one). Other files are ignored, as it ignores them."""
-        blobs: list[BlobInfo] = []
-        odd: list[StrayEntry] = []
-        folder = f"{layout.BLOBS}/{algorithm}/{prefix}"
-        tail = "/" + layout.DATA
-        async for page in self.store.walk(folder):
-            for file in page:
-                key = file.key
-                if not file.regular:
-                    odd.append(StrayEntry(f"{folder}/{key}", _LINK_FOLLOWED_BY_GC))
-                elif key == layout.DATA or key.endswith(tail):
-                    digest = layout.blob_digest_at(f"{algorithm}/{prefix}/{key}")
-                    if digest is None:
-                        odd.append(StrayEntry(f"{folder}/{key}", _NOT_A_BLOB))
-                    else:
-                        blobs.append(BlobInfo(Digest(digest), file.size, file.mtime))
-        return blobs, odd
 
     async def layer_links(self, repository: str) -> list[str]:
         """The hex digests of the blobs linked into a repository (``_layers``)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from regcleaner import layout
+from regcleaner.blobfolders import list_blobs
 from regcleaner.collector import blob_key
 from regcleaner.concurrency import Channel
 from regcleaner.digest import Digest
@@ -25,7 +26,7 @@ from regcleaner.retention import RetentionPolicy
 from regcleaner.tagplan import plan_with_tags
 from regcleaner.usage.ledger import RepositoryCounts, UsageLedger
 from regcleaner.usage.model import gc_marks
-from regcleaner.view import RegistryView
+from regcleaner.view import BlobInfo, RegistryView, StrayEntry
 
 log = logging.getLogger("regcleaner")
 
@@ -104,6 +105,12 @@ class UsageScan:
         self.width = workers or max(4, view.store.listing_concurrency)
         self.warnings: list[str] = []
 
+    @staticmethod
+    def _unlisted(text: str) -> None:
+        """A blob folder that cannot be listed ends the report: exclusive and
+        reclaimable bytes need every blob."""
+        raise StorageError(text)
+
     def _warn(self, text: str) -> None:
         if len(self.warnings) < 1000:
             self.warnings.append(text)
@@ -123,26 +130,18 @@ class UsageScan:
     # -- blobs ------------------------------------------------------------------------
 
     async def _blobs(self) -> None:
-        prefixes, odd = await self.view.blob_prefixes()
-        for stray in odd:
-            self._warn(f"not a blob: {stray}")
         counters = self.counters
-        counters.blob_folders = len(prefixes)
-        queue: Channel[tuple[str, str]] = Channel(self.width * 4)
 
-        async def worker() -> None:
-            while (item := await queue.get()) is not None:
-                blobs, strays = await self.view.blobs_under(*item)
-                for stray in strays:
-                    self._warn(f"not a blob: {stray}")
-                self.ledger.add_blobs((blob_key(b.digest), b.size) for b in blobs)
-                counters.blobs += len(blobs)
-                counters.blob_folders_listed += 1
+        def consume(blobs: list[BlobInfo], strays: list[StrayEntry]) -> None:
+            for stray in strays:
+                self._warn(f"not a blob: {stray}")
+            self.ledger.add_blobs((blob_key(b.digest), b.size) for b in blobs)
+            counters.blobs += len(blobs)
 
-        async with asyncio.TaskGroup() as group:
-            group.create_task(queue.feed(prefixes))
-            for _ in range(self.width):
-                group.create_task(worker())
+        listing = await list_blobs(self.view.store, consume, width=self.width,
+                                   problem=self._unlisted)  # fmt: skip
+        counters.blob_folders = listing.folders
+        counters.blob_folders_listed = listing.folders_listed
 
     # -- repositories -----------------------------------------------------------------
 

@@ -10,12 +10,13 @@ from collections.abc import Mapping
 import pytest
 
 from regcleaner import layout as paths
+from regcleaner.blobfolders import list_blobs
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageSetupError
 from regcleaner.manifests import ManifestKind, ManifestRefs, Unreadable
 from regcleaner.snapshots import RepositorySnapshot
 from regcleaner.storage.base import ByteStore, EntryKind
-from regcleaner.view import RegistryView
+from regcleaner.view import BlobInfo, RegistryView, StrayEntry
 from tests.contract.conftest import (
     V2,
     Layout,
@@ -225,13 +226,14 @@ def test_blobs_are_enumerated_with_sizes(layout: Layout) -> None:
     ])  # fmt: skip
 
     async def blobs(store: ByteStore) -> tuple[dict[str, int], list[str]]:
-        view = RegistryView(store)
         sizes: dict[str, int] = {}
-        prefixes, odd = await view.blob_prefixes()
-        for algorithm, prefix in prefixes:
-            found, strange = await view.blobs_under(algorithm, prefix)
+        odd: list[StrayEntry] = []
+
+        def consume(found: list[BlobInfo], strange: list[StrayEntry]) -> None:
             sizes.update({b.digest: b.size for b in found})
-            odd += strange
+            odd.extend(strange)
+
+        await list_blobs(store, consume, width=4, problem=pytest.fail)
         return sizes, [entry.key for entry in odd]
 
     sizes, odd = run(layout.store(), blobs)
