@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent.parent
+
 # -- what was measured here (re-measure with the commands above) ------------------------
 
 MEASURED_RUN: dict[str, Any] = {
@@ -301,24 +303,9 @@ def model(
 # -- the real run -----------------------------------------------------------------------
 
 
-def _clean_with_cache(cache: str, arguments: list[str]) -> None:
-    """``regcleaner clean`` with every RegistryView given the scan cache at ``cache``
-    (what ``--cache`` does once the CLI has it)."""
-    from regcleaner import runner
-    from regcleaner.cli import main
-    from regcleaner.scancache import ScanCache
-    from regcleaner.storage.base import ByteStore
-    from regcleaner.view import RegistryView
-
-    def view_with_cache(store: ByteStore) -> RegistryView:
-        return RegistryView(store, ScanCache.open(Path(cache), store.describe()))
-
-    runner.__dict__["RegistryView"] = view_with_cache
-    sys.argv = ["regcleaner", *arguments]
-    main()
-
-
 def _dry_run(url: str, cache: Path, report: Path) -> dict[str, Any]:
+    """``regcleaner clean --direct --dry-run --cache CACHE`` in a process of its own: the
+    requests it made, its wall and CPU time, and its own peak memory (its report's)."""
     from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
     env = {**os.environ, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
@@ -326,15 +313,12 @@ def _dry_run(url: str, cache: Path, report: Path) -> dict[str, Any]:
         "clean", "--storage", "s3", "--bucket", "bench", "--registry-dir", "/root",
         "--region", REGION, "--s3-endpoint", url, "--direct", "--min-age", "0",
         "--dry-run", "--progress-interval", "0", "--report", str(report),
+        "--cache", str(cache),
     ]  # fmt: skip
-    code = (
-        "from bench.scale import _clean_with_cache; "
-        f"_clean_with_cache({str(cache)!r}, {arguments!r})"
-    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=False, env=env,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "regcleaner", *arguments], check=False, env=env,
+                   stdout=subprocess.DEVNULL, cwd=HERE)  # fmt: skip
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = json.loads(report.read_text())["summary"]
@@ -345,7 +329,7 @@ def _dry_run(url: str, cache: Path, report: Path) -> dict[str, Any]:
         "head": requests["head"],
         "wall_s": round(wall, 1),
         "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-        "peak_rss_mb": round(after.ru_maxrss / 1024, 1),
+        "peak_rss_mb": summary["peak_rss_mb"],
         "would_delete": summary["would_delete"],
     }
 
