@@ -46,20 +46,24 @@ MEASURED_RUN: dict[str, Any] = {
 counts them at 102,400 manifests, and memory (the store itself takes store_rss_mb)."""
 
 MEASURED_MOTO: dict[str, Any] = {
-    "command": "python -m bench.scale run 800",
-    "repositories": 800,
-    "manifests": 25_600,
-    "blobs": 27_200,
-    "cold": {"list": 3253, "get": 30_400, "head": 2, "wall_s": 236.3, "cpu_s": 72.6},
-    "warm": {"list": 3510, "get": 0, "head": 2, "wall_s": 105.3, "cpu_s": 15.6},
-}
-"""The same on moto through aiobotocore: client CPU of the whole run (wall time is
-moto's: one process answering a few dozen requests a second on this shared machine)."""
+    "command": "python -m bench.scale run 3200",
+    "repositories": 3200,
+    "manifests": 102_400,
+    "blobs": 108_800,
+    "cold": {"list": 12_853, "get": 121_600, "head": 2, "wall_s": 366.5, "cpu_s": 178.1,
+             "peak_rss_mb": 80.1},
+    "warm": {"list": 13_110, "get": 0, "head": 2, "wall_s": 96.0, "cpu_s": 31.1,
+             "peak_rss_mb": 81.4},
+}  # fmt: skip
+"""The same on moto through aiobotocore (2026-12-07, idle machine): client CPU of the
+whole run, and its own peak memory (wall time is moto's: one Python process answering
+on the same 2 cores)."""
 
-MEASURED_CPU: dict[str, float] = {"get_ms": 2.103, "head_ms": 2.394, "list_page_ms": 49.87}
+MEASURED_CPU: dict[str, float] = {"get_ms": 1.442, "head_ms": 1.337, "list_page_ms": 13.55}
 """Client CPU per request through regcleaner's S3 store (``python -m bench.scale
-cpu``, on this machine under the team's load; the issue measured 0.95 ms a GET on a
-quieter one). A LIST page of 1,000 keys; a listing of a few keys costs about a GET."""
+cpu``, the median of three runs on this machine, idle; the issue measured 0.95 ms a
+GET). A LIST page of 1,000 keys (its XML parsed by ``storage/s3listing.py``); a
+listing of a few keys costs about a GET."""
 
 # -- the model's inputs ---------------------------------------------------------------
 
@@ -84,7 +88,7 @@ ASSUMPTIONS: dict[str, Any] = {
     "fanout_folders": 256,
     "registry_gc_requests_per_manifest": 4,
     "registry_gc_requests_per_repository": 3,
-    "gc_reads_manifests_through_cache": False,
+    "gc_reads_manifests_through_cache": True,
     "shards": 8,
     "notes": [
         "latency_s: every request waits 20 ms (the issue's figure); requests in flight "
@@ -108,8 +112,9 @@ ASSUMPTIONS: dict[str, Any] = {
         "manifests (keys_per_deleted_manifest keys each, 1,000 keys a DeleteObjects, a "
         "HEAD each for the last look, a re-listing of each repository), then gc: a walk "
         "of each repository's revisions and _layers, a GET of each revision link and "
-        "each manifest (warm: the links come from the cache; the manifests are still "
-        "read unless gc_reads_manifests_through_cache, a change in gc.py not made yet), "
+        "each manifest (warm: the links and, with gc_reads_manifests_through_cache, as "
+        "collector.py does through view.manifest_marks, the manifests come from the "
+        "cache), "
         "the blob listing (full pages), and DeleteObjects for swept_blob_share of the "
         "blobs; gc's CPU per manifest is taken as the engine's cold scan's.",
         "with_shards: clean --shard I/N in `shards` processes (an Indexed Job, or "
