@@ -182,24 +182,24 @@ class ApiRemover:
         self, repository: str, digest: Digest, last_look: LastLook | None, admit: LastLook | None
     ) -> RegistryResponse | Reason:
         stop = self._stop
-        try:
-            async with stop.interruptible():
-                await self._slots.acquire()
-        except StopRequested:
-            return STOPPED  # queued for a slot when the run stopped: never sent
+        slot = False
         try:
             try:
-                if admit is not None:
-                    # Before the rate limit: a DELETE held back here has not used its turn.
-                    async with stop.interruptible():
+                # One interruptible scope for every wait before the request (it is on the
+                # path of every DELETE): a slot, the admission until the URL is proven
+                # to serve this storage (before the rate limit: a DELETE held back there
+                # has not used its turn), the rate limit.
+                async with stop.interruptible():
+                    await self._slots.acquire()
+                    slot = True
+                    if admit is not None:
                         verdict = await admit(digest)
-                    if verdict is not None:
-                        return verdict
-                if self._limiter is not None:
-                    async with stop.interruptible():
+                        if verdict is not None:
+                            return verdict
+                    if self._limiter is not None:
                         await self._limiter.acquire()
             except StopRequested:
-                return STOPPED
+                return STOPPED  # waiting when the run stopped: never sent
             if last_look is not None:
                 # After every wait, just before the request: the last look at storage.
                 verdict = await last_look(digest)
@@ -210,7 +210,8 @@ class ApiRemover:
             self.requests += 1
             return await self._client.delete_manifest(repository, digest)
         finally:
-            self._slots.release()
+            if slot:
+                self._slots.release()
 
     async def delete(
         self,
