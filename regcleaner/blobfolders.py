@@ -4,7 +4,10 @@
 without folders (S3), one flat listing of ``blobs/`` is tried first: a registry whose
 blobs fit in one page (1,000 keys) is then listed in one request instead of one listing
 a fan-out folder (257 for sha256, ``width`` at once: 17 round trips). A larger one is
-listed folder by folder, as on a disk, at the cost of that first page.
+listed folder by folder, as on a disk, at the cost of the flat listing's first two
+pages (the second says there is more). Both ways list the same blobs; the flat one also
+sees a ``data`` file below a folder with an empty name (``blobs/sha256//...``), which a
+folder listing cannot name, and refuses on it as on any other stray.
 
 What a blob is, and what is not, is decided the same way in both: a file named ``data``
 at ``blobs/<algorithm>/<fan-out>/<digest>/data`` with a digest matching its folders is a
@@ -28,6 +31,8 @@ from regcleaner.view import LINK_FOLLOWED_BY_GC, NOT_A_BLOB, BlobInfo, StrayEntr
 
 Consume = Callable[[list[BlobInfo], list[StrayEntry]], None]
 """Takes the blobs and strays of one listing (called in the event loop, never at once)."""
+Progress = Callable[[int, int], None]
+"""Told (fan-out folders found, folders listed) as the listing goes, for progress lines."""
 
 
 @dataclass(slots=True)
@@ -43,7 +48,7 @@ class BlobListing:
 
 async def list_blobs(
     store: ByteStore, consume: Consume, *, width: int, problem: Callable[[str], None],
-    stopped: Callable[[], bool] = lambda: False,
+    stopped: Callable[[], bool] = lambda: False, progress: Progress | None = None,
 ) -> BlobListing:  # fmt: skip
     """Give ``consume`` every blob and stray below ``blobs/``, ``width`` listings at once.
     A folder whose listing fails is told to ``problem`` (the caller then knows the list
@@ -51,11 +56,15 @@ async def list_blobs(
     if not store.has_directories:
         done = await _flat(store, consume)
         if done is not None:
+            if progress is not None:
+                progress(done.folders, done.folders_listed)
             return done
     prefixes, odd = await blob_prefixes(store)
     if odd:
         consume([], odd)
     listing = BlobListing(folders=len(prefixes))
+    if progress is not None:
+        progress(listing.folders, 0)
     queue: Channel[tuple[str, str]] = Channel(width * 4)
 
     async def worker() -> None:
@@ -65,10 +74,12 @@ async def list_blobs(
             try:
                 blobs, strays = await blobs_under(store, *item)
             except StorageError as exc:
-                problem(f"listing {layout.BLOBS}/{item[0]}/{item[1]}: {exc}")
+                problem(f"listing blobs/{item[0]}/{item[1]}: {exc}")
                 continue
             consume(blobs, strays)
             listing.folders_listed += 1
+            if progress is not None:
+                progress(listing.folders, listing.folders_listed)
 
     async with asyncio.TaskGroup() as group:
         group.create_task(queue.feed(prefixes))

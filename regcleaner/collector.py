@@ -439,12 +439,13 @@ class Collector:
                 counters.to_sweep_bytes += blob.size
                 spool.write(f"{blob.digest}\t{blob.size}\n")
 
-        listing = await list_blobs(
+        def progress(folders: int, listed: int) -> None:
+            counters.prefixes, counters.prefixes_listed = folders, listed
+
+        await list_blobs(
             self.store, consume, width=self.width, problem=self.report.problem,
-            stopped=lambda: self.stop.stop_requested,
+            stopped=lambda: self.stop.stop_requested, progress=progress,
         )  # fmt: skip
-        counters.prefixes = listing.folders
-        counters.prefixes_listed = listing.folders_listed
 
     async def _sweep(self) -> None:
         in_flight = requests_in_flight(self.store)

@@ -138,10 +138,11 @@ class UsageScan:
             self.ledger.add_blobs((blob_key(b.digest), b.size) for b in blobs)
             counters.blobs += len(blobs)
 
-        listing = await list_blobs(self.view.store, consume, width=self.width,
-                                   problem=self._unlisted)  # fmt: skip
-        counters.blob_folders = listing.folders
-        counters.blob_folders_listed = listing.folders_listed
+        def progress(folders: int, listed: int) -> None:
+            counters.blob_folders, counters.blob_folders_listed = folders, listed
+
+        await list_blobs(self.view.store, consume, width=self.width, problem=self._unlisted,
+                         progress=progress)  # fmt: skip
 
     # -- repositories -----------------------------------------------------------------
 

@@ -81,5 +81,27 @@ def test_a_folder_that_cannot_be_listed_is_a_problem_not_an_omission() -> None:
     store.walk = walk  # type: ignore[method-assign]
     listing = asyncio.run(list_blobs(store, lambda blobs, odd: None, width=4,
                                      problem=problems.append))  # fmt: skip
-    assert problems == [f"listing {failing}: listing refused"]
+    assert problems == ["listing blobs/sha256/ab: listing refused"]
     assert listing.folders_listed == listing.folders - 1
+
+
+def test_progress_is_told_as_folders_are_listed() -> None:
+    store = _registry(40)
+    store.page_size = 5
+    seen: list[tuple[int, int]] = []
+    listing = asyncio.run(list_blobs(store, lambda blobs, odd: None, width=2,
+                                     problem=pytest.fail,
+                                     progress=lambda *pair: seen.append(pair)))  # fmt: skip
+    assert seen[0] == (listing.folders, 0)
+    assert seen[-1] == (listing.folders, listing.folders)
+    assert [listed for _, listed in seen] == list(range(listing.folders + 1))
+
+
+def test_a_data_file_below_an_empty_folder_name_is_a_stray_in_one_page() -> None:
+    """A folder listing cannot name ``blobs/sha256//``; the flat page sees its data
+    file and gc refuses, as on any data file where no blob can be."""
+    store = _registry(3)
+    store.put(f"{layout.BLOBS}/sha256//{'a' * 64}/data", b"x")
+    _, found, odd, _ = _listed(store)
+    assert len(found) == 3
+    assert f"{layout.BLOBS}/sha256//{'a' * 64}/data" in odd
