@@ -107,7 +107,7 @@ async def _flat(store: ByteStore, consume: Consume) -> BlobListing | None:
         algorithm, _, below = file.key.partition("/")
         prefix, _, rest = below.partition("/")
         if not rest:  # directly in blobs/ or in blobs/<algorithm>/
-            _outside_folders(f"{layout.BLOBS}/{file.key}", file, odd)
+            _outside_folders(f"{layout.BLOBS}/{file.key}", file.regular, odd)
             continue
         folders.add((algorithm, prefix))
         _in_folder(algorithm, prefix, FileInfo(rest, file.mtime, file.size, file.regular),
@@ -116,9 +116,9 @@ async def _flat(store: ByteStore, consume: Consume) -> BlobListing | None:
     return BlobListing(folders=len(folders), folders_listed=len(folders), flat=True)
 
 
-def _outside_folders(key: str, file: FileInfo, odd: list[StrayEntry]) -> None:
+def _outside_folders(key: str, regular: bool, odd: list[StrayEntry]) -> None:
     """A file directly in ``blobs/`` or in ``blobs/<algorithm>/``."""
-    if not file.regular:
+    if not regular:
         odd.append(StrayEntry(key, LINK_FOLLOWED_BY_GC))
     elif key.rsplit("/", 1)[-1] == layout.DATA:
         odd.append(StrayEntry(key, NOT_A_BLOB))
@@ -152,7 +152,7 @@ async def blob_prefixes(store: ByteStore) -> tuple[list[tuple[str, str]], list[S
             if entry.kind == "dir":
                 algorithms.append(entry.name)
             else:
-                _outside_folders(key, FileInfo(key, 0.0, 0, entry.kind != "other"), odd)
+                _outside_folders(key, entry.kind != "other", odd)
     for algorithm in sorted(algorithms):
         folder = f"{layout.BLOBS}/{algorithm}"
         async for page in store.list_children(folder):
@@ -161,7 +161,7 @@ async def blob_prefixes(store: ByteStore) -> tuple[list[tuple[str, str]], list[S
                 if entry.kind == "dir":
                     pairs.append((algorithm, entry.name))
                 else:
-                    _outside_folders(key, FileInfo(key, 0.0, 0, entry.kind != "other"), odd)
+                    _outside_folders(key, entry.kind != "other", odd)
     return sorted(pairs), odd
 
 

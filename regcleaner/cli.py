@@ -18,11 +18,9 @@ import typer
 from regcleaner import __version__
 from regcleaner.config import (
     GC_NEEDS_DIRECT,
-    Credentials,
     GcSettings,
     Output,
     StorageSettings,
-    TLSOptions,
     build_gc_settings,
     build_settings,
 )
@@ -34,6 +32,7 @@ from regcleaner.options import (
     GateOptions,
     OutputOptions,
     SpeedOptions,
+    Target,
     TargetOptions,
     command_group,
     grouped,
@@ -103,13 +102,10 @@ def _start_logging(output: Output) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Common:
-    """What every command that reads storage and may talk to the registry validates."""
+class _Common(Target):
+    """What every command that reads storage and may talk to the registry validates:
+    the target, and where results go."""
 
-    url: str | None
-    storage: StorageSettings
-    credentials: Credentials | None
-    tls: TLSOptions
     output: Output
 
 

@@ -249,30 +249,43 @@ def _declared_elsewhere(annotation: Any) -> bool:
     return typing.get_origin(annotation) is Annotated
 
 
+_FIELDS: dict[type[OptionGroup], tuple[tuple[str, Any, Any], ...]] = {}
+
+
+def _group_fields(group: type[OptionGroup]) -> tuple[tuple[str, Any, Any], ...]:
+    """Each field of the group: its name, type and default (read once a group: when the
+    command is declared, then again for every call)."""
+    found = _FIELDS.get(group)
+    if found is None:
+        hints = typing.get_type_hints(group)
+        found = tuple((item.name, hints[item.name], item.default)
+                      for item in fields(group))  # type: ignore[arg-type]  # fmt: skip
+        _FIELDS[group] = found
+    return found
+
+
 def _group_parameters(group: type[OptionGroup]) -> list[inspect.Parameter]:
     """The group's options, those of the groups it holds included, in field order."""
-    hints = typing.get_type_hints(group)
     parameters: list[inspect.Parameter] = []
-    for item in fields(group):  # type: ignore[arg-type]
-        inner = _group_type(hints[item.name])
+    for name, hint, default in _group_fields(group):
+        inner = _group_type(hint)
         if inner is not None:
             parameters.extend(_group_parameters(inner))
             continue
-        option = declaration((group.scope,), item.name)
+        option = declaration((group.scope,), name)
         parameters.append(inspect.Parameter(
-            item.name, inspect.Parameter.KEYWORD_ONLY, default=item.default,
-            annotation=Annotated[hints[item.name], option],
+            name, inspect.Parameter.KEYWORD_ONLY, default=default,
+            annotation=Annotated[hint, option],
         ))  # fmt: skip
     return parameters
 
 
 def _build(group: type[OptionGroup], values: dict[str, Any]) -> OptionGroup:
     """The group's value from the command's options, taking them out of ``values``."""
-    hints = typing.get_type_hints(group)
     arguments: dict[str, Any] = {}
-    for item in fields(group):  # type: ignore[arg-type]
-        inner = _group_type(hints[item.name])
-        arguments[item.name] = _build(inner, values) if inner else values.pop(item.name)
+    for name, hint, _ in _group_fields(group):
+        inner = _group_type(hint)
+        arguments[name] = _build(inner, values) if inner else values.pop(name)
     return group(**arguments)
 
 
