@@ -162,10 +162,16 @@ def load_into_moto(bucket: str, prefix: str, root: str) -> int:
     return written
 
 
-def serve(port: int, load: tuple[str, str, str] | None = None) -> None:
+def serve(port: int, load: tuple[str, str, str] | None = None, keep_alive: bool = False) -> None:
     """A moto S3 server on 127.0.0.1:``port`` with ``patch_moto_listing``, until its
     standard input closes (``FastMoto`` runs it in a process of its own); with
-    ``load`` (bucket, prefix, folder), that folder's files are in the bucket first."""
+    ``load`` (bucket, prefix, folder), that folder's files are in the bucket first.
+
+    moto's server (werkzeug's) closes the connection after every answer, so each
+    request costs its client a TCP connection that S3, which keeps connections alive,
+    does not. With ``keep_alive``, ``port`` is a proxy (testkit.latency, no delay) in
+    this process that keeps its clients' connections open, and moto listens elsewhere:
+    a client's CPU is then what it would be against S3."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -174,17 +180,32 @@ def serve(port: int, load: tuple[str, str, str] | None = None) -> None:
     patch_moto_listing()
     if load is not None:
         load_into_moto(*load)
+    front = None
+    if keep_alive:
+        from testkit.latency import LatencyProxy
+
+        moto_port = free_port()
+        front = LatencyProxy(upstream=f"http://127.0.0.1:{moto_port}", delay_s=0.0, port=port)
+        port = moto_port
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    if front is not None:
+        front.start()
     sys.stdin.read()
+    if front is not None:
+        front.stop()
     server.stop()
 
 
 class FastMoto:
     """moto in a process of its own, with listings that cost a page (``serve``)."""
 
-    def __init__(self, load: tuple[str, str, str] | None = None) -> None:
+    def __init__(
+        self, load: tuple[str, str, str] | None = None, *, keep_alive: bool = False
+    ) -> None:
         self.port = free_port()
+        self.keep_alive = keep_alive
+        """Connections kept open, as S3 keeps them (``serve``)."""
         self.url = f"http://127.0.0.1:{self.port}"
         self.load = load
         """(bucket, prefix, folder) to load before serving (``serve``)."""
@@ -192,7 +213,7 @@ class FastMoto:
 
     def start(self, timeout_s: float = 30.0) -> None:
         root = Path(__file__).resolve().parent.parent
-        code = f"from bench.s3 import serve; serve({self.port}, {self.load!r})"
+        code = f"from bench.s3 import serve; serve({self.port}, {self.load!r}, {self.keep_alive})"
         self._process = subprocess.Popen(
             [sys.executable, "-c", code],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=root,

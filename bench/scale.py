@@ -350,7 +350,7 @@ def real_run(repositories: int) -> dict[str, Any]:
         synthetic = generate(root, repositories)
         files = [p for p in root.rglob("*") if p.is_file()]
         blobs = sum(1 for p in files if "/blobs/" in str(p))
-        moto = FastMoto(load=("bench", "root", str(root)))
+        moto = FastMoto(load=("bench", "root", str(root)), keep_alive=True)
         moto.start(timeout_s=3600.0)
         try:
             loaded = time.perf_counter() - started
@@ -485,7 +485,7 @@ def measure_cpu(count: int = 5000) -> dict[str, float]:
             folder = Path(workdir) / "k" / f"{i:06d}"
             folder.mkdir(parents=True)
             (folder / "data").write_bytes(b"{}" * 300)  # a manifest's size
-        moto = FastMoto(load=("cpu", "p", workdir))
+        moto = FastMoto(load=("cpu", "p", workdir), keep_alive=True)
         moto.start(timeout_s=600.0)
         try:
             return asyncio.run(_cpu_sample(moto.url, count))

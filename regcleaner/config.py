@@ -79,6 +79,9 @@ class S3Options:
     max_attempts: int = 8
     listers: int = 16
     delete_requests_in_flight: int = 8
+    fast_reads: bool = True
+    """GET, HEAD and LIST signed and sent by regcleaner (``storage/s3fast.py``), not by
+    botocore; ``--s3-botocore-reads`` turns it off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +316,7 @@ def storage_settings(
     s3_endpoint: str | None,
     access_key: str | None,
     secret_key: str | None,
+    s3_botocore_reads: bool = False,
     cache: Path | None = None,
 ) -> StorageSettings:
     """Where the registry's storage is: a directory, or a bucket and prefix. ``storage``
@@ -321,7 +325,8 @@ def storage_settings(
     root = registry_dir if registry_dir is not None else Path("/registry")
     if kind != StorageKind.S3:
         given = {"--bucket": bucket, "--region": region, "--s3-endpoint": s3_endpoint,
-                 "--access-key": access_key, "--secret-key": secret_key}  # fmt: skip
+                 "--access-key": access_key, "--secret-key": secret_key,
+                 "--s3-botocore-reads": s3_botocore_reads}  # fmt: skip
         ignored = tuple(name for name, v in given.items() if v)
         return StorageSettings(kind, root, None, ignored, cache)
     if not bucket:
@@ -337,6 +342,7 @@ def storage_settings(
         endpoint_url=s3_endpoint or None,
         access_key=access_key or None,
         secret_key=secret_key or None,
+        fast_reads=not s3_botocore_reads,
     )
     return StorageSettings(kind, root, s3_options, cache=cache)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -24,10 +25,13 @@ class MotoS3:
     process, or (``own_process``, for benchmarks) a server process of its own, so that
     its CPU does not contend for this process's GIL with whatever else runs here."""
 
-    def __init__(self, *, own_process: bool = False) -> None:
+    def __init__(self, *, own_process: bool = False, check_signatures: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._own_process = own_process
+        self._own_process = own_process or check_signatures
+        self._check_signatures = check_signatures
+        """moto then verifies every request's signature against an IAM user's secret
+        (its ``INITIAL_NO_AUTH_ACTION_COUNT``): ``signed_credentials`` makes one."""
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -42,9 +46,15 @@ class MotoS3:
             f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={self.port}, verbose=False); "
             "s.start(); sys.stdin.read(); s.stop()"
         )
+        env = dict(os.environ)
+        if self._check_signatures:
+            # Requests moto lets through unchecked: the first answer to the readiness
+            # poll below, then signed_credentials' three IAM calls.
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"
         self._process = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-        )
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -82,6 +92,25 @@ class MotoS3:
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
         )
+
+    def signed_credentials(self) -> tuple[str, str]:
+        """(access key, secret) of a new IAM user allowed everything on S3: with
+        ``check_signatures``, the only credentials moto accepts (call it once)."""
+        import json
+
+        import boto3
+
+        iam = boto3.client(
+            "iam", endpoint_url=self.url, region_name=REGION,
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        )  # fmt: skip
+        iam.create_user(UserName="regcleaner")
+        allow = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+        policy = {"Version": "2012-10-17", "Statement": [allow]}
+        iam.put_user_policy(UserName="regcleaner", PolicyName="s3",
+                            PolicyDocument=json.dumps(policy))  # fmt: skip
+        key = iam.create_access_key(UserName="regcleaner")["AccessKey"]
+        return str(key["AccessKeyId"]), str(key["SecretAccessKey"])
 
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)

@@ -53,7 +53,7 @@ def _starts_servers(item: pytest.Item) -> bool:
 
 
 def _s3_backend(item: pytest.Item) -> bool:
-    """True if a parametrised fixture of the test chose the ``s3`` backend: such fixtures
+    """True if a parametrised fixture of the test chose an ``s3`` backend: such fixtures
     (the contract suites' store, direct sites, race backends) start moto through
     ``request.getfixturevalue("moto_server")``, which the static fixture list misses."""
     callspec = getattr(item, "callspec", None)
@@ -61,7 +61,8 @@ def _s3_backend(item: pytest.Item) -> bool:
     if callspec is None or info is None:
         return False
     return any(
-        value == "s3" and name in info.name2fixturedefs for name, value in callspec.params.items()
+        isinstance(value, str) and value.startswith("s3") and name in info.name2fixturedefs
+        for name, value in callspec.params.items()
     )
 
 

@@ -39,6 +39,7 @@ from regcleaner.concurrency import StopScope
 from regcleaner.config import S3Options
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
+from regcleaner.storage.s3fast import FastReads, NotServed
 from regcleaner.storage.s3listing import install_listing_check, listing_parser_factory
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -89,6 +90,9 @@ class S3Store:
         self._prefix = f"{prefix}/" if prefix else ""
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._fast: FastReads | None = None
+        """GET, HEAD and LIST signed and sent here (``s3fast``); botocore makes what
+        it does not serve, and every other request."""
         self._gets = asyncio.Semaphore(options.max_connections)
         self._deletes = asyncio.Semaphore(options.delete_requests_in_flight)
         self.stats = RequestStats()
@@ -124,6 +128,9 @@ class S3Store:
                 retries={"max_attempts": self.options.max_attempts, "mode": "adaptive"},
                 max_pool_connections=self.options.max_connections,
                 s3={"addressing_style": "path"} if self.options.endpoint_url else None,
+                # What botocore signs requests with anyway; said here so that presigned
+                # URLs use it too (s3fast learns where requests go from one).
+                signature_version="s3v4",
                 connect_timeout=10,
                 read_timeout=60,
             )
@@ -143,6 +150,11 @@ class S3Store:
                 session.create_client("s3", **kwargs)
             )
             install_listing_check(self._client.meta.events)
+            if self.options.fast_reads:
+                self._fast = await FastReads.build(
+                    self._client, self.options.bucket, timestamp=_timestamp,
+                    max_connections=self.options.max_connections,
+                )  # fmt: skip
         return self._client
 
     def _translate(self, exc: Exception, action: str) -> StorageError:
@@ -194,14 +206,34 @@ class S3Store:
     ) -> AsyncIterator[dict[str, Any]]:
         """Pages of ListObjectsV2 under ``prefix`` (a full key prefix)."""
         client = await self._ensure_client()
-        paginator = client.get_paginator("list_objects_v2")
         kwargs: dict[str, Any] = {"Bucket": self.options.bucket, "Prefix": prefix}
         if delimiter:
             kwargs["Delimiter"] = delimiter
+        token: str | None = None
+        seen: set[str] = set()
         try:
-            async for page in paginator.paginate(**kwargs):
+            while True:
+                page: dict[str, Any] | None = None
+                if self._fast is not None:
+                    try:
+                        page = await self._fast.page(prefix, delimiter, token)
+                    except NotServed:
+                        page = None
+                if page is None:
+                    call = kwargs if token is None else {**kwargs, "ContinuationToken": token}
+                    page = await client.list_objects_v2(**call)
                 self.stats.list += 1
                 yield page
+                if not page.get("IsTruncated"):
+                    return
+                token = page.get("NextContinuationToken")
+                if not token or token in seen:
+                    # A listing cut short would hide keys (tags among them): refuse.
+                    raise StorageError(
+                        f"listing {prefix}: S3 said the listing goes on but gave no new "
+                        "continuation token"
+                    )
+                seen.add(token)
         except Exception as exc:
             if _is_botocore_error(exc):
                 raise self._translate(exc, f"listing {prefix}") from None
@@ -267,6 +299,12 @@ class S3Store:
     async def read(self, key: str, cap: int) -> Blob | None:
         async with self._gets:
             self.stats.get += 1
+            await self._ensure_client()
+            if self._fast is not None:
+                try:
+                    return await self._fast.get(self._key(key), cap)
+                except NotServed:
+                    pass  # botocore makes it
             response = await self._object_call("get_object", self._key(key), "reading")
             if response is None:
                 return None
@@ -295,6 +333,14 @@ class S3Store:
     async def stat(self, key: str) -> FileInfo | None:
         async with self._gets:
             self.stats.head += 1
+            await self._ensure_client()
+            if self._fast is not None:
+                try:
+                    found = await self._fast.head(self._key(key))
+                except NotServed:
+                    pass  # botocore makes it
+                else:
+                    return None if found is None else found._replace(key=key)
             head = await self._object_call("head_object", self._key(key), "checking")
         if head is None:
             return None
@@ -370,6 +416,9 @@ class S3Store:
         return [outcome.get(key, "not attempted") for key in keys]
 
     async def aclose(self) -> None:
+        if self._fast is not None:
+            await self._fast.aclose()
+            self._fast = None
         await self._stack.aclose()
         self._client = None
 

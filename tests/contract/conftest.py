@@ -64,7 +64,12 @@ class DiskLayout:
 class S3Layout:
     name = "s3"
 
-    def __init__(self, server: MotoS3, bucket: str, prefix: str) -> None:
+    def __init__(
+        self, server: MotoS3, bucket: str, prefix: str, *, fast_reads: bool = True
+    ) -> None:
+        self.fast_reads = fast_reads
+        """False: every request through botocore (``--s3-botocore-reads``), the path
+        the fast reads fall back to."""
         self.server = server
         self.bucket = bucket
         self.prefix = prefix
@@ -92,6 +97,7 @@ class S3Layout:
         values: dict[str, Any] = {
             "bucket": self.bucket, "prefix": "/" + self.prefix, "region": REGION,
             "endpoint_url": self.server.url, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+            "fast_reads": self.fast_reads,
         }  # fmt: skip
         values.update(overrides)
         return S3Options(**values)
@@ -119,14 +125,17 @@ class MemoryLayout:
 _buckets = itertools.count()
 
 
-@pytest.fixture(params=["filesystem", "s3", "memory"])
+@pytest.fixture(params=["filesystem", "s3", "s3-botocore", "memory"])
 def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Layout:
+    """Each backend; S3 twice: with its own reads (``storage/s3fast.py``) and with every
+    request through botocore."""
     if request.param == "filesystem":
         return DiskLayout(tmp_path / "root")
     if request.param == "memory":
         return MemoryLayout()
     server: MotoS3 = request.getfixturevalue("moto_server")
-    return S3Layout(server, f"contract-{next(_buckets)}", "some/prefix")
+    return S3Layout(server, f"contract-{next(_buckets)}", "some/prefix",
+                    fast_reads=request.param == "s3")  # fmt: skip
 
 
 def new_bucket_layout(server: MotoS3) -> S3Layout:

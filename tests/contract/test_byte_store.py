@@ -240,11 +240,14 @@ def test_s3_slow_down_is_retried_with_backoff_until_it_passes(moto_server: MotoS
     proxy.start()
     try:
         store = S3Store(layout.options(endpoint_url=proxy.url))
+        slowed_down: list[bool] = []
 
         async def everything(s: ByteStore) -> tuple[list[object], list[object], int]:
             read = await s.read_many(keys, 100)
             stated = await s.stat_many(keys)
             listed = len(await walked(s, "t"))
+            fast = getattr(s, "_fast", None)
+            slowed_down.append(fast is not None and not fast.enabled)
             return list(read), list(stated), listed
 
         read, stated, listed = run(store, everything)
@@ -255,3 +258,6 @@ def test_s3_slow_down_is_retried_with_backoff_until_it_passes(moto_server: MotoS
     assert listed == len(keys)
     assert sum(1 for hit in proxy.seen if hit.answered == 503) >= len(keys)
     assert store.stats.get == len(keys)  # retries inside one request are not counted again
+    # The first 503 turned regcleaner's own reads off: botocore's adaptive rate paces the
+    # rest (built: the fast path answered the first requests).
+    assert slowed_down == [True]

@@ -1,0 +1,134 @@
+"""regcleaner's own S3 reads (storage/s3fast.py) against a server that checks every
+signature: moto with IAM authentication on, which refuses a request signed with the
+wrong secret or over the wrong canonical request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from regcleaner.config import S3Options
+from regcleaner.errors import StorageError
+from regcleaner.storage.s3 import S3Store
+from regcleaner.storage.s3fast import NotServed, Signer
+from testkit.s3 import REGION, MotoS3
+
+# Keys a registry never writes, and reserved characters a signature must encode right.
+ODD_KEYS = ["plain/data", "a b/c+d", "per%cent/x", "tilde~/star*", "quote'(paren)!",
+            "unicode/é名", "eq=amp&q?", "colon:semi;at@",
+            "many/" + "deep/" * 20 + "data"]  # fmt: skip
+BUCKET = "signed"
+PREFIX = "root/dir"
+
+
+@pytest.fixture(scope="module")
+def signing_moto() -> Iterator[tuple[MotoS3, str, str]]:
+    server = MotoS3(check_signatures=True)
+    server.start()
+    try:
+        access, secret = server.signed_credentials()
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=server.url, region_name=REGION,
+                              aws_access_key_id=access, aws_secret_access_key=secret)  # fmt: skip
+        client.create_bucket(Bucket=BUCKET)
+        for i, key in enumerate(ODD_KEYS):
+            client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=b"x" * (i + 1))
+        for i in range(1005):  # more than a page
+            client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/many-keys/{i:04d}", Body=b"")
+        yield server, access, secret
+    finally:
+        server.stop()
+
+
+def _store(server: MotoS3, access: str, secret: str, *, fast: bool = True) -> S3Store:
+    return S3Store(S3Options(bucket=BUCKET, prefix=PREFIX, region=REGION,
+                             endpoint_url=server.url, access_key=access, secret_key=secret,
+                             fast_reads=fast))  # fmt: skip
+
+
+async def _everything(store: S3Store) -> dict[str, Any]:
+    try:
+        reads = await store.read_many(ODD_KEYS, 100)
+        stats = await store.stat_many([*ODD_KEYS, "missing/key"])
+        walked = [(f.key, f.mtime, f.size, f.etag) async for page in store.walk("") for f in page]
+        children = [e async for page in store.list_children("") for e in page]
+        missing = await store.read("missing/key", 100)
+        served = store._fast is not None and store._fast.enabled
+        return {"reads": reads, "stats": stats, "walked": walked, "children": children,
+                "missing": missing, "fast": served, "requests": store.stats}  # fmt: skip
+    finally:
+        await store.aclose()
+
+
+def test_own_reads_are_accepted_by_a_server_checking_signatures_and_agree_with_botocore(
+    signing_moto: tuple[MotoS3, str, str],
+) -> None:
+    server, access, secret = signing_moto
+    fast = asyncio.run(_everything(_store(server, access, secret)))
+    slow = asyncio.run(_everything(_store(server, access, secret, fast=False)))
+    assert fast["fast"]  # built, and never turned off
+    assert not slow["fast"]
+    for name in ("reads", "stats", "walked", "children", "missing"):
+        assert fast[name] == slow[name], name
+    assert [blob.data for blob in fast["reads"]] == [b"x" * (i + 1) for i in range(len(ODD_KEYS))]
+    assert len(fast["walked"]) == len(ODD_KEYS) + 1005
+    assert fast["missing"] is None
+    assert fast["stats"][-1] is None
+    assert fast["requests"] == slow["requests"]  # one count per request, either way
+
+
+def test_the_server_refuses_a_signature_over_another_request(
+    signing_moto: tuple[MotoS3, str, str],
+) -> None:
+    """What makes the test above able to fail: moto does check the signature."""
+    server, access, secret = signing_moto
+    host = server.url.removeprefix("http://")
+
+    async def get(signed_path: str, sent_path: str, key: str) -> int:
+        headers = Signer(REGION).headers("GET", host, signed_path, {}, (access, key, None),
+                                         _amz_date())  # fmt: skip
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.url + sent_path, headers=headers) as response,
+        ):
+            return response.status
+
+    good = f"/{BUCKET}/{PREFIX}/plain/data"
+    assert asyncio.run(get(good, good, secret)) == 200
+    assert asyncio.run(get(good, f"/{BUCKET}/{PREFIX}/a%20b/c%2Bd", secret)) == 403
+    assert asyncio.run(get(good, good, secret + "x")) == 403
+
+
+def test_a_wrong_secret_fails_as_botocore_reports_it(
+    signing_moto: tuple[MotoS3, str, str],
+) -> None:
+    """The fast path does not answer a 403: botocore makes the request again and says
+    what is wrong, as it did before this path existed; and the fast path turns off (a
+    refusal would come again)."""
+    server, access, secret = signing_moto
+    store = _store(server, access, secret + "x")
+
+    async def read() -> None:
+        try:
+            assert store._fast is None  # not built yet
+            with pytest.raises(StorageError, match="secret key is wrong"):
+                await store.read("plain/data", 100)
+            assert store._fast is not None
+            assert not store._fast.enabled
+            with pytest.raises(NotServed, match="off"):
+                await store._fast.get(f"{PREFIX}/plain/data", 100)
+        finally:
+            await store.aclose()
+
+    asyncio.run(read())
+
+
+def _amz_date() -> str:
+    import time
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
