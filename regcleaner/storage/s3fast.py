@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlsplit
 
 from regcleaner.storage.base import Blob, FileInfo
-from regcleaner.storage.s3listing import parse_listing
+from regcleaner.storage.s3listing import parse_listing, scan_listing
 
 log = logging.getLogger(__name__)
 
@@ -343,26 +343,33 @@ class FastReads:
             raise NotServed(str(exc)) from None
         finally:
             response.release()
-        parsed = parse_listing(body, self._timestamp) if body else None
+        parsed = None
+        if body:
+            parsed = scan_listing(body, self._timestamp) or parse_listing(body, self._timestamp)
         if parsed is None or "IsTruncated" not in parsed:
-            raise NotServed("a page this parser is not sure of")  # botocore parses it
+            raise NotServed("a page these parsers are not sure of")  # botocore parses it
         if parsed.get("EncodingType") != "url":
             raise NotServed("keys not URL-encoded")
-        for name in _URL_DECODED:
-            if name in parsed:
-                parsed[name] = unquote(parsed[name])
-        for item in parsed.get("Contents", []):
-            item["Key"] = unquote(item["Key"])
-        for common in parsed.get("CommonPrefixes", []):
-            common["Prefix"] = unquote(common["Prefix"])
-        if parsed["IsTruncated"] and not parsed.get("NextContinuationToken"):
-            raise NotServed("a truncated page without a continuation token")
+        decode_keys(parsed)
         return parsed
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def decode_keys(parsed: dict[str, Any]) -> None:
+    """What botocore does to a page it asked for with ``encoding-type=url``: the keys,
+    prefixes, delimiter and start-after decoded with ``unquote_plus`` (S3 writes a space
+    as ``+``)."""
+    for name in _URL_DECODED:
+        if name in parsed:
+            parsed[name] = unquote_plus(parsed[name])
+    for item in parsed.get("Contents", []):
+        item["Key"] = unquote_plus(item["Key"])
+    for common in parsed.get("CommonPrefixes", []):
+        common["Prefix"] = unquote_plus(common["Prefix"])
 
 
 def _probe_location(url: str) -> tuple[str, str, str, str] | None:

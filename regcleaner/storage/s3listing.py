@@ -223,3 +223,114 @@ def listing_parser_factory(timestamp: Callable[[str], datetime]) -> Any:
     factory = ListingParserFactory()
     factory.set_parser_defaults(timestamp_parser=timestamp)
     return factory
+
+
+# -- the pages regcleaner's own reads fetch (storage/s3fast.py) ------------------------
+
+_SIMPLE_TOP = ("Name", "Prefix", "KeyCount", "MaxKeys", "EncodingType", "IsTruncated",
+               "NextContinuationToken", "ContinuationToken", "StartAfter", "Delimiter")  # fmt: skip
+_VALUE = rb"([^<]*)"
+_TOKEN = re.compile(
+    rb"<Contents><Key>" + _VALUE + rb"</Key><LastModified>" + _VALUE + rb"</LastModified>"
+    rb"<ETag>" + _VALUE + rb"</ETag>"
+    rb"((?:<ChecksumAlgorithm>[^<]*</ChecksumAlgorithm>)*)"
+    rb"(?:<ChecksumType>[^<]*</ChecksumType>)?"
+    rb"<Size>([0-9]{1,18})</Size>"
+    rb"(?:<Owner><ID>[^<]*</ID>(?:<DisplayName>[^<]*</DisplayName>)?</Owner>)?"
+    rb"(?:<StorageClass>[^<]*</StorageClass>)?</Contents>"
+    rb"|<CommonPrefixes><Prefix>" + _VALUE + rb"</Prefix></CommonPrefixes>"
+    rb"|<("
+    + b"|".join(name.encode() for name in _SIMPLE_TOP)
+    + rb")>"
+    + _VALUE
+    + rb"</\7>"
+    rb"|<(?:\10)/>".replace(rb"\10", b"|".join(name.encode() for name in _SIMPLE_TOP))
+)
+"""One child of ListBucketResult as S3 sends it, in S3's order and without spaces: an
+object, a common prefix, or a top-level field (``<Name/>`` when empty)."""
+_HEAD = re.compile(
+    rb'(?:<\?xml version="1\.0" encoding="UTF-8"\?>\s*)?'
+    rb'<ListBucketResult(?: xmlns="http://s3\.amazonaws\.com/doc/2006-03-01/")?>'
+)
+_TAIL = re.compile(rb"</ListBucketResult>\s*")
+_ENTITIES = {"&quot;": '"', "&#34;": '"', "&amp;": "&", "&lt;": "<", "&gt;": ">",
+             "&apos;": "'", "&#39;": "'"}  # fmt: skip
+_CHECKSUM = re.compile(rb">([^<]*)</")
+
+
+def _unescape(raw: bytes) -> str:
+    if b"&" not in raw:
+        return raw.decode()
+    if raw.startswith(b"&quot;") and raw.endswith(b"&quot;") and raw.count(b"&") == 2:
+        return '"' + raw[6:-6].decode() + '"'  # an ETag
+    first, *rest = raw.decode().split("&")
+    out = [first]
+    for piece in rest:
+        name, semicolon, after = piece.partition(";")
+        replacement = _ENTITIES.get(f"&{name};") if semicolon else None
+        if replacement is None:
+            raise _NotExact  # an entity not listed here
+        out.append(replacement + after)
+    return "".join(out)
+
+
+def scan_listing(body: bytes, timestamp: Callable[[str], datetime]) -> dict[str, Any] | None:
+    """A ListObjectsV2 page read with one regular expression where it has exactly the
+    shape S3 sends (its elements in its order, no spaces between them), about a fifth of
+    ``parse_listing``'s CPU; None for anything else (``parse_listing`` then reads it).
+
+    It gives what ``parse_listing`` gives for the page's top-level fields, each
+    object's Key, LastModified, ETag, Size and ChecksumAlgorithm, and the common
+    prefixes (StorageClass and Owner are not kept: nothing reads them); tested against
+    it on random pages in tests/unit/test_s3_listing.py."""
+    head = _HEAD.match(body)
+    if head is None:
+        return None
+    at = head.end()
+    parsed: dict[str, Any] = {}
+    contents: list[dict[str, Any]] = []
+    prefixes: list[dict[str, Any]] = []
+    stamps: dict[bytes, datetime] = {}
+    try:
+        for token in _TOKEN.finditer(body, at):
+            if token.start() != at:
+                return None  # something between two known elements
+            at = token.end()
+            key, modified, etag, checksums, size, prefix, name, value = token.groups()
+            if key is not None:
+                stamp = stamps.get(modified)
+                if stamp is None:
+                    stamp = stamps[modified] = timestamp(modified.decode())
+                item: dict[str, Any] = {
+                    "Key": _unescape(key) if b"&" in key else key.decode(),
+                    "LastModified": stamp,
+                    "ETag": _unescape(etag),
+                    "Size": int(size),
+                }
+                if checksums:
+                    item["ChecksumAlgorithm"] = [
+                        found.decode() for found in _CHECKSUM.findall(checksums)
+                    ]
+                contents.append(item)
+            elif prefix is not None:
+                prefixes.append({"Prefix": _unescape(prefix)})
+            else:
+                field = (name or token.group()[1:-2]).decode()
+                text = "" if name is None else _unescape(value)
+                if field == "IsTruncated":
+                    _once(parsed, field, text == "true")
+                elif field in _TOP_NUMBER:
+                    if not text.isdigit():
+                        return None
+                    _once(parsed, field, int(text))
+                else:
+                    _once(parsed, field, text)
+    except (_NotExact, UnicodeDecodeError, ValueError):
+        return None
+    if _TAIL.fullmatch(body, at) is None:
+        return None
+    if contents:
+        parsed["Contents"] = contents
+    if prefixes:
+        parsed["CommonPrefixes"] = prefixes
+    return parsed

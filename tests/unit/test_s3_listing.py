@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regcleaner.storage.s3 import _timestamp
-from regcleaner.storage.s3listing import listing_parser_factory, parse_listing
+from regcleaner.storage.s3listing import listing_parser_factory, parse_listing, scan_listing
 
 NAMESPACE = ' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 TEXT = st.text(
@@ -216,3 +216,123 @@ def test_odd_pages_parse_as_botocore_parses_them(body: bytes) -> None:
     fast = parse_listing(body, _timestamp)
     assert fast is None or fast == _botocore(body)
     assert fast is not None or body.startswith(b"<!")
+
+
+# -- scan_listing: the fast reads' parser, against parse_listing ----------------------
+
+KEPT = ("Key", "LastModified", "ETag", "Size", "ChecksumAlgorithm")
+
+
+def _kept(parsed: dict[str, Any]) -> dict[str, Any]:
+    """What scan_listing keeps of a page (StorageClass and Owner are read by nothing)."""
+    kept = {name: value for name, value in parsed.items() if name != "Contents"}
+    if "Contents" in parsed:
+        kept["Contents"] = [{name: item[name] for name in KEPT if name in item}
+                            for item in parsed["Contents"]]  # fmt: skip
+    return kept
+
+
+@st.composite
+def s3_pages(draw: st.DrawFn) -> bytes:
+    """Pages in the shape S3 sends: its order, no spaces, every object's fields."""
+    optional = ("Delimiter", "ContinuationToken", "NextContinuationToken", "StartAfter")
+    top = [_element("Name", "bucket"), _element("Prefix", draw(TEXT))]
+    top += [_element(name, draw(TEXT)) for name in optional if draw(st.booleans())]
+    top += [_element("KeyCount", str(draw(st.integers(0, 1000)))), _element("MaxKeys", "1000"),
+            _element("EncodingType", "url"),
+            _element("IsTruncated", draw(st.sampled_from(["true", "false"])))]  # fmt: skip
+    objects = []
+    for _ in range(draw(st.integers(0, 5))):
+        parts = [
+            _element("Key", draw(TEXT)),
+            _element("LastModified", draw(STAMP)),
+            _element("ETag", '"' + draw(st.text("0123456789abcdef-", max_size=34)) + '"'),
+        ]
+        parts += [
+            _element("ChecksumAlgorithm", algorithm)
+            for algorithm in draw(st.lists(st.sampled_from(["CRC32", "SHA256"]), max_size=2))
+        ]
+        if draw(st.booleans()):
+            parts.append(_element("ChecksumType", "FULL_OBJECT"))
+        parts.append(_element("Size", str(draw(st.integers(0, 2**40)))))
+        if draw(st.booleans()):
+            parts.append("<Owner>" + _element("ID", draw(TEXT)) + "</Owner>")
+        if draw(st.booleans()):
+            parts.append(_element("StorageClass", "STANDARD"))
+        objects.append("<Contents>" + "".join(parts) + "</Contents>")
+    common = ["<CommonPrefixes>" + _element("Prefix", prefix) + "</CommonPrefixes>"
+              for prefix in draw(st.lists(TEXT, max_size=3))]  # fmt: skip
+    declaration = '<?xml version="1.0" encoding="UTF-8"?>\n' if draw(st.booleans()) else ""
+    namespace = NAMESPACE if draw(st.booleans()) else ""
+    return (declaration + f"<ListBucketResult{namespace}>" + "".join(top + objects + common)
+            + "</ListBucketResult>").encode()  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(s3_pages())
+def test_s3_shaped_pages_are_scanned_as_parse_listing_reads_them(body: bytes) -> None:
+    scanned = scan_listing(body, _timestamp)
+    parsed = parse_listing(body, _timestamp)
+    assert parsed is not None
+    assert scanned is not None  # the shape S3 sends is what it is for
+    assert scanned == _kept(parsed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pages())
+def test_any_other_page_is_scanned_the_same_or_left_to_parse_listing(body: bytes) -> None:
+    scanned = scan_listing(body, _timestamp)
+    if scanned is not None:
+        parsed = parse_listing(body, _timestamp)
+        assert parsed is not None
+        assert scanned == _kept(parsed)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Prefixed elements: counting <Contents> would find none, and hide the keys.
+        b'<ListBucketResult xmlns:s="x"><s:Contents><s:Key>k</s:Key></s:Contents>'
+        b"<IsTruncated>false</IsTruncated></ListBucketResult>",
+        b"<ListBucketResult><IsTruncated>false</IsTruncated> <Contents><Key>k</Key>"
+        b"<LastModified>2026-12-07T05:03:57.000Z</LastModified><ETag>e</ETag><Size>1</Size>"
+        b"</Contents></ListBucketResult>",
+        b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>k</Key>"
+        b"<LastModified>2026-12-07T05:03:57.000Z</LastModified><ETag>e</ETag><Size>1</Size>"
+        b"<RestoreStatus/></Contents></ListBucketResult>",
+        b"<ListBucketResult><IsTruncated>false</IsTruncated><IsTruncated>true</IsTruncated>"
+        b"</ListBucketResult>",
+        b"<ListBucketResult><IsTruncated>false</IsTruncated><!-- x --></ListBucketResult>",
+        b"<ListBucketResult><Name>&nbsp;</Name></ListBucketResult>",
+        b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult><x/>",
+        b"<Error><Code>SlowDown</Code></Error>",
+    ],
+    ids=["namespace-prefix", "space", "unknown-element", "repeated", "comment", "entity",
+         "after-the-end", "error"],
+)  # fmt: skip
+def test_what_is_not_exactly_s3_s_shape_is_not_scanned(body: bytes) -> None:
+    assert scan_listing(body, _timestamp) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(TEXT, max_size=4), st.lists(TEXT, max_size=3), st.one_of(st.none(), TEXT))
+def test_keys_are_decoded_as_botocore_decodes_them(
+    keys: list[str], prefixes: list[str], delimiter: str | None
+) -> None:
+    from botocore.handlers import decode_list_object_v2
+
+    from regcleaner.storage.s3fast import decode_keys
+
+    def page() -> dict[str, Any]:
+        parsed: dict[str, Any] = {"EncodingType": "url", "Prefix": "a+b%2B",
+                                  "Contents": [{"Key": key} for key in keys],
+                                  "CommonPrefixes": [{"Prefix": p} for p in prefixes]}  # fmt: skip
+        if delimiter is not None:
+            parsed["Delimiter"] = delimiter
+        return parsed
+
+    ours, theirs = page(), page()
+    decode_keys(ours)
+    decode_list_object_v2(theirs, {"encoding_type_auto_set": True})
+    assert ours == theirs
+    assert ours["Prefix"] == "a b+"  # S3 writes a space as "+"
