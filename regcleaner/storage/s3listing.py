@@ -249,7 +249,7 @@ _TOKEN = re.compile(
 """One child of ListBucketResult as S3 sends it, in S3's order and without spaces: an
 object, a common prefix, or a top-level field (``<Name/>`` when empty)."""
 _HEAD = re.compile(
-    rb'(?:<\?xml version="1\.0" encoding="UTF-8"\?>\s*)?'
+    rb'(?:<\?xml version="1\.0" encoding="(?i:utf-8)"\?>\s*)?'
     rb'<ListBucketResult(?: xmlns="http://s3\.amazonaws\.com/doc/2006-03-01/")?>'
 )
 _TAIL = re.compile(rb"</ListBucketResult>\s*")

@@ -13,6 +13,7 @@ import pytest
 
 from regcleaner.config import S3Options
 from regcleaner.errors import StorageError
+from regcleaner.storage import s3fast
 from regcleaner.storage.s3 import S3Store
 from regcleaner.storage.s3fast import NotServed, Signer
 from testkit.s3 import REGION, MotoS3
@@ -69,7 +70,13 @@ def test_own_reads_are_accepted_by_a_server_checking_signatures_and_agree_with_b
     signing_moto: tuple[MotoS3, str, str],
 ) -> None:
     server, access, secret = signing_moto
-    fast = asyncio.run(_everything(_store(server, access, secret)))
+
+    def not_scanned(*_: object) -> None:
+        raise AssertionError("a page of moto's was not read by scan_listing")
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(s3fast, "parse_listing", not_scanned)
+        fast = asyncio.run(_everything(_store(server, access, secret)))
     slow = asyncio.run(_everything(_store(server, access, secret, fast=False)))
     assert fast["fast"]  # built, and never turned off
     assert not slow["fast"]

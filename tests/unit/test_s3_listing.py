@@ -262,9 +262,14 @@ def s3_pages(draw: st.DrawFn) -> bytes:
         objects.append("<Contents>" + "".join(parts) + "</Contents>")
     common = ["<CommonPrefixes>" + _element("Prefix", prefix) + "</CommonPrefixes>"
               for prefix in draw(st.lists(TEXT, max_size=3))]  # fmt: skip
-    declaration = '<?xml version="1.0" encoding="UTF-8"?>\n' if draw(st.booleans()) else ""
+    # S3's declaration, or moto's (and S3's order of the children, or any other).
+    declaration = draw(st.sampled_from(["", '<?xml version="1.0" encoding="UTF-8"?>',
+                                        '<?xml version="1.0" encoding="utf-8"?>\n']))  # fmt: skip
     namespace = NAMESPACE if draw(st.booleans()) else ""
-    return (declaration + f"<ListBucketResult{namespace}>" + "".join(top + objects + common)
+    children = top + objects + common
+    if draw(st.booleans()):
+        children = draw(st.permutations(children))
+    return (declaration + f"<ListBucketResult{namespace}>" + "".join(children)
             + "</ListBucketResult>").encode()  # fmt: skip
 
 
