@@ -236,13 +236,37 @@ class RegistryView:
                 revisions[Digest("sha256:" + leaf.name)] = leaf.mtime
         return revisions, doubts
 
+    @staticmethod
+    def _note_revision_key(
+        rest: str,
+        file: FileInfo,
+        revisions: dict[Digest, float],
+        doubts: dict[str, str],
+        revision_files: dict[Digest, list[str]] | None,
+    ) -> None:
+        """One key below ``_manifests/revisions/`` (``rest``: the part after it), read as
+        ``revision_listing`` reads its listing's leaves and, with ``revision_files``, as
+        the walk of revision folders reads the other files in them."""
+        algorithm, _, below = rest.partition("/")
+        if algorithm != "sha256":
+            return  # below revisions/sha256 only, as revision_listing lists
+        name, _, tail = below.partition("/")
+        if tail == layout.LINK:
+            if not is_sha256_hex(name):
+                return
+            if not file.regular:
+                doubts[f"revision:{name}"] = _FOLLOWED
+                return
+            revisions[Digest("sha256:" + name)] = file.mtime
+        elif revision_files is not None and tail and is_sha256_hex(name):
+            revision_files.setdefault(digest_from_hex(name), []).append(tail)
+
     async def snapshot(self, repository: str, *, history: bool = False) -> RepositorySnapshot:
         """Revisions (with mtimes), tags' current links (with push times) and, with
         ``history``, every tag's ``index/`` history and files (and, on an object store,
         the files in revision folders besides their links). On a store with folders,
         the revisions folder's mtime is read first."""
         stamp = await self.revisions_stamp(repository)
-        revisions, doubts = await self.revision_listing(repository)
         tags_dir = layout.tags_dir(repository)
         tag_names: list[str] = []
         tag_history: dict[Digest, list[str]] | None = None
@@ -250,37 +274,35 @@ class RegistryView:
         tag_files: dict[str, list[str]] | None = None
         # What a listing said about each tag's current/link (validator for the cache).
         listed: dict[str, FileInfo] = {}
-        if not history and self.cache is not None and not self.store.has_directories:
-            # An object store with a cache: one flat listing of the tags folder costs
-            # what the folder listing costs, and carries each link's ETag.
-            async for files in self.store.walk(tags_dir):
+        revisions: dict[Digest, float] = {}
+        doubts: dict[str, str] = {}
+        if not self.store.has_directories and (history or self.cache is not None):
+            # An object store, where a listing is flat and carries each key's validator:
+            # one walk of _manifests/ gives the revision links, the tags' current links
+            # (with their ETags, for the cache) and, with ``history``, every tag's
+            # index/ history and the files in revision folders. Separate listings of
+            # revisions/ and tags/ (and of revisions/ again for its files) would list
+            # the same keys in two or three requests instead of one.
+            if history:
+                tag_history, revision_files, tag_files = {}, {}, {}
+            async for files in self.store.walk(layout.manifests_dir(repository)):
                 for file in files:
-                    tag, _, rest = file.key.partition("/")
-                    if rest == layout.CURRENT_LINK and tag not in listed:
-                        listed[tag] = file
-                        tag_names.append(tag)
-        elif history and not self.store.has_directories:
-            # An object store: one flat listing of all tags beats one per tag.
-            tag_history, revision_files, tag_files = {}, {}, {}
-            seen: set[str] = set()
-            async for files in self.store.walk(tags_dir):
-                for file in files:
-                    tag, _, rest = file.key.partition("/")
-                    tag_files.setdefault(tag, []).append(rest)
-                    if rest == layout.CURRENT_LINK and tag not in seen:
-                        seen.add(tag)
-                        tag_names.append(tag)
-                        listed[tag] = file
-                    elif rest.startswith("index/sha256/") and rest.endswith("/" + layout.LINK):
-                        hex_part = rest[len("index/sha256/") : -len(layout.LINK) - 1]
-                        if is_sha256_hex(hex_part):
-                            tag_history.setdefault(digest_from_hex(hex_part), []).append(tag)
-            async for files in self.store.walk(layout.revisions_dir(repository)):
-                for file in files:
-                    hex_part, _, rest = file.key.partition("/")
-                    if is_sha256_hex(hex_part) and rest and rest != layout.LINK:
-                        revision_files.setdefault(digest_from_hex(hex_part), []).append(rest)
+                    top, _, rest = file.key.partition("/")
+                    if top == "revisions":
+                        self._note_revision_key(rest, file, revisions, doubts, revision_files)
+                    elif top == "tags":
+                        tag, _, below = rest.partition("/")
+                        if tag_files is not None:
+                            tag_files.setdefault(tag, []).append(below)
+                        if below == layout.CURRENT_LINK and tag not in listed:
+                            listed[tag] = file
+                            tag_names.append(tag)
+                        elif tag_history is not None and below.startswith("index/sha256/"):
+                            hex_part, _, tail = below[len("index/sha256/") :].partition("/")
+                            if tail == layout.LINK and is_sha256_hex(hex_part):
+                                tag_history.setdefault(digest_from_hex(hex_part), []).append(tag)
         else:
+            revisions, doubts = await self.revision_listing(repository)
             async for page in self.store.list_children(tags_dir):
                 for entry in page:
                     if entry.kind == "dir":

@@ -3,6 +3,7 @@ direct removal, written) through any backend the same way."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Mapping
@@ -296,3 +297,70 @@ def test_repository_folders_say_what_marks_them(layout: Layout) -> None:
     }
     # The clean pipeline's listing is unchanged: folders holding _manifests only.
     assert sorted(run(layout.store(), all_repositories)) == ["both", "manifests/only"]
+
+
+def test_one_walk_of_manifests_reads_what_separate_listings_read(
+    layout: Layout, tmp_path: object
+) -> None:
+    """On an object store a snapshot with history (or with a cache) is one walk of
+    ``_manifests/``; the listings a store with folders makes (revisions, tag names, each
+    tag's history, the revision folders' files) must find the same things in the same
+    odd places."""
+    from pathlib import Path
+
+    from regcleaner.scancache import ScanCache
+
+    assert isinstance(tmp_path, Path)
+    one, d1 = manifest("1")
+    two, d2 = manifest("2")
+    repo = "team/app"
+    base = f"{V2}/repositories/{repo}/_manifests"
+    layout.put_many([
+        (blob_key(d1), one), (blob_key(d2), two),
+        (revision_key(repo, d1), d1.encode()), (revision_key(repo, d2), d2.encode()),
+        (tag_key(repo, "latest"), d2.encode()), (tag_key(repo, "v1"), d1.encode()),
+        (history_key(repo, "latest", d1), d1.encode()),
+        (history_key(repo, "latest", d2), d2.encode()),
+        (history_key(repo, "gone", d1), d1.encode()),  # untagged: no current link
+        (f"{base}/tags/v1/index/sha256/not-hex/link", b"x"),
+        (f"{base}/tags/v1/index/sha256/{d2[7:]}/link/deeper", b"x"),
+        (f"{base}/tags/v1/other/file", b"x"),
+        (f"{base}/revisions/sha256/{d1[7:]}/signatures/sha256/{'2' * 64}/link", b"x"),
+        (f"{base}/revisions/sha256/not-hex/link", b"x"),
+        (f"{base}/revisions/sha512/{'3' * 128}/link", b"x"),
+        (f"{base}/revisions/sha384/{'6' * 64}/link", b"x"),  # 64 hex, another algorithm
+        (f"{base}/tags/gone/index/sha384/{'6' * 64}/link", b"x"),
+        (f"{base}/revisions/sha256/{'4' * 64}/link/deeper", b"x"),
+        (f"{base}/revisionsX/sha256/{'5' * 64}/link", b"x"),
+        (f"{base}/other/key", b"x"),
+    ])  # fmt: skip
+
+    async def both(store: ByteStore) -> tuple[RepositorySnapshot, ...]:
+        walked = await RegistryView(store).snapshot(repo, history=True)
+        cached = ScanCache.open(tmp_path / f"cache-{layout.name}.sqlite", store.describe())
+        walked_cached = await RegistryView(store, cached).snapshot(repo)
+        # The same store read as one with folders: a listing per folder.
+        store.has_directories = True  # type: ignore[misc]
+        listed = await RegistryView(store).snapshot(repo, history=True)
+        listed_plain = await RegistryView(store).snapshot(repo)
+        return walked, listed, walked_cached, listed_plain
+
+    walked, listed, walked_cached, listed_plain = run(layout.store(), both)
+    # A tag's files: every key below its folder on an object store (all of them must
+    # go when it is removed: there is no folder to remove), the names a disk knows.
+    assert dataclasses.replace(walked, tag_files=None) == dataclasses.replace(
+        listed, tag_files=None
+    )
+    assert walked_cached == listed_plain
+    if not layout.store().has_directories:
+        below = f"{base}/tags/"
+        expected: dict[str, list[str]] = {}
+        for key in sorted(layout.keys()):
+            if key.startswith(below):
+                tag, _, rest = key[len(below) :].partition("/")
+                expected.setdefault(tag, []).append(rest)
+        assert walked.tag_files == {tag: tuple(names) for tag, names in expected.items()}
+    assert set(walked.revisions) == {d1, d2}
+    assert walked.tags == {"latest": d2, "v1": d1}
+    assert walked.tag_history is not None
+    assert set(walked.tag_history) == {d1, d2}
