@@ -340,7 +340,7 @@ def test_one_walk_of_manifests_reads_what_separate_listings_read(
         cached = ScanCache.open(tmp_path / f"cache-{layout.name}.sqlite", store.describe())
         walked_cached = await RegistryView(store, cached).snapshot(repo)
         # The same store read as one with folders: a listing per folder.
-        store.has_directories = True  # type: ignore[misc]
+        store.has_directories = True
         listed = await RegistryView(store).snapshot(repo, history=True)
         listed_plain = await RegistryView(store).snapshot(repo)
         return walked, listed, walked_cached, listed_plain
