@@ -162,16 +162,10 @@ def load_into_moto(bucket: str, prefix: str, root: str) -> int:
     return written
 
 
-def serve(port: int, load: tuple[str, str, str] | None = None, keep_alive: bool = False) -> None:
+def serve(port: int, load: tuple[str, str, str] | None = None) -> None:
     """A moto S3 server on 127.0.0.1:``port`` with ``patch_moto_listing``, until its
     standard input closes (``FastMoto`` runs it in a process of its own); with
-    ``load`` (bucket, prefix, folder), that folder's files are in the bucket first.
-
-    moto's server (werkzeug's) closes the connection after every answer, so each
-    request costs its client a TCP connection that S3, which keeps connections alive,
-    does not. With ``keep_alive``, ``port`` is a proxy (testkit.latency, no delay) in
-    this process that keeps its clients' connections open, and moto listens elsewhere:
-    a client's CPU is then what it would be against S3."""
+    ``load`` (bucket, prefix, folder), that folder's files are in the bucket first."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -180,21 +174,41 @@ def serve(port: int, load: tuple[str, str, str] | None = None, keep_alive: bool 
     patch_moto_listing()
     if load is not None:
         load_into_moto(*load)
-    front = None
-    if keep_alive:
-        from testkit.latency import LatencyProxy
-
-        moto_port = free_port()
-        front = LatencyProxy(upstream=f"http://127.0.0.1:{moto_port}", delay_s=0.0, port=port)
-        port = moto_port
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    if front is not None:
-        front.start()
     sys.stdin.read()
-    if front is not None:
-        front.stop()
     server.stop()
+
+
+def serve_front(port: int, upstream: str) -> None:
+    """A proxy on 127.0.0.1:``port`` to ``upstream`` (testkit.latency, no delay) that
+    keeps its clients' connections open, until its standard input closes.
+
+    moto's server (werkzeug's) closes the connection after every answer, so each
+    request costs its client a TCP connection that S3, which keeps connections alive,
+    does not. Behind this proxy, in a process of its own (it would otherwise take
+    moto's GIL), a client's CPU is what it would be against S3."""
+    from testkit.latency import LatencyProxy
+
+    front = LatencyProxy(upstream=upstream, delay_s=0.0, port=port)
+    front.start()
+    sys.stdin.read()
+    front.stop()
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Poll ``url`` until something answers there (``process`` serves it)."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.05)  # poll: not listening yet
+    raise RuntimeError(f"{url}: no server answered in time")
 
 
 class FastMoto:
@@ -210,26 +224,26 @@ class FastMoto:
         self.load = load
         """(bucket, prefix, folder) to load before serving (``serve``)."""
         self._process: subprocess.Popen[bytes] | None = None
+        self._front: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30.0) -> None:
         root = Path(__file__).resolve().parent.parent
-        code = f"from bench.s3 import serve; serve({self.port}, {self.load!r}, {self.keep_alive})"
+        moto_port = free_port() if self.keep_alive else self.port
+        code = f"from bench.s3 import serve; serve({moto_port}, {self.load!r})"
         self._process = subprocess.Popen(
             [sys.executable, "-c", code],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=root,
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"moto exited with {self._process.returncode}")
-            try:
-                urllib.request.urlopen(self.url + "/", timeout=1).close()
-                return
-            except urllib.error.HTTPError:
-                return  # it answers
-            except OSError:
-                time.sleep(0.05)  # poll: not listening yet
-        raise RuntimeError("moto did not start")
+        upstream = f"http://127.0.0.1:{moto_port}"
+        _wait_for(upstream, self._process, deadline)
+        if self.keep_alive:
+            code = f"from bench.s3 import serve_front; serve_front({self.port}, {upstream!r})"
+            self._front = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=root,
+            )  # fmt: skip
+            _wait_for(self.url, self._front, deadline)
 
     def client(self) -> Any:
         import boto3
@@ -242,15 +256,16 @@ class FastMoto:
         )  # fmt: skip
 
     def stop(self) -> None:
-        if self._process is not None:
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
+        for process in (self._front, self._process):
+            if process is not None:
+                assert process.stdin is not None
+                process.stdin.close()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._process = self._front = None
 
 
 if __name__ == "__main__":
