@@ -91,6 +91,7 @@ class S3Store:
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._fast: FastReads | None = None
+        self._client_lock = asyncio.Lock()
         """GET, HEAD and LIST signed and sent here (``s3fast``); botocore makes what
         it does not serve, and every other request."""
         self._gets = asyncio.Semaphore(options.max_connections)
@@ -117,6 +118,13 @@ class S3Store:
 
     async def _ensure_client(self) -> Any:
         if self._client is None:
+            async with self._client_lock:  # one client (and one fast path) a store
+                if self._client is None:
+                    await self._make_client()
+        return self._client
+
+    async def _make_client(self) -> None:
+        if self._client is None:
             try:
                 from aiobotocore.config import AioConfig
                 from aiobotocore.session import get_session
@@ -128,9 +136,6 @@ class S3Store:
                 retries={"max_attempts": self.options.max_attempts, "mode": "adaptive"},
                 max_pool_connections=self.options.max_connections,
                 s3={"addressing_style": "path"} if self.options.endpoint_url else None,
-                # What botocore signs requests with anyway; said here so that presigned
-                # URLs use it too (s3fast learns where requests go from one).
-                signature_version="s3v4",
                 connect_timeout=10,
                 read_timeout=60,
             )
@@ -155,7 +160,6 @@ class S3Store:
                     self._client, self.options.bucket, timestamp=_timestamp,
                     max_connections=self.options.max_connections,
                 )  # fmt: skip
-        return self._client
 
     def _translate(self, exc: Exception, action: str) -> StorageError:
         """botocore errors → StorageError with the bucket, key and a hint."""

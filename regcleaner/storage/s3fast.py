@@ -12,11 +12,12 @@ answer that would come again (a 503 SlowDown, a redirect, a refusal; not a 500, 
 504) turns this path off for the rest of the run, so that throttling meets botocore's
 adaptive rate alone.
 
-Where requests go is botocore's decision, not this module's: ``FastReads.build``
-presigns a GET of a probe key with the store's client and takes the scheme, host, path
-style and signing region from that URL. It declines (the store then uses botocore for
-everything) when it cannot tell: no credentials, a signature other than SigV4 for
-``s3``, a URL that does not end in the key, proxies in the environment.
+Where requests go is botocore's decision, not this module's: ``FastReads.build`` has
+the store's client build and sign a HeadObject of a probe key, stops it before it is
+sent, and takes the scheme, host, path style and signing region from it. It declines
+(the store then uses botocore for everything) when it cannot tell: no credentials, a
+signature other than SigV4 for ``s3``, a URL that does not end in the key, proxies in
+the environment, a CA bundle it cannot find.
 
 Nothing here writes: deletions stay with botocore.
 """
@@ -32,10 +33,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from regcleaner.storage.base import Blob, FileInfo
-from regcleaner.storage.s3listing import parse_listing, scan_listing
+from regcleaner.storage.s3listing import parse_listing, parse_root, scan_listing
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ _PROBE_KEY = "regcleaner-probe/key"
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                     "all_proxy")  # fmt: skip
 _URL_DECODED = ("Delimiter", "Prefix", "StartAfter")
+MAX_FAILED_CONNECTIONS = 3
+"""Requests in a row without an answer after which this path turns off."""
 
 
 class NotServed(Exception):
@@ -166,6 +169,7 @@ class FastReads:
         self._max_connections = max_connections
         self._ca_file = ca_file
         self._session: Any = None
+        self._failed_connections = 0
 
     @classmethod
     async def build(
@@ -183,13 +187,7 @@ class FastReads:
         credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
         if credentials is None or not hasattr(credentials, "get_frozen_credentials"):
             return None
-        try:
-            url = await client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
-            )
-        except Exception:  # no credentials, an odd configuration: botocore decides
-            return None
-        where = _probe_location(str(url))
+        where = await _request_location(client, bucket)
         if where is None:
             return None
         scheme, host, base_path, region = where
@@ -222,7 +220,10 @@ class FastReads:
     async def _frozen_credentials(self) -> tuple[str, str, str | None]:
         if self._frozen is not None:
             return self._frozen
-        frozen = await self._credentials.get_frozen_credentials()
+        try:
+            frozen = await self._credentials.get_frozen_credentials()
+        except Exception as exc:  # a refresh that failed: botocore's request says why
+            raise NotServed(type(exc).__name__) from None
         values = (frozen.access_key, frozen.secret_key, frozen.token)
         if not (values[0] and values[1]):
             raise NotServed("no credentials")
@@ -246,11 +247,29 @@ class FastReads:
             target += "?" + canonical_query(query)
         session = await self._session_for()
         try:
-            return await session.request(
+            response = await session.request(
                 method, URL(target, encoded=True), headers=headers, allow_redirects=False
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise NotServed(str(exc)) from None
+            self._unreachable(exc)
+            raise NotServed(type(exc).__name__) from None
+        self._failed_connections = 0
+        return response
+
+    def _unreachable(self, exc: BaseException) -> None:
+        """A request that got no answer. A certificate refused, or a few in a row that
+        could not connect, turn this path off (botocore would otherwise make every
+        request a second time); a single failure is botocore's to retry."""
+        import aiohttp
+
+        self._failed_connections += 1
+        certificate = isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError)
+        if self.enabled and (certificate or self._failed_connections >= MAX_FAILED_CONNECTIONS):
+            self.enabled = False
+            log.info(
+                "S3 could not be reached by regcleaner's own reads (%s): every S3 request "
+                "goes through botocore from now on", type(exc).__name__,
+            )  # fmt: skip
 
     def _refused(self, response: Any) -> NotServed:
         """An answer this path does not serve. A 500, 502 or 504 is botocore's to retry,
@@ -266,6 +285,13 @@ class FastReads:
         response.close()
         return NotServed(f"S3 answered {status}")
 
+    def _seconds(self, header: str) -> float:
+        """A Last-Modified header in whole seconds, as the store gives every mtime."""
+        try:
+            return float(int(self._timestamp(header).timestamp()))
+        except (ValueError, TypeError, OverflowError):
+            raise NotServed("a Last-Modified it cannot read") from None
+
     def _object_path(self, key: str) -> str:
         return self.base_path + uri_encode(key, slash=True)
 
@@ -276,8 +302,7 @@ class FastReads:
         response = await self._request("GET", self._object_path(key), {})
         try:
             if response.status == 404:
-                body = await response.read()
-                if b"<Code>NoSuchKey</Code>" in body:
+                if _error_code(await response.read()) == "NoSuchKey":
                     return None
                 raise NotServed("404 other than NoSuchKey")
             if response.status != 200:
@@ -293,13 +318,9 @@ class FastReads:
             modified = response.headers.get("Last-Modified")
             if modified is None:
                 raise NotServed("no Last-Modified")
-            return Blob(
-                b"".join(chunks),
-                float(int(self._timestamp(modified).timestamp())),
-                response.headers.get("ETag"),
-            )
+            return Blob(b"".join(chunks), self._seconds(modified), response.headers.get("ETag"))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise NotServed(str(exc)) from None
+            raise NotServed(type(exc).__name__) from None
         finally:
             response.release()
 
@@ -316,11 +337,7 @@ class FastReads:
             if modified is None or length is None or not length.isdigit():
                 raise NotServed("no Last-Modified or Content-Length")
             return FileInfo(
-                key,
-                float(int(self._timestamp(modified).timestamp())),
-                int(length),
-                True,
-                response.headers.get("ETag"),
+                key, self._seconds(modified), int(length), True, response.headers.get("ETag")
             )
         finally:
             response.release()
@@ -340,7 +357,7 @@ class FastReads:
                 raise self._refused(response)
             body = await response.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise NotServed(str(exc)) from None
+            raise NotServed(type(exc).__name__) from None
         finally:
             response.release()
         parsed = None
@@ -372,24 +389,70 @@ def decode_keys(parsed: dict[str, Any]) -> None:
         common["Prefix"] = unquote_plus(common["Prefix"])
 
 
-def _probe_location(url: str) -> tuple[str, str, str, str] | None:
-    """(scheme, host, base path, signing region) from a presigned GET of the probe key,
-    or None if the URL is not the plain SigV4 form this module signs."""
+def _error_code(body: bytes) -> str | None:
+    """The Code of an S3 error document, None if the body is not one."""
+    root = parse_root(body) if body else None
+    if root is None or root.tag != "Error":
+        return None
+    codes = [child.text or "" for child in root if child.tag == "Code"]
+    return codes[0] if len(codes) == 1 else None
+
+
+class _Captured(Exception):
+    """Raised in botocore's ``before-send``: the request it would have sent."""
+
+    def __init__(self, url: str, authorization: str) -> None:
+        super().__init__("captured")
+        self.url = url
+        self.authorization = authorization
+
+
+async def _request_location(client: Any, bucket: str) -> tuple[str, str, str, str] | None:
+    """(scheme, host, base path, signing region) of the HeadObject of a probe key that
+    ``client`` would send to ``bucket``: botocore builds and signs it (endpoint rules,
+    addressing style, region, FIPS, dual-stack) and it is stopped before it is sent."""
+
+    def capture(request: Any, **_: Any) -> None:
+        authorization = request.headers.get("Authorization", "")
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("ascii", "replace")
+        raise _Captured(str(request.url), str(authorization))
+
+    events = client.meta.events
+    events.register_first("before-send.s3.HeadObject", capture, unique_id="regcleaner-probe")
+    try:
+        await client.head_object(Bucket=bucket, Key=_PROBE_KEY)
+    except _Captured as captured:
+        return _location(captured.url, captured.authorization)
+    except Exception:  # no credentials, an odd configuration: botocore decides
+        return None
+    finally:
+        events.unregister("before-send.s3.HeadObject", unique_id="regcleaner-probe")
+    return None  # answered without being sent: nothing to learn from
+
+
+def _location(url: str, authorization: str) -> tuple[str, str, str, str] | None:
+    """(scheme, host, base path, signing region) from the URL and Authorization header
+    of botocore's request for the probe key, or None if they are not the plain SigV4
+    form this module signs (another signature version, S3 Express, a query string)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    if parts.query or parts.fragment:
         return None
     encoded_key = uri_encode(_PROBE_KEY, slash=True)
     if not parts.path.endswith("/" + encoded_key):
         return None
     base_path = parts.path[: -len(encoded_key)]
-    query = parse_qs(parts.query, keep_blank_values=True)
-    known = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
-             "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token", "x-id"}  # fmt: skip
-    if set(query) - known or query.get("X-Amz-Algorithm") != [_ALGORITHM]:
+    algorithm, _, fields = authorization.partition(" ")
+    if algorithm != _ALGORITHM:
         return None
-    if query.get("X-Amz-SignedHeaders") != ["host"]:
-        return None
-    scope = query.get("X-Amz-Credential", [""])[0].split("/")
+    credential = ""
+    for field in fields.split(","):
+        name, _, value = field.strip().partition("=")
+        if name == "Credential":
+            credential = value
+    scope = credential.split("/")
     if len(scope) != 5 or scope[3] != "s3" or scope[4] != "aws4_request" or not scope[2]:
         return None
     return parts.scheme, parts.netloc, base_path, scope[2]
@@ -398,10 +461,10 @@ def _probe_location(url: str) -> tuple[str, str, str, str] | None:
 def _ca_file(client: Any) -> str | None:
     """The CA bundle botocore verifies S3's certificate with (None: it does not verify,
     or this cannot tell which: botocore then makes every request)."""
-    verify = getattr(getattr(client, "_endpoint", None), "http_session", None)
-    verify = getattr(verify, "_verify", True)
-    if verify is False:
-        return None
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    verify = getattr(session, "_verify", None)
+    if verify is None or verify is False:
+        return None  # not verifying, or aiobotocore keeps it elsewhere: botocore decides
     from botocore.httpsession import get_cert_path
 
     path = get_cert_path(verify)

@@ -96,52 +96,116 @@ def test_a_different_path_or_secret_gives_a_different_signature() -> None:
     assert other != base
 
 
-PRESIGNED = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261207%2F{region}"
-             "%2F{service}%2Faws4_request&X-Amz-Date=20261207T120000Z&X-Amz-Expires=60"
-             "&X-Amz-SignedHeaders=host&X-Amz-Signature=abc")  # fmt: skip
 PROBE = "regcleaner-probe/key"
+AUTH = ("AWS4-HMAC-SHA256 Credential=AKID/20261207/{region}/{service}/aws4_request, "
+        "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=abc")  # fmt: skip
 
 
-def presigned(base: str, *, region: str = "eu-west-3", service: str = "s3", extra: str = "") -> str:
-    return f"{base}{PROBE}?{PRESIGNED.format(region=region, service=service)}{extra}"
+def auth(region: str = "eu-west-3", service: str = "s3") -> str:
+    return AUTH.format(region=region, service=service)
 
 
 @pytest.mark.parametrize(
-    ("url", "expected"),
+    ("url", "authorization", "expected"),
     [
-        (presigned("http://127.0.0.1:9000/bkt/"),
+        (f"http://127.0.0.1:9000/bkt/{PROBE}", auth(),
          ("http", "127.0.0.1:9000", "/bkt/", "eu-west-3")),
-        (presigned("https://bkt.s3.eu-west-3.amazonaws.com/"),
+        (f"https://bkt.s3.eu-west-3.amazonaws.com/{PROBE}", auth(),
          ("https", "bkt.s3.eu-west-3.amazonaws.com", "/", "eu-west-3")),
-        (presigned("https://s3.amazonaws.com/my.dotted.bucket/", region="us-east-1"),
+        (f"https://s3.amazonaws.com/my.dotted.bucket/{PROBE}", auth("us-east-1"),
          ("https", "s3.amazonaws.com", "/my.dotted.bucket/", "us-east-1")),
-        (presigned("https://h/bkt/", extra="&x-id=GetObject"),
-         ("https", "h", "/bkt/", "eu-west-3")),
     ],
 )  # fmt: skip
-def test_where_requests_go_is_read_from_botocore_s_presigned_url(
-    url: str, expected: tuple[str, str, str, str]
+def test_where_requests_go_is_read_from_botocore_s_own_request(
+    url: str, authorization: str, expected: tuple[str, str, str, str]
 ) -> None:
-    assert s3fast._probe_location(url) == expected
+    assert s3fast._location(url, authorization) == expected
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "authorization"),
     [
-        # Signature version 2: another scheme entirely.
-        f"http://h/bkt/{PROBE}?AWSAccessKeyId=AKID&Signature=x&Expires=1",
-        presigned("https://h/bkt/", service="s3express"),
-        presigned("https://h/bkt/", service="s3-object-lambda"),
-        presigned("https://h/bkt/", extra="&versionId=1"),
-        presigned("https://user:pw@h/bkt/"),
-        presigned("ftp://h/bkt/"),
-        "https://h/bkt/elsewhere?" + PRESIGNED.format(region="r", service="s3"),
-        presigned("https://h/bkt/").replace("SignedHeaders=host", "SignedHeaders=host%3Bx-amz-a"),
-        presigned("https://h/bkt/").replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256"),
+        (f"http://h/bkt/{PROBE}", "AWS AKID:signature"),  # signature version 2
+        (f"https://h/bkt/{PROBE}", auth(service="s3express")),
+        (f"https://h/bkt/{PROBE}", auth(service="s3-object-lambda")),
+        (f"https://h/bkt/{PROBE}?versionId=1", auth()),
+        (f"https://user:pw@h/bkt/{PROBE}", auth()),
+        (f"ftp://h/bkt/{PROBE}", auth()),
+        ("https://h/bkt/elsewhere", auth()),
+        (f"https://h/bkt/{PROBE}", auth().replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256")),
+        (f"https://h/bkt/{PROBE}", auth().replace("Credential=", "Cred=")),
+        (f"https://h/bkt/{PROBE}", ""),
     ],
 )
-def test_a_url_not_fully_understood_leaves_every_request_to_botocore(url: str) -> None:
-    assert s3fast._probe_location(url) is None
+def test_a_request_not_fully_understood_leaves_every_request_to_botocore(
+    url: str, authorization: str
+) -> None:
+    assert s3fast._location(url, authorization) is None
+
+
+async def _botocore_urls(client: Any, bucket: str, key: str, prefix: str) -> tuple[str, str]:
+    """The URLs botocore sends a GetObject of ``key`` and a listing of ``prefix`` to."""
+
+    class Sent(Exception):
+        pass
+
+    def capture(request: Any, **_: Any) -> None:
+        raise Sent(str(request.url))
+
+    urls = []
+    client.meta.events.register_first("before-send.s3", capture, unique_id="test")
+    for call in (client.get_object(Bucket=bucket, Key=key),
+                 client.list_objects_v2(Bucket=bucket, Prefix=prefix)):  # fmt: skip
+        try:
+            await call
+        except Sent as sent:
+            urls.append(str(sent))
+    client.meta.events.unregister("before-send.s3", unique_id="test")
+    return urls[0], urls[1]
+
+
+@pytest.mark.parametrize(
+    ("options", "environment"),
+    [
+        ({"region": "eu-west-1"}, {}),
+        ({"region": "us-east-1"}, {}),
+        ({"region": "ap-east-1"}, {}),
+        ({"region": "us-east-2"}, {"AWS_USE_FIPS_ENDPOINT": "true"}),
+        ({"region": "eu-west-1"}, {"AWS_USE_DUALSTACK_ENDPOINT": "true"}),
+        ({"region": "eu-west-1", "bucket": "my.dotted.bucket"}, {}),
+        ({"region": "us-east-1", "endpoint_url": "http://127.0.0.1:9000"}, {}),
+        ({"region": "eu-central-1", "endpoint_url": "https://minio.example:9000/"}, {}),
+    ],
+)
+def test_the_fast_path_sends_where_botocore_sends(
+    options: dict[str, str], environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For AWS regions (the global, an opt-in one, FIPS, dual-stack), dotted buckets and
+    custom endpoints: the same host, path and query path as botocore's own requests (a
+    review found presigned URLs go to the global endpoint, requests do not)."""
+    from regcleaner.config import S3Options
+    from regcleaner.storage.s3 import S3Store
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings_: dict[str, Any] = {"bucket": "mybucket", **options}
+    store = S3Store(S3Options(access_key="AKID", secret_key="secret", **settings_))
+    key = "root/docker/registry/v2/a b/c+d/é"
+
+    async def compare() -> None:
+        try:
+            client = await store._ensure_client()
+            fast = store._fast
+            assert fast is not None
+            got, listing = await _botocore_urls(client, settings_["bucket"], key, "root/")
+            assert got == f"{fast.scheme}://{fast.host}{fast._object_path(key)}"
+            assert listing.split("?")[0] == (
+                f"{fast.scheme}://{fast.host}{fast.base_path.rstrip('/') or '/'}"
+            )
+        finally:
+            await store.aclose()
+
+    asyncio.run(compare())
 
 
 def test_proxies_in_the_environment_leave_every_request_to_botocore(
@@ -219,3 +283,137 @@ def test_a_listing_that_says_it_goes_on_without_a_new_token_is_refused(
     store = _store_with(_Pages(pages))
     with pytest.raises(StorageError, match="gave no new continuation token"):
         asyncio.run(_walk_all(store))
+
+
+# -- answers the fast path does not serve: a scripted server (no real one sends these) --
+
+
+def _not_found(body: bytes) -> bytes:
+    return b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+LAST_MODIFIED = b'Last-Modified: Mon, 07 Dec 2026 05:03:57 GMT\r\nETag: "e1"\r\n'
+ANSWERS = {
+    "big": b"HTTP/1.1 200 OK\r\n" + LAST_MODIFIED + b"Content-Length: 5000\r\n\r\n" + b"y" * 5000,
+    "short": b"HTTP/1.1 200 OK\r\n" + LAST_MODIFIED + b"Content-Length: 100\r\n\r\n" + b"x" * 10,
+    "no-such-key": _not_found(b"<Error><Code>NoSuchKey</Code></Error>"),
+    "no-such-bucket": _not_found(b"<Error><Code>NoSuchBucket</Code></Error>"),
+    "echo": _not_found(b"<Error><Code>NoSuchBucket</Code><Message>gone; <Code>NoSuchKey"
+                       b"</Code></Message></Error>"),
+    "bad-date": b"HTTP/1.1 200 OK\r\nLast-Modified: yesterday\r\nContent-Length: 1\r\n\r\nz",
+    "no-date": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
+    "500": b"HTTP/1.1 500 Internal Error\r\nContent-Length: 0\r\n\r\n",
+    "503": b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\r\n",
+    "301": b"HTTP/1.1 301 Moved Permanently\r\nContent-Length: 0\r\n\r\n",
+    "403": b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+}  # fmt: skip
+
+
+class _Frozen:
+    access_key, secret_key, token = "AKID", "secret", None
+
+
+class _Credentials:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    async def get_frozen_credentials(self) -> _Frozen:
+        if self.fail:
+            raise RuntimeError("the refresh failed")
+        return _Frozen()
+
+
+async def _with_server(action: Any, *, credentials: Any = None, port: int | None = None) -> Any:
+    """``action(fast)`` with a fast path towards a server that answers each key with
+    ``ANSWERS[key]`` (then closes), or towards ``port`` where nothing listens."""
+    from regcleaner.storage.s3 import _timestamp
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ")
+        raw = ANSWERS[target.removeprefix("/b/")]
+        writer.write(raw.split(b"\r\n\r\n")[0] + b"\r\n\r\n" if method == "HEAD" else raw)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    where = port or server.sockets[0].getsockname()[1]
+    fast = s3fast.FastReads(
+        scheme="http", host=f"127.0.0.1:{where}", base_path="/b/", region="us-east-1",
+        credentials=credentials or _Credentials(), timestamp=_timestamp, max_connections=4,
+        ca_file=None,
+    )  # fmt: skip
+    try:
+        return await action(fast)
+    finally:
+        await fast.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def _outcome(call: Any) -> Any:
+    try:
+        return await call
+    except NotServed:
+        return "not served"
+
+
+@pytest.mark.parametrize(
+    ("key", "expected", "stays_on"),
+    [
+        ("no-such-key", None, True),
+        ("no-such-bucket", "not served", True),  # botocore says which bucket is missing
+        ("echo", "not served", True),  # the code is the error's, not a message's
+        ("short", "not served", True),  # a body cut off: botocore reads it again
+        ("bad-date", "not served", True),
+        ("no-date", "not served", True),
+        ("500", "not served", True),  # botocore retries it
+        ("503", "not served", False),  # throttling: botocore's adaptive rate from now on
+        ("301", "not served", False),
+        ("403", "not served", False),
+    ],
+)
+def test_a_get_serves_plain_answers_only(key: str, expected: object, stays_on: bool) -> None:
+    async def get(fast: s3fast.FastReads) -> tuple[object, bool]:
+        return await _outcome(fast.get(key, 1000)), fast.enabled
+
+    assert asyncio.run(_with_server(get)) == (expected, stays_on)
+
+
+def test_a_get_reads_at_most_one_byte_more_than_asked() -> None:
+    async def get(fast: s3fast.FastReads) -> Any:
+        return await fast.get("big", 1000)
+
+    blob = asyncio.run(_with_server(get))
+    assert blob.data == b"y" * 1001
+    assert blob.etag == '"e1"'
+    assert blob.mtime == float(int(datetime.datetime(2026, 12, 7, 5, 3, 57,
+                                                     tzinfo=datetime.UTC).timestamp()))  # fmt: skip
+
+
+def test_a_head_of_a_missing_key_is_missing_and_a_refusal_is_not_served() -> None:
+    async def heads(fast: s3fast.FastReads) -> list[object]:
+        return [await _outcome(fast.head("no-such-key")), await _outcome(fast.head("403"))]
+
+    assert asyncio.run(_with_server(heads)) == [None, "not served"]
+
+
+def test_a_failed_credential_refresh_is_left_to_botocore() -> None:
+    async def get(fast: s3fast.FastReads) -> object:
+        return await _outcome(fast.get("big", 10))
+
+    assert asyncio.run(_with_server(get, credentials=_Credentials(fail=True))) == "not served"
+
+
+def test_requests_that_cannot_connect_turn_the_path_off_after_a_few() -> None:
+    from testkit.registry import free_port
+
+    async def gets(fast: s3fast.FastReads) -> list[tuple[object, bool]]:
+        found = []
+        for _ in range(s3fast.MAX_FAILED_CONNECTIONS):
+            found.append((await _outcome(fast.get("big", 10)), fast.enabled))
+        return found
+
+    outcomes = asyncio.run(_with_server(gets, port=free_port()))
+    assert [served for served, _ in outcomes] == ["not served"] * s3fast.MAX_FAILED_CONNECTIONS
+    assert [on for _, on in outcomes] == [True] * (s3fast.MAX_FAILED_CONNECTIONS - 1) + [False]

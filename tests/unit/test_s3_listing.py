@@ -311,9 +311,13 @@ def test_any_other_page_is_scanned_the_same_or_left_to_parse_listing(body: bytes
         b"<ListBucketResult><Name>&nbsp;</Name></ListBucketResult>",
         b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult><x/>",
         b"<Error><Code>SlowDown</Code></Error>",
+        # An XML parser reads CR LF as LF (a review found the scan kept the CR).
+        b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a\r\nb</Key>"
+        b"<LastModified>2026-12-07T05:03:57.000Z</LastModified><ETag>e</ETag><Size>1</Size>"
+        b"</Contents></ListBucketResult>",
     ],
     ids=["namespace-prefix", "space", "unknown-element", "repeated", "comment", "entity",
-         "after-the-end", "error"],
+         "after-the-end", "error", "carriage-return"],
 )  # fmt: skip
 def test_what_is_not_exactly_s3_s_shape_is_not_scanned(body: bytes) -> None:
     assert scan_listing(body, _timestamp) is None
