@@ -449,13 +449,14 @@ def memory_run(repositories: int) -> dict[str, Any]:
     }
 
 
-async def _cpu_sample(url: str, count: int) -> dict[str, float]:
+async def _cpu_sample(url: str, count: int, fast_reads: bool) -> dict[str, float]:
     from regcleaner.config import S3Options
     from regcleaner.storage.s3 import S3Store
     from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
     store = S3Store(S3Options(bucket="cpu", prefix="/p", region=REGION, endpoint_url=url,
-                              access_key=ACCESS_KEY, secret_key=SECRET_KEY))  # fmt: skip
+                              access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                              fast_reads=fast_reads))  # fmt: skip
     keys = [f"k/{i:06d}/data" for i in range(count)]
     try:
         await store.read_many(keys[:50], 1024)  # warm the connections up
@@ -476,8 +477,10 @@ async def _cpu_sample(url: str, count: int) -> dict[str, float]:
             "list_page_ms": round(list_ms, 2)}  # fmt: skip
 
 
-def measure_cpu(count: int = 5000) -> dict[str, float]:
-    """Client CPU per GET, HEAD and LIST page (1,000 keys) against moto."""
+def measure_cpu(count: int = 5000, *, fast_reads: bool = True) -> dict[str, float]:
+    """Client CPU per GET, HEAD and LIST page (1,000 keys) against moto (kept alive, as
+    S3 keeps connections); ``fast_reads=False``: every request through botocore
+    (``python -m bench.scale cpu botocore``)."""
     from bench.s3 import FastMoto
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -488,7 +491,7 @@ def measure_cpu(count: int = 5000) -> dict[str, float]:
         moto = FastMoto(load=("cpu", "p", workdir), keep_alive=True)
         moto.start(timeout_s=600.0)
         try:
-            return asyncio.run(_cpu_sample(moto.url, count))
+            return asyncio.run(_cpu_sample(moto.url, count, fast_reads))
         finally:
             moto.stop()
 
@@ -503,7 +506,8 @@ def main() -> int:
         print(json.dumps(memory_run(repositories), indent=2))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "cpu":
-        print(json.dumps(measure_cpu(), indent=2))
+        fast_reads = sys.argv[2:3] != ["botocore"]
+        print(json.dumps(measure_cpu(fast_reads=fast_reads), indent=2))
         return 0
     print(json.dumps(model(), indent=2))
     return 0

@@ -7,10 +7,11 @@ cache, and what verifies is cached for the next run."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Collection, Sequence
 
 from regcleaner import layout
-from regcleaner.digest import Digest
+from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import StorageError
 from regcleaner.manifests import (
     MAX_MANIFEST_BYTES,
@@ -136,6 +137,15 @@ class CachedReads:
         return await self.store.read_many([layout.blob_data(d) for d in digests],
                                           MAX_MANIFEST_BYTES)  # fmt: skip
 
+    def reconsider_blob_listing(self) -> None:
+        """Decide again, at the next manifest read, whether a listing of the blobs pays
+        (``_list_manifest_blobs``): gc after clean in one window reads every manifest
+        the scan has just cached, where at the start of a cold run the cache was empty
+        and a HEAD each looked cheaper. A listing already made stands: the blobs it
+        saw are unchanged (clean removes links, not blobs)."""
+        if self._blobs_listed is False:
+            self._blobs_listed = None
+
     async def _list_manifest_blobs(self) -> bool:
         """Once a run, with a cache on an object store: when it costs fewer requests
         than a HEAD for each cached manifest, list ``blobs/sha256`` and note (in the
@@ -219,14 +229,27 @@ class CachedReads:
     ) -> list[Blob | StorageError | None]:
         """Read link files (``keys``), taking from the cache each one whose listing
         (``listed``, None where there was none) shows the validator it was cached
-        with; the mtime is the listing's, as a read would give it."""
+        with, and without a read each one whose listing shows the bytes it must hold
+        (``content_shown``); the mtime is the listing's, as a read would give it."""
         cache = self.cache
-        if cache is None:
-            return await self.store.read_many(keys, MAX_LINK_BYTES)
         result: list[Blob | StorageError | None] = [None] * len(keys)
+        shown: list[int] = []
+        for index, (key, info) in enumerate(zip(keys, listed, strict=True)):
+            content = content_shown(key, info)
+            if content is not None and info is not None:
+                result[index] = Blob(content, info.mtime, info.etag)
+                shown.append(index)
+        if cache is None:
+            rest = [index for index in range(len(keys)) if result[index] is None]
+            found = await self.store.read_many([keys[index] for index in rest], MAX_LINK_BYTES)
+            for index, blob in zip(rest, found, strict=True):
+                result[index] = blob
+            return result
         known = cache.links([key for key, info in zip(keys, listed, strict=True) if info])
         to_read: list[int] = []
         for index, (key, info) in enumerate(zip(keys, listed, strict=True)):
+            if result[index] is not None:
+                continue  # its listing showed its bytes
             entry = known.get(key)
             if (
                 info is not None
@@ -236,7 +259,7 @@ class CachedReads:
                 result[index] = Blob(entry[1], info.mtime, info.etag)
                 continue
             to_read.append(index)
-        cache.hits += len(keys) - len(to_read)
+        cache.hits += len(keys) - len(to_read) - len(shown)
         cache.misses += len(to_read)
         found = await self.store.read_many([keys[index] for index in to_read], MAX_LINK_BYTES)
         fresh: dict[str, tuple[str, bytes]] = {}
@@ -246,6 +269,28 @@ class CachedReads:
                 fresh[keys[index]] = (_validator_of(blob), blob.data)
         cache.put_links(fresh)
         return result
+
+
+def content_shown(key: str, info: FileInfo | None) -> bytes | None:
+    """The bytes of the link file at ``key`` where its listing shows them: a link in a
+    folder named by a sha256 digest (``revisions/sha256/<hex>/link``, a tag's
+    ``index/sha256/<hex>/link``, a schema1 signature's) that holds that digest, as the
+    registry writes it, shown by the listing's size and an ETag that is the MD5 of
+    exactly those bytes (S3's ETag of an object written in one PUT without KMS; MinIO's
+    and Ceph's too). Otherwise None, and the file is read: a link holding anything
+    else, or an ETag that is not an MD5 (KMS, a multipart upload), is read as before.
+    Believing a link that holds something else would take an MD5 second preimage."""
+    if info is None or not info.etag or info.size != len("sha256:") + 64:
+        return None
+    parts = key.rsplit("/", 3)
+    if len(parts) != 4 or parts[1] != "sha256" or parts[3] != layout.LINK:
+        return None
+    if not is_sha256_hex(parts[2]):
+        return None
+    content = f"sha256:{parts[2]}".encode()
+    if info.etag != '"' + hashlib.md5(content, usedforsecurity=False).hexdigest() + '"':
+        return None
+    return content
 
 
 def marks_of(refs: ManifestRefs) -> frozenset[Digest]:

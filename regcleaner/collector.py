@@ -201,6 +201,7 @@ class Collector:
 
     async def _collect(self) -> None:
         log.info("gc: marking every blob the manifests of %s reference", self.view.describe())
+        self.view.reads.reconsider_blob_listing()  # after clean's scan, in one window
         await self._mark()
         if self.stop.stop_requested:
             log.warning("gc: stopped during the mark; nothing was swept")

@@ -63,3 +63,32 @@ def test_a_registered_backend_runs_clean_and_gc(
     assert collect.report is not None
     assert collect.report["summary"]["blobs_marked"] > 0
     assert memory_backend.stored_keys() == before, "a dry run changed the store"
+
+
+def test_gc_after_clean_in_one_window_validates_cached_manifests_by_one_listing(
+    memory_backend: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold ``clean --direct --gc --cache``: the scan starts with an empty cache (a
+    HEAD each would be cheaper than listing the blobs), then caches every manifest it
+    reads; gc, reading them all again, decides afresh and lists the blobs once instead
+    of a HEAD per manifest. The listing pays here from 13 cached manifests."""
+    from regcleaner.cachedreads import CachedReads
+
+    writer = RegistryWriter(memory_backend)
+    for n in range(20):  # all tagged: kept, and marked by gc
+        image = writer.image("many", f"config-{n}".encode(), [f"layer-{n}".encode()], oci=True)
+        writer.tag("many", f"v{n}", image.descriptor.digest)
+    monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 0.05)
+    window = run_cli(
+        ["clean", "--storage", "memory", "--direct", "--gc", "--dry-run", "--min-age", "0",
+         "--cache", str(tmp_path / "cache.sqlite"), "--progress-interval", "0"],
+        report_path=tmp_path / "window.json",
+    )  # fmt: skip
+    assert window.exit_code == 0, window.output
+    assert window.report is not None
+    scan = window.report["summary"]["storage_requests"]
+    both = window.report["gc"]["summary"]["storage_requests"]  # the same store: in all
+    # gc marks 21 manifests: a HEAD each without the listing (23 HEADs in all, seen).
+    assert both["head"] == scan["head"]
+    assert both["get"] == scan["get"] == 41  # the scan's manifests and tag links, once
+    assert both["list"] > scan["list"]  # gc's listings, of the blobs among them

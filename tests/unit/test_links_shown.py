@@ -1,0 +1,73 @@
+"""A link file whose listing shows its bytes is not read (cachedreads.content_shown):
+only a link in a folder named by a sha256 digest, holding that digest, with an ETag
+that is the MD5 of exactly those bytes. Anything else is read, as before."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from regcleaner.cachedreads import CachedReads, content_shown
+from regcleaner.storage.base import Blob, FileInfo
+from testkit.memory import MemoryStore
+
+HEX = "a" * 64
+OTHER = "b" * 64
+REVISION = f"repositories/r/_manifests/revisions/sha256/{HEX}/link"
+
+
+def _md5(data: bytes) -> str:
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+
+def _read(files: dict[str, bytes]) -> tuple[list[bytes], int]:
+    """Each file's bytes as ``CachedReads.links`` gives them after a listing, and the
+    number of GETs it made."""
+    store = MemoryStore(name="links")
+    store.put_many(files.items())
+
+    async def go() -> tuple[list[bytes], int]:
+        listed = {info.key: info async for page in store.walk("repositories") for info in page}
+        keys = list(files)
+        infos = [listed[key.removeprefix("repositories/")] for key in keys]
+        infos = [info._replace(key=key) for key, info in zip(keys, infos, strict=True)]
+        found = await CachedReads(store, None).links(keys, infos)
+        assert all(isinstance(blob, Blob) for blob in found)
+        return [blob.data for blob in found if isinstance(blob, Blob)], store.stats.get
+
+    return asyncio.run(go())
+
+
+def test_a_revision_link_holding_its_folder_s_digest_is_not_read() -> None:
+    data, gets = _read({REVISION: f"sha256:{HEX}".encode()})
+    assert data == [f"sha256:{HEX}".encode()]
+    assert gets == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "content"),
+    [
+        (REVISION, f"sha256:{OTHER}".encode()),  # another digest, the same size
+        (REVISION, f"sha256:{HEX}\n".encode()),  # one byte more
+        (REVISION, f"sha256:{HEX.upper()}".encode()),
+        ("repositories/r/_manifests/tags/latest/current/link", f"sha256:{HEX}".encode()),
+        (f"repositories/r/_manifests/revisions/sha512/{HEX}/link", f"sha256:{HEX}".encode()),
+    ],
+    ids=["another-digest", "newline", "upper-case", "tag-link", "other-folder"],
+)
+def test_any_other_link_is_read(key: str, content: bytes) -> None:
+    data, gets = _read({key: content})
+    assert data == [content]
+    assert gets == 1
+
+
+def test_an_etag_that_is_not_the_md5_of_the_bytes_means_a_read() -> None:
+    content = f"sha256:{HEX}".encode()
+    shown = FileInfo(REVISION, 1.0, len(content), True, _md5(content))
+    assert content_shown(REVISION, shown) == content
+    for etag in (None, '"' + "0" * 32 + '"', '"abc-1"', _md5(content).strip('"')):
+        assert content_shown(REVISION, shown._replace(etag=etag)) is None
+    assert content_shown(REVISION, shown._replace(size=len(content) + 1)) is None
+    assert content_shown(REVISION, None) is None
