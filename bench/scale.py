@@ -38,9 +38,9 @@ MEASURED_RUN: dict[str, Any] = {
     "repositories": 3200,
     "manifests": 102_400,
     "tags": 19_200,
-    "cold": {"list": 12_853, "get": 121_600, "head": 0, "peak_rss_mb": 244.6,
-             "store_rss_mb": 230.2},
-    "warm": {"list": 13_110, "get": 0, "head": 0, "peak_rss_mb": 247.3, "store_rss_mb": 230.4},
+    "cold": {"list": 6_453, "get": 121_600, "head": 0, "peak_rss_mb": 245.5,
+             "store_rss_mb": 232.3},
+    "warm": {"list": 6_710, "get": 0, "head": 0, "peak_rss_mb": 247.5, "store_rss_mb": 232.2},
 }  # fmt: skip
 """The real engine (``clean --direct --dry-run``) on the in-memory store: requests as S3
 counts them at 102,400 manifests, and memory (the store itself takes store_rss_mb)."""
@@ -50,20 +50,21 @@ MEASURED_MOTO: dict[str, Any] = {
     "repositories": 3200,
     "manifests": 102_400,
     "blobs": 108_800,
-    "cold": {"list": 12_853, "get": 121_600, "head": 2, "wall_s": 366.5, "cpu_s": 178.1,
-             "peak_rss_mb": 80.1},
-    "warm": {"list": 13_110, "get": 0, "head": 2, "wall_s": 96.0, "cpu_s": 31.1,
-             "peak_rss_mb": 81.4},
+    "cold": {"list": 6_453, "get": 121_600, "head": 2, "wall_s": 354.8, "cpu_s": 52.0,
+             "peak_rss_mb": 78.7},
+    "warm": {"list": 6_710, "get": 0, "head": 2, "wall_s": 71.3, "cpu_s": 11.5,
+             "peak_rss_mb": 79.4},
 }  # fmt: skip
-"""The same on moto through aiobotocore (2026-12-07, idle machine): client CPU of the
-whole run, and its own peak memory (wall time is moto's: one Python process answering
-on the same 2 cores)."""
+"""The same on moto (kept alive, as S3 keeps connections), 2026-12-07 13:09-13:17, with
+regcleaner's own reads (storage/s3fast.py): client CPU of the whole run, and its own
+peak memory (wall time is moto's: one Python process answering on the same 2 cores)."""
 
-MEASURED_CPU: dict[str, float] = {"get_ms": 1.442, "head_ms": 1.337, "list_page_ms": 13.55}
+MEASURED_CPU: dict[str, float] = {"get_ms": 0.396, "head_ms": 0.420, "list_page_ms": 5.34}
 """Client CPU per request through regcleaner's S3 store (``python -m bench.scale
-cpu``, the median of three runs on this machine, idle; the issue measured 0.95 ms a
-GET). A LIST page of 1,000 keys (its XML parsed by ``storage/s3listing.py``); a
-listing of a few keys costs about a GET."""
+cpu``, the median of six runs on this machine, 2026-12-07 13:20-13:24; botocore's path,
+``python -m bench.scale cpu botocore``, in the same minutes: 1.35-2.01 ms a GET, 11-18 ms
+a page). A LIST page of 1,000 keys (read by ``s3listing.scan_listing``); a listing of a
+few keys costs about a GET."""
 
 # -- the model's inputs ---------------------------------------------------------------
 
@@ -89,6 +90,7 @@ ASSUMPTIONS: dict[str, Any] = {
     "registry_gc_requests_per_manifest": 4,
     "registry_gc_requests_per_repository": 3,
     "gc_reads_manifests_through_cache": True,
+    "links_shown_by_etag": True,
     "shards": 8,
     "notes": [
         "latency_s: every request waits 20 ms (the issue's figure); requests in flight "
@@ -108,15 +110,19 @@ ASSUMPTIONS: dict[str, Any] = {
         "plus tags. A warm scan of an unchanged bucket makes MEASURED_RUN's warm "
         "requests per manifest, plus one listing of blobs/sha256 (blobs/1000 full "
         "pages, plus one listing of the 256 fan-out folders).",
-        "The window is clean --direct --gc: the scan, deletion of deleted_share of the "
-        "manifests (keys_per_deleted_manifest keys each, 1,000 keys a DeleteObjects, a "
-        "HEAD each for the last look, a re-listing of each repository), then gc: a walk "
-        "of each repository's revisions and _layers, a GET of each revision link and "
-        "each manifest (warm: the links and, with gc_reads_manifests_through_cache, as "
-        "collector.py does through view.manifest_marks, the manifests come from the "
-        "cache), "
-        "the blob listing (full pages), and DeleteObjects for swept_blob_share of the "
-        "blobs; gc's CPU per manifest is taken as the engine's cold scan's.",
+        "The window is clean --direct --gc --cache: the scan, deletion of deleted_share "
+        "of the manifests (keys_per_deleted_manifest keys each, 1,000 keys a "
+        "DeleteObjects, a HEAD each for the last look, a re-listing of each "
+        "repository), then gc: a walk of each repository's revisions and _layers; each "
+        "revision link read unless its listing shows its bytes (links_shown_by_etag: "
+        "an ETag that is the MD5 of sha256:<hex>, as S3 gives for an object written in "
+        "one PUT without KMS; cachedreads.content_shown); each manifest from the cache "
+        "(gc_reads_manifests_through_cache, as collector.py does through "
+        "view.manifest_marks), validated by one listing of the blobs (cold: the scan "
+        "started with an empty cache, so gc lists the blobs for it; warm: the scan's "
+        "listing serves); the blob listing for the sweep (full pages), and "
+        "DeleteObjects for swept_blob_share of the blobs; gc's CPU per manifest is "
+        "taken as the engine's cold scan's.",
         "with_shards: clean --shard I/N in `shards` processes (an Indexed Job, or "
         "processes on one machine with that many cores): the scan and the deletions "
         "divide their CPU and latency by the shards, each shard lists all the blobs "
@@ -222,16 +228,19 @@ def model(
         "list": float(repositories),
     }
     swept = blobs * a["swept_blob_share"]
+    through_cache = a["gc_reads_manifests_through_cache"]
+    link_gets = 0.0 if a["links_shown_by_etag"] else float(manifests)
     gc_cold = {
         "list": 2.0 * repositories,
-        "pages": float(blob_pages),
-        "get": float(2 * manifests),
+        # The sweep's listing, and (through the cache) the one validating manifests.
+        "pages": float(blob_pages * (2 if through_cache else 1)),
+        "get": link_gets + (0.0 if through_cache else float(manifests)),
         "delete": math.ceil(swept / a["page_keys"]),
     }
-    gc_warm = dict(gc_cold)
-    gc_warm["get"] = 0.0 if a["gc_reads_manifests_through_cache"] else float(manifests)
+    gc_warm = dict(gc_cold, pages=float(blob_pages))  # the scan's listing validates
+    gc_warm["get"] = 0.0 if through_cache else float(manifests)
     gc_engine_s = engine_cold_ms * manifests / 1000
-    gc_warm_engine_s = 0.0 if a["gc_reads_manifests_through_cache"] else gc_engine_s
+    gc_warm_engine_s = 0.0 if through_cache else gc_engine_s
     phases = {
         "scan_cold": _phase(scan_cold, engine_cold_ms * manifests / 1000, cpu, a),
         "scan_warm": _phase(scan_warm, engine_warm_ms * manifests / 1000, cpu, a),
