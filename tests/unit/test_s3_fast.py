@@ -417,3 +417,22 @@ def test_requests_that_cannot_connect_turn_the_path_off_after_a_few() -> None:
     outcomes = asyncio.run(_with_server(gets, port=free_port()))
     assert [served for served, _ in outcomes] == ["not served"] * s3fast.MAX_FAILED_CONNECTIONS
     assert [on for _, on in outcomes] == [True] * (s3fast.MAX_FAILED_CONNECTIONS - 1) + [False]
+
+
+def test_the_flag_and_its_variable_send_every_request_through_botocore() -> None:
+    from typer.main import get_command
+
+    from regcleaner.cli import app
+    from regcleaner.options import StorageOptions
+
+    on = StorageOptions(storage="s3", bucket="b").settings().s3
+    off = StorageOptions(storage="s3", bucket="b", s3_botocore_reads=True).settings().s3
+    assert on is not None
+    assert off is not None
+    assert on.fast_reads
+    assert not off.fast_reads
+    command: Any = get_command(app)
+    for name in ("clean", "gc"):
+        found = {p.name: p for p in command.commands[name].params}["s3_botocore_reads"]
+        assert found.opts == ["--s3-botocore-reads"]
+        assert found.envvar == "S3_BOTOCORE_READS" or found.envvar == ["S3_BOTOCORE_READS"]
