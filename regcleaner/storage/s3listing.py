@@ -153,6 +153,14 @@ def parse_listing(
                 _once(parsed, name, _text(child) == "true")
     except _NotExact:
         return None
+    return _with_lists(parsed, contents, prefixes)
+
+
+def _with_lists(
+    parsed: dict[str, Any], contents: list[dict[str, Any]], prefixes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``parsed`` with the page's objects and common prefixes, where it has any (as
+    botocore leaves out a list it found nothing for)."""
     if contents:
         parsed["Contents"] = contents
     if prefixes:
@@ -331,8 +339,4 @@ def scan_listing(body: bytes, timestamp: Callable[[str], datetime]) -> dict[str,
         return None
     if _TAIL.fullmatch(body, at) is None:
         return None
-    if contents:
-        parsed["Contents"] = contents
-    if prefixes:
-        parsed["CommonPrefixes"] = prefixes
-    return parsed
+    return _with_lists(parsed, contents, prefixes)

@@ -59,14 +59,22 @@ def test_discovers_nested_and_prefix_repositories(layout: Layout) -> None:
     assert len(names) == len(set(names))
 
 
-def test_snapshot_reads_revisions_current_tags_and_push_times(layout: Layout) -> None:
+def two_revisions(layout: Layout, repo: str) -> tuple[Digest, Digest, str]:
+    """Two manifests (their blobs and revision links) in ``repo``; their digests and
+    the repository's ``_manifests`` folder."""
     one, d1 = manifest("1")
     two, d2 = manifest("2")
-    repo = "team/app"
-    base = f"{V2}/repositories/{repo}/_manifests"
     layout.put_many([
         (blob_key(d1), one), (blob_key(d2), two),
         (revision_key(repo, d1), d1.encode()), (revision_key(repo, d2), d2.encode()),
+    ])  # fmt: skip
+    return d1, d2, f"{V2}/repositories/{repo}/_manifests"
+
+
+def test_snapshot_reads_revisions_current_tags_and_push_times(layout: Layout) -> None:
+    repo = "team/app"
+    d1, d2, base = two_revisions(layout, repo)
+    layout.put_many([
         (tag_key(repo, "latest"), d2.encode()),
         (history_key(repo, "latest", d1), d1.encode()),  # history
         (history_key(repo, "old", d1), d1.encode()),  # untagged: no current link
@@ -311,13 +319,9 @@ def test_one_walk_of_manifests_reads_what_separate_listings_read(
     from regcleaner.scancache import ScanCache
 
     assert isinstance(tmp_path, Path)
-    one, d1 = manifest("1")
-    two, d2 = manifest("2")
     repo = "team/app"
-    base = f"{V2}/repositories/{repo}/_manifests"
+    d1, d2, base = two_revisions(layout, repo)
     layout.put_many([
-        (blob_key(d1), one), (blob_key(d2), two),
-        (revision_key(repo, d1), d1.encode()), (revision_key(repo, d2), d2.encode()),
         (tag_key(repo, "latest"), d2.encode()), (tag_key(repo, "v1"), d1.encode()),
         (history_key(repo, "latest", d1), d1.encode()),
         (history_key(repo, "latest", d2), d2.encode()),
