@@ -279,7 +279,10 @@ def content_shown(key: str, info: FileInfo | None) -> bytes | None:
     exactly those bytes (S3's ETag of an object written in one PUT without KMS; MinIO's
     and Ceph's too). Otherwise None, and the file is read: a link holding anything
     else, or an ETag that is not an MD5 (KMS, a multipart upload), is read as before.
-    Believing a link that holds something else would take an MD5 second preimage."""
+    Believing a link that holds something else would take an MD5 collision with
+    ``sha256:<hex>``. What is given up (docs/scale.md): a GET that S3 would refuse for
+    such a link (an archive storage class, a policy) is not seen, and the listing is
+    trusted to be current for these bytes, as for the blobs gc sweeps."""
     if info is None or not info.etag or info.size != len("sha256:") + 64:
         return None
     parts = key.rsplit("/", 3)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from regcleaner.cachedreads import CachedReads, content_shown
 from regcleaner.storage.base import Blob, FileInfo
 from testkit.memory import MemoryStore
+from testkit.registry_writer import RegistryWriter, revision_link_key
 
 HEX = "a" * 64
 OTHER = "b" * 64
@@ -71,3 +73,39 @@ def test_an_etag_that_is_not_the_md5_of_the_bytes_means_a_read() -> None:
         assert content_shown(REVISION, shown._replace(etag=etag)) is None
     assert content_shown(REVISION, shown._replace(size=len(content) + 1)) is None
     assert content_shown(REVISION, None) is None
+
+
+def _gc_problems(store: MemoryStore, tmp_path: Path) -> tuple[int, list[str]]:
+    """``gc --dry-run`` on ``store`` (registered as the ``memory`` backend): its exit
+    code and the problems it reports."""
+    from regcleaner.storage import backends
+    from tests.conftest import run_cli
+
+    backends.register(backends.Backend("memory", lambda settings: store.reopen()))
+    try:
+        result = run_cli(["gc", "--storage", "memory", "--dry-run", "--progress-interval", "0"],
+                         report_path=tmp_path / "gc.json")  # fmt: skip
+    finally:
+        backends._BACKENDS.pop("memory")
+    assert result.report is not None, result.output
+    return result.exit_code, [str(p) for p in result.report["problems"]]
+
+
+def test_gc_takes_a_listed_link_s_bytes_even_where_a_get_would_fail(tmp_path: Path) -> None:
+    """The by-design difference (docs/scale.md): a revision link whose listing shows its
+    bytes is not fetched, so a GET that would fail does not stop the sweep; gc marks
+    what those bytes name. A link that holds something else is read, and refused."""
+    store = MemoryStore(name="gc")
+    writer = RegistryWriter(store)
+    image = writer.image("app", b"config", [b"layer"], oci=True)
+    link = revision_link_key("app", image.descriptor.digest)
+    assert link in store.stored_keys()
+    store.failing.add(link)
+    code, problems = _gc_problems(store, tmp_path)
+    assert (code, problems) == (0, [])
+
+    store.failing.clear()
+    store.put(link, f"sha256:{'c' * 64}".encode())  # another digest, the same size
+    code, problems = _gc_problems(store, tmp_path)
+    assert code == 1
+    assert any("names another digest" in problem for problem in problems), problems
