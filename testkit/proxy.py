@@ -24,9 +24,11 @@ class ThreadedProxy:
     _runner: web.AppRunner | None
     _session: aiohttp.ClientSession | None
 
+    scheme = "http"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def _session_options(self) -> dict[str, Any]:
         return {}
@@ -35,6 +37,10 @@ class ThreadedProxy:
         return {}
 
     def _runner_options(self) -> dict[str, Any]:
+        return {}
+
+    def _site_options(self) -> dict[str, Any]:
+        """Options of the listening site (``ssl_context`` for TLS)."""
         return {}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -61,7 +67,7 @@ class ThreadedProxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, **self._runner_options())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)  # 0: any free port
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, **self._site_options())  # 0: any
         await site.start()
         self.port = int(site.name.rsplit(":", 1)[1])
 

@@ -5,7 +5,9 @@ wrong secret or over the wrong canonical request."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +18,7 @@ from regcleaner.errors import StorageError
 from regcleaner.storage import s3fast
 from regcleaner.storage.s3 import S3Store
 from regcleaner.storage.s3fast import NotServed, Signer
-from testkit.s3 import REGION, MotoS3
+from testkit.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 # Keys a registry never writes, and reserved characters a signature must encode right.
 ODD_KEYS = ["plain/data", "a b/c+d", "per%cent/x", "tilde~/star*", "quote'(paren)!",
@@ -139,3 +141,68 @@ def _amz_date() -> str:
     import time
 
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 behind TLS with a private CA: given as AWS_CA_BUNDLE, botocore and the fast
+    path both verify against it and the reads are served here; without it, the first
+    certificate refused turns the path off and botocore says what is wrong."""
+    import ssl
+    from dataclasses import dataclass
+
+    from testkit.auth import make_tls
+    from testkit.latency import LatencyProxy
+
+    tls = make_tls(tmp_path)
+
+    @dataclass
+    class TLSFront(LatencyProxy):
+        scheme = "https"
+
+        def _site_options(self) -> dict[str, Any]:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(tls.cert_pem), str(tls.key_pem))
+            return {"ssl_context": context}
+
+    moto = MotoS3()
+    moto.start()
+    front = TLSFront(upstream=moto.url, delay_s=0.0)
+    front.start()
+    try:
+        moto.create_bucket("tls")
+        moto.client().put_object(Bucket="tls", Key="p/a b", Body=b"over tls")
+        options = S3Options(bucket="tls", prefix="p", region=REGION, endpoint_url=front.url,
+                            access_key=ACCESS_KEY, secret_key=SECRET_KEY)  # fmt: skip
+
+        async def read(store: S3Store) -> tuple[object, bool]:
+            try:
+                blob = await store.read("a b", 100)
+                fast = store._fast
+                return blob, fast is not None and fast.enabled and fast.scheme == "https"
+            finally:
+                await store.aclose()
+
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(tls.ca_pem))
+        blob, served_here = asyncio.run(read(S3Store(options)))
+        assert getattr(blob, "data", None) == b"over tls"
+        assert served_here
+        assert front.requests["GET"] >= 1
+
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+
+        async def refused() -> None:
+            store = S3Store(dataclasses.replace(options, max_attempts=1))
+            try:
+                with pytest.raises(StorageError):
+                    await store.read("a b", 100)
+                assert store._fast is not None
+                assert not store._fast.enabled  # the certificate refused turned it off
+            finally:
+                await store.aclose()
+
+        asyncio.run(refused())
+    finally:
+        front.stop()
+        moto.stop()
