@@ -238,6 +238,7 @@ def listing_parser_factory(timestamp: Callable[[str], datetime]) -> Any:
 _SIMPLE_TOP = ("Name", "Prefix", "KeyCount", "MaxKeys", "EncodingType", "IsTruncated",
                "NextContinuationToken", "ContinuationToken", "StartAfter", "Delimiter")  # fmt: skip
 _VALUE = rb"([^<]*)"
+_TOP_NAMES = b"|".join(name.encode() for name in _SIMPLE_TOP)
 _TOKEN = re.compile(
     rb"<Contents><Key>" + _VALUE + rb"</Key><LastModified>" + _VALUE + rb"</LastModified>"
     rb"<ETag>" + _VALUE + rb"</ETag>"
@@ -247,12 +248,8 @@ _TOKEN = re.compile(
     rb"(?:<Owner><ID>[^<]*</ID>(?:<DisplayName>[^<]*</DisplayName>)?</Owner>)?"
     rb"(?:<StorageClass>[^<]*</StorageClass>)?</Contents>"
     rb"|<CommonPrefixes><Prefix>" + _VALUE + rb"</Prefix></CommonPrefixes>"
-    rb"|<("
-    + b"|".join(name.encode() for name in _SIMPLE_TOP)
-    + rb")>"
-    + _VALUE
-    + rb"</\7>"
-    rb"|<(?:\10)/>".replace(rb"\10", b"|".join(name.encode() for name in _SIMPLE_TOP))
+    rb"|<(" + _TOP_NAMES + rb")>" + _VALUE + rb"</\7>"  # group 7: the field's name
+    rb"|<(?:" + _TOP_NAMES + rb")/>"
 )
 """One child of ListBucketResult as S3 sends it, in S3's order and without spaces: an
 object, a common prefix, or a top-level field (``<Name/>`` when empty)."""
