@@ -1,4 +1,6 @@
-"""A byte store in an S3 bucket (AWS, MinIO, Ceph, R2, ...) through aiobotocore.
+"""A byte store in an S3 bucket (AWS, MinIO, Ceph, R2, ...) through aiobotocore, and
+for GET, HEAD and listings through regcleaner's own signed requests (``s3fast``),
+which hand botocore every answer they do not serve.
 
 Keys are relative to the bucket's prefix (the registry's ``rootdirectory``). Listings
 page through ListObjectsV2 (1,000 keys a page), with ``Delimiter='/'`` for ``list`` and
@@ -11,7 +13,10 @@ Throttling (503 SlowDown) and transient 5xx answers to whole requests are retrie
 botocore's adaptive retry mode: backoff per request, and a client-side rate that drops
 when S3 answers SlowDown and climbs again after (CUBIC, as the AWS SDKs do), so a run
 that meets a prefix's request-rate limit slows to what the prefix takes instead of
-retrying at full speed. What still fails becomes StorageError with the key and a hint.
+retrying at full speed (the first 503 turns ``s3fast`` off, so that every request is
+paced). What still fails becomes StorageError with the key and a hint. A listing that
+says it goes on without a new continuation token is refused: stopping there would
+hide keys.
 
 Requests are counted by kind in ``stats`` (LIST pages, GET, HEAD, DeleteObjects), one
 per logical request (botocore's retries inside one are not counted). ``page_size``
@@ -91,9 +96,9 @@ class S3Store:
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._fast: FastReads | None = None
-        self._client_lock = asyncio.Lock()
         """GET, HEAD and LIST signed and sent here (``s3fast``); botocore makes what
         it does not serve, and every other request."""
+        self._client_lock = asyncio.Lock()
         self._gets = asyncio.Semaphore(options.max_connections)
         self._deletes = asyncio.Semaphore(options.delete_requests_in_flight)
         self.stats = RequestStats()

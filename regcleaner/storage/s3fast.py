@@ -161,7 +161,9 @@ class FastReads:
         style) or ``/`` (virtual-hosted)."""
         self.signer = Signer(region)
         self.enabled = True
-        """False after a 503: botocore's adaptive rate then paces every request."""
+        """False once an answer would come again (a 503, a redirect, a refusal), a
+        certificate is refused, or requests in a row get no answer: botocore (its
+        adaptive rate, its retries) then makes every request."""
         self._credentials = credentials
         self._frozen: tuple[str, str, str | None] | None = None
         self._timestamp = timestamp
