@@ -16,8 +16,8 @@ Where requests go is botocore's decision, not this module's: ``FastReads.build``
 the store's client build and sign a HeadObject of a probe key, stops it before it is
 sent, and takes the scheme, host, path style and signing region from it. It declines
 (the store then uses botocore for everything) when it cannot tell: no credentials, a
-signature other than SigV4 for ``s3``, a URL that does not end in the key, proxies in
-the environment, a CA bundle it cannot find.
+signature other than SigV4 for ``s3``, a URL that does not end in the key, a proxy in
+the environment for the endpoint, a CA bundle it cannot find.
 
 Nothing here writes: deletions stay with botocore.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable
@@ -43,8 +42,6 @@ log = logging.getLogger(__name__)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _PROBE_KEY = "regcleaner-probe/key"
-_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                    "all_proxy")  # fmt: skip
 _URL_DECODED = ("Delimiter", "Prefix", "StartAfter")
 MAX_FAILED_CONNECTIONS = 3
 """Requests in a row without an answer after which this path turns off."""
@@ -184,8 +181,6 @@ class FastReads:
     ) -> FastReads | None:
         """A fast path for ``client``'s requests to ``bucket``, or None where botocore
         should make them all (see the module's docstring)."""
-        if any(os.environ.get(name) for name in _PROXY_VARIABLES):
-            return None
         credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
         if credentials is None or not hasattr(credentials, "get_frozen_credentials"):
             return None
@@ -193,6 +188,8 @@ class FastReads:
         if where is None:
             return None
         scheme, host, base_path, region = where
+        if _proxied(f"{scheme}://{host}/"):
+            return None
         ca_file: str | None = None
         if scheme == "https":
             ca_file = _ca_file(client)
@@ -458,6 +455,17 @@ def _location(url: str, authorization: str) -> tuple[str, str, str, str] | None:
     if len(scope) != 5 or scope[3] != "s3" or scope[4] != "aws4_request" or not scope[2]:
         return None
     return parts.scheme, parts.netloc, base_path, scope[2]
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment names a proxy for ``url`` (``HTTPS_PROXY`` or
+    ``HTTP_PROXY`` for its scheme, as botocore reads them, or ``ALL_PROXY``) that
+    ``NO_PROXY`` does not exempt it from: this path sends nothing through a proxy, so
+    it declines."""
+    from botocore.utils import get_environ_proxies
+
+    proxies = get_environ_proxies(url)
+    return bool(proxies.get(url.partition(":")[0]) or proxies.get("all"))
 
 
 def _ca_file(client: Any) -> str | None:

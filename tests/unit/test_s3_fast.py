@@ -208,13 +208,44 @@ def test_the_fast_path_sends_where_botocore_sends(
     asyncio.run(compare())
 
 
-def test_proxies_in_the_environment_leave_every_request_to_botocore(
+@pytest.mark.parametrize(
+    ("variables", "endpoint", "built"),
+    [
+        ({"HTTPS_PROXY": "http://proxy.example:3128"}, None, False),
+        ({"ALL_PROXY": "http://proxy.example:3128"}, None, False),
+        ({"HTTP_PROXY": "http://proxy.example:3128"}, "http://s3.example:9000", False),
+        ({"HTTP_PROXY": "http://proxy.example:3128"}, None, True),  # https: not for it
+        ({"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": "amazonaws.com"}, None,
+         True),
+        ({"HTTP_PROXY": "http://proxy.example:3128", "NO_PROXY": "127.0.0.1"},
+         "http://127.0.0.1:9000", True),
+    ],
+)  # fmt: skip
+def test_a_proxy_botocore_would_use_leaves_every_request_to_botocore(
+    variables: dict[str, str], endpoint: str | None, built: bool,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    built = asyncio.run(s3fast.FastReads.build(object(), "bkt", timestamp=lambda s: WHEN,
-                                               max_connections=4))  # fmt: skip
-    assert built is None
+) -> None:  # fmt: skip
+    """This path sends nothing through a proxy: where botocore would use one for the
+    endpoint, it declines; a proxy for another scheme, or NO_PROXY, leaves it on."""
+    from regcleaner.config import S3Options
+    from regcleaner.storage.s3 import S3Store
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    store = S3Store(S3Options(bucket="bkt", region="eu-west-1", endpoint_url=endpoint,
+                              access_key="AKID", secret_key="secret"))  # fmt: skip
+
+    async def fast_path() -> bool:
+        try:
+            await store._ensure_client()
+            return store._fast is not None
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(fast_path()) is built
 
 
 def _item(key: str) -> dict[str, Any]:
