@@ -71,6 +71,9 @@ bench: install
 	$(BIN)/python -m bench.retention
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.usage
+	$(BIN)/python -m bench.scale cpu
+	$(BIN)/python -m bench.scale cpu botocore
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
