@@ -62,9 +62,9 @@ peak memory (wall time is moto's: one Python process answering on the same 2 cor
 MEASURED_CPU: dict[str, float] = {"get_ms": 0.396, "head_ms": 0.420, "list_page_ms": 5.34}
 """Client CPU per request through regcleaner's S3 store (``python -m bench.scale
 cpu``, the median of six runs on this machine, 2026-12-07 13:20-13:24; botocore's path,
-``python -m bench.scale cpu botocore``, in the same minutes: 1.35-2.01 ms a GET, 11-18 ms
-a page). A LIST page of 1,000 keys (read by ``s3listing.scan_listing``); a listing of a
-few keys costs about a GET."""
+``python -m bench.scale cpu botocore``, six runs in the same minutes: 1.35-2.01 ms a GET,
+1.25-1.88 ms a HEAD, 10.8-17.9 ms a page). A LIST page of 1,000 keys (read by
+``s3listing.scan_listing``); a listing of a few keys costs about a GET."""
 
 # -- the model's inputs ---------------------------------------------------------------
 

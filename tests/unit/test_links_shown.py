@@ -77,7 +77,8 @@ def test_an_etag_that_is_not_the_md5_of_the_bytes_means_a_read() -> None:
 
 def _gc_problems(store: MemoryStore, tmp_path: Path) -> tuple[int, list[str]]:
     """``gc --dry-run`` on ``store`` (registered as the ``memory`` backend): its exit
-    code and the problems it reports."""
+    code and the problems it reports; when there are none, it marked the image's three
+    blobs (manifest, config, layer) and would sweep nothing."""
     from regcleaner.storage import backends
     from tests.conftest import run_cli
 
@@ -88,7 +89,11 @@ def _gc_problems(store: MemoryStore, tmp_path: Path) -> tuple[int, list[str]]:
     finally:
         backends._BACKENDS.pop("memory")
     assert result.report is not None, result.output
-    return result.exit_code, [str(p) for p in result.report["problems"]]
+    problems = [str(p) for p in result.report["problems"]]
+    if not problems:
+        summary = result.report["summary"]
+        assert (summary["blobs_marked"], summary["blobs_to_sweep"]) == (3, 0)
+    return result.exit_code, problems
 
 
 def test_gc_takes_a_listed_link_s_bytes_even_where_a_get_would_fail(tmp_path: Path) -> None:

@@ -334,6 +334,8 @@ ANSWERS = {
     "bad-date": b"HTTP/1.1 200 OK\r\nLast-Modified: yesterday\r\nContent-Length: 1\r\n\r\nz",
     "no-date": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     "500": b"HTTP/1.1 500 Internal Error\r\nContent-Length: 0\r\n\r\n",
+    "502": b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+    "504": b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\n\r\n",
     "503": b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\r\n",
     "301": b"HTTP/1.1 301 Moved Permanently\r\nContent-Length: 0\r\n\r\n",
     "403": b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
@@ -399,6 +401,8 @@ async def _outcome(call: Any) -> Any:
         ("bad-date", "not served", True),
         ("no-date", "not served", True),
         ("500", "not served", True),  # botocore retries it
+        ("502", "not served", True),
+        ("504", "not served", True),
         ("503", "not served", False),  # throttling: botocore's adaptive rate from now on
         ("301", "not served", False),
         ("403", "not served", False),
@@ -467,3 +471,43 @@ def test_the_flag_and_its_variable_send_every_request_through_botocore() -> None
         found = {p.name: p for p in command.commands[name].params}["s3_botocore_reads"]
         assert found.opts == ["--s3-botocore-reads"]
         assert found.envvar == "S3_BOTOCORE_READS" or found.envvar == ["S3_BOTOCORE_READS"]
+
+
+def test_turning_off_says_so_once_in_an_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    async def twice(fast: s3fast.FastReads) -> None:
+        await _outcome(fast.get("503", 10))
+        await _outcome(fast.get("503", 10))
+
+    with caplog.at_level("INFO", logger="regcleaner.storage.s3fast"):
+        asyncio.run(_with_server(twice))
+    lines = [r.getMessage() for r in caplog.records if r.name == "regcleaner.storage.s3fast"]
+    assert lines == ["S3 answered 503 to a GET: every S3 request goes through botocore from now on"]
+
+
+def test_without_credentials_botocore_makes_every_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """No keys given and none in the environment, a profile or instance metadata: the
+    fast path is not built, and botocore says there are no credentials."""
+    from regcleaner.config import S3Options
+    from regcleaner.storage.s3 import S3Store
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = S3Store(S3Options(bucket="bkt", region="eu-west-1",
+                              endpoint_url="http://127.0.0.1:9"))  # fmt: skip
+
+    async def built() -> bool:
+        try:
+            await store._ensure_client()
+            return store._fast is not None
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(built()) is False
