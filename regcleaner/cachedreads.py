@@ -245,7 +245,8 @@ class CachedReads:
             for index, blob in zip(rest, found, strict=True):
                 result[index] = blob
             return result
-        known = cache.links([key for key, info in zip(keys, listed, strict=True) if info])
+        known = cache.links([key for index, (key, info) in enumerate(zip(keys, listed, strict=True))
+                             if info and result[index] is None])  # fmt: skip
         to_read: list[int] = []
         for index, (key, info) in enumerate(zip(keys, listed, strict=True)):
             if result[index] is not None:

@@ -90,6 +90,28 @@ class RemovalKeys:
     directories: tuple[str, ...]
 
 
+def _note_revision_link(
+    name: str, regular: bool, mtime: float, revisions: dict[Digest, float],
+    doubts: dict[str, str],
+) -> None:  # fmt: skip
+    """The link of revision folder ``revisions/sha256/<name>``: a revision when ``name``
+    is a sha256 hex digest, a doubt when the link is not a regular file (the registry
+    would follow it; no store does)."""
+    if not is_sha256_hex(name):
+        return
+    if not regular:
+        doubts[f"revision:{name}"] = _FOLLOWED
+        return
+    revisions[Digest("sha256:" + name)] = mtime
+
+
+def _note_revision_file(name: str, rest: str, revision_files: dict[Digest, list[str]]) -> None:
+    """A file ``rest`` in revision folder ``revisions/sha256/<name>`` other than its
+    link (a schema1 signature's)."""
+    if rest and rest != layout.LINK and is_sha256_hex(name):
+        revision_files.setdefault(digest_from_hex(name), []).append(rest)
+
+
 class RegistryView:
     """A registry's storage, in the registry's own terms.
 
@@ -228,12 +250,7 @@ class RegistryView:
         doubts: dict[str, str] = {}
         async for page in self.store.list_leaves(layout.revisions_dir(repository), layout.LINK):
             for leaf in page:
-                if not is_sha256_hex(leaf.name):
-                    continue
-                if not leaf.regular:
-                    doubts[f"revision:{leaf.name}"] = _FOLLOWED
-                    continue
-                revisions[Digest("sha256:" + leaf.name)] = leaf.mtime
+                _note_revision_link(leaf.name, leaf.regular, leaf.mtime, revisions, doubts)
         return revisions, doubts
 
     @staticmethod
@@ -252,14 +269,9 @@ class RegistryView:
             return  # below revisions/sha256 only, as revision_listing lists
         name, _, tail = below.partition("/")
         if tail == layout.LINK:
-            if not is_sha256_hex(name):
-                return
-            if not file.regular:
-                doubts[f"revision:{name}"] = _FOLLOWED
-                return
-            revisions[Digest("sha256:" + name)] = file.mtime
-        elif revision_files is not None and tail and is_sha256_hex(name):
-            revision_files.setdefault(digest_from_hex(name), []).append(tail)
+            _note_revision_link(name, file.regular, file.mtime, revisions, doubts)
+        elif revision_files is not None:
+            _note_revision_file(name, tail, revision_files)
 
     async def snapshot(self, repository: str, *, history: bool = False) -> RepositorySnapshot:
         """Revisions (with mtimes), tags' current links (with push times) and, with
@@ -317,8 +329,7 @@ class RegistryView:
                 async for walked in self.store.walk(layout.revisions_dir(repository)):
                     for info in walked:
                         hex_part, _, rest = info.key.partition("/")
-                        if is_sha256_hex(hex_part) and rest and rest != layout.LINK:
-                            revision_files.setdefault(digest_from_hex(hex_part), []).append(rest)
+                        _note_revision_file(hex_part, rest, revision_files)
                 for tag in tag_names:
                     names = [layout.CURRENT_LINK]
                     history_dir = f"{tags_dir}/{tag}/index/sha256"

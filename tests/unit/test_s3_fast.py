@@ -228,24 +228,31 @@ def test_a_proxy_botocore_would_use_leaves_every_request_to_botocore(
     """This path sends nothing through a proxy: where botocore would use one for the
     endpoint, it declines; a proxy for another scheme, or NO_PROXY, leaves it on."""
     from regcleaner.config import S3Options
-    from regcleaner.storage.s3 import S3Store
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    store = S3Store(S3Options(bucket="bkt", region="eu-west-1", endpoint_url=endpoint,
-                              access_key="AKID", secret_key="secret"))  # fmt: skip
+    options = S3Options(bucket="bkt", region="eu-west-1", endpoint_url=endpoint,
+                        access_key="AKID", secret_key="secret")  # fmt: skip
+    assert _fast_path_built(options) is built
 
-    async def fast_path() -> bool:
+
+def _fast_path_built(options: Any) -> bool:
+    """Whether a store with ``options`` builds its fast path (then closed)."""
+    from regcleaner.storage.s3 import S3Store
+
+    store = S3Store(options)
+
+    async def built() -> bool:
         try:
             await store._ensure_client()
             return store._fast is not None
         finally:
             await store.aclose()
 
-    assert asyncio.run(fast_path()) is built
+    return asyncio.run(built())
 
 
 def _item(key: str) -> dict[str, Any]:
@@ -490,7 +497,6 @@ def test_without_credentials_botocore_makes_every_request(
     """No keys given and none in the environment, a profile or instance metadata: the
     fast path is not built, and botocore says there are no credentials."""
     from regcleaner.config import S3Options
-    from regcleaner.storage.s3 import S3Store
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
@@ -500,14 +506,5 @@ def test_without_credentials_botocore_makes_every_request(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    store = S3Store(S3Options(bucket="bkt", region="eu-west-1",
-                              endpoint_url="http://127.0.0.1:9"))  # fmt: skip
-
-    async def built() -> bool:
-        try:
-            await store._ensure_client()
-            return store._fast is not None
-        finally:
-            await store.aclose()
-
-    assert asyncio.run(built()) is False
+    options = S3Options(bucket="bkt", region="eu-west-1", endpoint_url="http://127.0.0.1:9")
+    assert _fast_path_built(options) is False
