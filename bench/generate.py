@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,16 @@ def repository_names(count: int) -> list[str]:
 
 
 class _Writer:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sink: Callable[[str, bytes], None] | None = None) -> None:
         self.v2 = os.path.join(root, "docker/registry/v2")
         self._made: set[str] = set()
+        self._sink = sink
+        self._root = len(str(root).rstrip("/")) + 1
 
     def _write(self, path: str, data: bytes) -> None:
+        if self._sink is not None:  # no disk: each key (relative to root) and its bytes
+            self._sink(path[self._root :], data)
+            return
         parent = os.path.dirname(path)
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)
@@ -93,19 +99,25 @@ class _Repository:
         for blob in (self.config, self.layer):
             writer.link(name, f"_layers/sha256/{blob[7:]}/link", blob)
 
-    def image(self, *, own_layer: bool = False, **extra: Any) -> dict[str, Any]:
+    def image(self, *, own_layers: int = 0, **extra: Any) -> dict[str, Any]:
+        """An image: the repository's config, and its shared layer or ``own_layers``
+        layer blobs of its own (freed with the image: for blob collection)."""
         self.counter += 1
-        layer = self.layer
-        if own_layer:  # a blob of its own, freed with the image (for blob collection)
-            layer = self.writer.blob(f"layer {self.counter} of {self.name}".encode() * 8)
-            self.writer.link(self.name, f"_layers/sha256/{layer[7:]}/link", layer)
+        layers = [self.layer]
+        if own_layers:
+            layers = []
+            for n in range(own_layers):
+                which = f"{self.counter}.{n}" if n else f"{self.counter}"
+                data = f"layer {which} of {self.name}".encode() * 8
+                layers.append(self.writer.blob(data))
+                self.writer.link(self.name, f"_layers/sha256/{layers[-1][7:]}/link", layers[-1])
         document = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                        "digest": self.config, "size": 60},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                        "digest": layer, "size": 40}],
+                        "digest": layer, "size": 40} for layer in layers],
             "annotations": {"bench.id": f"{self.name}#{self.counter}"},
             **extra,
         }  # fmt: skip
@@ -129,37 +141,54 @@ class _Repository:
 
 
 def generate(
-    root: Path, repositories: int, per_repo: int = 32, *, own_layers: bool = False
+    root: Path,
+    repositories: int,
+    per_repo: int = 32,
+    *,
+    own_layers: bool = False,
+    layers_per_image: int = 0,
+    tagged: int = 4,
+    sink: Callable[[str, bytes], None] | None = None,
 ) -> SyntheticRegistry:
     """Generate ``repositories`` repositories of ``per_repo`` manifests under ``root``;
-    with ``own_layers`` every image has a layer blob of its own."""
-    if per_repo < FIXED_IN_USE + 3:
-        raise ValueError(f"per_repo must be at least {FIXED_IN_USE + 3}")
-    writer = _Writer(root)
+    with ``own_layers`` every history image has a layer blob of its own; with
+    ``layers_per_image`` every image has that many (history and in use); ``tagged``
+    images are tagged besides the index and the signature. With ``sink``, no file is
+    written: ``sink`` gets each key (relative to ``root``) and its bytes."""
+    in_use_count = FIXED_IN_USE - 4 + tagged
+    if per_repo < in_use_count + 3:
+        raise ValueError(f"per_repo must be at least {in_use_count + 3}")
+    history_layers = layers_per_image or int(own_layers)
+    writer = _Writer(root, sink)
     result = SyntheticRegistry(root)
     for name in repository_names(repositories):
         result.repositories.append(name)
         repo = _Repository(writer, name, result)
         # History first (older), then what is live.
-        old_kids = [repo.image(own_layer=own_layers) for _ in range(2)]
+        old_kids = [repo.image(own_layers=history_layers) for _ in range(2)]
         old_index = repo.index(old_kids)
         history = [old_index["digest"], *(k["digest"] for k in old_kids)]
         history += [
-            repo.image(own_layer=own_layers)["digest"] for _ in range(per_repo - FIXED_IN_USE - 3)
+            repo.image(own_layers=history_layers)["digest"]
+            for _ in range(per_repo - in_use_count - 3)
         ]
 
-        kids = [repo.image() for _ in range(2)]
+        kids = [repo.image(own_layers=layers_per_image) for _ in range(2)]
         index = repo.index(kids)
-        sbom = repo.image(subject=index, artifactType="application/spdx+json")
-        signature = repo.image(artifactType="application/vnd.dev.cosign.artifact.sig.v1+json")
+        sbom = repo.image(own_layers=layers_per_image, subject=index,
+                          artifactType="application/spdx+json")  # fmt: skip
+        signature = repo.image(
+            own_layers=layers_per_image,
+            artifactType="application/vnd.dev.cosign.artifact.sig.v1+json",
+        )
         repo.tag("latest", index["digest"], [old_index["digest"]])
         repo.tag(f"sha256-{index['digest'][7:]}.sig", signature["digest"], [])
-        tagged = [repo.image() for _ in range(4)]
+        images = [repo.image(own_layers=layers_per_image) for _ in range(tagged)]
         plain_history = history[3:]
-        for n, image in enumerate(tagged):
-            # Tags v1..v4 were each pushed over by a share of the history images.
-            repo.tag(f"v{n + 1}", image["digest"], plain_history[n::4])
-        in_use = [index, *kids, sbom, signature, *tagged]
+        for n, image in enumerate(images):
+            # Tags v1..vN were each pushed over by a share of the history images.
+            repo.tag(f"v{n + 1}", image["digest"], plain_history[n::tagged])
+        in_use = [index, *kids, sbom, signature, *images]
         result.in_use += [(name, m["digest"]) for m in in_use]
         result.history += [(name, d) for d in history]
     return result

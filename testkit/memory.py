@@ -17,12 +17,14 @@ from __future__ import annotations
 import bisect
 import hashlib
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple, TypeVar
 
 from regcleaner.concurrency import StopScope
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
+
+T = TypeVar("T")
 
 
 class StoredObject(NamedTuple):
@@ -48,6 +50,11 @@ class MemoryStore:
         self.clock = clock
         self.name = name
         self.stats = RequestStats()
+        self._removed = 0  # keys removed but still in _sorted
+        self.listed_keys = 0
+        self.cpu_s = 0.0
+        """CPU seconds spent answering listings (``_timed_pages``) and ``read_many``."""
+        """Keys and folders all listings returned (their client-side cost in a model)."""
         self.failing: set[str] = set()
         """Keys whose GET and HEAD fail with a StorageError (an unreadable object; it
         is still listed, as S3 lists an object it refuses to serve)."""
@@ -57,7 +64,9 @@ class MemoryStore:
     def put(self, key: str, data: bytes, *, mtime: float | None = None) -> None:
         """Write ``key`` (a new mtime and ETag, as a PUT gives)."""
         if key not in self.objects:
-            bisect.insort(self._sorted, key)
+            index = bisect.bisect_left(self._sorted, key)
+            if index == len(self._sorted) or self._sorted[index] != key:  # not a removed one
+                self._sorted.insert(index, key)
         stamp = float(int(self.clock() if mtime is None else mtime))
         self.objects[key] = StoredObject(
             data, stamp, '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
@@ -68,10 +77,27 @@ class MemoryStore:
         for key, data in items:
             self.put(key, data)
 
+    def put_unsorted(self, key: str, data: bytes, *, mtime: float) -> None:
+        """``put`` for loading millions of keys: the listings are wrong until
+        ``sort_keys`` (``put`` keeps the keys sorted one insertion at a time, which
+        takes quadratic time over millions of keys)."""
+        etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+        self.objects[key] = StoredObject(data, float(int(mtime)), etag)
+
+    def sort_keys(self) -> None:
+        """After ``put_unsorted``: the keys in order for listings."""
+        self._sorted[:] = sorted(self.objects)
+        self._removed = 0
+
     def remove(self, key: str) -> None:
-        """Delete ``key`` if it is there (not counted: this is the test's hand)."""
+        """Delete ``key`` if it is there (not counted: this is the test's hand). Its
+        place in the sorted keys goes at the next compaction (listings skip it): taking
+        it out at once costs time in proportion to the store, for every key."""
         if self.objects.pop(key, None) is not None:
-            del self._sorted[bisect.bisect_left(self._sorted, key)]
+            self._removed += 1
+            if self._removed > 1000 and 2 * self._removed > len(self._sorted):
+                self._sorted[:] = [k for k in self._sorted if k in self.objects]
+                self._removed = 0
 
     def reopen(self) -> MemoryStore:
         """Another store over the same objects, with its own request counts (as a
@@ -98,17 +124,19 @@ class MemoryStore:
     def _under(self, prefix: str) -> Iterable[str]:
         """Keys below ``prefix`` (a folder: ``""`` or ending in ``/``), in order."""
         start = bisect.bisect_left(self._sorted, prefix)
+        objects = self.objects
         for index in range(start, len(self._sorted)):
             key = self._sorted[index]
             if not key.startswith(prefix):
                 return
-            yield key
+            if key in objects:  # not removed
+                yield key
 
     @staticmethod
     def _folder(prefix: str) -> str:
         return prefix.rstrip("/") + "/" if prefix.strip("/") else ""
 
-    async def _paged(self, items: Iterable[str]) -> AsyncGenerator[list[str], None]:
+    def _paged(self, items: Iterable[str]) -> Iterator[list[str]]:
         """Pages of ``page_size`` items, each counted as one LIST request (an empty
         listing still costs one)."""
         page: list[str] = []
@@ -117,65 +145,102 @@ class MemoryStore:
             page.append(item)
             if len(page) == self.page_size:
                 self.stats.list += 1
+                self.listed_keys += len(page)
                 counted = True
                 yield page
                 page = []
         if page or not counted:
             self.stats.list += 1
+            self.listed_keys += len(page)
             yield page
+
+    def _timed_pages(self, pages: Iterator[list[T]]) -> Iterator[list[T]]:
+        """``pages``, the CPU spent making each added to ``cpu_s`` (what a server and
+        the client's parsing would spend: a model subtracts it from the run's CPU)."""
+        while True:
+            started = time.process_time()
+            page = next(pages, None)
+            self.cpu_s += time.process_time() - started
+            if page is None:
+                return
+            yield page
+
+    def _children(self, base: str) -> Iterator[str]:
+        """Names in folder ``base``: a file's name, or a folder's name and ``/`` once (a
+        common prefix, as S3 rolls them up, past whose keys the listing jumps)."""
+        keys, objects = self._sorted, self.objects
+        index = bisect.bisect_left(keys, base)
+        while index < len(keys):
+            key = keys[index]
+            if not key.startswith(base):
+                return
+            if key not in objects:  # removed
+                index += 1
+                continue
+            head, slash, _ = key[len(base) :].partition("/")
+            if slash:
+                yield head + "/"
+                # "0" follows "/": past every key below base/head/
+                index = bisect.bisect_left(keys, base + head + "0", index)
+            else:
+                yield head
+                index += 1
 
     async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
         base = self._folder(prefix)
 
-        def children() -> Iterable[str]:
-            last = ""
-            for key in self._under(base):
-                rest = key[len(base) :]
-                head, slash, _ = rest.partition("/")
-                if slash:
-                    if head != last:  # one common prefix, as S3 rolls them up
-                        last = head
-                        yield head + "/"
-                else:
-                    yield rest
+        def entries() -> Iterator[list[Entry]]:
+            for names in self._paged(self._children(base)):
+                found: list[Entry] = []
+                for name in names:
+                    if name.endswith("/"):
+                        if name[:-1]:
+                            found.append(Entry(name[:-1], "dir"))
+                    elif name:
+                        stored = self.objects[base + name]
+                        found.append(Entry(name, "file", stored.mtime, len(stored.data)))
+                yield found
 
-        async for names in self._paged(children()):
-            entries: list[Entry] = []
-            for name in names:
-                if name.endswith("/"):
-                    if name[:-1]:
-                        entries.append(Entry(name[:-1], "dir"))
-                elif name:
-                    found = self.objects[base + name]
-                    entries.append(Entry(name, "file", found.mtime, len(found.data)))
-            if entries:
-                yield entries
+        for page in self._timed_pages(entries()):
+            if page:
+                yield page
 
     async def list_leaves(self, prefix: str, leaf: str) -> AsyncGenerator[list[Leaf], None]:
         base = self._folder(prefix)
         tail = "/" + leaf
-        async for keys in self._paged(self._under(base)):
-            leaves: list[Leaf] = []
-            for key in keys:
-                relative = key[len(base) :]
-                if relative.endswith(tail):
-                    name = relative[: -len(tail)]
-                    if name and "/" not in name:
-                        found = self.objects[key]
-                        leaves.append(Leaf(name, found.mtime, len(found.data), True, found.etag))
-            if leaves:
-                yield leaves
+
+        def leaves() -> Iterator[list[Leaf]]:
+            for keys in self._paged(self._under(base)):
+                found: list[Leaf] = []
+                for key in keys:
+                    relative = key[len(base) :]
+                    if relative.endswith(tail):
+                        name = relative[: -len(tail)]
+                        if name and "/" not in name:
+                            stored = self.objects[key]
+                            found.append(
+                                Leaf(name, stored.mtime, len(stored.data), True, stored.etag)
+                            )
+                yield found
+
+        for page in self._timed_pages(leaves()):
+            if page:
+                yield page
 
     async def walk(self, prefix: str) -> AsyncGenerator[list[FileInfo], None]:
         base = self._folder(prefix)
-        async for keys in self._paged(self._under(base)):
-            files = [
-                FileInfo(key[len(base) :], obj.mtime, len(obj.data), True, obj.etag)
-                for key in keys
-                for obj in (self.objects[key],)
-            ]
-            if files:
-                yield files
+
+        def files() -> Iterator[list[FileInfo]]:
+            for keys in self._paged(self._under(base)):
+                yield [
+                    FileInfo(key[len(base) :], obj.mtime, len(obj.data), True, obj.etag)
+                    for key in keys
+                    for obj in (self.objects[key],)
+                ]
+
+        for page in self._timed_pages(files()):
+            if page:
+                yield page
 
     async def read(self, key: str, cap: int) -> Blob | None:
         self.stats.get += 1
@@ -187,12 +252,14 @@ class MemoryStore:
         return Blob(found.data[: cap + 1], found.mtime, found.etag)
 
     async def read_many(self, keys: Sequence[str], cap: int) -> list[Blob | StorageError | None]:
+        started = time.process_time()
         results: list[Blob | StorageError | None] = []
         for key in keys:
             try:
                 results.append(await self.read(key, cap))
             except StorageError as exc:
                 results.append(exc)
+        self.cpu_s += time.process_time() - started
         return results
 
     async def stat(self, key: str) -> FileInfo | None:
