@@ -19,10 +19,11 @@ regcleaner will not); other files are ignored, as it ignores them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from regcleaner import layout
+from regcleaner.blobwalks import RecordedWalks
 from regcleaner.concurrency import Channel
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
@@ -49,10 +50,16 @@ class BlobListing:
 async def list_blobs(
     store: ByteStore, consume: Consume, *, width: int, problem: Callable[[str], None],
     stopped: Callable[[], bool] = lambda: False, progress: Progress | None = None,
+    recorded: RecordedWalks | None = None,
 ) -> BlobListing:  # fmt: skip
     """Give ``consume`` every blob and stray below ``blobs/``, ``width`` listings at once.
     A folder whose listing fails is told to ``problem`` (the caller then knows the list
-    is incomplete); a failure to list ``blobs/`` itself raises ``StorageError``."""
+    is incomplete); a failure to list ``blobs/`` itself raises ``StorageError``.
+    ``recorded``: walks of fan-out folders made earlier in this run (``blobwalks``),
+    taken instead of listing those folders again; ``blobs/`` and each algorithm's
+    folder are listed afresh."""
+    if recorded is not None and recorded.broken:
+        recorded = None
     if not store.has_directories:
         done = await _flat(store, consume)
         if done is not None:
@@ -72,7 +79,11 @@ async def list_blobs(
             if stopped():
                 continue
             try:
-                blobs, strays = await blobs_under(store, *item)
+                replayed = None if recorded is None else recorded.replay("/".join(item))
+                if replayed is None:
+                    blobs, strays = await blobs_under(store, *item)
+                else:
+                    blobs, strays = in_folder(*item, replayed)
             except StorageError as exc:
                 problem(f"listing blobs/{item[0]}/{item[1]}: {exc}")
                 continue
@@ -175,4 +186,16 @@ async def blobs_under(
     async for page in store.walk(f"{layout.BLOBS}/{algorithm}/{prefix}"):
         for file in page:
             _in_folder(algorithm, prefix, file, blobs, odd)
+    return blobs, odd
+
+
+def in_folder(
+    algorithm: str, prefix: str, files: Iterable[FileInfo]
+) -> tuple[list[BlobInfo], list[StrayEntry]]:
+    """The blobs and strays among ``files``, the walk of ``blobs/<algorithm>/<prefix>``
+    (keys relative to it)."""
+    blobs: list[BlobInfo] = []
+    odd: list[StrayEntry] = []
+    for file in files:
+        _in_folder(algorithm, prefix, file, blobs, odd)
     return blobs, odd

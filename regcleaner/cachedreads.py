@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Collection, Sequence
 
 from regcleaner import layout
+from regcleaner.blobwalks import RecordedWalks
 from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import StorageError
 from regcleaner.manifests import (
@@ -26,6 +27,7 @@ from regcleaner.storage.base import Blob, ByteStore, FileInfo, page_size
 # A link file holds a 71-byte digest; anything much longer is garbage.
 MAX_LINK_BYTES = 1024
 FANOUT = 256
+FANOUT_ALGORITHM = "sha256"
 """Folders of ``blobs/sha256`` (the first two hex digits of each digest)."""
 BLOBS_PER_MANIFEST_GUESS = 5
 """How many blobs a registry holds per manifest, until a listing has counted them."""
@@ -45,6 +47,19 @@ class CachedReads:
         self.cache = cache
         self._blobs_listed: bool | None = None
         self._listing_lock = asyncio.Lock()
+        self.recorded: RecordedWalks | None = None
+        """The walks of the blobs' listing, kept for gc's sweep (``record_blob_walks``)."""
+
+    def record_blob_walks(self) -> None:
+        """gc follows in this process: keep the walks of the blobs' listing (if one is
+        made) for its sweep (``blobwalks``)."""
+        if self.recorded is None:
+            self.recorded = RecordedWalks()
+
+    def close(self) -> None:
+        """Drop what was kept for the run (the recorded walks' temporary file)."""
+        if self.recorded is not None:
+            self.recorded.close()
 
     async def manifests(self, digests: Collection[Digest]) -> dict[Digest, ManifestInfo]:
         """Parse the manifest JSON of each digest after checking it hashes to the digest;
@@ -206,8 +221,14 @@ class CachedReads:
         listed = 0
         expected: dict[str, str] = {}
         current = ""
+        recorded = self.recorded
         async for page in self.store.walk(folder):
             listed += len(page)
+            if recorded is not None:
+                if fanout:
+                    recorded.add(f"{FANOUT_ALGORITHM}/{fanout}", page)
+                else:
+                    recorded.add_flat(FANOUT_ALGORITHM, page)
             matches: list[tuple[str, str]] = []
             for file in page:
                 key = f"{fanout}/{file.key}" if fanout else file.key
@@ -222,6 +243,11 @@ class CachedReads:
                 if seen is not None and seen == validator(file.etag, file.mtime, file.size):
                     matches.append(("sha256:" + hex_part, seen))
             cache.mark_listed(matches)
+        if recorded is not None:  # walked to its end
+            if fanout:
+                recorded.complete(f"{FANOUT_ALGORITHM}/{fanout}")
+            else:
+                recorded.complete_flat(FANOUT_ALGORITHM)
         return listed
 
     async def links(

@@ -443,10 +443,14 @@ class Collector:
         def progress(folders: int, listed: int) -> None:
             counters.prefixes, counters.prefixes_listed = folders, listed
 
+        recorded = self.view.reads.recorded
         await list_blobs(
             self.store, consume, width=self.width, problem=self.report.problem,
-            stopped=lambda: self.stop.stop_requested, progress=progress,
+            stopped=lambda: self.stop.stop_requested, progress=progress, recorded=recorded,
         )  # fmt: skip
+        if recorded is not None and recorded.replayed:
+            log.info("gc: %s blob folders taken from this run's listing of the blobs",
+                     f"{recorded.replayed:,}")  # fmt: skip
 
     async def _sweep(self) -> None:
         in_flight = requests_in_flight(self.store)

@@ -65,6 +65,7 @@ async def close_view(view: RegistryView) -> None:
     try:
         await view.store.aclose()
     finally:
+        view.reads.close()
         if view.cache is not None:
             view.cache.close()
 
@@ -414,6 +415,7 @@ def run_clean(settings: Settings) -> int:
     collector: Callable[[], Collector] | None = None
     gc_report: GcReport | None = None
     if settings.gc is not None:
+        view.reads.record_blob_walks()  # gc's sweep takes the scan's listing of the blobs
         from regcleaner.collector import Collector
         from regcleaner.reporting.collection import GcReport
         from regcleaner.reporting.progress import GcProgress
@@ -491,6 +493,7 @@ def run_gc(settings: GcSettings) -> int:
         storage=store.describe(),
         registry_running=not settings.registry_stopped,
     )
+    view.reads.record_blob_walks()  # the sweep takes the mark's listing of the blobs
     gate = None
     if not settings.dry_run:
         gate = make_gate(settings, view)

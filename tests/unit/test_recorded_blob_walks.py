@@ -1,0 +1,299 @@
+"""gc's sweep takes the listing of the blobs made earlier in the same run
+(``regcleaner/blobwalks.py``): in a window (``clean --direct --gc``) the scan's
+listing that validates the cache, in ``gc`` the mark's. It must sweep exactly what a
+listing of its own would sweep, refuse on the same strays, never sweep a blob the
+record does not hold, and list each fan-out folder once instead of twice."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regcleaner.blobwalks import MAX_ODD, RecordedWalks
+from regcleaner.cachedreads import CachedReads
+from regcleaner.collector import Collector
+from regcleaner.config import StorageSettings
+from regcleaner.storage import backends
+from regcleaner.storage.base import ByteStore, FileInfo
+from testkit.memory import MemoryStore
+from testkit.registry_writer import RegistryWriter
+from tests.conftest import run_cli
+
+V2 = "docker/registry/v2"
+
+
+def build(store: MemoryStore) -> None:
+    """Tagged images that stay, untagged history with blobs of its own that goes."""
+    writer = RegistryWriter(store)
+    for n in range(12):
+        image = writer.image("app", f"config-{n}".encode(), [f"layer-{n}".encode()], oci=True)
+        writer.tag("app", f"v{n}", image.descriptor.digest)
+    for n in range(12):
+        writer.image("app", f"old-config-{n}".encode(), [f"old-layer-{n}".encode()], oci=True)
+
+
+@pytest.fixture
+def memory() -> Iterator[MemoryStore]:
+    store = MemoryStore()
+    build(store)
+
+    def reopened(settings: StorageSettings) -> ByteStore:
+        del settings
+        return store.reopen()
+
+    backends.register(backends.Backend("memory", reopened))
+    try:
+        yield store
+    finally:
+        backends._BACKENDS.pop("memory")
+
+
+@pytest.fixture
+def walks(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many times each folder below blobs/sha256 was walked (all runs)."""
+    counted: Counter[str] = Counter()
+    walk = MemoryStore.walk
+
+    async def counting(self: MemoryStore, prefix: str) -> AsyncGenerator[list[FileInfo], None]:
+        if prefix.startswith(f"{V2}/blobs/sha256"):
+            counted[prefix] += 1
+        async for page in walk(self, prefix):
+            yield page
+
+    monkeypatch.setattr(MemoryStore, "walk", counting)
+    monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 0.05)  # list from a few
+    return counted
+
+
+def window(tmp_path: Path, *extra: str, name: str = "window") -> dict[str, object]:
+    answer = run_cli(
+        ["clean", "--storage", "memory", "--direct", "--gc", "--registry-stopped",
+         "--min-age", "0", "--min-blob-age", "0", "--cache", str(tmp_path / "cache.sqlite"),
+         "--progress-interval", "0", *extra],
+        report_path=tmp_path / f"{name}.json",
+    )  # fmt: skip
+    assert answer.report is not None, answer.output
+    return answer.report
+
+
+def swept(report: dict[str, object]) -> set[str]:
+    gc = report["gc"]
+    assert isinstance(gc, dict)
+    return {entry["digest"] for entry in gc["swept"]}
+
+
+def without_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CachedReads, "record_blob_walks", lambda self: None)
+
+
+@pytest.mark.parametrize("page_size", [1000, 3, 1], ids=["one-page", "flat", "per-folder"])
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_a_window_lists_each_blob_folder_once_and_sweeps_what_two_listings_sweep(
+    memory: MemoryStore, walks: Counter[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, page_size: int, warm: bool,
+) -> None:  # fmt: skip
+    """The same window twice on the same registry: with gc taking the listing the run
+    made (the scan's when warm, the mark's when cold), and with gc listing on its own.
+    The same blobs are swept; the folders are walked once, not twice. The validating
+    listing is flat with pages of 3 keys, folder by folder with pages of 1; with pages
+    of 1,000 gc lists every blob in one page of its own, and takes nothing recorded."""
+    monkeypatch.setattr(MemoryStore, "page_size", page_size)
+    twin = MemoryStore()
+    build(twin)
+    twin.objects, twin._sorted = dict(memory.objects), list(memory._sorted)
+    if warm:
+        window(tmp_path, "--dry-run", name="warm-up")
+    walks.clear()
+    report = window(tmp_path)
+    recorded_walks = dict(walks)
+    gone = swept(report)
+    assert len(gone) == 36  # each history image: its manifest, config and layer
+
+    # The same, gc listing for itself.
+    memory.objects, memory._sorted = twin.objects, twin._sorted
+    (tmp_path / "cache.sqlite").unlink()
+    without_record(monkeypatch)
+    if warm:
+        window(tmp_path, "--dry-run", name="warm-up-again")
+    walks.clear()
+    again = window(tmp_path, name="again")
+    assert swept(again) == gone
+    fan_out = {prefix for prefix in walks if prefix.count("/") == 5}  # blobs/sha256/<hh>
+    if page_size == 1000:
+        assert recorded_walks == dict(walks)  # one page: nothing to save
+        return
+    assert fan_out, "gc walked no fan-out folder"
+    # Without the record each fan-out folder is walked by gc (and, per folder, by the
+    # validating listing too); with it, gc walks none of them.
+    extra = 1 if page_size == 1 else 0
+    assert all(walks[prefix] == 1 + extra for prefix in fan_out), walks
+    assert all(recorded_walks.get(prefix, 0) == extra for prefix in fan_out), recorded_walks
+
+
+def test_gc_takes_its_mark_s_listing_of_the_blobs(
+    memory: MemoryStore, walks: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gc`` with a warm cache: the mark lists the blobs to validate the cached
+    manifests, and the sweep takes that listing."""
+    monkeypatch.setattr(MemoryStore, "page_size", 1)
+    for n in range(5):  # blobs nothing references, written long ago
+        hex_part = f"{n:02x}" * 32
+        memory.put(f"{V2}/blobs/sha256/{hex_part[:2]}/{hex_part}/data", b"orphan", mtime=1.0)
+    cache = str(tmp_path / "cache.sqlite")
+    arguments = ["gc", "--storage", "memory", "--dry-run", "--cache", cache,
+                 "--progress-interval", "0"]  # fmt: skip
+    first = run_cli(arguments, report_path=tmp_path / "first.json")
+    assert first.report is not None, first.output
+    walks.clear()
+    second = run_cli(arguments, report_path=tmp_path / "second.json")
+    assert second.report is not None, second.output
+    would = {e["digest"] for e in first.report["would_sweep"]}
+    assert len(would) == 5
+    assert {e["digest"] for e in second.report["would_sweep"]} == would
+    # The first gc (empty cache) read the manifests and listed the blobs for its sweep;
+    # the second validated the cache by a listing per fan-out folder (pages of 1) and
+    # its sweep took that listing: each folder walked once.
+    fan_out = [prefix for prefix in walks if prefix.count("/") == 5]
+    assert fan_out
+    assert all(walks[prefix] == 1 for prefix in fan_out), walks
+
+
+def test_a_stray_in_a_recorded_folder_stops_the_sweep(
+    memory: MemoryStore, walks: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file named ``data`` that is not a blob's, in a fan-out folder the scan listed:
+    gc takes that folder from the record, finds the stray there and sweeps nothing."""
+    monkeypatch.setattr(MemoryStore, "page_size", 1)  # folder by folder, as a large one
+    digest = next(k for k in memory.objects if k.startswith(f"{V2}/blobs/sha256/"))
+    folder = digest.rsplit("/", 2)[0]
+    memory.put(f"{folder}/not-a-digest/data", b"stray")
+    window(tmp_path, "--dry-run", name="warm-up")
+    before = set(memory.objects)
+    report = window(tmp_path)
+    gc = report["gc"]
+    assert isinstance(gc, dict)
+    assert any("not-a-digest" in problem for problem in gc["problems"]), gc["problems"]
+    assert gc["summary"]["blobs_swept"] == 0
+    assert {k for k in before if "/blobs/" in k} <= set(memory.objects)
+
+
+def test_a_blob_written_after_the_listing_is_not_swept(
+    memory: MemoryStore, walks: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob that appears after the scan listed the blobs (the gate says nothing
+    writes; this one came anyway) is not in the record, so not swept, even unmarked and
+    with ``--min-blob-age 0``. (A listing of gc's own would have swept it.) Pages of
+    one key: the registry is listed folder by folder, as a large one is."""
+    monkeypatch.setattr(MemoryStore, "page_size", 1)
+    window(tmp_path, "--dry-run", name="warm-up")
+    existing = next(k for k in memory.objects if k.startswith(f"{V2}/blobs/sha256/"))
+    hh = existing.split("/")[-3]
+    late = hh + "f" * 62
+    sweep = Collector._list_blobs
+
+    async def after_a_push(self: Collector) -> None:
+        memory.put(f"{V2}/blobs/sha256/{hh}/{late}/data", b"pushed during the run")
+        await sweep(self)
+
+    monkeypatch.setattr(Collector, "_list_blobs", after_a_push)
+    report = window(tmp_path)
+    assert "sha256:" + late not in swept(report)
+    assert f"{V2}/blobs/sha256/{hh}/{late}/data" in memory.objects
+    assert len(swept(report)) == 36
+
+
+# -- the record itself ------------------------------------------------------------------
+
+hexes = st.text("0123456789abcdef", min_size=64, max_size=64)
+odd_keys = st.one_of(
+    st.text(min_size=1, max_size=20).filter(lambda k: "\x00" not in k),
+    hexes.map(lambda h: h.upper() + "/data"),
+    hexes.map(lambda h: h + "/data/extra"),
+    hexes.map(lambda h: h[:63] + "/data"),
+)
+files = st.lists(
+    st.tuples(st.one_of(hexes.map(lambda h: h + "/data"), odd_keys),
+              st.integers(0, 2**62), st.integers(0, 2**33).map(float), st.booleans()),
+    max_size=40,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(pages=st.lists(files, max_size=4))
+def test_a_replay_gives_back_what_was_walked(
+    pages: list[list[tuple[str, int, float, bool]]],
+) -> None:
+    walks = RecordedWalks()
+    walked: list[FileInfo] = []
+    for page in pages:
+        infos = [
+            FileInfo(key, mtime, size, regular, '"etag"') for key, size, mtime, regular in page
+        ]
+        walks.add("sha256/ab", infos)
+        walked += infos
+    assert walks.replay("sha256/ab") is None  # not walked to its end yet
+    walks.complete("sha256/ab")
+    replayed = walks.replay("sha256/ab")
+    assert replayed is not None
+    assert sorted(replayed) == sorted(f._replace(etag=None) for f in walked)
+    assert walks.replay("sha256/cd") is None
+    walks.close()
+    assert walks.replay("sha256/ab") is None
+
+
+def test_a_flat_walk_is_recorded_by_fan_out_folder() -> None:
+    walks = RecordedWalks()
+    a, b = "ab" + "0" * 62, "cd" + "1" * 62
+    walks.add_flat("sha256", [FileInfo(f"ab/{a}/data", 5.0, 7), FileInfo("stray", 1.0, 1),
+                              FileInfo(f"cd/{b}/data", 6.0, 8)])  # fmt: skip
+    assert walks.replay("sha256/ab") is None
+    walks.complete_flat("sha256")
+    assert walks.replay("sha256/ab") == [FileInfo(f"{a}/data", 5.0, 7)]
+    assert walks.replay("sha256/cd") == [FileInfo(f"{b}/data", 6.0, 8)]
+    assert walks.replay("sha256/ef") is None  # not seen: gc lists it
+    walks.close()
+
+
+def test_too_many_odd_keys_give_the_record_up() -> None:
+    walks = RecordedWalks()
+    walks.add("sha256/ab", [FileInfo(f"odd-{n}", 1.0, 1) for n in range(MAX_ODD + 1)])
+    walks.complete("sha256/ab")
+    assert walks.broken
+    assert walks.replay("sha256/ab") is None
+
+
+def test_a_failing_temporary_file_gives_the_record_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    def full(*args: object, **kwargs: object) -> object:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    walks = RecordedWalks()
+    walks.add("sha256/ab", [FileInfo("ab" + "0" * 62 + "/data", 1.0, 1)])
+    walks.complete("sha256/ab")
+    assert walks.broken
+    assert walks.replay("sha256/ab") is None
+
+
+def test_recorded_folders_in_random_order_replay_their_own_keys() -> None:
+    rng = random.Random(5)
+    walks = RecordedWalks()
+    expected: dict[str, list[FileInfo]] = {}
+    for _ in range(300):  # pages of 16 folders interleaved, as 16 listers write them
+        hh = f"{rng.randrange(16):02x}"
+        page = [FileInfo(hh + f"{rng.getrandbits(248):062x}" + "/data", float(rng.randrange(9)),
+                         rng.randrange(99)) for _ in range(rng.randrange(1, 5))]  # fmt: skip
+        walks.add(f"sha256/{hh}", page)
+        expected.setdefault(hh, []).extend(page)
+    for hh, page in expected.items():
+        walks.complete(f"sha256/{hh}")
+        assert walks.replay(f"sha256/{hh}") == page
+    assert walks.replayed == len(expected)
+    walks.close()
