@@ -79,11 +79,11 @@ async def list_blobs(
             if stopped():
                 continue
             try:
-                replayed = None if recorded is None else recorded.replay("/".join(item))
+                replayed = None if recorded is None else replayed_blobs(recorded, *item)
                 if replayed is None:
                     blobs, strays = await blobs_under(store, *item)
                 else:
-                    blobs, strays = in_folder(*item, replayed)
+                    blobs, strays = replayed
             except StorageError as exc:
                 problem(f"listing blobs/{item[0]}/{item[1]}: {exc}")
                 continue
@@ -184,8 +184,34 @@ async def blobs_under(
     blobs: list[BlobInfo] = []
     odd: list[StrayEntry] = []
     async for page in store.walk(f"{layout.BLOBS}/{algorithm}/{prefix}"):
-        for file in page:
-            _in_folder(algorithm, prefix, file, blobs, odd)
+        found, strays = in_folder(algorithm, prefix, page)
+        blobs += found
+        odd += strays
+    return blobs, odd
+
+
+def replayed_blobs(
+    recorded: RecordedWalks, algorithm: str, prefix: str
+) -> tuple[list[BlobInfo], list[StrayEntry]] | None:
+    """``in_folder`` of the recorded walk of ``blobs/<algorithm>/<prefix>``, or None
+    when there is none. A plain record is a blob when it is in its own fan-out folder
+    (what ``layout.blob_digest_at`` checks: the record's key is 64 lowercase hex digits
+    and ``/data``); anything else goes through ``_in_folder`` as a walked file would."""
+    found = recorded.replay_records(f"{algorithm}/{prefix}")
+    if found is None:
+        return None
+    plain, others = found
+    blobs: list[BlobInfo] = []
+    odd: list[StrayEntry] = []
+    own_folder = algorithm == "sha256"
+    for digest, size, mtime in plain:
+        hex_part = digest.hex()
+        if own_folder and hex_part[:2] == prefix:
+            blobs.append(BlobInfo(Digest("sha256:" + hex_part), size, mtime))
+        else:
+            _in_folder(algorithm, prefix, FileInfo(hex_part + "/data", mtime, size), blobs, odd)
+    for file in others:
+        _in_folder(algorithm, prefix, file, blobs, odd)
     return blobs, odd
 
 

@@ -115,9 +115,21 @@ class RecordedWalks:
     def replay(self, folder: str) -> list[FileInfo] | None:
         """What the walk of ``folder`` listed (keys relative to it, no ETag), or None
         when it was not walked whole here."""
+        found = self.replay_records(folder)
+        if found is None:
+            return None
+        plain, odd = found
+        files = [FileInfo(digest.hex() + "/data", mtime, size) for digest, size, mtime in plain]
+        return files + odd
+
+    def replay_records(
+        self, folder: str
+    ) -> tuple[list[tuple[bytes, int, float]], list[FileInfo]] | None:
+        """``replay`` in two parts, or None: the plain ``<hex>/data`` keys as (digest
+        bytes, size, mtime), and every other key as walked."""
         if self.broken or folder not in self._complete:
             return None
-        files: list[FileInfo] = []
+        plain: list[tuple[bytes, int, float]] = []
         for offset, length in self._segments.get(folder, []):
             assert self._file is not None
             try:
@@ -129,13 +141,9 @@ class RecordedWalks:
             if len(data) != length:
                 self._give_up("its temporary file came back short")
                 return None
-            files.extend(
-                FileInfo(digest.hex() + "/data", mtime, size)
-                for digest, size, mtime in _RECORD.iter_unpack(data)
-            )
-        files.extend(self._odd.get(folder, []))
+            plain += _RECORD.iter_unpack(data)
         self.replayed += 1
-        return files
+        return plain, list(self._odd.get(folder, []))
 
     def _give_up(self, why: str) -> None:
         log.info("blob listing not kept for gc (%s): gc lists the blobs again", why)

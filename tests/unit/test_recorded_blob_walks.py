@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from regcleaner.blobfolders import in_folder, replayed_blobs
 from regcleaner.blobwalks import MAX_ODD, RecordedWalks
 from regcleaner.cachedreads import CachedReads
 from regcleaner.collector import Collector
@@ -245,6 +246,26 @@ def test_a_replay_gives_back_what_was_walked(
     assert walks.replay("sha256/cd") is None
     walks.close()
     assert walks.replay("sha256/ab") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prefix=st.sampled_from(["ab", "00", "a"]),
+    keys=st.lists(st.one_of(hexes.map(lambda h: h + "/data"),
+                            hexes.map(lambda h: "ab" + h[2:] + "/data"), odd_keys),
+                  max_size=30),
+)  # fmt: skip
+def test_blobs_from_a_record_are_those_a_walk_gives(prefix: str, keys: list[str]) -> None:
+    """``replayed_blobs`` (plain records straight to blobs) against ``in_folder`` of
+    the replayed walk: the same blobs and strays, in the same order."""
+    walks = RecordedWalks()
+    folder = f"sha256/{prefix}"
+    walks.add(folder, [FileInfo(key, float(n), n) for n, key in enumerate(keys)])
+    walks.complete(folder)
+    replayed = walks.replay(folder)
+    assert replayed is not None
+    assert replayed_blobs(walks, "sha256", prefix) == in_folder("sha256", prefix, replayed)
+    walks.close()
 
 
 def test_a_flat_walk_is_recorded_by_fan_out_folder() -> None:
