@@ -1,6 +1,8 @@
 """Every blob under ``blobs/``, listed as the registry's garbage-collect walks them.
 
-``gc`` and ``usage`` both take the blobs from here, one listing at a time. On a store
+``gc`` and ``usage`` both take the blobs from here (gc, where the run recorded a
+listing of the blobs already, takes the fan-out folders walked whole from that record:
+``blobwalks``). On a store
 without folders (S3), one flat listing of ``blobs/`` is tried first: a registry whose
 blobs fit in one page (1,000 keys) is then listed in one request instead of one listing
 a fan-out folder (257 for sha256, ``width`` at once: 17 round trips). A larger one is
@@ -56,8 +58,8 @@ async def list_blobs(
     A folder whose listing fails is told to ``problem`` (the caller then knows the list
     is incomplete); a failure to list ``blobs/`` itself raises ``StorageError``.
     ``recorded``: walks of fan-out folders made earlier in this run (``blobwalks``),
-    taken instead of listing those folders again; ``blobs/`` and each algorithm's
-    folder are listed afresh."""
+    taken instead of listing those folders again (a folder the record cannot give is
+    listed); ``blobs/`` and each algorithm's folder are listed afresh."""
     if recorded is not None and recorded.broken:
         recorded = None
     if not store.has_directories:

@@ -8,19 +8,27 @@ gc's sweep takes each fan-out folder from the record instead of listing it again
 5,000,000 blobs that is about 5,400 LIST requests and their client CPU (about 5 µs a
 key) less.
 
-Why that is as safe as listing again: the record is made after the gate proved that
-nothing else writes (``clean --direct`` opens its remover's session, and with it the
-gate, before the scan; ``gc`` runs its gate before the mark), and between the record
-and the sweep regcleaner itself removes only links, never blobs. A blob absent from
-the record (written since, against the gate) is not swept; one present and gone since
-is a deletion of a missing key. The sweep takes the record's sizes and modification
-times, as a listing made then would give them. Only a folder walked to its end is
-taken; any other (a listing that failed, a folder first seen by gc) is listed again.
+What that rests on: the record is made after the gate proved that the registry cannot
+write (``clean --direct`` opens its remover's session, and with it the gate, before the
+scan; ``gc`` runs its gate before the mark), and, as for everything else in a
+maintenance window, that it stays so until the window ends; between the record and the
+sweep regcleaner itself removes links, never blobs. Where that holds, the record is
+what a listing made at the sweep would show. Where it does not (something wrote
+anyway):
+
+- a blob that appeared after the record is not swept (a listing of gc's own would have
+  offered it), and its ``_layers`` link is not pruned if the mark found it in use;
+- a blob gone since the record is deleted again (a missing key) and counted as swept;
+- a blob deleted and written again since keeps the record's modification time, so
+  ``--min-blob-age`` judges it by its first write.
+
+Only a folder walked to its end is taken; any other (a listing that failed, a folder
+first seen by gc) is listed again. A folder walked again is recorded afresh.
 
 The record is a temporary file of fixed-size records (the digest's 32 bytes, size,
 mtime: 48 bytes a blob, 240 MB at 5,000,000 blobs) and, in memory, any key that is not
-a plain ``<hex>/data`` (up to ``MAX_ODD``; past that, or on any error writing the file,
-recording stops and gc lists for itself).
+a plain ``<hex>/data`` (up to ``MAX_ODD``). Past that, or on any error writing or
+reading the file, the record is given up and gc lists for itself.
 """
 
 from __future__ import annotations
@@ -39,8 +47,8 @@ log = logging.getLogger("regcleaner")
 _RECORD = struct.Struct("<32sqd")  # sha256 digest, size, mtime
 _PLAIN = re.compile(r"([0-9a-f]{64})/data")
 MAX_ODD = 10_000
-"""Keys that are not a plain ``<hex>/data`` kept in memory at most; past that the
-record is given up (such a registry needs a look anyway: gc refuses on strays)."""
+"""Keys that are not a plain ``<hex>/data`` (files gc ignores or refuses on) kept in
+memory at most; past that the record is given up and gc lists for itself."""
 
 
 class RecordedWalks:
@@ -54,15 +62,33 @@ class RecordedWalks:
         self._odd_count = 0
         self._complete: set[str] = set()
         self.broken = False
-        """True once recording was given up: nothing is replayed."""
+        """True once recording was given up (or closed): nothing is replayed."""
         self.replayed = 0
         """Folders taken from the record (for the log)."""
+
+    def begin(self, folder: str) -> None:
+        """A walk of ``folder`` starts: forget what an earlier one recorded."""
+        self._complete.discard(folder)
+        self._segments.pop(folder, None)
+        self._odd_count -= len(self._odd.pop(folder, []))
+
+    def begin_flat(self, algorithm: str) -> None:
+        """A walk of ``blobs/<algorithm>`` starts: forget every folder below it."""
+        head = algorithm + "/"
+        for folder in [f for f in (*self._segments, *self._odd) if f.startswith(head)]:
+            self.begin(folder)
 
     def add(self, folder: str, files: Sequence[FileInfo]) -> None:
         """One page of the walk of ``folder`` (``<algorithm>/<fan-out>``, relative to
         ``blobs/``), its keys relative to that folder."""
         if self.broken:
             return
+        try:
+            self._add(folder, files)
+        except Exception as exc:  # any failure: gc lists for itself
+            self._give_up(f"recording failed: {exc}")
+
+    def _add(self, folder: str, files: Sequence[FileInfo]) -> None:
         plain: list[bytes] = []
         for file in files:
             found = _PLAIN.fullmatch(file.key) if file.regular else None
@@ -74,19 +100,20 @@ class RecordedWalks:
         if self._odd_count > MAX_ODD:
             self._give_up(f"more than {MAX_ODD:,} keys that are not a blob's")
             return
+        segments = self._segments.setdefault(folder, [])
         if not plain:
-            self._segments.setdefault(folder, [])
             return
         data = b"".join(plain)
-        try:
-            if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="regcleaner-blobs-")  # noqa: SIM115
-            self._file.seek(self._end)
-            self._file.write(data)
-        except OSError as exc:
-            self._give_up(f"cannot write its temporary file: {exc}")
-            return
-        self._segments.setdefault(folder, []).append((self._end, len(data)))
+        if self._file is None:
+            # Unbuffered: a full disk fails this write, not a later flush.
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115 - lives as long as self
+                prefix="regcleaner-blobs-", buffering=0
+            )
+        self._file.seek(self._end)
+        written = self._file.write(data)
+        if written != len(data):
+            raise OSError(f"wrote {written} of {len(data)} bytes")
+        segments.append((self._end, len(data)))
         self._end += len(data)
 
     def add_flat(self, algorithm: str, files: Sequence[FileInfo]) -> None:
@@ -130,31 +157,34 @@ class RecordedWalks:
         if self.broken or folder not in self._complete:
             return None
         plain: list[tuple[bytes, int, float]] = []
-        for offset, length in self._segments.get(folder, []):
-            assert self._file is not None
-            try:
+        try:
+            for offset, length in self._segments.get(folder, []):
+                assert self._file is not None
                 self._file.seek(offset)
                 data = self._file.read(length)
-            except OSError as exc:
-                self._give_up(f"cannot read its temporary file: {exc}")
-                return None
-            if len(data) != length:
-                self._give_up("its temporary file came back short")
-                return None
-            plain += _RECORD.iter_unpack(data)
+                if len(data) != length:
+                    raise OSError(f"read {len(data)} of {length} bytes")
+                plain += _RECORD.iter_unpack(data)
+        except Exception as exc:  # any failure: gc lists for itself
+            self._give_up(f"reading it back failed: {exc}")
+            return None
         self.replayed += 1
         return plain, list(self._odd.get(folder, []))
 
     def _give_up(self, why: str) -> None:
-        log.info("blob listing not kept for gc (%s): gc lists the blobs again", why)
-        self.broken = True
+        log.info("blob listing not kept for gc (%s): gc lists the blobs itself", why)
         self.close()
 
     def close(self) -> None:
-        """Drop the temporary file (nothing more is replayed)."""
+        """Drop the record and its temporary file (nothing more is replayed). Never
+        raises."""
         self.broken = True
         self._segments.clear()
         self._odd.clear()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._complete.clear()
+        found, self._file = self._file, None
+        if found is not None:
+            try:
+                found.close()
+            except OSError as exc:
+                log.debug("closing the blob record's temporary file: %s", exc)

@@ -222,6 +222,11 @@ class CachedReads:
         expected: dict[str, str] = {}
         current = ""
         recorded = self.recorded
+        if recorded is not None:
+            if fanout:
+                recorded.begin(f"{FANOUT_ALGORITHM}/{fanout}")
+            else:
+                recorded.begin_flat(FANOUT_ALGORITHM)
         async for page in self.store.walk(folder):
             listed += len(page)
             if recorded is not None:

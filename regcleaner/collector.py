@@ -448,9 +448,11 @@ class Collector:
             self.store, consume, width=self.width, problem=self.report.problem,
             stopped=lambda: self.stop.stop_requested, progress=progress, recorded=recorded,
         )  # fmt: skip
-        if recorded is not None and recorded.replayed:
-            log.info("gc: %s blob folders taken from this run's listing of the blobs",
-                     f"{recorded.replayed:,}")  # fmt: skip
+        if recorded is not None:
+            if recorded.replayed:
+                log.info("gc: %s blob folders taken from this run's listing of the blobs",
+                         f"{recorded.replayed:,}")  # fmt: skip
+            recorded.close()  # its temporary file is not needed past the listing
 
     async def _sweep(self) -> None:
         in_flight = requests_in_flight(self.store)
@@ -516,9 +518,12 @@ class Collector:
             return  # distribution 3 does not see a repository without _manifests
         links = await self.view.layer_links(name)
         dangling = []
+        marked = self.marked
         for hex_part in links:
             key = blob_key("sha256:" + hex_part)
-            if key not in existing and (swept is None or key in swept):
+            # A marked blob's link stays even if no listing showed the blob (one that
+            # came after the listing): a link the mark needs is never dangling.
+            if key not in existing and key not in marked and (swept is None or key in swept):
                 dangling.append(hex_part)
         if dangling and len(dangling) == len(links) and name in self._repositories_with_manifests:
             # Never empty the _layers of a repository with manifests: on object storage

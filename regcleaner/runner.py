@@ -65,9 +65,11 @@ async def close_view(view: RegistryView) -> None:
     try:
         await view.store.aclose()
     finally:
-        view.reads.close()
-        if view.cache is not None:
-            view.cache.close()
+        try:
+            view.reads.close()
+        finally:
+            if view.cache is not None:
+                view.cache.close()
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

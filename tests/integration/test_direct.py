@@ -786,15 +786,15 @@ def test_a_warm_window_whose_gc_takes_the_scan_s_listing_frees_what_garbage_coll
     monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 0.0)
     monkeypatch.setattr(blobfolders, "_flat", no_flat_page)
     replayed: list[str] = []
-    replay = RecordedWalks.replay
+    replay = RecordedWalks.replay_records
 
-    def counting(self: RecordedWalks, folder: str) -> list[Any] | None:
+    def counting(self: RecordedWalks, folder: str) -> Any:
         found = replay(self, folder)
         if found is not None:
             replayed.append(folder)
         return found
 
-    monkeypatch.setattr(RecordedWalks, "replay", counting)
+    monkeypatch.setattr(RecordedWalks, "replay_records", counting)
     cache = ("--cache", str(tmp_path / "cache.sqlite"))
     warm_up = window.clean(*cache, "--dry-run", report=tmp_path / "warm-up.json")
     assert warm_up.exit_code == 0, warm_up.output

@@ -1,8 +1,10 @@
 """gc's sweep takes the listing of the blobs made earlier in the same run
 (``regcleaner/blobwalks.py``): in a window (``clean --direct --gc``) the scan's
-listing that validates the cache, in ``gc`` the mark's. It must sweep exactly what a
-listing of its own would sweep, refuse on the same strays, never sweep a blob the
-record does not hold, and list each fan-out folder once instead of twice."""
+listing that validates the cache, in ``gc`` the mark's. Where nothing writes meanwhile
+it must sweep what a listing of its own would sweep, and refuse on the same strays;
+where something wrote anyway, never sweep a blob the record does not hold nor prune
+the link of one the mark found; it lists each fan-out folder once instead of twice;
+and any failure of the record falls back to gc's own listing."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import random
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -175,11 +178,13 @@ def test_a_stray_in_a_recorded_folder_stops_the_sweep(
     folder = digest.rsplit("/", 2)[0]
     memory.put(f"{folder}/not-a-digest/data", b"stray")
     window(tmp_path, "--dry-run", name="warm-up")
+    walks.clear()
     before = set(memory.objects)
     report = window(tmp_path)
     gc = report["gc"]
     assert isinstance(gc, dict)
     assert any("not-a-digest" in problem for problem in gc["problems"]), gc["problems"]
+    assert walks[folder] == 1  # the scan's walk: gc took the folder from the record
     assert gc["summary"]["blobs_swept"] == 0
     assert {k for k in before if "/blobs/" in k} <= set(memory.objects)
 
@@ -289,18 +294,102 @@ def test_too_many_odd_keys_give_the_record_up() -> None:
     assert walks.replay("sha256/ab") is None
 
 
-def test_a_failing_temporary_file_gives_the_record_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record's temporary file is /dev/full: every write fails (ENOSPC)."""
     import tempfile
 
-    def full(*args: object, **kwargs: object) -> object:
-        raise OSError(28, "No space left on device")
+    real = tempfile.TemporaryFile
 
-    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    def temporary(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("prefix") == "regcleaner-blobs-":
+            return open("/dev/full", "w+b", buffering=kwargs.get("buffering", -1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary)
+
+
+def test_a_full_disk_gives_the_record_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    full_disk(monkeypatch)
     walks = RecordedWalks()
-    walks.add("sha256/ab", [FileInfo("ab" + "0" * 62 + "/data", 1.0, 1)])
+    walks.add("sha256/ab", [FileInfo("ab" + "0" * 62 + "/data", 1.0, 1)])  # does not raise
+    walks.add("sha256/ab", [FileInfo("ab" + "1" * 62 + "/data", 1.0, 1)])
     walks.complete("sha256/ab")
     assert walks.broken
     assert walks.replay("sha256/ab") is None
+    walks.close()
+
+
+def test_a_size_that_cannot_be_recorded_gives_the_record_up() -> None:
+    walks = RecordedWalks()
+    walks.add("sha256/ab", [FileInfo("ab" + "0" * 62 + "/data", 1.0, 2**63)])  # does not raise
+    walks.complete("sha256/ab")
+    assert walks.broken
+    assert walks.replay("sha256/ab") is None
+
+
+def test_a_folder_walked_again_is_recorded_afresh() -> None:
+    walks = RecordedWalks()
+    first, second = "ab" + "0" * 62, "ab" + "1" * 62
+    walks.begin("sha256/ab")
+    walks.add("sha256/ab", [FileInfo(f"{first}/data", 1.0, 1), FileInfo("odd", 1.0, 1)])
+    walks.complete("sha256/ab")
+    walks.begin("sha256/ab")  # walked again: the first walk is forgotten
+    walks.add("sha256/ab", [FileInfo(f"{second}/data", 2.0, 2)])
+    assert walks.replay("sha256/ab") is None  # not finished yet
+    walks.complete("sha256/ab")
+    assert walks.replay("sha256/ab") == [FileInfo(f"{second}/data", 2.0, 2)]
+    walks.begin_flat("sha256")
+    assert walks.replay("sha256/ab") is None
+    walks.close()
+
+
+def test_a_window_with_a_full_disk_sweeps_by_its_own_listing(
+    memory: MemoryStore, walks: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemoryStore, "page_size", 1)
+    window(tmp_path, "--dry-run", name="warm-up")
+    full_disk(monkeypatch)
+    answer = run_cli(
+        ["clean", "--storage", "memory", "--direct", "--gc", "--registry-stopped",
+         "--min-age", "0", "--min-blob-age", "0", "--cache", str(tmp_path / "cache.sqlite"),
+         "--progress-interval", "0"],
+        report_path=tmp_path / "full.json",
+    )  # fmt: skip
+    assert answer.exit_code == 0, answer.output
+    assert answer.report is not None
+    assert len(swept(answer.report)) == 36
+    assert "gc lists the blobs itself" in answer.output
+
+
+def test_a_layer_the_mark_finds_keeps_its_link_though_the_record_misses_its_blob(
+    memory: MemoryStore, walks: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image pushed after the scan listed the blobs (the gate says nothing writes;
+    this one came anyway), before gc's mark: the mark finds it, the record does not
+    hold its layer. With --prune-layer-links the layer's link stays (a link is pruned
+    only when its blob is neither listed nor marked), and the layer is not swept."""
+    import hashlib
+
+    from testkit.registry_writer import layer_link_key
+
+    monkeypatch.setattr(MemoryStore, "page_size", 1)
+    window(tmp_path, "--dry-run", name="warm-up")
+    folders = {k.split("/")[-3] for k in memory.objects if k.startswith(f"{V2}/blobs/sha256/")}
+    data = next(d for n in range(10_000) for d in [f"late layer {n}".encode()]
+                if hashlib.sha256(d).hexdigest()[:2] in folders)  # fmt: skip
+    hex_part = hashlib.sha256(data).hexdigest()
+    mark = Collector._mark
+
+    async def push_then_mark(self: Collector) -> None:
+        writer = RegistryWriter(memory)
+        image = writer.image("app", b"late-config", [data], oci=True)
+        writer.tag("app", "late", image.descriptor.digest)
+        await mark(self)
+
+    monkeypatch.setattr(Collector, "_mark", push_then_mark)
+    window(tmp_path, "--prune-layer-links", "--registry-version", "2.8.2")
+    assert f"{V2}/blobs/sha256/{hex_part[:2]}/{hex_part}/data" in memory.objects
+    assert layer_link_key("app", "sha256:" + hex_part) in memory.objects
 
 
 def test_recorded_folders_in_random_order_replay_their_own_keys() -> None:
