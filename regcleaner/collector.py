@@ -37,7 +37,8 @@ A stop (SIGTERM, SIGINT) starts nothing new and gives in-flight requests
 ``stop_grace_s``; then they are abandoned and the report says so.
 
 Memory: the mark set holds one 64-bit integer per blob (the first 16 hex digits of its
-digest): a collision can only keep a blob that should go, never the other way round.
+digest), about 8 bytes each (``keyset.KeySet``): a collision can only keep a blob that
+should go, never the other way round.
 The blobs to sweep are spooled to a temporary file between listing and deleting, so
 that nothing is deleted before the whole of ``blobs/`` was listed without a problem.
 """
@@ -59,6 +60,7 @@ from regcleaner.concurrency import Channel, StopRequested, StopScope, first_erro
 from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import MarkIncomplete, StorageError
+from regcleaner.keyset import KeySet
 from regcleaner.manifests import MAX_MANIFEST_BYTES
 from regcleaner.reporting.collection import GcReport
 from regcleaner.reporting.progress import GcProgress
@@ -119,8 +121,8 @@ class Collector:
         self.settings = settings
         self.registry: str | None = None
         self.prune_layer_links = settings.prune_layer_links
-        self.existing: set[int] | None = None
-        self.swept_keys: set[int] | None = None
+        self.existing: KeySet | None = None
+        self.swept_keys: KeySet | None = None
         self.know_registry(registry_flavour or settings.registry_version)
         self.deleted_digests = deleted_digests
         self.view = view
@@ -130,7 +132,7 @@ class Collector:
         self.progress = progress
         self.stop = stop if stop is not None else StopScope(settings.stop_grace_s)
         self.clock = clock
-        self.marked: set[int] = set()
+        self.marked = KeySet()
         # ...and only in repositories that 3 finds (those with _manifests). Either way, a
         # repository with _manifests keeps at least one _layers link (see
         # _prune_layer_links).
@@ -155,12 +157,12 @@ class Collector:
         self.registry = registry_major(flavour)
         own = self.settings.prune_layer_links
         self.prune_layer_links = own or self.registry == "3"
-        self.existing = set() if self.prune_layer_links else None
+        self.existing = KeySet() if self.prune_layer_links else None
         # On 3 without --prune-layer-links: only the links of blobs swept in this run go,
         # as distribution 3 does (a link to a blob that was never there stays). A link
         # goes only if its blob is both swept and not among those that exist after the
         # sweep, so a 64-bit key collision keeps a link, never removes a live one.
-        self.swept_keys = set() if self.registry == "3" and not own else None
+        self.swept_keys = KeySet() if self.registry == "3" and not own else None
 
     async def run(self) -> None:
         """The whole collection; raise MarkIncomplete instead of sweeping on doubt."""
