@@ -15,14 +15,17 @@ own ``delete_many`` is what regcleaner calls. ``clock`` gives the mtime of new w
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, TypeVar
 
 from regcleaner.concurrency import StopScope
+from regcleaner.config import StorageSettings
 from regcleaner.errors import StorageError, StorageSetupError
-from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
+from regcleaner.storage import backends
+from regcleaner.storage.base import Blob, ByteStore, Entry, FileInfo, Leaf, RequestStats
 
 T = TypeVar("T")
 
@@ -53,7 +56,8 @@ class MemoryStore:
         self._removed = 0  # keys removed but still in _sorted
         self.listed_keys = 0
         self.cpu_s = 0.0
-        """CPU seconds spent answering listings (``_timed_pages``) and ``read_many``."""
+        """CPU seconds spent answering listings (``_timed_pages``), ``read_many`` and
+        ``delete_many``: what S3 would spend (a model subtracts it from a run's CPU)."""
         """Keys and folders all listings returned (their client-side cost in a model)."""
         self.failing: set[str] = set()
         """Keys whose GET and HEAD fail with a StorageError (an unreadable object; it
@@ -278,12 +282,30 @@ class MemoryStore:
         self, keys: Sequence[str], *, directories: Sequence[str] = ()
     ) -> list[str | None]:
         del directories  # no folders in an object store
+        started = time.process_time()
         unique = list(dict.fromkeys(keys))
         self.stats.delete += (len(unique) + self.page_size - 1) // self.page_size
         for key in unique:
             self.remove(key)
             self.stats.keys_deleted += 1  # a missing key is gone too, as S3 answers
+        self.cpu_s += time.process_time() - started
         return [None for _ in keys]
 
     async def aclose(self) -> None:
         return None
+
+
+@contextlib.contextmanager
+def registered(store: MemoryStore, name: str = "memory") -> Iterator[MemoryStore]:
+    """``store`` as the storage backend ``name`` (``--storage memory``) while the block
+    lasts; each run opens it anew (``reopen``: its own request counts), as a bucket."""
+
+    def reopened(settings: StorageSettings) -> ByteStore:
+        del settings
+        return store.reopen()
+
+    backends.register(backends.Backend(name, reopened))
+    try:
+        yield store
+    finally:
+        backends._BACKENDS.pop(name)

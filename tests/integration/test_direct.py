@@ -715,16 +715,26 @@ def test_garbage_collect_frees_the_same_blobs_as_after_an_api_run(
     pull_everything(direct)
 
 
-def test_one_window_clean_direct_gc_frees_what_garbage_collect_frees_after_an_api_run(
-    sites: Sites, scenario_template: Template, tmp_path: Path
-) -> None:
-    by_api = sites.make(scenario_template)
-    window = sites.make(scenario_template, readonly=True)
+def collected_by_the_registry(
+    sites: Sites, template: Template, tmp_path: Path
+) -> tuple[Site, Site, set[str]]:
+    """Two copies of ``template``: one cleaned through the API and then collected by
+    the registry's own garbage-collect, and one read-only for a window; with the
+    window's keys before it runs."""
+    by_api = sites.make(template)
+    window = sites.make(template, readonly=True)
     before = window.storage.key_set()
     api_run = by_api.clean(report=tmp_path / "api.json", direct=False)
     assert api_run.exit_code == 0, api_run.output
     by_api.registry.stop()
     by_api.registry.garbage_collect()
+    return by_api, window, before
+
+
+def test_one_window_clean_direct_gc_frees_what_garbage_collect_frees_after_an_api_run(
+    sites: Sites, scenario_template: Template, tmp_path: Path
+) -> None:
+    by_api, window, before = collected_by_the_registry(sites, scenario_template, tmp_path)
 
     # The dry run of the window writes nothing, and marks as if the removals were done.
     dry = window.clean("--gc", "--dry-run", report=tmp_path / "dry.json")
@@ -740,72 +750,6 @@ def test_one_window_clean_direct_gc_frees_what_garbage_collect_frees_after_an_ap
     swept = {blob["digest"] for blob in run.report["gc"]["swept"]}
     assert swept, "the scenario should leave blobs to collect"
     assert swept == would, "the dry run did not list what the run swept"
-    left = blobs(window.storage.key_set())
-    assert left == blobs(by_api.storage.key_set()), "not what garbage-collect frees"
-    assert blobs(before) - left == swept
-
-    window.restart()
-    pull_everything(window)
-
-
-@pytest.fixture
-def s3_sites(
-    request: pytest.FixtureRequest, tmp_path: Path, registry_flavour: Flavour
-) -> Iterator[Sites]:
-    """For what happens on an object store only."""
-    made = Sites("s3", tmp_path, request, registry_flavour)
-    try:
-        yield made
-    finally:
-        made.close()
-
-
-def test_a_warm_window_whose_gc_takes_the_scan_s_listing_frees_what_garbage_collect_frees(
-    s3_sites: Sites, scenario_template: Template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``clean --direct --gc --cache`` on S3 with a warm cache: the scan lists the blobs
-    to validate the manifests it takes from the cache, and gc's sweep takes that listing
-    (regcleaner/blobwalks.py) instead of its own. Forced here as on a large registry:
-    the listing pays from any cache, and gc lists folder by folder (its one flat page
-    is what a registry of more than 1,000 blobs does not have)."""
-    from regcleaner import blobfolders
-    from regcleaner.blobwalks import RecordedWalks
-    from regcleaner.cachedreads import CachedReads
-
-    by_api = s3_sites.make(scenario_template)
-    window = s3_sites.make(scenario_template, readonly=True)
-    before = window.storage.key_set()
-    api_run = by_api.clean(report=tmp_path / "api.json", direct=False)
-    assert api_run.exit_code == 0, api_run.output
-    by_api.registry.stop()
-    by_api.registry.garbage_collect()
-
-    async def no_flat_page(*_: object) -> None:
-        return None
-
-    monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 0.0)
-    monkeypatch.setattr(blobfolders, "_flat", no_flat_page)
-    replayed: list[str] = []
-    replay = RecordedWalks.replay_records
-
-    def counting(self: RecordedWalks, folder: str) -> Any:
-        found = replay(self, folder)
-        if found is not None:
-            replayed.append(folder)
-        return found
-
-    monkeypatch.setattr(RecordedWalks, "replay_records", counting)
-    cache = ("--cache", str(tmp_path / "cache.sqlite"))
-    warm_up = window.clean(*cache, "--dry-run", report=tmp_path / "warm-up.json")
-    assert warm_up.exit_code == 0, warm_up.output
-    replayed.clear()
-    run = window.clean(*cache, "--gc", report=tmp_path / "window.json")
-    assert run.exit_code == 0, run.output
-    assert run.report is not None
-    assert replayed, "gc listed every blob folder itself"
-    assert report_set(run.report, "deleted") == window.expectation.delete
-    swept = {blob["digest"] for blob in run.report["gc"]["swept"]}
-    assert swept, "the scenario should leave blobs to collect"
     left = blobs(window.storage.key_set())
     assert left == blobs(by_api.storage.key_set()), "not what garbage-collect frees"
     assert blobs(before) - left == swept

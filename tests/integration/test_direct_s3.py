@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape, unescape
 
 import pytest
@@ -33,10 +34,13 @@ from tests.integration.test_direct import (
     Site,
     Sites,
     Template,
+    blobs,
     children_missing,
+    collected_by_the_registry,
     fleet_name,
     fleet_template_in,
     history,
+    pull_everything,
     report_set,
     revision_key,
     revisions,
@@ -317,3 +321,51 @@ def test_sigterm_with_stalled_delete_objects_ends_after_the_grace(
     assert document["stopped_by"] == "SIGTERM"
     assert document["summary"]["deleted"] == 0
     assert len(proxy.requests) == 1, "a request was sent after the stop"
+
+
+def test_a_warm_window_whose_gc_takes_the_scan_s_listing_frees_what_garbage_collect_frees(
+    sites: Sites, scenario_template: Template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``clean --direct --gc --cache`` on S3 with a warm cache: the scan lists the blobs
+    to validate the manifests it takes from the cache, and gc's sweep takes that listing
+    (regcleaner/blobwalks.py) instead of its own. Forced here as on a large registry:
+    the listing pays from any cache, and gc lists folder by folder (its one flat page
+    is what a registry of more than 1,000 blobs does not have)."""
+    from regcleaner import blobfolders
+    from regcleaner.blobwalks import RecordedWalks
+    from regcleaner.cachedreads import CachedReads
+
+    by_api, window, before = collected_by_the_registry(sites, scenario_template, tmp_path)
+
+    async def no_flat_page(*_: object) -> None:
+        return None
+
+    monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 0.0)
+    monkeypatch.setattr(blobfolders, "_flat", no_flat_page)
+    replayed: list[str] = []
+    replay = RecordedWalks.replay_records
+
+    def counting(self: RecordedWalks, folder: str) -> Any:
+        found = replay(self, folder)
+        if found is not None:
+            replayed.append(folder)
+        return found
+
+    monkeypatch.setattr(RecordedWalks, "replay_records", counting)
+    cache = ("--cache", str(tmp_path / "cache.sqlite"))
+    warm_up = window.clean(*cache, "--dry-run", report=tmp_path / "warm-up.json")
+    assert warm_up.exit_code == 0, warm_up.output
+    replayed.clear()
+    run = window.clean(*cache, "--gc", report=tmp_path / "window.json")
+    assert run.exit_code == 0, run.output
+    assert run.report is not None
+    assert replayed, "gc listed every blob folder itself"
+    assert report_set(run.report, "deleted") == window.expectation.delete
+    swept = {blob["digest"] for blob in run.report["gc"]["swept"]}
+    assert swept, "the scenario should leave blobs to collect"
+    left = blobs(window.storage.key_set())
+    assert left == blobs(by_api.storage.key_set()), "not what garbage-collect frees"
+    assert blobs(before) - left == swept
+
+    window.restart()
+    pull_everything(window)

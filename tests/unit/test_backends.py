@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from regcleaner.config import StorageSettings
 from regcleaner.errors import ConfigError
 from regcleaner.storage import backends
-from regcleaner.storage.base import ByteStore
-from testkit.memory import MemoryStore
+from testkit.memory import MemoryStore, registered
 from testkit.registry_writer import RegistryWriter
 from tests.conftest import run_cli
 
@@ -27,16 +25,8 @@ def memory_backend() -> Iterator[MemoryStore]:
     first = writer.image("app", b"config-1", [b"layer-1"], oci=True)
     second = writer.image("app", b"config-2", [b"layer-2"], oci=True)
     writer.tag("app", "v1", second.descriptor.digest, history=[first.descriptor.digest])
-
-    def reopened(settings: StorageSettings) -> ByteStore:
-        del settings
-        return store.reopen()
-
-    backends.register(backends.Backend("memory", reopened))
-    try:
+    with registered(store):
         yield store
-    finally:
-        backends._BACKENDS.pop("memory")
 
 
 def test_an_unknown_backend_names_the_registered_ones() -> None:

@@ -22,10 +22,8 @@ from regcleaner.blobfolders import in_folder, replayed_blobs
 from regcleaner.blobwalks import MAX_ODD, RecordedWalks
 from regcleaner.cachedreads import CachedReads
 from regcleaner.collector import Collector
-from regcleaner.config import StorageSettings
-from regcleaner.storage import backends
-from regcleaner.storage.base import ByteStore, FileInfo
-from testkit.memory import MemoryStore
+from regcleaner.storage.base import FileInfo
+from testkit.memory import MemoryStore, registered
 from testkit.registry_writer import RegistryWriter
 from tests.conftest import run_cli
 
@@ -46,16 +44,8 @@ def build(store: MemoryStore) -> None:
 def memory() -> Iterator[MemoryStore]:
     store = MemoryStore()
     build(store)
-
-    def reopened(settings: StorageSettings) -> ByteStore:
-        del settings
-        return store.reopen()
-
-    backends.register(backends.Backend("memory", reopened))
-    try:
+    with registered(store):
         yield store
-    finally:
-        backends._BACKENDS.pop("memory")
 
 
 @pytest.fixture
