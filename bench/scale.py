@@ -49,22 +49,33 @@ MEASURED_RUN: dict[str, Any] = {
     "repositories": 10_000,
     "manifests": 1_000_000,
     "tags": 100_000,
-    "cold": {"list": 20_053, "get": 1_100_000, "head": 0, "listed_keys": 2_080_053,
-             "engine_cpu_s": 150.1, "store_cpu_s": 8.8, "over_store_mb": 10.5},
-    "warm": {"list": 25_169, "get": 0, "head": 0, "listed_keys": 7_020_309,
-             "engine_cpu_s": 82.9, "store_cpu_s": 24.9, "over_store_mb": 12.5},
-    "window": {"list": 25_169, "get": 0, "head": 0, "listed_keys": 7_182_619,
-               "engine_cpu_s": 142.8, "store_cpu_s": 47.9, "over_store_mb": 39.7,
-               "deleted": 870_000, "delete": 2_033, "keys_deleted": 1_720_000,
-               "clean_cpu_s": 102.2, "gc_cpu_s": 40.6, "gc_listed_keys": 162_310,
-               "gc_replayed_folders": 256, "gc_sweep_cpu_s": 10.0, "gc_list_blobs_cpu_s": 17.9,
-               "gc_requests": {"list": 20_057, "get": 0, "head": 0, "delete": 4_320,
-                               "keys_deleted": 4_320_000},
-               "gc_manifests_marked": 130_000, "manifests_kept": 130_000,
-               "blobs": 4_940_000, "blobs_swept": 4_320_000},
+    "cache_file_mb": 737.6,
+    "cold": {
+        "list": 20_053, "get": 1_100_000, "head": 0, "listed_keys": 2_080_053,
+        "engine_cpu_s": 153.9, "store_cpu_s": 9.0, "over_store_mb": 10.5,
+    },
+    "warm": {
+        "list": 25_169, "get": 0, "head": 0, "listed_keys": 7_020_309, "engine_cpu_s": 90.9,
+        "store_cpu_s": 21.3, "over_store_mb": 12.7,
+    },
+    "window": {
+        "list": 25_169, "get": 0, "head": 0, "listed_keys": 7_182_619, "engine_cpu_s": 147.7,
+        "store_cpu_s": 50.5, "over_store_mb": 39.9, "deleted": 870_000, "delete": 2_033,
+        "keys_deleted": 1_720_000, "clean_cpu_s": 109.0, "gc_cpu_s": 33.1, "report_cpu_s": 5.5,
+        "gc_listed_keys": 162_310, "gc_replayed_folders": 256, "gc_sweep_cpu_s": 8.8,
+        "gc_list_blobs_cpu_s": 17.5, "gc_manifests_marked": 130_000, "manifests_kept": 130_000,
+        "blobs": 4_940_000, "blobs_swept": 4_320_000,
+        "gc_requests": {"list": 20_057, "get": 0, "head": 0, "delete": 4_320,
+                        "keys_deleted": 4_320_000},
+    },
+    "gc": {
+        "list": 25_173, "get": 0, "head": 0, "manifests_marked": 1_000_000, "blobs": 4_940_000,
+        "gc_cpu_s": 70.2, "gc_list_blobs_cpu_s": 10.9, "gc_validation_cpu_s": 15.2,
+        "gc_mark_cpu_s": 44.1, "over_store_mb": 29.4, "gc_replayed_folders": 256,
+    },
 }  # fmt: skip
 """The real engine on a registry of TARGET's shape in memory (``python -m bench.scale
-target``, 2026-12-07 16:24-16:43): requests as S3 counts them, keys listed, the
+target``, 2026-12-07 16:53-17:13): requests as S3 counts them, keys listed, the
 engine's CPU (the store's own and generating the registry left out), memory over the
 store's."""
 
@@ -115,6 +126,7 @@ ASSUMPTIONS: dict[str, Any] = {
     "latency_s": 0.020,
     "get_in_flight": 64,
     "list_in_flight": 16,
+    "scan_walks_in_flight": 4,
     "delete_in_flight": 8,
     "s3_get_per_s_per_prefix": 5500,
     "s3_write_per_s_per_prefix": 3500,
@@ -128,44 +140,56 @@ ASSUMPTIONS: dict[str, Any] = {
     "shards": 8,
     "notes": [
         "latency_s: every request waits 20 ms (the issue's figure); requests in flight "
-        "overlap their waits, up to get_in_flight GET/HEAD, list_in_flight LIST and "
-        "delete_in_flight DeleteObjects at once (regcleaner's defaults).",
-        "S3 serves 5,500 GET/HEAD/LIST and 3,500 PUT/DELETE requests a second per "
-        "partitioned prefix (AWS's published rates); prefixes=1 assumes S3 has not "
-        "partitioned the bucket (the worst case).",
+        "overlap their waits: up to get_in_flight GET/HEAD, list_in_flight LIST (the "
+        "listing of folders and blobs), scan_walks_in_flight walks of a repository's "
+        "_manifests/ (the engine's scan workers) and delete_in_flight DeleteObjects "
+        "at once (regcleaner's defaults).",
+        "S3 serves 5,500 GET/HEAD/LIST requests and 3,500 PUT/DELETE a second per "
+        "partitioned prefix (AWS's published rates); a DeleteObjects counts as one "
+        "DELETE a key it carries; prefixes=1 assumes S3 has not partitioned the bucket "
+        "(the worst case).",
         "CPU: one event loop, so CPU adds up across concurrent requests. A phase's CPU "
-        "is the engine's (measured on the in-memory store at a million manifests: "
-        "MEASURED_RUN, the process's CPU less generating the registry) plus the S3 "
-        "client's (MEASURED_CPU): get_ms a GET, head_ms a HEAD, get_ms a LIST request "
-        "and key_ms a key it returns (key_ms: a 1,000-key page's cost above a GET's, a "
-        "thousandth), list_page_ms a DeleteObjects of 1,000 keys.",
+        "is the engine's (MEASURED_RUN: the process's CPU less generating the registry "
+        "and less the in-memory store's own work) plus the S3 client's (MEASURED_CPU, "
+        "measured against moto over plain HTTP with keys of 15 characters: TLS and "
+        "S3's longer keys cost more): get_ms a GET, head_ms a HEAD, get_ms a LIST "
+        "request and key_ms a key it returns (a 1,000-key page's cost above a GET's, a "
+        "thousandth), and list_page_ms a DeleteObjects of 1,000 keys (not measured: "
+        "taken as a listing page's).",
         "A phase takes the largest of its latency-bound, CPU-bound and rate-bound "
         "times (they overlap; the largest is the floor).",
-        "Scaling MEASURED_RUN (31,250 repositories of 32 manifests) to TARGET: LIST "
-        "requests of the repositories by repositories, keys those listings return by "
-        "manifests, GETs by manifests plus tags, the engine's CPU by manifests; the blob "
-        "listing is TARGET's (blobs/1000 pages in 256 fan-out folders, every key charged "
-        "key_ms) and its keys' engine cost (noting the listed manifests, spooling the "
-        "sweep) is taken per blob from the run (engine CPU scaled by blobs where that is "
-        "larger than by manifests: blob_scaled_engine).",
-        "The window is clean --direct --gc --cache as the run's window made it (no HEAD "
-        "or listing for a deletion: the gate proved nothing else writes): the scan; "
-        "deletion of deleted_share of the manifests (the window's keys a deleted "
-        "manifest, 1,000 a DeleteObjects; the window's clean CPU above the warm dry "
-        "run's, per deleted manifest); gc (the window's gc: its LIST requests a "
-        "repository, the blob listing, DeleteObjects for swept_blob_share of the blobs, "
-        "its CPU per blob listed). Cold, the scan starts with an empty cache and gc "
-        "lists the blobs once more (validating the manifests it takes from the cache "
-        "the scan filled).",
+        "MEASURED_RUN has TARGET's shape (10,000 repositories of 100 manifests, 100,000 "
+        "tags, 4,940,000 blobs): requests and CPU scale to TARGET by at most 1.2 %. Its "
+        "window deletes 87 % of the manifests and sweeps 87 % of the blobs; the model's "
+        "deleted_share and swept_blob_share are 10 %, so each part is scaled by what it "
+        "works through: the deletions' DeleteObjects and CPU by the manifests deleted, "
+        "gc's mark CPU by the manifests that stay (from gc alone on the whole registry, "
+        "its own validating listing left out: in a window the scan makes it), gc's "
+        "listing by the blobs (an upper bound: it includes spooling the run's many "
+        "candidates), gc's sweep by the blobs swept, gc's listing keys by the "
+        "manifests that stay, and the reports written after gc by the manifests "
+        "deleted plus the blobs swept.",
+        "The window is clean --direct --gc --cache as the run's window made it: the "
+        "scan (its listing of the blobs validates the cache and is recorded), the "
+        "deletions (no HEAD or listing for a deletion: the gate proved nothing else "
+        "writes), gc (taking the scan's listing of the blobs), the reports. Cold, the "
+        "scan starts with an empty cache and lists no blobs; gc lists them once, to "
+        "validate the manifests it takes from the cache the scan filled and to sweep "
+        "(its engine CPU for that listing taken from gc alone's validating listing). "
+        "distribution 3 and --prune-layer-links are left out: those list every "
+        "repository's _layers (about 10,000 more LIST requests and 5 million keys).",
         "with_shards: clean --shard I/N in `shards` processes (an Indexed Job, or "
         "processes on one machine with that many cores): the scan and the deletions "
-        "divide their CPU and latency by the shards, each shard lists all the blobs "
-        "when warm, S3's rate bound is shared; gc stays one process.",
+        "divide their CPU and latency by the shards, but each shard lists (and its "
+        "engine notes) all the blobs when warm; S3's rate bound is shared; gc runs "
+        "after them as one process of its own, which lists the blobs itself (the "
+        "cold window's gc).",
         "distribution's garbage-collect: sequential requests (one at a time), "
         "registry_gc_requests_per_manifest per manifest (read the revision link, stat "
         "and read the manifest blob, the tag lookups of --delete-untagged counted as "
         "one), registry_gc_requests_per_repository per repository, the blob listing, "
-        "and one request per swept blob; latency only, no CPU or rate bound.",
+        "and one request per swept blob; latency only, no CPU or rate bound: a lower "
+        "bound.",
     ],
 }
 
@@ -178,31 +202,34 @@ def _phase(
     shards: int = 1,
 ) -> dict[str, float]:
     """Seconds for one phase: the largest of latency, CPU and S3's rate bound.
-    ``requests`` counts ``get``, ``head``, ``list`` (LIST requests), ``keys`` (what
-    they return) and ``delete`` (DeleteObjects)."""
+    ``requests`` counts ``get``, ``head``, ``list`` (LIST requests, list_in_flight at
+    once), ``walks`` (LIST requests of the scan's repository walks), ``keys`` (what
+    listings return), ``delete`` (DeleteObjects) and ``deleted_keys``."""
     latency = a["latency_s"]
     reads = requests.get("get", 0.0) + requests.get("head", 0.0)
     lists = requests.get("list", 0.0)
+    walks = requests.get("walks", 0.0)
     deletes = requests.get("delete", 0.0)
     latency_bound = (
         reads * latency / a["get_in_flight"]
         + lists * latency / a["list_in_flight"]
+        + walks * latency / a["scan_walks_in_flight"]
         + deletes * latency / a["delete_in_flight"]
     )
     key_ms = (cpu["list_page_ms"] - cpu["get_ms"]) / a["page_keys"]
     client_cpu = (
         requests.get("get", 0.0) * cpu["get_ms"]
         + requests.get("head", 0.0) * cpu["head_ms"]
-        + lists * cpu["get_ms"]
+        + (lists + walks) * cpu["get_ms"]
         + requests.get("keys", 0.0) * key_ms
         + deletes * cpu["list_page_ms"]
     ) / 1000
     # Shards are processes of their own: their CPU and their requests in flight add up.
     latency_bound /= shards
     cpu_bound = (engine_cpu_s + client_cpu) / shards
-    rate_bound = (reads + lists) / (a["s3_get_per_s_per_prefix"] * a["prefixes"]) + deletes / (
-        a["s3_write_per_s_per_prefix"] * a["prefixes"]
-    )
+    rate_bound = (reads + lists + walks) / (
+        a["s3_get_per_s_per_prefix"] * a["prefixes"]
+    ) + requests.get("deleted_keys", 0.0) / (a["s3_write_per_s_per_prefix"] * a["prefixes"])
     return {
         "seconds": max(latency_bound, cpu_bound, rate_bound),
         "latency_bound_s": latency_bound,
@@ -250,103 +277,105 @@ def model(
     target = target or TARGET
     repositories, manifests = target["repositories"], target["manifests"]
     tags, blobs = target["tags"], target["blobs"]
-    cold, warm, window = run["cold"], run["warm"], run["window"]
+    cold, warm, window, alone = run["cold"], run["warm"], run["window"], run["gc"]
     per_repository = repositories / run["repositories"]
     per_manifest = manifests / run["manifests"]
-    # gc's listing of the run's blobs (as many before its sweep as the window had).
-    run_blob_listing = blob_listing(window["blobs"], a)
+    growth = max(per_manifest, blobs / window["blobs"])
     blobs_listed = blob_listing(blobs, a)
-    # The repositories' share of the scan: the cold scan lists no blobs.
+    # The scan's listings: half discover the repository folders, half walk one
+    # repository's _manifests/ each (the engine's scan workers); the cold scan lists
+    # no blobs.
     repository_lists = cold["list"] * per_repository
-    repository_keys = cold["listed_keys"] * per_manifest
-    scan_cold = {"list": repository_lists, "keys": repository_keys,
-                 "get": float(manifests + tags)}  # fmt: skip
+    scan_lists = {"list": repository_lists / 2, "walks": repository_lists / 2,
+                  "keys": cold["listed_keys"] * per_manifest}  # fmt: skip
+    scan_cold = _plus(scan_lists, {"get": cold["get"] * (manifests + tags)
+                                   / (run["manifests"] + run["tags"])})  # fmt: skip
     scan_warm = _plus(
-        {"list": repository_lists, "keys": repository_keys},
+        scan_lists,
         blobs_listed,
         {"get": warm["get"] * per_manifest, "head": warm["head"] * per_manifest},
     )
-    # The engine's CPU scales with the registry: by manifests, or by blobs where they
-    # grow more (the run has TARGET's shape: the two are within a few percent).
-    growth = max(per_manifest, blobs / window["blobs"])
     deleted = manifests * a["deleted_share"]
-    keys_a_deleted = window["keys_deleted"] / max(1, window["deleted"])
-    delete_phase = {"delete": float(math.ceil(deleted * keys_a_deleted / a["page_keys"]))}
-    delete_cpu_each = max(0.0, window["clean_cpu_s"] - warm["engine_cpu_s"]) / max(
-        1, window["deleted"]
-    )
+    kept = manifests - deleted
+    keys_a_deleted = window["keys_deleted"] / window["deleted"]
+    delete_phase = {
+        "delete": float(math.ceil(deleted * keys_a_deleted / a["page_keys"])),
+        "deleted_keys": deleted * keys_a_deleted,
+    }
+    delete_cpu_each = (window["clean_cpu_s"] - warm["engine_cpu_s"]) / window["deleted"]
     swept = blobs * a["swept_blob_share"]
     gc_own = window["gc_requests"]
-    keys_a_swept = gc_own["keys_deleted"] / max(1, window["blobs_swept"])
-    # gc's sweep takes the scan's listing of the blobs (blobwalks) when it replayed
-    # every fan-out folder; else it listed them, and that listing scales with blobs.
-    gc_listed_blobs = window.get("gc_replayed_folders", 0) < a["fanout_folders"]
-    gc_own_listing = run_blob_listing if gc_listed_blobs else {"list": 0.0, "keys": 0.0}
-    gc_warm = _plus(
-        {"list": (gc_own["list"] - gc_own_listing["list"]) * per_repository,
-         "keys": (window["gc_listed_keys"] - gc_own_listing["keys"]) * per_manifest,
-         "delete": float(math.ceil(swept * keys_a_swept / a["page_keys"]))},
-        blobs_listed if gc_listed_blobs else {},
-    )  # fmt: skip
-    # Cold, the scan lists no blobs: gc lists them once to validate the manifests it
-    # takes from the cache the scan filled (and, without blobwalks, again to sweep).
-    gc_cold = _plus(gc_warm, blobs_listed)
-    # gc's CPU in three parts, each scaled by what it works through: the mark by the
-    # manifests that stay (the run deletes far more than TARGET's share), the listing
-    # of the blobs (or its replay) and spooling with the registry, the sweep by the
-    # blobs swept.
-    sweep_cpu = window["gc_sweep_cpu_s"]
-    list_cpu = window["gc_list_blobs_cpu_s"]
-    kept = manifests - deleted
-    # The mark's CPU a manifest that stays: from gc alone on the whole registry (every
-    # manifest marked) where the run has it; else the window's (fewer manifests stay
-    # there, and part of the mark is per repository: an upper bound).
-    if "gc" in run:
-        mark_each = run["gc"]["gc_mark_cpu_s"] / max(1, run["gc"]["manifests_marked"])
-    else:
-        mark_each = (window["gc_cpu_s"] - sweep_cpu - list_cpu) / max(1, window["manifests_kept"])
+    keys_a_swept = gc_own["keys_deleted"] / window["blobs_swept"]
+    stays = kept / window["manifests_kept"]
+    # gc took every fan-out folder from the scan's listing: its own LIST requests are
+    # the repositories' (and blobs/ and blobs/sha256/), its keys their revisions.
+    if window["gc_replayed_folders"] < a["fanout_folders"]:
+        raise ValueError("the measured window's gc listed the blobs itself")
+    gc_warm = {
+        "list": gc_own["list"] * per_repository,
+        "keys": window["gc_listed_keys"] * stays,
+        "delete": float(math.ceil(swept * keys_a_swept / a["page_keys"])),
+        "deleted_keys": swept * keys_a_swept,
+    }
+    gc_cold = _plus(gc_warm, blobs_listed)  # gc lists the blobs (validation and sweep)
+    mark_each = alone["gc_mark_cpu_s"] / alone["manifests_marked"]
     gc_engine = (
-        mark_each * kept + list_cpu * growth + sweep_cpu * swept / max(1, window["blobs_swept"])
+        mark_each * kept
+        + window["gc_list_blobs_cpu_s"] * growth
+        + window["gc_sweep_cpu_s"] * swept / window["blobs_swept"]
     )
+    gc_cold_engine = gc_engine + alone["gc_validation_cpu_s"] * growth
+    report_cpu = (
+        window["report_cpu_s"] * (deleted + swept) / (window["deleted"] + window["blobs_swept"])
+    )
+    scan_warm_engine = warm["engine_cpu_s"] * growth
     phases = {
         "scan_cold": _phase(scan_cold, cold["engine_cpu_s"] * growth, cpu, a),
-        "scan_warm": _phase(scan_warm, warm["engine_cpu_s"] * growth, cpu, a),
+        "scan_warm": _phase(scan_warm, scan_warm_engine, cpu, a),
         "delete": _phase(delete_phase, delete_cpu_each * deleted, cpu, a),
-        "gc_cold": _phase(gc_cold, gc_engine, cpu, a),
+        "gc_cold": _phase(gc_cold, gc_cold_engine, cpu, a),
         "gc_warm": _phase(gc_warm, gc_engine, cpu, a),
+        "reports": _phase({}, report_cpu, cpu, a),
     }
-    window_cold = sum(phases[p]["seconds"] for p in ("scan_cold", "delete", "gc_cold"))
-    window_warm = sum(phases[p]["seconds"] for p in ("scan_warm", "delete", "gc_warm"))
-    # clean --shard I/N in N processes (gc stays one): each shard lists all the blobs.
+    window_cold = sum(phases[p]["seconds"] for p in ("scan_cold", "delete", "gc_cold", "reports"))
+    window_warm = sum(phases[p]["seconds"] for p in ("scan_warm", "delete", "gc_warm", "reports"))
+    # clean --shard I/N in N processes, then gc in one of its own (it lists the blobs:
+    # the cold window's gc). Each shard lists all the blobs when warm, and its engine
+    # notes them all: that part of the engine's CPU is not divided.
     n = a["shards"]
     sharded_scan_warm = _plus(scan_warm, _scaled(blobs_listed, n - 1))
+    noting = alone["gc_validation_cpu_s"] * growth
     sharded = {
         "scan_cold": _phase(scan_cold, cold["engine_cpu_s"] * growth, cpu, a, n),
-        "scan_warm": _phase(sharded_scan_warm, warm["engine_cpu_s"] * growth, cpu, a, n),
+        "scan_warm": _phase(sharded_scan_warm, scan_warm_engine + noting * (n - 1), cpu, a, n),
         "delete": _phase(delete_phase, delete_cpu_each * deleted, cpu, a, n),
     }
-    sharded_cold = sum(sharded[p]["seconds"] for p in ("scan_cold", "delete"))
-    sharded_warm = sum(sharded[p]["seconds"] for p in ("scan_warm", "delete"))
+    after_shards = phases["gc_cold"]["seconds"] + phases["reports"]["seconds"]
+    sharded_cold = sum(sharded[p]["seconds"] for p in ("scan_cold", "delete")) + after_shards
+    sharded_warm = sum(sharded[p]["seconds"] for p in ("scan_warm", "delete")) + after_shards
     registry_requests = (
         manifests * a["registry_gc_requests_per_manifest"]
         + repositories * a["registry_gc_requests_per_repository"]
         + math.ceil(blobs / a["page_keys"])
         + swept
     )
-    warm_requests = scan_warm["list"] + scan_warm["get"] + scan_warm["head"]
+    scan_requests = scan_warm["list"] + scan_warm["walks"] + scan_warm["get"] + scan_warm["head"]
+    window_requests = (scan_requests + delete_phase["delete"] + gc_warm["list"]
+                       + gc_warm["delete"])  # fmt: skip
     return {
         "window_cold_s": round(window_cold, 1),
         "window_warm_s": round(window_warm, 1),
         "registry_gc_s": round(registry_requests * a["latency_s"], 1),
-        "requests_per_manifest_warm": round(warm_requests / manifests, 4),
+        "requests_per_manifest_warm": round(scan_requests / manifests, 4),
+        "requests_per_manifest_warm_window": round(window_requests / manifests, 4),
         "gets_per_manifest_warm": round(scan_warm["get"] / manifests, 4),
         "list_requests_warm_per_1000_keys": round(
-            scan_warm["list"] / (scan_warm["keys"] / 1000), 2
+            (scan_warm["list"] + scan_warm["walks"]) / (scan_warm["keys"] / 1000), 2
         ),
         "with_shards": {
             "shards": n,
-            "window_cold_s": round(sharded_cold + phases["gc_cold"]["seconds"], 1),
-            "window_warm_s": round(sharded_warm + phases["gc_warm"]["seconds"], 1),
+            "window_cold_s": round(sharded_cold, 1),
+            "window_warm_s": round(sharded_warm, 1),
             "dry_run_cold_s": round(sharded["scan_cold"]["seconds"], 1),
             "dry_run_warm_s": round(sharded["scan_warm"]["seconds"], 1),
         },
@@ -371,11 +400,12 @@ def model(
 def moto_check(
     run: dict[str, Any] | None = None, cpu: dict[str, float] | None = None
 ) -> dict[str, Any]:
-    """The model's CPU arithmetic against a measurement it was not fitted to: the moto
-    run's client CPU (MEASURED_MOTO: the same generator's registry on S3 through
-    regcleaner's own reads), predicted from the in-memory run of that shape
-    (``run``: the engine's CPU a manifest) and MEASURED_CPU (its requests, and the keys
-    its listings return, a manifest as many as in ``run``)."""
+    """The model's CPU arithmetic (engine CPU plus the client's per request and key)
+    against a measurement it was not fitted to: the moto run's CPU (MEASURED_MOTO: the
+    default registry on S3 through regcleaner's own reads), predicted from the
+    in-memory run of that shape (``run``: the engine's CPU a manifest), the moto run's
+    own request counts, and MEASURED_CPU. It checks that CPU adds up so, not the
+    request counts, the scaling, or the latency and rate bounds."""
     run = run or MEASURED_DEFAULT_SHAPE
     cpu = cpu or MEASURED_CPU
     moto = MEASURED_MOTO
@@ -507,6 +537,7 @@ def _memory_clean(
     keys all listings returned."""
     from bench.generate import generate
     from regcleaner import collector, runner
+    from regcleaner.cachedreads import CachedReads
     from regcleaner.cli import main
     from regcleaner.scancache import ScanCache
     from regcleaner.storage.base import ByteStore
@@ -549,10 +580,14 @@ def _memory_clean(
     sweep: list[float] = []
     listing: list[float] = []
 
+    gc_ended: list[float] = []
+    validation: list[float] = []
+
     class TimedCollector(collector.Collector):
         async def run(self) -> None:
             gc_began.extend((time.process_time(), store.listed_keys, store.cpu_s))
             await super().run()
+            gc_ended.extend((time.process_time(), store.cpu_s))  # the report comes after
 
         async def _list_blobs(self) -> None:
             began, store_began = time.process_time(), store.cpu_s
@@ -564,6 +599,16 @@ def _memory_clean(
             await super()._sweep()
             sweep.append(time.process_time() - began - (store.cpu_s - store_began))
 
+    listing_if_it_pays = CachedReads._list_blobs_if_it_pays
+
+    async def timed_validation(self: CachedReads) -> bool:
+        began, store_began = time.process_time(), store.cpu_s
+        try:
+            return await listing_if_it_pays(self)
+        finally:  # the listing validating the cache (the scan's, or gc's own)
+            validation.append(time.process_time() - began - (store.cpu_s - store_began))
+
+    CachedReads._list_blobs_if_it_pays = timed_validation  # type: ignore[method-assign]
     runner.__dict__["make_store"] = lambda _: store
     runner.__dict__["RegistryView"] = view_with_cache
     collector.__dict__["Collector"] = TimedCollector  # the runner imports it from there
@@ -585,6 +630,9 @@ def _memory_clean(
                           "store_cpu_at_gc_s": gc_began[2] if gc_began else None,
                           "store_cpu_s": store.cpu_s,
                           "sweep_cpu_s": sweep[0] if sweep else None,
+                          "gc_ended_cpu_s": gc_ended[0] if gc_ended else None,
+                          "store_cpu_at_gc_end_s": gc_ended[1] if gc_ended else None,
+                          "validation_cpu_s": sum(validation),
                           "list_blobs_cpu_s": listing[0] if listing else None,
                           "ended_cpu_s": time.process_time(),
                           "listed_keys": store.listed_keys,
@@ -622,15 +670,19 @@ def memory_run(repositories: int, shape: str = "") -> dict[str, Any]:
             requests = summary["storage_requests"]
             if name == "gc":  # gc's report: its CPU in parts, as in the window
                 began = ended["gc_began_cpu_s"]
-                store_cpu = ended["store_cpu_s"] - ended["store_cpu_at_gc_s"]
-                cpu = ended["ended_cpu_s"] - began - store_cpu
-                listing_cpu = ended["list_blobs_cpu_s"] or 0.0
+                store_cpu = ended["store_cpu_at_gc_end_s"] - ended["store_cpu_at_gc_s"]
+                cpu = ended["gc_ended_cpu_s"] - began - store_cpu
+                listing_cpu = ended["list_blobs_cpu_s"]
+                # The mark validates the cache by its own listing of the blobs, which in
+                # a window the scan makes: that is not the mark's.
+                mark_cpu = cpu - listing_cpu - ended["validation_cpu_s"]
                 over = ended["run_peak_rss_mb"] - loaded["loaded_now_rss_mb"]
                 runs[name] = {
                     "list": requests["list"], "get": requests["get"], "head": requests["head"],
                     "manifests_marked": summary["manifests_marked"], "blobs": summary["blobs"],
                     "gc_cpu_s": round(cpu, 1), "gc_list_blobs_cpu_s": round(listing_cpu, 1),
-                    "gc_mark_cpu_s": round(cpu - listing_cpu - (ended["sweep_cpu_s"] or 0.0), 1),
+                    "gc_validation_cpu_s": round(ended["validation_cpu_s"], 1),
+                    "gc_mark_cpu_s": round(mark_cpu, 1),
                     "over_store_mb": round(over, 1),
                     "gc_replayed_folders": ended["gc_replayed_folders"],
                 }  # fmt: skip
@@ -657,12 +709,18 @@ def memory_run(repositories: int, shape: str = "") -> dict[str, Any]:
                     "delete": requests["delete"], "keys_deleted": requests["keys_deleted"],
                     "clean_cpu_s": round(began - loaded["loaded_cpu_s"]
                                          - ended["store_cpu_at_gc_s"], 1),
-                    "gc_cpu_s": round(ended["ended_cpu_s"] - began - ended["store_cpu_s"]
+                    "gc_cpu_s": round(ended["gc_ended_cpu_s"] - began
+                                      - ended["store_cpu_at_gc_end_s"]
                                       + ended["store_cpu_at_gc_s"], 1),
+                    # The reports written after gc: the clean's and gc's (every
+                    # manifest deleted and blob swept is a line of them).
+                    "report_cpu_s": round(ended["ended_cpu_s"] - ended["gc_ended_cpu_s"]
+                                          - ended["store_cpu_s"]
+                                          + ended["store_cpu_at_gc_end_s"], 1),
                     "gc_listed_keys": ended["listed_keys"] - ended["listed_keys_at_gc"],
                     "gc_replayed_folders": ended["gc_replayed_folders"],
-                    "gc_sweep_cpu_s": round(ended["sweep_cpu_s"] or 0.0, 1),
-                    "gc_list_blobs_cpu_s": round(ended["list_blobs_cpu_s"] or 0.0, 1),
+                    "gc_sweep_cpu_s": round(ended["sweep_cpu_s"], 1),
+                    "gc_list_blobs_cpu_s": round(ended["list_blobs_cpu_s"], 1),
                     # The store's counts are the window's: gc's own are the rest.
                     "gc_requests": {kind: gc["storage_requests"][kind] - requests[kind]
                                     for kind in requests},

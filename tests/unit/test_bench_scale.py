@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.generate import generate
 from bench.scale import (
     ASSUMPTIONS,
@@ -37,8 +39,8 @@ def test_the_window_is_its_phases_and_follows_the_measured_engine() -> None:
     figures = model()
     phases = figures["phases"]
     for window, parts in (
-        ("window_warm_s", ("scan_warm", "delete", "gc_warm")),
-        ("window_cold_s", ("scan_cold", "delete", "gc_cold")),
+        ("window_warm_s", ("scan_warm", "delete", "gc_warm", "reports")),
+        ("window_cold_s", ("scan_cold", "delete", "gc_cold", "reports")),
     ):
         assert abs(figures[window] - sum(phases[p]["seconds"] for p in parts)) < 0.2  # fmt: skip
     slower = copy.deepcopy(MEASURED_RUN)
@@ -59,6 +61,22 @@ def test_direct_removal_is_modelled_without_a_read_a_deletion() -> None:
     assert delete.get("head", 0) == 0
     assert MEASURED_RUN["window"]["get"] == MEASURED_RUN["warm"]["get"]
     assert MEASURED_RUN["window"]["head"] == MEASURED_RUN["warm"]["head"]
+
+
+def test_s3_s_write_rate_counts_each_key_a_deleteobjects_carries() -> None:
+    """1,000 keys in one DeleteObjects are 1,000 writes against S3's 3,500 a second."""
+    delete = model()["phases"]["delete"]
+    keys = model()["requests"]["delete"]["deleted_keys"]
+    assert keys > 100_000
+    assert delete["rate_bound_s"] >= keys / ASSUMPTIONS["s3_write_per_s_per_prefix"] - 0.1
+    assert delete["seconds"] >= delete["rate_bound_s"]
+
+
+def test_a_run_whose_gc_listed_the_blobs_itself_is_not_taken_for_one_that_did_not() -> None:
+    listed = copy.deepcopy(MEASURED_RUN)
+    listed["window"]["gc_replayed_folders"] = 0
+    with pytest.raises(ValueError, match="listed the blobs itself"):
+        model(listed)
 
 
 def test_a_blob_listing_is_flat_when_small_and_by_fan_out_folder_when_large() -> None:
