@@ -75,7 +75,7 @@ MEASURED_RUN: dict[str, Any] = {
     },
 }  # fmt: skip
 """The real engine on a registry of TARGET's shape in memory (``python -m bench.scale
-target``, 2026-12-07 16:53-17:13): requests as S3 counts them, keys listed, the
+target``, 2026-12-07 16:53-17:07): requests as S3 counts them, keys listed, the
 engine's CPU (the store's own and generating the registry left out), memory over the
 store's."""
 
