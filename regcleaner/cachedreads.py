@@ -27,8 +27,9 @@ from regcleaner.storage.base import Blob, ByteStore, FileInfo, page_size
 # A link file holds a 71-byte digest; anything much longer is garbage.
 MAX_LINK_BYTES = 1024
 FANOUT = 256
-FANOUT_ALGORITHM = "sha256"
 """Folders of ``blobs/sha256`` (the first two hex digits of each digest)."""
+FANOUT_ALGORITHM = "sha256"
+"""The algorithm whose folder a listing of the blobs walks (and ``blobwalks`` records)."""
 BLOBS_PER_MANIFEST_GUESS = 5
 """How many blobs a registry holds per manifest, until a listing has counted them."""
 
