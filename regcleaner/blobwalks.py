@@ -139,21 +139,12 @@ class RecordedWalks:
         self._complete.update(folder for folder in self._segments if folder.startswith(head))
         self._complete.update(folder for folder in self._odd if folder.startswith(head))
 
-    def replay(self, folder: str) -> list[FileInfo] | None:
-        """What the walk of ``folder`` listed (keys relative to it, no ETag), or None
-        when it was not walked whole here."""
-        found = self.replay_records(folder)
-        if found is None:
-            return None
-        plain, odd = found
-        files = [FileInfo(digest.hex() + "/data", mtime, size) for digest, size, mtime in plain]
-        return files + odd
-
     def replay_records(
         self, folder: str
     ) -> tuple[list[tuple[bytes, int, float]], list[FileInfo]] | None:
-        """``replay`` in two parts, or None: the plain ``<hex>/data`` keys as (digest
-        bytes, size, mtime), and every other key as walked."""
+        """What the walk of ``folder`` listed, in two parts, or None when it was not
+        walked whole here: the plain ``<hex>/data`` keys as (digest bytes, size, mtime),
+        and every other key as walked (keys relative to the folder, no ETag)."""
         if self.broken or folder not in self._complete:
             return None
         plain: list[tuple[bytes, int, float]] = []
