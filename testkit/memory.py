@@ -140,10 +140,10 @@ class MemoryStore:
     def _folder(prefix: str) -> str:
         return prefix.rstrip("/") + "/" if prefix.strip("/") else ""
 
-    def _paged(self, items: Iterable[str]) -> Iterator[list[str]]:
+    def _paged(self, items: Iterable[T]) -> Iterator[list[T]]:
         """Pages of ``page_size`` items, each counted as one LIST request (an empty
         listing still costs one)."""
-        page: list[str] = []
+        page: list[T] = []
         counted = False
         for item in items:
             page.append(item)
@@ -244,6 +244,51 @@ class MemoryStore:
 
         for page in self._timed_pages(files()):
             if page:
+                yield page
+
+    async def walk_rolling_up(
+        self, prefix: str, delimiter: str
+    ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+        base = self._folder(prefix)
+
+        def entries() -> Iterator[tuple[str, bool]]:
+            """Keys, and each rolled-up part once (True: ends in the delimiter), in order."""
+            keys, objects = self._sorted, self.objects
+            index = bisect.bisect_left(keys, base)
+            while index < len(keys):
+                key = keys[index]
+                if not key.startswith(base):
+                    return
+                if key not in objects:  # removed
+                    index += 1
+                    continue
+                at = key.find(delimiter, len(base))
+                if at < 0:
+                    yield key, False
+                    index += 1
+                    continue
+                rolled = key[: at + len(delimiter)]
+                yield rolled, True
+                # past every key that starts with ``rolled``
+                index = bisect.bisect_left(keys, rolled[:-1] + chr(ord(rolled[-1]) + 1), index)
+
+        def pages() -> Iterator[tuple[list[FileInfo], list[str]]]:
+            objects = self.objects
+            for found in self._paged(entries()):
+                files: list[FileInfo] = []
+                rolled: list[str] = []
+                for key, is_rolled in found:
+                    if is_rolled:
+                        rolled.append(key[len(base) :])
+                    else:
+                        obj = objects[key]
+                        files.append(
+                            FileInfo(key[len(base) :], obj.mtime, len(obj.data), True, obj.etag)
+                        )
+                yield files, rolled
+
+        for page in self._timed_pages(pages()):
+            if page[0] or page[1]:
                 yield page
 
     async def read(self, key: str, cap: int) -> Blob | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from regcleaner.concurrency import StopScope
 from regcleaner.errors import StorageError
@@ -187,4 +187,21 @@ class ByteStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and threads."""
+        ...
+
+
+@runtime_checkable
+class RollingUpStore(Protocol):
+    """A store without directories whose listing can roll keys up at a delimiter of
+    any string (S3's ListObjectsV2): what one flat listing of many folders needs when
+    some of them hold far more keys than the caller wants."""
+
+    def walk_rolling_up(
+        self, prefix: str, delimiter: str
+    ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+        """Every file below ``prefix`` as ``walk`` gives it, except the files whose key
+        (relative to ``prefix``) holds ``delimiter``: each distinct part of such keys up
+        to and including the delimiter's first occurrence comes once, in the second
+        list, in their place. Pages of ``page_size`` entries of both kinds, in key
+        order across pages (within a page each list is in order)."""
         ...

@@ -292,6 +292,20 @@ class S3Store:
             if files:
                 yield files
 
+    async def walk_rolling_up(
+        self, prefix: str, delimiter: str
+    ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+        base = self._dir(prefix)
+        async for page in self._pages(base, delimiter=delimiter):
+            files = [
+                FileInfo(item["Key"][len(base) :], _seconds(item["LastModified"]),
+                         int(item.get("Size", 0)), True, item.get("ETag"))
+                for item in page.get("Contents", [])
+            ]  # fmt: skip
+            rolled = [common["Prefix"][len(base) :] for common in page.get("CommonPrefixes", [])]
+            if files or rolled:
+                yield files, rolled
+
     async def _object_call(self, operation: str, key: str, action: str) -> Any | None:
         """One GetObject/HeadObject: None if the key is missing, StorageError with
         context for anything else botocore raises."""

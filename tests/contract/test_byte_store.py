@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from regcleaner.errors import StorageError, StorageSetupError
-from regcleaner.storage.base import ByteStore, FileInfo, Leaf
+from regcleaner.storage.base import ByteStore, FileInfo, Leaf, RollingUpStore
 from regcleaner.storage.s3 import S3Store
 from testkit.s3 import MotoS3
 from tests.contract.conftest import Layout, new_bucket_layout, run
@@ -51,6 +51,63 @@ def test_walk_gives_every_file_below_with_relative_keys(layout: Layout) -> None:
     found = run(layout.store(), lambda s: walked(s, "w"))
     assert {k: f.size for k, f in found.items()} == {"a": 1, "b/c": 2, "b/d/e": 3}
     assert run(layout.store(), lambda s: walked(s, "nothing")) == {}
+
+
+async def rolled_up(store: ByteStore, prefix: str, delimiter: str) -> list[tuple[str, bool]]:
+    """Entries in the order the pages give them (True: rolled up), each page in key
+    order; the pages' order checked too."""
+    assert isinstance(store, RollingUpStore)
+    found: list[tuple[str, bool]] = []
+    async for files, rolled in store.walk_rolling_up(prefix, delimiter):
+        page = sorted([(f.key, False) for f in files] + [(r, True) for r in rolled])
+        assert not found or found[-1][0] < page[0][0]
+        found += page
+    return found
+
+
+def test_a_walk_rolling_up_at_a_delimiter_gives_the_rest_as_a_walk_does(layout: Layout) -> None:
+    store = layout.store()
+    if not isinstance(store, RollingUpStore):
+        assert store.has_directories  # a disk lists folder by folder instead
+        return
+    layout.put_many([
+        ("r/a/_layers/sha256/1/link", b"1"), ("r/a/_layers/sha256/2/link", b"1"),
+        ("r/a/_manifests/tags/t/current/link", b"22"), ("r/a/_uploads/u/data", b"333"),
+        ("r/a/b/_layers/x", b"1"), ("r/a/b/_manifests/revisions/x/link", b"1"),
+        ("r/a/_layers/", b"odd"), ("r/a-b/_layers_not/k", b"1"), ("r/z", b"1"),
+        ("other/_layers/x", b"1"),
+    ])  # fmt: skip
+    found = run(store, lambda s: rolled_up(s, "r", "/_layers/"))
+    assert found == [
+        ("a-b/_layers_not/k", False), ("a/_layers/", True),
+        ("a/_manifests/tags/t/current/link", False), ("a/_uploads/u/data", False),
+        ("a/b/_layers/", True), ("a/b/_manifests/revisions/x/link", False), ("z", False),
+    ]
+    files = run(store, lambda s: _rolled_files(s, "r/a/_manifests", "/_layers/"))
+    assert files == {"tags/t/current/link": 2}
+    assert run(store, lambda s: rolled_up(s, "nothing", "/_layers/")) == []
+
+
+async def _rolled_files(store: ByteStore, prefix: str, delimiter: str) -> dict[str, int]:
+    assert isinstance(store, RollingUpStore)
+    return {
+        f.key: f.size async for files, _ in store.walk_rolling_up(prefix, delimiter) for f in files
+    }
+
+
+def test_a_walk_rolling_up_pages_count_rolled_entries_as_keys(layout: Layout) -> None:
+    """S3 counts a rolled-up prefix as one of a page's 1,000 entries: 1,000 folders
+    each rolled up, and 20 files, are two pages."""
+    items = [(f"p/{i:04d}/_layers/x/link", b"x") for i in range(1000)]
+    items += [(f"p/{i:04d}/_manifests/link", b"x") for i in range(20)]
+    layout.put_many(items)
+    store = layout.store()
+    if not isinstance(store, RollingUpStore):
+        return
+    found = run(store, lambda s: rolled_up(s, "p", "/_layers/"))
+    assert len(found) == 1020
+    assert sum(rolled for _, rolled in found) == 1000
+    assert store.stats.list == 2
 
 
 def test_listings_page_past_1000_keys_and_deletions_batch_by_1000(layout: Layout) -> None:
