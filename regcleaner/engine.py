@@ -63,7 +63,7 @@ from regcleaner.tagplan import (
     settle_tags,
 )
 from regcleaner.tagsfirst import RECHECK_FAILED, RepositoryJob, keep_all, remove_going_tags
-from regcleaner.view import RegistryView
+from regcleaner.view import ManifestKeys, RegistryView
 
 __all__ = ["Engine", "PushWatch"]
 
@@ -73,6 +73,10 @@ PARTIAL_VIEW = (
     "only part of the registry is read (--include, --exclude or --shard), so whether "
     "it belongs to an image of another repository is not known"
 )
+
+
+Listed = tuple[str, ManifestKeys | None]
+"""A repository to plan, with its ``_manifests/`` keys when the listing gave them."""
 
 
 class _StopWalk(Exception):
@@ -247,15 +251,16 @@ class Engine:
         log.info("planning %d repositories again: their signature or referrers tags name "
                  "digests of other repositories, known now", len(names))  # fmt: skip
 
-        async def produce(channel: Channel[str]) -> None:
-            await channel.feed(names)  # after a stop, _scan marks the scan incomplete
+        async def produce(channel: Channel[Listed]) -> None:
+            # after a stop, _scan marks the scan incomplete
+            await channel.feed((name, None) for name in names)
 
         await self._pass(produce)
 
-    async def _pass(self, produce: Callable[[Channel[str]], Coroutine[Any, Any, None]]) -> None:
+    async def _pass(self, produce: Callable[[Channel[Listed]], Coroutine[Any, Any, None]]) -> None:
         """One pass of the pipeline over the repositories ``produce`` puts."""
         scan_workers = self.settings.limits.scan_workers
-        names: Channel[str] = Channel(scan_workers * 4)
+        names: Channel[Listed] = Channel(scan_workers * 4)
         jobs: Channel[RepositoryJob] = Channel(self.removal_workers)
         async with asyncio.TaskGroup() as removing:
             for _ in range(self.removal_workers):
@@ -269,9 +274,9 @@ class Engine:
                 await jobs.close()
                 self.remover.no_more_repositories()
 
-    async def _produce(self, names: Channel[str]) -> None:
+    async def _produce(self, names: Channel[Listed]) -> None:
         try:
-            await self.view.repositories(lambda name: self._offer(name, names))
+            await self.view.repository_listings(lambda name, keys: self._offer(name, keys, names))
             if not self.stop.stop_requested:
                 self.report.scan_complete = True
         except* _StopWalk:
@@ -279,7 +284,7 @@ class Engine:
         finally:
             await names.close()
 
-    async def _offer(self, name: str, names: Channel[str]) -> None:
+    async def _offer(self, name: str, keys: ManifestKeys | None, names: Channel[Listed]) -> None:
         if self.stop.stop_requested:
             raise _StopWalk
         settings = self.settings
@@ -294,14 +299,14 @@ class Engine:
             log.warning("repository %r: %s", name, record.error)
             self.report.add(record)
             return
-        await names.put(name)
+        await names.put((name, keys))
 
-    async def _scan(self, names: Channel[str], jobs: Channel[RepositoryJob]) -> None:
-        while (name := await names.get()) is not None:
+    async def _scan(self, names: Channel[Listed], jobs: Channel[RepositoryJob]) -> None:
+        while (listed := await names.get()) is not None:
             if self.stop.stop_requested:
                 self.report.scan_complete = False  # listed, never planned: not reported
                 continue
-            job = await self._plan(name)
+            job = await self._plan(*listed)
             if job is None:
                 continue
             if job.tag_plan.undecided and self.revisions is not None:
@@ -326,11 +331,14 @@ class Engine:
         self.report.counters.scanned_repositories -= 1  # scanned again in the second pass
         self.report.counters.scanned_manifests -= len(job.snapshot.revisions)
 
-    async def _plan(self, name: str) -> RepositoryJob | None:
+    async def _plan(self, name: str, keys: ManifestKeys | None) -> RepositoryJob | None:
         record = RepositoryRecord(name)
-        scanned_at = time.monotonic()
+        # the push watch takes the snapshot to be as old as the listing it is made from
+        scanned_at = time.monotonic() if keys is None else keys.listed_at
         try:
-            snapshot = await self.view.snapshot(name, history=self.remover.needs_history)
+            snapshot = await self.view.snapshot(
+                name, history=self.remover.needs_history, prelisted=keys
+            )
             manifests = await self.view.read_manifests(needed_manifests(snapshot))
             tag_policy = None
             if self.settings.retention is not None:

@@ -14,7 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 
 from regcleaner import layout
@@ -27,7 +36,7 @@ from regcleaner.manifests import (
 )
 from regcleaner.scancache import ScanCache
 from regcleaner.snapshots import RepositorySnapshot
-from regcleaner.storage.base import ByteStore, EntryKind, FileInfo
+from regcleaner.storage.base import ByteStore, EntryKind, FileInfo, RollingUpStore
 
 _FOLLOWED = (
     "a symbolic link or special file, which the registry would follow and regcleaner does not"
@@ -88,6 +97,41 @@ class RemovalKeys:
 
     keys: tuple[str, ...]
     directories: tuple[str, ...]
+
+
+ROLL_UP = f"/{layout.LAYERS_DIR}/"
+"""Where the flat listing of ``repositories/`` rolls keys up: each repository's layer
+links (most of its keys) come as one entry."""
+_MANIFESTS_PART = f"/{layout.MANIFESTS_DIR}/"
+MAX_PRELISTED_KEYS = 20_000
+"""A repository whose ``_manifests/`` holds more keys than this in the flat listing is
+listed again by its own snapshot: what the pipeline holds for repositories waiting to
+be planned stays bounded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestKeys:
+    """A repository's ``_manifests/`` keys from the flat listing of ``repositories/``
+    (relative to ``_manifests/``, as a walk of it gives them), and when the request
+    that first showed them was sent (``time.monotonic()``): the snapshot made from them
+    is as old as that."""
+
+    files: list[FileInfo]
+    listed_at: float
+
+
+def _repository_of(relative: str) -> str | None:
+    """The repository whose ``_manifests/`` holds ``relative`` (a key relative to
+    ``repositories/``), as the folder-by-folder walk would find it: the part before
+    the first ``/_manifests/``, if no folder on the way is empty or starts with ``_``
+    (the walk never enters those)."""
+    at = relative.find(_MANIFESTS_PART)
+    if at <= 0:
+        return None
+    name = relative[:at]
+    if any(not part or part[0] == "_" for part in name.split("/")):
+        return None
+    return name
 
 
 def _note_revision_link(
@@ -241,6 +285,60 @@ class RegistryView:
                     children.append(f"{relative}/{entry.name}" if relative else entry.name)
         return children, here
 
+    async def repository_listings(
+        self, emit: Callable[[str, ManifestKeys | None], Awaitable[None]]
+    ) -> None:
+        """``repositories``, each repository with its ``_manifests/`` keys where one
+        flat listing of ``repositories/`` can give them: on an object store whose
+        listing rolls up at ``ROLL_UP`` (S3), every ``_manifests/`` key in full pages
+        with each repository's layer links as one entry, in place of a listing of every
+        folder and a walk of every ``_manifests/`` (about one request a repository
+        each). ``None`` where the snapshot must list the repository itself: on a disk,
+        and for a repository whose ``_manifests/`` holds something rolled up or more
+        than ``MAX_PRELISTED_KEYS`` keys."""
+        store = self.store
+        if store.has_directories or not isinstance(store, RollingUpStore):
+
+            async def plain(name: str) -> None:
+                await emit(name, None)
+
+            await self.repositories(plain)
+            return
+        name: str | None = None  # the repository whose _manifests/ the listing is in
+        inside = ""  # its _manifests/, relative to repositories/
+        files: list[FileInfo] | None = None
+        listed_at = 0.0
+        pages = store.walk_rolling_up(layout.REPOSITORIES, ROLL_UP)
+        async with contextlib.aclosing(pages):
+            while True:
+                sent = time.monotonic()
+                page = await anext(pages, None)
+                if page is None:
+                    break
+                found, rolled = page
+                entries: list[tuple[str, FileInfo | None]] = [(f.key, f) for f in found]
+                if rolled:
+                    entries += [(prefix, None) for prefix in rolled]
+                    entries.sort(key=lambda entry: entry[0])
+                for key, file in entries:
+                    if name is not None and key.startswith(inside):
+                        if files is not None:
+                            if file is None or len(files) >= MAX_PRELISTED_KEYS:
+                                files = None
+                            else:
+                                files.append(file._replace(key=key[len(inside) :]))
+                        continue
+                    if name is not None:
+                        await emit(name, None if files is None else ManifestKeys(files, listed_at))
+                        name = None
+                    repository = _repository_of(key)
+                    if repository is None:
+                        continue
+                    name, inside, listed_at = repository, repository + _MANIFESTS_PART, sent
+                    files = None if file is None else [file._replace(key=key[len(inside) :])]
+        if name is not None:
+            await emit(name, None if files is None else ManifestKeys(files, listed_at))
+
     # -- one repository -------------------------------------------------------------
 
     async def revision_listing(self, repository: str) -> tuple[dict[Digest, float], dict[str, str]]:
@@ -273,11 +371,14 @@ class RegistryView:
         elif revision_files is not None:
             _note_revision_file(name, tail, revision_files)
 
-    async def snapshot(self, repository: str, *, history: bool = False) -> RepositorySnapshot:
+    async def snapshot(
+        self, repository: str, *, history: bool = False, prelisted: ManifestKeys | None = None
+    ) -> RepositorySnapshot:
         """Revisions (with mtimes), tags' current links (with push times) and, with
         ``history``, every tag's ``index/`` history and files (and, on an object store,
         the files in revision folders besides their links). On a store with folders,
-        the revisions folder's mtime is read first."""
+        the revisions folder's mtime is read first. ``prelisted``: the repository's
+        ``_manifests/`` keys from ``repository_listings``, read as a walk of it."""
         stamp = await self.revisions_stamp(repository)
         tags_dir = layout.tags_dir(repository)
         tag_names: list[str] = []
@@ -288,7 +389,9 @@ class RegistryView:
         listed: dict[str, FileInfo] = {}
         revisions: dict[Digest, float] = {}
         doubts: dict[str, str] = {}
-        if not self.store.has_directories and (history or self.cache is not None):
+        if prelisted is not None or (
+            not self.store.has_directories and (history or self.cache is not None)
+        ):
             # An object store, where a listing is flat and carries each key's validator:
             # one walk of _manifests/ gives the revision links, the tags' current links
             # (with their ETags, for the cache) and, with ``history``, every tag's
@@ -297,7 +400,12 @@ class RegistryView:
             # the same keys in two or three requests instead of one.
             if history:
                 tag_history, revision_files, tag_files = {}, {}, {}
-            async for files in self.store.walk(layout.manifests_dir(repository)):
+            pages = (
+                self.store.walk(layout.manifests_dir(repository))
+                if prelisted is None
+                else _one_page(prelisted.files)
+            )
+            async for files in pages:
                 for file in files:
                     top, _, rest = file.key.partition("/")
                     if top == "revisions":
@@ -564,6 +672,10 @@ class RegistryView:
             keys.append(f"{folder}/{layout.DATA}")
             directories.append(folder)
         return RemovalKeys(tuple(keys), tuple(directories))
+
+
+async def _one_page(files: list[FileInfo]) -> AsyncIterator[list[FileInfo]]:
+    yield files
 
 
 def _warn_not_followed(key: str) -> None:

@@ -158,7 +158,7 @@ class MemoryStore:
             self.listed_keys += len(page)
             yield page
 
-    def _timed_pages(self, pages: Iterator[list[T]]) -> Iterator[list[T]]:
+    def _timed_pages(self, pages: Iterator[T]) -> Iterator[T]:
         """``pages``, the CPU spent making each added to ``cpu_s`` (what a server and
         the client's parsing would spend: a model subtracts it from the run's CPU)."""
         while True:

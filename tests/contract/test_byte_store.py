@@ -79,9 +79,13 @@ def test_a_walk_rolling_up_at_a_delimiter_gives_the_rest_as_a_walk_does(layout: 
     ])  # fmt: skip
     found = run(store, lambda s: rolled_up(s, "r", "/_layers/"))
     assert found == [
-        ("a-b/_layers_not/k", False), ("a/_layers/", True),
-        ("a/_manifests/tags/t/current/link", False), ("a/_uploads/u/data", False),
-        ("a/b/_layers/", True), ("a/b/_manifests/revisions/x/link", False), ("z", False),
+        ("a-b/_layers_not/k", False),
+        ("a/_layers/", True),
+        ("a/_manifests/tags/t/current/link", False),
+        ("a/_uploads/u/data", False),
+        ("a/b/_layers/", True),
+        ("a/b/_manifests/revisions/x/link", False),
+        ("z", False),
     ]
     files = run(store, lambda s: _rolled_files(s, "r/a/_manifests", "/_layers/"))
     assert files == {"tags/t/current/link": 2}

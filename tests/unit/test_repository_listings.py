@@ -1,0 +1,176 @@
+"""The flat listing of ``repositories/`` (``RegistryView.repository_listings``): on an
+object store one listing rolled up at ``/_layers/`` stands for the walk of every folder
+and of every repository's ``_manifests/``. It must find the same repositories, hand each
+the same keys a walk of its ``_manifests/`` gives (or none, so that its snapshot lists
+it), and the snapshots made from those keys must equal the snapshots made by listing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regcleaner import layout
+from regcleaner.storage.base import FileInfo
+from regcleaner.view import ManifestKeys, RegistryView
+from testkit.memory import MemoryStore
+
+REPOS = layout.REPOSITORIES
+HEX = "ab" * 32
+
+# Folders that make repositories or look like them: names that sort around "/" ("a-b",
+# "a.b", "a0"), nested ones, and folders the walk never enters (empty, a leading "_").
+NAMES = ["a", "b", "a/b", "a/0", "a-b", "a.b", "a0", "0", "_x/a", "a/_uploads/b", "a//b", ""]
+FOLDERS = ["_manifests", "_manifests", "_layers", "_uploads", "x", ""]
+TAILS = [
+    f"revisions/sha256/{HEX}/link", "revisions/sha256/bad/link", f"revisions/sha256/{HEX}/sig",
+    "tags/t/current/link", f"tags/t/index/sha256/{HEX}/link", "tags/u/current/link",
+    "tags/t/_layers/x", "tags/z/_layers/x", "_layers/y", "link", "",
+]  # fmt: skip
+
+keys = st.lists(
+    st.builds(
+        lambda name, folder, tail: "/".join([REPOS, name, folder, tail]).rstrip("/") or REPOS,
+        st.sampled_from(NAMES),
+        st.sampled_from(FOLDERS),
+        st.sampled_from(TAILS),
+    ),
+    max_size=40,
+)
+
+
+def store_of(found: list[str], page: int) -> MemoryStore:
+    store = MemoryStore(name="listings")
+    for key in found:
+        store.put(key, f"sha256:{HEX}".encode())
+    store.page_size = page
+    return store
+
+
+async def walked(store: MemoryStore) -> dict[str, list[FileInfo]]:
+    """What the folder-by-folder walk finds, and a walk of each ``_manifests/``."""
+    view = RegistryView(store)
+    names: list[str] = []
+
+    async def found(name: str) -> None:
+        names.append(name)
+
+    await view.repositories(found)
+    result: dict[str, list[FileInfo]] = {}
+    for name in names:
+        assert name not in result
+        files = [f async for page in store.walk(layout.manifests_dir(name)) for f in page]
+        result[name] = files
+    return result
+
+
+async def flat(store: MemoryStore) -> list[tuple[str, ManifestKeys | None, float]]:
+    view = RegistryView(store)
+    emitted: list[tuple[str, ManifestKeys | None, float]] = []
+
+    async def found(name: str, keys: ManifestKeys | None) -> None:
+        emitted.append((name, keys, time.monotonic()))
+
+    await view.repository_listings(found)
+    return emitted
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keys, st.sampled_from([1, 2, 3, 1000]), st.sampled_from([2, 20_000]))
+def test_the_flat_listing_finds_what_the_walks_find(found: list[str], page: int, most: int) -> None:
+    started = time.monotonic()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("regcleaner.view.MAX_PRELISTED_KEYS", most)
+        emitted = asyncio.run(flat(store_of(found, page)))
+    expected = asyncio.run(walked(store_of(found, page)))
+    names = [name for name, _, _ in emitted]
+    assert sorted(names) == sorted(expected)  # each once
+    for name, keys, at in emitted:
+        if keys is None:
+            # only where the listing rolled something up in it, or it held too much
+            inside = f"{name}/_manifests/"
+            rolled = any(
+                k[len(REPOS) + 1 :].startswith(inside) and "/_layers/" in k[len(REPOS) + 1 :]
+                for k in found
+            )
+            assert rolled or len(expected[name]) > most
+            continue
+        assert keys.files == expected[name]
+        assert started <= keys.listed_at <= at
+
+
+def test_a_repository_is_as_old_as_the_page_that_first_showed_it() -> None:
+    """``listed_at`` is taken before the request of the page that holds a repository's
+    first key: a push watch counts the snapshot from then."""
+    store = store_of([f"{REPOS}/{name}/_manifests/tags/t/current/link" for name in "abc"], 1)
+    times: list[float] = []
+    original = store.walk_rolling_up
+
+    def counted(
+        prefix: str, delimiter: str
+    ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+        async def pages() -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+            async for page in original(prefix, delimiter):
+                times.append(time.monotonic())
+                yield page
+
+        return pages()
+
+    store.walk_rolling_up = counted  # type: ignore[method-assign]
+    emitted = asyncio.run(flat(store))
+    assert [name for name, _, _ in emitted] == ["a", "b", "c"]
+    for (_, keys, _), answered in zip(emitted, times, strict=True):
+        assert keys is not None
+        assert keys.listed_at <= answered
+    first, second, third = (keys.listed_at for _, keys, _ in emitted if keys is not None)
+    assert first <= times[0] <= second <= times[1] <= third
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keys, st.booleans())
+def test_snapshots_from_the_flat_listing_equal_snapshots_that_list(
+    found: list[str], history: bool
+) -> None:
+    store = store_of(found, 2)
+
+    async def compare() -> None:
+        view = RegistryView(store)
+        emitted: list[tuple[str, ManifestKeys | None]] = []
+
+        async def take(name: str, keys: ManifestKeys | None) -> None:
+            emitted.append((name, keys))
+
+        await view.repository_listings(take)
+        for name, keys in emitted:
+            listed = await view.snapshot(name, history=history)
+            given_keys = await view.snapshot(name, history=history, prelisted=keys)
+            assert given_keys == listed
+
+    asyncio.run(compare())
+
+
+def test_the_flat_listing_takes_a_page_for_a_thousand_entries() -> None:
+    """2,000 repositories of 9 keys below ``_manifests/`` and 50 layer links each:
+    20 full pages (the layer links rolled up, one entry a repository) instead of a
+    listing of every folder and a walk of every ``_manifests/`` (4,000 and more)."""
+    store = MemoryStore(name="pages")
+    for index in range(2000):
+        base = f"{REPOS}/r{index:04d}"
+        for tag in range(4):
+            store.put_unsorted(f"{base}/_manifests/tags/t{tag}/current/link", b"x", mtime=1.0)
+            store.put_unsorted(
+                f"{base}/_manifests/tags/t{tag}/index/sha256/{HEX}/link", b"x", mtime=1.0
+            )
+        store.put_unsorted(f"{base}/_manifests/revisions/sha256/{HEX}/link", b"x", mtime=1.0)
+        for layer in range(50):
+            store.put_unsorted(f"{base}/_layers/sha256/{layer:064x}/link", b"x", mtime=1.0)
+    store.sort_keys()
+    emitted = asyncio.run(flat(store))
+    assert len(emitted) == 2000
+    assert all(keys is not None and len(keys.files) == 9 for _, keys, _ in emitted)
+    assert store.stats.list == 20  # 20,000 entries, 1,000 a page
+    assert store.listed_keys == 20_000
