@@ -293,9 +293,10 @@ class RegistryView:
         listing rolls up at ``ROLL_UP`` (S3), every ``_manifests/`` key in full pages
         with each repository's layer links as one entry, in place of a listing of every
         folder and a walk of every ``_manifests/`` (about one request a repository
-        each). ``None`` where the snapshot must list the repository itself: on a disk,
-        and for a repository whose ``_manifests/`` holds something rolled up or more
-        than ``MAX_PRELISTED_KEYS`` keys."""
+        each). The top-level folders are listed first and split into ranges listed side
+        by side (``listing_concurrency``). ``None`` where the snapshot must list the
+        repository itself: on a disk, and for a repository whose ``_manifests/`` holds
+        something rolled up or more than ``MAX_PRELISTED_KEYS`` keys."""
         store = self.store
         if store.has_directories or not isinstance(store, RollingUpStore):
 
@@ -304,11 +305,41 @@ class RegistryView:
 
             await self.repositories(plain)
             return
+        tops: list[str] = []
+        async for page in store.list_children(layout.REPOSITORIES):
+            tops += [entry.name + "/" for entry in page if entry.kind == "dir"]
+        # A folder's keys all sort between two others' (``name/`` is never a prefix of
+        # another ``name/``), so ranges bounded by ``name/`` split no repository.
+        tops.sort()
+        count = max(1, min(store.listing_concurrency, len(tops)))
+        bounds = [tops[len(tops) * i // count] for i in range(1, count)]
+        lows: list[str | None] = [None, *bounds]
+        highs: list[str | None] = [*bounds, None]
+        if count == 1:
+            await self._list_range(store, None, None, emit)
+            return
+        async with asyncio.TaskGroup() as group:
+            for low, high in zip(lows, highs, strict=True):
+                group.create_task(self._list_range(store, low, high, emit))
+
+    async def _list_range(
+        self,
+        store: RollingUpStore,
+        low: str | None,
+        high: str | None,
+        emit: Callable[[str, ManifestKeys | None], Awaitable[None]],
+    ) -> None:
+        """The repositories whose keys (relative to ``repositories/``) sort from
+        ``low`` (None: the first) to before ``high`` (None: the last), from one
+        listing rolled up at ``ROLL_UP``."""
         name: str | None = None  # the repository whose _manifests/ the listing is in
         inside = ""  # its _manifests/, relative to repositories/
         files: list[FileInfo] | None = None
         listed_at = 0.0
-        pages = store.walk_rolling_up(layout.REPOSITORIES, ROLL_UP)
+        # "a/" itself is no repository's key; what sorts before it ("a-b/...") is the
+        # range before (and skipped below, should a store give it)
+        after = low or ""
+        pages = store.walk_rolling_up(layout.REPOSITORIES, ROLL_UP, start_after=after)
         async with contextlib.aclosing(pages):
             while True:
                 sent = time.monotonic()
@@ -321,6 +352,10 @@ class RegistryView:
                     entries += [(prefix, None) for prefix in rolled]
                     entries.sort(key=lambda entry: entry[0])
                 for key, file in entries:
+                    if high is not None and key >= high:
+                        break
+                    if low is not None and key < low:
+                        continue
                     if name is not None and key.startswith(inside):
                         if files is not None:
                             if file is None or len(files) >= MAX_PRELISTED_KEYS:
@@ -336,6 +371,9 @@ class RegistryView:
                         continue
                     name, inside, listed_at = repository, repository + _MANIFESTS_PART, sent
                     files = None if file is None else [file._replace(key=key[len(inside) :])]
+                else:
+                    continue
+                break  # past the range
         if name is not None:
             await emit(name, None if files is None else ManifestKeys(files, listed_at))
 

@@ -247,14 +247,18 @@ class MemoryStore:
                 yield page
 
     async def walk_rolling_up(
-        self, prefix: str, delimiter: str
+        self, prefix: str, delimiter: str, *, start_after: str = ""
     ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
         base = self._folder(prefix)
 
         def entries() -> Iterator[tuple[str, bool]]:
             """Keys, and each rolled-up part once (True: ends in the delimiter), in order."""
             keys, objects = self._sorted, self.objects
-            index = bisect.bisect_left(keys, base)
+            index = (
+                bisect.bisect_right(keys, base + start_after)
+                if start_after
+                else bisect.bisect_left(keys, base)
+            )
             while index < len(keys):
                 key = keys[index]
                 if not key.startswith(base):

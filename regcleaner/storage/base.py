@@ -197,11 +197,12 @@ class RollingUpStore(Protocol):
     some of them hold far more keys than the caller wants."""
 
     def walk_rolling_up(
-        self, prefix: str, delimiter: str
+        self, prefix: str, delimiter: str, *, start_after: str = ""
     ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
         """Every file below ``prefix`` as ``walk`` gives it, except the files whose key
         (relative to ``prefix``) holds ``delimiter``: each distinct part of such keys up
         to and including the delimiter's first occurrence comes once, in the second
         list, in their place. Pages of ``page_size`` entries of both kinds, in key
-        order across pages (within a page each list is in order)."""
+        order across pages (within a page each list is in order). With
+        ``start_after`` (relative to ``prefix``), only what sorts after it."""
         ...

@@ -211,13 +211,16 @@ class S3Store:
         self.stats.head += 1
 
     async def _pages(
-        self, prefix: str, *, delimiter: str | None = None
+        self, prefix: str, *, delimiter: str | None = None, start_after: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Pages of ListObjectsV2 under ``prefix`` (a full key prefix)."""
+        """Pages of ListObjectsV2 under ``prefix`` (a full key prefix), from the first
+        key after ``start_after`` (a full key) if given."""
         client = await self._ensure_client()
         kwargs: dict[str, Any] = {"Bucket": self.options.bucket, "Prefix": prefix}
         if delimiter:
             kwargs["Delimiter"] = delimiter
+        if start_after:
+            kwargs["StartAfter"] = start_after
         token: str | None = None
         seen: set[str] = set()
         try:
@@ -225,7 +228,7 @@ class S3Store:
                 page: dict[str, Any] | None = None
                 if self._fast is not None:
                     try:
-                        page = await self._fast.page(prefix, delimiter, token)
+                        page = await self._fast.page(prefix, delimiter, token, start_after)
                     except NotServed:
                         page = None
                 if page is None:
@@ -293,10 +296,11 @@ class S3Store:
                 yield files
 
     async def walk_rolling_up(
-        self, prefix: str, delimiter: str
+        self, prefix: str, delimiter: str, *, start_after: str = ""
     ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
         base = self._dir(prefix)
-        async for page in self._pages(base, delimiter=delimiter):
+        after = base + start_after if start_after else None
+        async for page in self._pages(base, delimiter=delimiter, start_after=after):
             files = [
                 FileInfo(item["Key"][len(base) :], _seconds(item["LastModified"]),
                          int(item.get("Size", 0)), True, item.get("ETag"))

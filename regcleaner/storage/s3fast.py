@@ -341,13 +341,17 @@ class FastReads:
         finally:
             response.release()
 
-    async def page(self, prefix: str, delimiter: str | None, token: str | None) -> dict[str, Any]:
+    async def page(
+        self, prefix: str, delimiter: str | None, token: str | None, start_after: str | None = None
+    ) -> dict[str, Any]:
         """One ListObjectsV2 page as botocore's client returns it (keys decoded)."""
         import aiohttp
 
         query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
         if delimiter:
             query["delimiter"] = delimiter
+        if start_after:
+            query["start-after"] = start_after
         if token is not None:
             query["continuation-token"] = token
         response = await self._request("GET", self.base_path.rstrip("/") or "/", query)

@@ -53,12 +53,14 @@ def test_walk_gives_every_file_below_with_relative_keys(layout: Layout) -> None:
     assert run(layout.store(), lambda s: walked(s, "nothing")) == {}
 
 
-async def rolled_up(store: ByteStore, prefix: str, delimiter: str) -> list[tuple[str, bool]]:
+async def rolled_up(
+    store: ByteStore, prefix: str, delimiter: str, *, start_after: str = ""
+) -> list[tuple[str, bool]]:
     """Entries in the order the pages give them (True: rolled up), each page in key
     order; the pages' order checked too."""
     assert isinstance(store, RollingUpStore)
     found: list[tuple[str, bool]] = []
-    async for files, rolled in store.walk_rolling_up(prefix, delimiter):
+    async for files, rolled in store.walk_rolling_up(prefix, delimiter, start_after=start_after):
         page = sorted([(f.key, False) for f in files] + [(r, True) for r in rolled])
         assert not found or found[-1][0] < page[0][0]
         found += page
@@ -87,6 +89,9 @@ def test_a_walk_rolling_up_at_a_delimiter_gives_the_rest_as_a_walk_does(layout: 
         ("a/b/_manifests/revisions/x/link", False),
         ("z", False),
     ]
+    after = run(store, lambda s: rolled_up(s, "r", "/_layers/", start_after="a/"))
+    assert after == found[1:]  # "a-b/..." sorts before "a/"
+    assert run(store, lambda s: rolled_up(s, "r", "/_layers/", start_after="a/b/")) == found[4:]
     files = run(store, lambda s: _rolled_files(s, "r/a/_manifests", "/_layers/"))
     assert files == {"tags/t/current/link": 2}
     assert run(store, lambda s: rolled_up(s, "nothing", "/_layers/")) == []
