@@ -267,7 +267,9 @@ class _Pages:
         self.pages = pages
         self.tokens: list[str | None] = []
 
-    async def page(self, prefix: str, delimiter: str | None, token: str | None) -> dict[str, Any]:
+    async def page(
+        self, prefix: str, delimiter: str | None, token: str | None, start_after: str | None
+    ) -> dict[str, Any]:
         self.tokens.append(token)
         if not self.pages:
             raise NotServed("no more")
