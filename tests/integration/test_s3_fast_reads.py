@@ -60,10 +60,15 @@ async def _everything(store: S3Store) -> dict[str, Any]:
         stats = await store.stat_many([*ODD_KEYS, "missing/key"])
         walked = [(f.key, f.mtime, f.size, f.etag) async for page in store.walk("") for f in page]
         children = [e async for page in store.list_children("") for e in page]
+        rolled = [
+            (sorted(f.key for f in files), rolled)
+            async for files, rolled in store.walk_rolling_up("", "/deep/", start_after=ODD_KEYS[1])
+        ]
         missing = await store.read("missing/key", 100)
         served = store._fast is not None and store._fast.enabled
         return {"reads": reads, "stats": stats, "walked": walked, "children": children,
-                "missing": missing, "fast": served, "requests": store.stats}  # fmt: skip
+                "rolled": rolled, "missing": missing, "fast": served,
+                "requests": store.stats}  # fmt: skip
     finally:
         await store.aclose()
 
@@ -82,10 +87,12 @@ def test_own_reads_are_accepted_by_a_server_checking_signatures_and_agree_with_b
     slow = asyncio.run(_everything(_store(server, access, secret, fast=False)))
     assert fast["fast"]  # built, and never turned off
     assert not slow["fast"]
-    for name in ("reads", "stats", "walked", "children", "missing"):
+    for name in ("reads", "stats", "walked", "children", "rolled", "missing"):
         assert fast[name] == slow[name], name
     assert [blob.data for blob in fast["reads"]] == [b"x" * (i + 1) for i in range(len(ODD_KEYS))]
     assert len(fast["walked"]) == len(ODD_KEYS) + 1005
+    assert ["many/deep/"] in [rolled for _, rolled in fast["rolled"]]
+    assert all(key > ODD_KEYS[1] for files, _ in fast["rolled"] for key in files)
     assert fast["missing"] is None
     assert fast["stats"][-1] is None
     assert fast["requests"] == slow["requests"]  # one count per request, either way

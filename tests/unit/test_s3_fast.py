@@ -71,13 +71,16 @@ def test_an_object_request_is_signed_as_botocore_signs_it(
 
 
 @settings(max_examples=150, deadline=None)
-@given(prefix=key_text, token=st.none() | key_text, delimiter=st.sampled_from([None, "/"]))
+@given(prefix=key_text, token=st.none() | key_text,
+       delimiter=st.sampled_from([None, "/", "/_layers/"]), after=st.none() | key_text)  # fmt: skip
 def test_a_listing_is_signed_as_botocore_signs_it(
-    prefix: str, token: str | None, delimiter: str | None
+    prefix: str, token: str | None, delimiter: str | None, after: str | None
 ) -> None:
     query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
     if delimiter:
         query["delimiter"] = delimiter
+    if after:
+        query["start-after"] = after
     if token is not None:
         query["continuation-token"] = token
     with pytest.MonkeyPatch.context() as monkeypatch:
