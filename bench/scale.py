@@ -126,7 +126,6 @@ ASSUMPTIONS: dict[str, Any] = {
     "latency_s": 0.020,
     "get_in_flight": 64,
     "list_in_flight": 16,
-    "scan_walks_in_flight": 4,
     "delete_in_flight": 8,
     "s3_get_per_s_per_prefix": 5500,
     "s3_write_per_s_per_prefix": 3500,
@@ -141,9 +140,8 @@ ASSUMPTIONS: dict[str, Any] = {
     "notes": [
         "latency_s: every request waits 20 ms (the issue's figure); requests in flight "
         "overlap their waits: up to get_in_flight GET/HEAD, list_in_flight LIST (the "
-        "listing of folders and blobs), scan_walks_in_flight walks of a repository's "
-        "_manifests/ (the engine's scan workers) and delete_in_flight DeleteObjects "
-        "at once (regcleaner's defaults).",
+        "ranges of the flat listing of repositories/, the listing of the blobs' "
+        "folders) and delete_in_flight DeleteObjects at once (regcleaner's defaults).",
         "S3 serves 5,500 GET/HEAD/LIST requests and 3,500 PUT/DELETE a second per "
         "partitioned prefix (AWS's published rates); a DeleteObjects counts as one "
         "DELETE a key it carries; prefixes=1 assumes S3 has not partitioned the bucket "
@@ -180,8 +178,9 @@ ASSUMPTIONS: dict[str, Any] = {
         "repository's _layers (about 10,000 more LIST requests and 5 million keys).",
         "with_shards: clean --shard I/N in `shards` processes (an Indexed Job, or "
         "processes on one machine with that many cores): the scan and the deletions "
-        "divide their CPU and latency by the shards, but each shard lists (and its "
-        "engine notes) all the blobs when warm; S3's rate bound is shared; gc runs "
+        "divide their CPU and latency by the shards, but each shard lists "
+        "repositories/ whole and, when warm, all the blobs (and its engine notes "
+        "them); S3's rate bound is shared; gc runs "
         "after them as one process of its own, which lists the blobs itself (the "
         "cold window's gc).",
         "distribution's garbage-collect: sequential requests (one at a time), "
@@ -203,33 +202,31 @@ def _phase(
 ) -> dict[str, float]:
     """Seconds for one phase: the largest of latency, CPU and S3's rate bound.
     ``requests`` counts ``get``, ``head``, ``list`` (LIST requests, list_in_flight at
-    once), ``walks`` (LIST requests of the scan's repository walks), ``keys`` (what
-    listings return), ``delete`` (DeleteObjects) and ``deleted_keys``."""
+    once), ``keys`` (what listings return), ``delete`` (DeleteObjects) and
+    ``deleted_keys``."""
     latency = a["latency_s"]
     reads = requests.get("get", 0.0) + requests.get("head", 0.0)
     lists = requests.get("list", 0.0)
-    walks = requests.get("walks", 0.0)
     deletes = requests.get("delete", 0.0)
     latency_bound = (
         reads * latency / a["get_in_flight"]
         + lists * latency / a["list_in_flight"]
-        + walks * latency / a["scan_walks_in_flight"]
         + deletes * latency / a["delete_in_flight"]
     )
     key_ms = (cpu["list_page_ms"] - cpu["get_ms"]) / a["page_keys"]
     client_cpu = (
         requests.get("get", 0.0) * cpu["get_ms"]
         + requests.get("head", 0.0) * cpu["head_ms"]
-        + (lists + walks) * cpu["get_ms"]
+        + lists * cpu["get_ms"]
         + requests.get("keys", 0.0) * key_ms
         + deletes * cpu["list_page_ms"]
     ) / 1000
     # Shards are processes of their own: their CPU and their requests in flight add up.
     latency_bound /= shards
     cpu_bound = (engine_cpu_s + client_cpu) / shards
-    rate_bound = (reads + lists + walks) / (
-        a["s3_get_per_s_per_prefix"] * a["prefixes"]
-    ) + requests.get("deleted_keys", 0.0) / (a["s3_write_per_s_per_prefix"] * a["prefixes"])
+    rate_bound = (reads + lists) / (a["s3_get_per_s_per_prefix"] * a["prefixes"]) + requests.get(
+        "deleted_keys", 0.0
+    ) / (a["s3_write_per_s_per_prefix"] * a["prefixes"])
     return {
         "seconds": max(latency_bound, cpu_bound, rate_bound),
         "latency_bound_s": latency_bound,
@@ -282,12 +279,10 @@ def model(
     per_manifest = manifests / run["manifests"]
     growth = max(per_manifest, blobs / window["blobs"])
     blobs_listed = blob_listing(blobs, a)
-    # The scan's listings: half discover the repository folders, half walk one
-    # repository's _manifests/ each (the engine's scan workers); the cold scan lists
-    # no blobs.
-    repository_lists = cold["list"] * per_repository
-    scan_lists = {"list": repository_lists / 2, "walks": repository_lists / 2,
-                  "keys": cold["listed_keys"] * per_manifest}  # fmt: skip
+    # The scan's listing of repositories/ (the top-level folders, then the flat listing
+    # in ranges side by side), in entries that grow with the manifests; the cold scan
+    # lists no blobs.
+    scan_lists = {"list": cold["list"] * per_manifest, "keys": cold["listed_keys"] * per_manifest}
     scan_cold = _plus(scan_lists, {"get": cold["get"] * (manifests + tags)
                                    / (run["manifests"] + run["tags"])})  # fmt: skip
     scan_warm = _plus(
@@ -343,10 +338,12 @@ def model(
     # the cold window's gc). Each shard lists all the blobs when warm, and its engine
     # notes them all: that part of the engine's CPU is not divided.
     n = a["shards"]
-    sharded_scan_warm = _plus(scan_warm, _scaled(blobs_listed, n - 1))
+    # Each shard lists repositories/ whole too (it keeps the keys of its own).
+    sharded_scan_warm = _plus(scan_warm, _scaled(_plus(blobs_listed, scan_lists), n - 1))
+    sharded_scan_cold = _plus(scan_cold, _scaled(scan_lists, n - 1))
     noting = alone["gc_validation_cpu_s"] * growth
     sharded = {
-        "scan_cold": _phase(scan_cold, cold["engine_cpu_s"] * growth, cpu, a, n),
+        "scan_cold": _phase(sharded_scan_cold, cold["engine_cpu_s"] * growth, cpu, a, n),
         "scan_warm": _phase(sharded_scan_warm, scan_warm_engine + noting * (n - 1), cpu, a, n),
         "delete": _phase(delete_phase, delete_cpu_each * deleted, cpu, a, n),
     }
@@ -359,7 +356,7 @@ def model(
         + math.ceil(blobs / a["page_keys"])
         + swept
     )
-    scan_requests = scan_warm["list"] + scan_warm["walks"] + scan_warm["get"] + scan_warm["head"]
+    scan_requests = scan_warm["list"] + scan_warm["get"] + scan_warm["head"]
     window_requests = (scan_requests + delete_phase["delete"] + gc_warm["list"]
                        + gc_warm["delete"])  # fmt: skip
     return {
@@ -370,7 +367,7 @@ def model(
         "requests_per_manifest_warm_window": round(window_requests / manifests, 4),
         "gets_per_manifest_warm": round(scan_warm["get"] / manifests, 4),
         "list_requests_warm_per_1000_keys": round(
-            (scan_warm["list"] + scan_warm["walks"]) / (scan_warm["keys"] / 1000), 2
+            scan_warm["list"] / (scan_warm["keys"] / 1000), 2
         ),
         "with_shards": {
             "shards": n,

@@ -276,7 +276,13 @@ class Engine:
 
     async def _produce(self, names: Channel[Listed]) -> None:
         try:
-            await self.view.repository_listings(lambda name, keys: self._offer(name, keys, names))
+            settings = self.settings
+            await self.view.repository_listings(
+                lambda name, keys: self._offer(name, keys, names),
+                lambda name: repository_in_view(
+                    name, settings.include, settings.exclude, settings.shard
+                ),
+            )
             if not self.stop.stop_requested:
                 self.report.scan_complete = True
         except* _StopWalk:

@@ -286,7 +286,9 @@ class RegistryView:
         return children, here
 
     async def repository_listings(
-        self, emit: Callable[[str, ManifestKeys | None], Awaitable[None]]
+        self,
+        emit: Callable[[str, ManifestKeys | None], Awaitable[None]],
+        wanted: Callable[[str], bool] = lambda _: True,
     ) -> None:
         """``repositories``, each repository with its ``_manifests/`` keys where one
         flat listing of ``repositories/`` can give them: on an object store whose
@@ -296,7 +298,8 @@ class RegistryView:
         each). The top-level folders are listed first and split into ranges listed side
         by side (``listing_concurrency``). ``None`` where the snapshot must list the
         repository itself: on a disk, and for a repository whose ``_manifests/`` holds
-        something rolled up or more than ``MAX_PRELISTED_KEYS`` keys."""
+        something rolled up or more than ``MAX_PRELISTED_KEYS`` keys, and for one not
+        ``wanted`` (its keys are not kept)."""
         store = self.store
         if store.has_directories or not isinstance(store, RollingUpStore):
 
@@ -316,11 +319,11 @@ class RegistryView:
         lows: list[str | None] = [None, *bounds]
         highs: list[str | None] = [*bounds, None]
         if count == 1:
-            await self._list_range(store, None, None, emit)
+            await self._list_range(store, None, None, emit, wanted)
             return
         async with asyncio.TaskGroup() as group:
             for low, high in zip(lows, highs, strict=True):
-                group.create_task(self._list_range(store, low, high, emit))
+                group.create_task(self._list_range(store, low, high, emit, wanted))
 
     async def _list_range(
         self,
@@ -328,6 +331,7 @@ class RegistryView:
         low: str | None,
         high: str | None,
         emit: Callable[[str, ManifestKeys | None], Awaitable[None]],
+        wanted: Callable[[str], bool],
     ) -> None:
         """The repositories whose keys (relative to ``repositories/``) sort from
         ``low`` (None: the first) to before ``high`` (None: the last), from one
@@ -370,7 +374,9 @@ class RegistryView:
                     if repository is None:
                         continue
                     name, inside, listed_at = repository, repository + _MANIFESTS_PART, sent
-                    files = None if file is None else [file._replace(key=key[len(inside) :])]
+                    files = None
+                    if file is not None and wanted(repository):
+                        files = [file._replace(key=key[len(inside) :])]
                 else:
                     continue
                 break  # past the range

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +19,9 @@ from hypothesis import strategies as st
 from regcleaner import layout
 from regcleaner.storage.base import FileInfo
 from regcleaner.view import ManifestKeys, RegistryView
-from testkit.memory import MemoryStore
+from testkit.memory import MemoryStore, registered
+from testkit.registry_writer import RegistryWriter
+from tests.conftest import run_cli
 
 REPOS = layout.REPOSITORIES
 HEX = "ab" * 32
@@ -69,28 +73,40 @@ async def walked(store: MemoryStore) -> dict[str, list[FileInfo]]:
     return result
 
 
-async def flat(store: MemoryStore) -> list[tuple[str, ManifestKeys | None, float]]:
+async def flat(
+    store: MemoryStore, wanted: Callable[[str], bool] = lambda _: True
+) -> list[tuple[str, ManifestKeys | None, float]]:
     view = RegistryView(store)
     emitted: list[tuple[str, ManifestKeys | None, float]] = []
 
     async def found(name: str, keys: ManifestKeys | None) -> None:
         emitted.append((name, keys, time.monotonic()))
 
-    await view.repository_listings(found)
+    await view.repository_listings(found, wanted)
     return emitted
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    keys, st.sampled_from([1, 2, 3, 1000]), st.sampled_from([2, 20_000]), st.sampled_from([1, 2, 5])
+    keys,
+    st.sampled_from([1, 2, 3, 1000]),
+    st.sampled_from([2, 20_000]),
+    st.sampled_from([1, 2, 5]),
+    st.sampled_from(["", "b"]),
 )
 def test_the_flat_listing_finds_what_the_walks_find(
-    found: list[str], page: int, most: int, ranges: int
+    found: list[str], page: int, most: int, ranges: int, unwanted: str
 ) -> None:
+    """Every repository once; the keys of each, unless something in its _manifests/
+    was rolled up, it holds too many, or it is not wanted (e.g. another shard's)."""
     started = time.monotonic()
+
+    def wanted(name: str) -> bool:
+        return not unwanted or unwanted not in name
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("regcleaner.view.MAX_PRELISTED_KEYS", most)
-        emitted = asyncio.run(flat(store_of(found, page, ranges)))
+        emitted = asyncio.run(flat(store_of(found, page, ranges), wanted))
     expected = asyncio.run(walked(store_of(found, page)))
     names = [name for name, _, _ in emitted]
     assert sorted(names) == sorted(expected)  # each once
@@ -102,8 +118,9 @@ def test_the_flat_listing_finds_what_the_walks_find(
                 k[len(REPOS) + 1 :].startswith(inside) and "/_layers/" in k[len(REPOS) + 1 :]
                 for k in found
             )
-            assert rolled or len(expected[name]) > most
+            assert rolled or len(expected[name]) > most or not wanted(name)
             continue
+        assert wanted(name)
         assert keys.files == expected[name]
         assert started <= keys.listed_at <= at
 
@@ -180,3 +197,56 @@ def test_the_flat_listing_takes_a_page_for_a_thousand_entries() -> None:
     assert len(emitted) == 2000
     assert all(keys is not None and len(keys.files) == 9 for _, keys, _ in emitted)
     assert store.stats.list == 2 + 4 * 5 + 3
+
+
+def registry(repositories: int) -> MemoryStore:
+    """Repositories (some nested) of tagged images and untagged history."""
+    store = MemoryStore(name="engine")
+    writer = RegistryWriter(store)
+    for r in range(repositories):
+        name = f"team{r % 3}/app{r}" if r % 2 else f"app{r}"
+        for n in range(3):
+            image = writer.image(name, f"c-{r}-{n}".encode(), [f"l-{r}-{n}".encode()], oci=True)
+            if n == 2:
+                writer.tag(name, "latest", image.descriptor.digest)
+    return store
+
+
+def decisions(tmp_path: Path, store: MemoryStore, *extra: str) -> tuple[dict[str, Any], Any]:
+    with registered(store):
+        answer = run_cli(
+            ["clean", "--storage", "memory", "--direct", "--dry-run", "--min-age", "0",
+             "--progress-interval", "0", *extra],
+            report_path=tmp_path / "report.json",
+        )  # fmt: skip
+    assert answer.report is not None, answer.output
+    by_name = {
+        record["name"]: (
+            sorted(entry["digest"] for entry in record["would_delete"]),
+            sorted(entry["digest"] for entry in record["kept"]),
+        )
+        for record in answer.report["repositories"]
+    }
+    return by_name, answer.report["summary"]["storage_requests"]
+
+
+@runtime_checkable
+class _NoStore(Protocol):
+    def no_store_has_this(self) -> None: ...
+
+
+@pytest.mark.parametrize("extra", [[], ["--cache", "CACHE"], ["--shard", "1/2"]])
+def test_a_run_plans_from_the_flat_listing_as_it_plans_from_walks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
+) -> None:
+    """The same decisions with the flat listing and without it (the folder walk and a
+    walk of each ``_manifests/``), in a fraction of the LIST requests."""
+    extra = [str(tmp_path / "cache.sqlite") if arg == "CACHE" else arg for arg in extra]
+    flat_plan, flat_requests = decisions(tmp_path, registry(60), *extra)
+    assert sum(len(going) for going, _ in flat_plan.values()) == 2 * len(flat_plan) >= 40
+    monkeypatch.setattr("regcleaner.view.RollingUpStore", _NoStore)  # as on a disk
+    (tmp_path / "cache.sqlite").unlink(missing_ok=True)
+    walked_plan, walked_requests = decisions(tmp_path, registry(60), *extra)
+    assert flat_plan == walked_plan
+    assert walked_requests["list"] >= 60
+    assert flat_requests["list"] <= 10
