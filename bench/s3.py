@@ -69,6 +69,11 @@ def main() -> int:
     return 0
 
 
+def _past(prefix: str) -> str:
+    """The least string above every string that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def patch_moto_listing() -> None:
     """Make moto's ListObjectsV2 cost what S3's costs: one page, not the whole bucket.
 
@@ -108,8 +113,7 @@ def patch_moto_listing() -> None:
         )
         if after:
             if delimiter and after.endswith(delimiter):  # a common prefix: past all of it
-                after = after[: -len(delimiter)] + chr(ord(delimiter[0]) + 1)
-                index = max(index, bisect.bisect_left(names, after))
+                index = max(index, bisect.bisect_left(names, _past(after)))
             else:
                 index = max(index, bisect.bisect_right(names, after))
         results: list[Any] = []
@@ -121,8 +125,7 @@ def patch_moto_listing() -> None:
             if delimiter and delimiter in rest:
                 folder = prefix + rest.split(delimiter)[0] + delimiter
                 results.append(folder)
-                stop = folder[: -len(delimiter)] + chr(ord(delimiter[0]) + 1)
-                index = bisect.bisect_left(names, stop)
+                index = bisect.bisect_left(names, _past(folder))
                 continue
             key = bucket.keys.get(name)
             if isinstance(key, FakeKey) and not isinstance(key, FakeDeleteMarker):
