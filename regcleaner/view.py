@@ -103,6 +103,9 @@ ROLL_UP = f"/{layout.LAYERS_DIR}/"
 """Where the flat listing of ``repositories/`` rolls keys up: each repository's layer
 links (most of its keys) come as one entry."""
 _MANIFESTS_PART = f"/{layout.MANIFESTS_DIR}/"
+FOLDERS_A_RANGE = 50
+"""The flat listing is split into ranges of at least this many top-level folders (each
+range costs a page more: it reads into the next to see where it ends)."""
 MAX_PRELISTED_KEYS = 20_000
 """A repository whose ``_manifests/`` holds more keys than this in the flat listing is
 listed again by its own snapshot: what the pipeline holds for repositories waiting to
@@ -314,7 +317,7 @@ class RegistryView:
         # A folder's keys all sort between two others' (``name/`` is never a prefix of
         # another ``name/``), so ranges bounded by ``name/`` split no repository.
         tops.sort()
-        count = max(1, min(store.listing_concurrency, len(tops)))
+        count = max(1, min(store.listing_concurrency, len(tops) // FOLDERS_A_RANGE))
         bounds = [tops[len(tops) * i // count] for i in range(1, count)]
         lows: list[str | None] = [None, *bounds]
         highs: list[str | None] = [*bounds, None]

@@ -106,6 +106,7 @@ def test_the_flat_listing_finds_what_the_walks_find(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("regcleaner.view.MAX_PRELISTED_KEYS", most)
+        patch.setattr("regcleaner.view.FOLDERS_A_RANGE", 1)
         emitted = asyncio.run(flat(store_of(found, page, ranges), wanted))
     expected = asyncio.run(walked(store_of(found, page)))
     names = [name for name, _, _ in emitted]
@@ -128,7 +129,7 @@ def test_the_flat_listing_finds_what_the_walks_find(
 def test_a_repository_is_as_old_as_the_page_that_first_showed_it() -> None:
     """``listed_at`` is taken before the request of the page that holds a repository's
     first key: a push watch counts the snapshot from then."""
-    store = store_of([f"{REPOS}/{name}/_manifests/tags/t/current/link" for name in "abc"], 1, 1)
+    store = store_of([f"{REPOS}/{name}/_manifests/tags/t/current/link" for name in "abc"], 1)
     times: list[float] = []
     original = store.walk_rolling_up
 
@@ -193,7 +194,7 @@ def test_the_flat_listing_takes_a_page_for_a_thousand_entries() -> None:
         for layer in range(50):
             store.put_unsorted(f"{base}/_layers/sha256/{layer:064x}/link", b"x", mtime=1.0)
     store.sort_keys()
-    emitted = asyncio.run(flat(store))
+    emitted = asyncio.run(flat(store))  # 500 folders a range (at least FOLDERS_A_RANGE)
     assert len(emitted) == 2000
     assert all(keys is not None and len(keys.files) == 9 for _, keys, _ in emitted)
     assert store.stats.list == 2 + 4 * 5 + 3
