@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import (
     AsyncIterator,
@@ -121,6 +122,31 @@ class ManifestKeys:
 
     files: list[FileInfo]
     listed_at: float
+
+
+_PLAIN_TOP = re.compile(r"[a-z0-9][a-z0-9._-]*/")
+_NOT_S3_ORDER = (
+    "the store does not list keys in S3's order (UTF-8 binary), which the flat listing "
+    "of repositories needs; nothing is planned from what it did not show"
+)
+
+
+def _ascending(keys: list[str], rolled: list[str], previous: str | None) -> str | None:
+    """The greatest of a page's ``keys`` and ``rolled`` prefixes, once each list is seen
+    to ascend strictly, and both to begin above ``previous`` (the greatest before);
+    StorageError otherwise."""
+    greatest = previous
+    for entries in (keys, rolled):
+        last = previous
+        for entry in entries:
+            if last is not None and entry <= last:
+                raise StorageError(
+                    f"listing {layout.REPOSITORIES}: {entry!r} came after {last!r}: {_NOT_S3_ORDER}"
+                )
+            last = entry
+        if last is not None and (greatest is None or last > greatest):
+            greatest = last
+    return greatest
 
 
 def _repository_of(relative: str) -> str | None:
@@ -317,16 +343,20 @@ class RegistryView:
         # A folder's keys all sort between two others' (``name/`` is never a prefix of
         # another ``name/``), so ranges bounded by ``name/`` split no repository.
         tops.sort()
-        count = max(1, min(store.listing_concurrency, len(tops) // FOLDERS_A_RANGE))
-        bounds = [tops[len(tops) * i // count] for i in range(1, count)]
+        # Bounds among plain names only: a StartAfter of odd characters is where S3's
+        # imitations differ most (moto answers 500 to one holding U+FFFF).
+        simple = [top for top in tops if _PLAIN_TOP.fullmatch(top)]
+        count = max(1, min(store.listing_concurrency, len(simple) // FOLDERS_A_RANGE))
+        bounds = [simple[len(simple) * i // count] for i in range(1, count)]
         lows: list[str | None] = [None, *bounds]
         highs: list[str | None] = [*bounds, None]
-        if count == 1:
-            await self._list_range(store, None, None, emit, wanted)
-            return
         async with asyncio.TaskGroup() as group:
             for low, high in zip(lows, highs, strict=True):
-                group.create_task(self._list_range(store, low, high, emit, wanted))
+                expected = {
+                    top for top in tops
+                    if (low is None or top >= low) and (high is None or top < high)
+                }  # fmt: skip
+                group.create_task(self._list_range(store, low, high, emit, wanted, expected))
 
     async def _list_range(
         self,
@@ -335,10 +365,17 @@ class RegistryView:
         high: str | None,
         emit: Callable[[str, ManifestKeys | None], Awaitable[None]],
         wanted: Callable[[str], bool],
+        expected: set[str],
     ) -> None:
         """The repositories whose keys (relative to ``repositories/``) sort from
         ``low`` (None: the first) to before ``high`` (None: the last), from one
-        listing rolled up at ``ROLL_UP``."""
+        listing rolled up at ``ROLL_UP``.
+
+        Grouping keys by repository, and the ranges' bounds, rely on S3's order (UTF-8
+        binary, which is Python's order of ``str``): a page out of that order, or a
+        top-level folder of the range (``expected``) the listing never showed though it
+        still holds keys, stops the run with a StorageError (a store that lists
+        otherwise, e.g. folder by folder, would have a repository skipped)."""
         name: str | None = None  # the repository whose _manifests/ the listing is in
         inside = ""  # its _manifests/, relative to repositories/
         files: list[FileInfo] | None = None
@@ -346,6 +383,9 @@ class RegistryView:
         # "a/" itself is no repository's key; what sorts before it ("a-b/...") is the
         # range before (and skipped below, should a store give it)
         after = low or ""
+        previous: str | None = low  # the greatest entry so far
+        top = "/"  # the top-level folder the listing is in
+        seen: set[str] = set()
         pages = store.walk_rolling_up(layout.REPOSITORIES, ROLL_UP, start_after=after)
         async with contextlib.aclosing(pages):
             while True:
@@ -355,6 +395,7 @@ class RegistryView:
                     break
                 found, rolled = page
                 entries: list[tuple[str, FileInfo | None]] = [(f.key, f) for f in found]
+                previous = _ascending([key for key, _ in entries], rolled, previous)
                 if rolled:
                     entries += [(prefix, None) for prefix in rolled]
                     entries.sort(key=lambda entry: entry[0])
@@ -363,6 +404,9 @@ class RegistryView:
                         break
                     if low is not None and key < low:
                         continue
+                    if not key.startswith(top) and (slash := key.find("/")) >= 0:
+                        top = key[: slash + 1]
+                        seen.add(top)
                     if name is not None and key.startswith(inside):
                         if files is not None:
                             if file is None or len(files) >= MAX_PRELISTED_KEYS:
@@ -385,6 +429,13 @@ class RegistryView:
                 break  # past the range
         if name is not None:
             await emit(name, None if files is None else ManifestKeys(files, listed_at))
+        for missing in sorted(expected - seen):
+            async for children in self.store.list_children(f"{layout.REPOSITORIES}/{missing}"):
+                if children:  # not removed since it was listed
+                    raise StorageError(
+                        f"listing {layout.REPOSITORIES}: {missing} holds keys, but the "
+                        f"listing of its range never showed them: {_NOT_S3_ORDER}"
+                    )
 
     # -- one repository -------------------------------------------------------------
 

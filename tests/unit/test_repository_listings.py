@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regcleaner import layout
+from regcleaner.concurrency import first_error
+from regcleaner.errors import StorageError
 from regcleaner.storage.base import FileInfo
 from regcleaner.view import ManifestKeys, RegistryView
 from testkit.memory import MemoryStore, registered
@@ -251,3 +253,79 @@ def test_a_run_plans_from_the_flat_listing_as_it_plans_from_walks(
     assert flat_plan == walked_plan
     assert walked_requests["list"] >= 60
     assert flat_requests["list"] <= 10
+
+
+class FolderOrderStore(MemoryStore):
+    """A store that lists folder by folder ("a/..." before "a.b/...", as "/" were the
+    least character), as some S3 imitations backed by a file system do: not S3's
+    order (UTF-8 binary), on which the flat listing groups keys and bounds ranges."""
+
+    async def walk_rolling_up(
+        self, prefix: str, delimiter: str, *, start_after: str = ""
+    ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+        def order(key: str) -> str:
+            return key.replace("/", "\0")
+
+        entries: list[tuple[str, FileInfo | None]] = []
+        async for files, rolled in super().walk_rolling_up(prefix, delimiter):
+            entries += [(f.key, f) for f in files] + [(r, None) for r in rolled]
+        entries.sort(key=lambda entry: order(entry[0]))
+        entries = [entry for entry in entries if order(entry[0]) > order(start_after)]
+        for at in range(0, len(entries), self.page_size):
+            page = entries[at : at + self.page_size]
+            yield [f for _, f in page if f is not None], [k for k, f in page if f is None]
+
+    def reopen(self) -> MemoryStore:
+        other = FolderOrderStore(clock=self.clock, name=self.name)
+        other.objects, other._sorted = self.objects, self._sorted
+        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
+        return other
+
+
+def signed_elsewhere(page: int) -> tuple[FolderOrderStore, str]:
+    """An image in ``a.b`` (a name that sorts between ``a`` and ``a/``), its signature
+    tag in ``sigs``: kept only if the run sees ``a.b``."""
+    store = FolderOrderStore(name="folder-order")
+    store.page_size, store.listing_concurrency = page, 3
+    writer = RegistryWriter(store)
+    image = None
+    for name in ("a", "a.b", "b"):
+        image_here = writer.image(name, f"c-{name}".encode(), [f"l-{name}".encode()], oci=True)
+        writer.tag(name, "v1", image_here.descriptor.digest)
+        if name == "a.b":
+            image = image_here
+    assert image is not None
+    signature = writer.image("sigs", b"sig-config", [b"sig"], oci=True)
+    signed = image.descriptor.digest.split(":")[1]
+    writer.tag("sigs", f"sha256-{signed}.sig", signature.descriptor.digest)
+    return store, signature.descriptor.digest
+
+
+@pytest.mark.parametrize("page", [2, 1000])
+def test_a_store_that_lists_out_of_s3_order_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
+    """Pages out of order (pages of 2), or a range that never shows a folder it holds
+    (pages of 1,000, where each page is sorted again): a StorageError, the run fails
+    and plans nothing from what it did not see: the signature of the image in ``a.b``
+    stays."""
+    monkeypatch.setattr("regcleaner.view.FOLDERS_A_RANGE", 1)
+    store, signature = signed_elsewhere(page)
+    with pytest.raises(ExceptionGroup) as raised:  # the ranges' TaskGroup
+        asyncio.run(flat(store))
+    error = first_error(raised.value, StorageError, "")
+    assert isinstance(error, StorageError)
+    assert "not list keys in S3's order" in str(error)
+    with registered(store):
+        answer = run_cli(
+            ["clean", "--storage", "memory", "--direct", "--dry-run", "--min-age", "0",
+             "--progress-interval", "0", "--prune-orphan-signatures"],
+            report_path=tmp_path / "report.json",
+        )  # fmt: skip
+    assert answer.exit_code != 0
+    assert "S3's order" in answer.output
+    report = answer.report
+    going = [] if report is None else [
+        entry["digest"] for record in report["repositories"] for entry in record["would_delete"]
+    ]  # fmt: skip
+    assert signature not in going
