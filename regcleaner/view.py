@@ -125,10 +125,7 @@ class ManifestKeys:
 
 
 _PLAIN_TOP = re.compile(r"[a-z0-9][a-z0-9._-]*/")
-_NOT_S3_ORDER = (
-    "the store does not list keys in S3's order (UTF-8 binary), which the flat listing "
-    "of repositories needs; nothing is planned from what it did not show"
-)
+_NOT_S3_ORDER = "the store does not list keys in S3's order (UTF-8 binary)"
 
 
 def _ascending(keys: list[str], rolled: list[str], previous: str | None) -> str | None:
@@ -350,13 +347,36 @@ class RegistryView:
         bounds = [simple[len(simple) * i // count] for i in range(1, count)]
         lows: list[str | None] = [None, *bounds]
         highs: list[str | None] = [*bounds, None]
-        async with asyncio.TaskGroup() as group:
-            for low, high in zip(lows, highs, strict=True):
-                expected = {
-                    top for top in tops
-                    if (low is None or top >= low) and (high is None or top < high)
-                }  # fmt: skip
-                group.create_task(self._list_range(store, low, high, emit, wanted, expected))
+        emitted: set[str] = set()
+
+        async def noted(name: str, keys: ManifestKeys | None) -> None:
+            await emit(name, keys)
+            emitted.add(name)  # not if the emit was cancelled: the walk below gives it
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for low, high in zip(lows, highs, strict=True):
+                    expected = {
+                        top for top in tops
+                        if (low is None or top >= low) and (high is None or top < high)
+                    }  # fmt: skip
+                    group.create_task(self._list_range(store, low, high, noted, wanted, expected))
+        except* StorageError as failed:
+            # Not every S3 imitation takes a delimiter of several characters (MinIO
+            # repeats a continuation token; others answer 400 or 501) or lists in S3's
+            # order. Each repository handed on so far was listed whole, in order; the
+            # rest is found folder by folder, which needs neither.
+            log.warning(
+                "the flat listing of %s failed (%s); listing it folder by folder instead "
+                "(%d repositories already read)",
+                layout.REPOSITORIES, failed.exceptions[0], len(emitted),
+            )  # fmt: skip
+
+            async def rest(name: str) -> None:
+                if name not in emitted:
+                    await emit(name, None)
+
+            await self.repositories(rest)
 
     async def _list_range(
         self,
@@ -374,8 +394,8 @@ class RegistryView:
         Grouping keys by repository, and the ranges' bounds, rely on S3's order (UTF-8
         binary, which is Python's order of ``str``): a page out of that order, or a
         top-level folder of the range (``expected``) the listing never showed though it
-        still holds keys, stops the run with a StorageError (a store that lists
-        otherwise, e.g. folder by folder, would have a repository skipped)."""
+        still holds keys, raises a StorageError (a store that lists otherwise, e.g.
+        folder by folder, would have a repository skipped)."""
         name: str | None = None  # the repository whose _manifests/ the listing is in
         inside = ""  # its _manifests/, relative to repositories/
         files: list[FileInfo] | None = None
