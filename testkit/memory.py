@@ -169,11 +169,11 @@ class MemoryStore:
                 return
             yield page
 
-    def _children(self, base: str) -> Iterator[str]:
-        """Names in folder ``base``: a file's name, or a folder's name and ``/`` once (a
-        common prefix, as S3 rolls them up, past whose keys the listing jumps)."""
+    def _rolling(self, base: str, delimiter: str, index: int) -> Iterator[tuple[str, bool]]:
+        """Keys below folder ``base`` from ``index`` of the sorted keys, in order; a key
+        holding ``delimiter`` after ``base`` as the part up to it, once (True: rolled
+        up, as S3 rolls up common prefixes), past whose keys the listing jumps."""
         keys, objects = self._sorted, self.objects
-        index = bisect.bisect_left(keys, base)
         while index < len(keys):
             key = keys[index]
             if not key.startswith(base):
@@ -181,14 +181,21 @@ class MemoryStore:
             if key not in objects:  # removed
                 index += 1
                 continue
-            head, slash, _ = key[len(base) :].partition("/")
-            if slash:
-                yield head + "/"
-                # "0" follows "/": past every key below base/head/
-                index = bisect.bisect_left(keys, base + head + "0", index)
-            else:
-                yield head
+            at = key.find(delimiter, len(base))
+            if at < 0:
+                yield key, False
                 index += 1
+                continue
+            rolled = key[: at + len(delimiter)]
+            yield rolled, True
+            # past every key that starts with ``rolled``
+            index = bisect.bisect_left(keys, rolled[:-1] + chr(ord(rolled[-1]) + 1), index)
+
+    def _children(self, base: str) -> Iterator[str]:
+        """Names in folder ``base``: a file's name, or a folder's name and ``/`` once."""
+        start = bisect.bisect_left(self._sorted, base)
+        for key, _ in self._rolling(base, "/", start):
+            yield key[len(base) :]
 
     async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
         base = self._folder(prefix)
@@ -252,29 +259,13 @@ class MemoryStore:
         base = self._folder(prefix)
 
         def entries() -> Iterator[tuple[str, bool]]:
-            """Keys, and each rolled-up part once (True: ends in the delimiter), in order."""
-            keys, objects = self._sorted, self.objects
-            index = (
+            keys = self._sorted
+            start = (
                 bisect.bisect_right(keys, base + start_after)
                 if start_after
                 else bisect.bisect_left(keys, base)
             )
-            while index < len(keys):
-                key = keys[index]
-                if not key.startswith(base):
-                    return
-                if key not in objects:  # removed
-                    index += 1
-                    continue
-                at = key.find(delimiter, len(base))
-                if at < 0:
-                    yield key, False
-                    index += 1
-                    continue
-                rolled = key[: at + len(delimiter)]
-                yield rolled, True
-                # past every key that starts with ``rolled``
-                index = bisect.bisect_left(keys, rolled[:-1] + chr(ord(rolled[-1]) + 1), index)
+            return self._rolling(base, delimiter, start)
 
         def pages() -> Iterator[tuple[list[FileInfo], list[str]]]:
             objects = self.objects
