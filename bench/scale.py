@@ -98,14 +98,15 @@ MEASURED_MOTO: dict[str, Any] = {
     "repositories": 3200,
     "manifests": 102_400,
     "blobs": 108_800,
-    "cold": {"list": 6_453, "get": 121_600, "head": 2, "wall_s": 354.8, "cpu_s": 52.0,
-             "peak_rss_mb": 78.7},
-    "warm": {"list": 6_710, "get": 0, "head": 2, "wall_s": 71.3, "cpu_s": 11.5,
-             "peak_rss_mb": 79.4},
+    "cold": {"list": 214, "get": 121_600, "head": 2, "wall_s": 402.5, "cpu_s": 60.5,
+             "peak_rss_mb": 80.5},
+    "warm": {"list": 471, "get": 0, "head": 2, "wall_s": 56.4, "cpu_s": 8.4,
+             "peak_rss_mb": 81.2},
 }  # fmt: skip
-"""The same on moto (kept alive, as S3 keeps connections), 2026-12-07 13:09-13:17, with
-regcleaner's own reads (storage/s3fast.py): client CPU of the whole run, and its own
-peak memory (wall time is moto's: one Python process answering on the same 2 cores)."""
+"""The same on moto (kept alive, as S3 keeps connections), 2026-12-07 18:55-19:04, with
+regcleaner's own reads (storage/s3fast.py) and the flat listing of repositories/:
+client CPU of the whole run, and its own peak memory (wall time is moto's: one Python
+process answering on the same 2 cores)."""
 
 MEASURED_CPU: dict[str, float] = {"get_ms": 0.396, "head_ms": 0.420, "list_page_ms": 5.34}
 """Client CPU per request through regcleaner's S3 store (``python -m bench.scale
