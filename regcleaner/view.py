@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import operator
 import re
 import time
 from collections.abc import (
@@ -116,16 +118,21 @@ be planned stays bounded."""
 @dataclass(frozen=True, slots=True)
 class ManifestKeys:
     """A repository's ``_manifests/`` keys from the flat listing of ``repositories/``
-    (relative to ``_manifests/``, as a walk of it gives them), and when the request
-    that first showed them was sent (``time.monotonic()``): the snapshot made from them
-    is as old as that."""
+    (each ``key[strip:]`` relative to ``_manifests/``, as a walk of it gives them), and
+    when the request that first showed them was sent (``time.monotonic()``): the
+    snapshot made from them is as old as that."""
 
     files: list[FileInfo]
     listed_at: float
+    strip: int = 0
 
 
 _PLAIN_TOP = re.compile(r"[a-z0-9][a-z0-9._-]*/")
 _NOT_S3_ORDER = "the store does not list keys in S3's order (UTF-8 binary)"
+
+
+def _keys(files: list[FileInfo] | None, listed_at: float, inside: str) -> ManifestKeys | None:
+    return None if files is None else ManifestKeys(files, listed_at, len(inside))
 
 
 def _ascending(keys: list[str], rolled: list[str], previous: str | None) -> str | None:
@@ -134,15 +141,19 @@ def _ascending(keys: list[str], rolled: list[str], previous: str | None) -> str 
     StorageError otherwise."""
     greatest = previous
     for entries in (keys, rolled):
-        last = previous
-        for entry in entries:
-            if last is not None and entry <= last:
-                raise StorageError(
-                    f"listing {layout.REPOSITORIES}: {entry!r} came after {last!r}: {_NOT_S3_ORDER}"
-                )
-            last = entry
-        if last is not None and (greatest is None or last > greatest):
-            greatest = last
+        if not entries:
+            continue
+        if not (
+            (previous is None or previous < entries[0])
+            and all(map(operator.lt, entries, itertools.islice(entries, 1, None)))
+        ):
+            pairs = zip([previous, *entries], entries, strict=False)
+            last, entry = next((a, b) for a, b in pairs if a is not None and b <= a)
+            raise StorageError(
+                f"listing {layout.REPOSITORIES}: {entry!r} came after {last!r}: {_NOT_S3_ORDER}"
+            )
+        if greatest is None or entries[-1] > greatest:
+            greatest = entries[-1]
     return greatest
 
 
@@ -432,10 +443,10 @@ class RegistryView:
                             if file is None or len(files) >= MAX_PRELISTED_KEYS:
                                 files = None
                             else:
-                                files.append(file._replace(key=key[len(inside) :]))
+                                files.append(file)
                         continue
                     if name is not None:
-                        await emit(name, None if files is None else ManifestKeys(files, listed_at))
+                        await emit(name, _keys(files, listed_at, inside))
                         name = None
                     repository = _repository_of(key)
                     if repository is None:
@@ -443,12 +454,12 @@ class RegistryView:
                     name, inside, listed_at = repository, repository + _MANIFESTS_PART, sent
                     files = None
                     if file is not None and wanted(repository):
-                        files = [file._replace(key=key[len(inside) :])]
+                        files = [file]
                 else:
                     continue
                 break  # past the range
         if name is not None:
-            await emit(name, None if files is None else ManifestKeys(files, listed_at))
+            await emit(name, _keys(files, listed_at, inside))
         for missing in sorted(expected - seen):
             async for children in self.store.list_children(f"{layout.REPOSITORIES}/{missing}"):
                 if children:  # not removed since it was listed
@@ -523,9 +534,10 @@ class RegistryView:
                 if prelisted is None
                 else _one_page(prelisted.files)
             )
+            strip = 0 if prelisted is None else prelisted.strip
             async for files in pages:
                 for file in files:
-                    top, _, rest = file.key.partition("/")
+                    top, _, rest = file.key[strip:].partition("/")
                     if top == "revisions":
                         self._note_revision_key(rest, file, revisions, doubts, revision_files)
                     elif top == "tags":

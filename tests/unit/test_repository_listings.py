@@ -51,7 +51,7 @@ keys = st.lists(
 def store_of(found: list[str], page: int, ranges: int = 4) -> MemoryStore:
     store = MemoryStore(name="listings")
     for key in found:
-        store.put(key, f"sha256:{HEX}".encode())
+        store.put(key, f"sha256:{HEX}".encode(), mtime=1_700_000_000.0)  # both stores alike
     store.page_size = page
     store.listing_concurrency = ranges
     return store
@@ -123,7 +123,7 @@ def test_the_flat_listing_finds_what_the_walks_find(
             assert rolled or len(expected[name]) > most or not wanted(name)
             continue
         assert wanted(name)
-        assert keys.files == expected[name]
+        assert [f._replace(key=f.key[keys.strip :]) for f in keys.files] == expected[name]
         assert started <= keys.listed_at <= at
 
 
@@ -281,6 +281,25 @@ class FolderOrderStore(MemoryStore):
         return other
 
 
+class ShuffledStore(MemoryStore):
+    """A store whose pages hold the right keys in no order (by the key read backwards):
+    one repository's keys meet another's."""
+
+    async def walk_rolling_up(
+        self, prefix: str, delimiter: str, *, start_after: str = ""
+    ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+        async for files, rolled in super().walk_rolling_up(
+            prefix, delimiter, start_after=start_after
+        ):
+            yield sorted(files, key=lambda file: file.key[::-1]), rolled
+
+    def reopen(self) -> MemoryStore:
+        other = ShuffledStore(clock=self.clock, name=self.name)
+        other.objects, other._sorted = self.objects, self._sorted
+        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
+        return other
+
+
 def signed_elsewhere(page: int) -> tuple[FolderOrderStore, str]:
     """An image in ``a.b`` (a name that sorts between ``a`` and ``a/``), its signature
     tag in ``sigs``: kept only if the run sees ``a.b``."""
@@ -348,18 +367,24 @@ def plans(report: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
 
 
 @pytest.mark.parametrize(
-    "store_kind", ["out-of-order-pages", "folder-never-shown", "listing-fails"]
+    "store_kind", ["out-of-order-pages", "folder-never-shown", "listing-fails", "shuffled"]
 )
 def test_a_store_whose_flat_listing_cannot_be_trusted_is_listed_folder_by_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_kind: str
 ) -> None:
     """Pages out of S3's order (pages of 2), a range that never shows a folder it holds
-    (pages of 1,000, each sorted again), or a listing that fails part-way: a warning,
+    (pages of 1,000, each sorted again), a listing that fails part-way, or one page
+    whose keys come in no order (one range): a warning,
     and the repositories not yet read are found folder by folder. Every repository
     once, the same decisions as the walk's: the signature of the image in ``a.b`` (a
     name that sorts between ``a`` and ``a/``) stays."""
     monkeypatch.setattr("regcleaner.view.FOLDERS_A_RANGE", 1)
     store, signature = signed_elsewhere(2 if store_kind == "out-of-order-pages" else 1000)
+    if store_kind == "shuffled":
+        shuffled = ShuffledStore(name="shuffled")
+        shuffled.objects, shuffled._sorted = store.objects, store._sorted
+        shuffled.page_size, shuffled.listing_concurrency = 1000, 1
+        store = shuffled  # type: ignore[assignment]
     if store_kind == "listing-fails":
         failing = FailingStore(name="failing")
         failing.objects, failing._sorted = store.objects, store._sorted
