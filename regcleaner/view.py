@@ -460,8 +460,9 @@ class RegistryView:
                 break  # past the range
         if name is not None:
             await emit(name, _keys(files, listed_at, inside))
-        for missing in sorted(expected - seen):
-            async for children in self.store.list_children(f"{layout.REPOSITORIES}/{missing}"):
+        for missing in sorted(expected - seen):  # "name/"
+            folder = f"{layout.REPOSITORIES}/{missing[:-1]}"
+            async for children in self.store.list_children(folder):
                 if children:  # not removed since it was listed
                     raise StorageError(
                         f"listing {layout.REPOSITORIES}: {missing} holds keys, but the "

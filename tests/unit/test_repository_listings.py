@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from regcleaner import layout
 from regcleaner.errors import StorageError
-from regcleaner.storage.base import FileInfo
+from regcleaner.storage.base import Entry, FileInfo
 from regcleaner.view import ManifestKeys, RegistryView
 from testkit.memory import MemoryStore, registered
 from testkit.registry_writer import RegistryWriter
@@ -274,8 +274,40 @@ class FolderOrderStore(MemoryStore):
             page = entries[at : at + self.page_size]
             yield [f for _, f in page if f is not None], [k for k, f in page if f is None]
 
+    async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
+        if prefix.endswith("/"):
+            return  # S3 would list "<prefix>//": nothing (the in-memory store forgives)
+        async for page in super().list_children(prefix):
+            yield page
+
     def reopen(self) -> MemoryStore:
         other = FolderOrderStore(clock=self.clock, name=self.name)
+        other.objects, other._sorted = self.objects, self._sorted
+        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
+        return other
+
+
+class DroppingStore(MemoryStore):
+    """A store whose flat listing leaves out every key of one folder, in order
+    otherwise; its folder listing is S3's (``<prefix>/`` lists ``<prefix>//``)."""
+
+    async def walk_rolling_up(
+        self, prefix: str, delimiter: str, *, start_after: str = ""
+    ) -> AsyncGenerator[tuple[list[FileInfo], list[str]], None]:
+        async for files, rolled in super().walk_rolling_up(
+            prefix, delimiter, start_after=start_after
+        ):
+            kept = [f for f in files if not f.key.startswith("a.b/")]
+            yield kept, [r for r in rolled if not r.startswith("a.b/")]
+
+    async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
+        if prefix.endswith("/"):
+            return  # S3 would list "<prefix>//": nothing (the in-memory store forgives)
+        async for page in super().list_children(prefix):
+            yield page
+
+    def reopen(self) -> MemoryStore:
+        other = DroppingStore(clock=self.clock, name=self.name)
         other.objects, other._sorted = self.objects, self._sorted
         other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
         return other
@@ -367,19 +399,25 @@ def plans(report: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
 
 
 @pytest.mark.parametrize(
-    "store_kind", ["out-of-order-pages", "folder-never-shown", "listing-fails", "shuffled"]
+    "store_kind",
+    ["out-of-order-pages", "folder-never-shown", "listing-fails", "shuffled", "folder-dropped"],
 )
 def test_a_store_whose_flat_listing_cannot_be_trusted_is_listed_folder_by_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_kind: str
 ) -> None:
     """Pages out of S3's order (pages of 2), a range that never shows a folder it holds
-    (pages of 1,000, each sorted again), a listing that fails part-way, or one page
-    whose keys come in no order (one range): a warning,
+    (pages of 1,000, each sorted again), a listing that fails part-way, one page whose
+    keys come in no order (one range), or a listing that leaves a folder out: a warning,
     and the repositories not yet read are found folder by folder. Every repository
     once, the same decisions as the walk's: the signature of the image in ``a.b`` (a
     name that sorts between ``a`` and ``a/``) stays."""
     monkeypatch.setattr("regcleaner.view.FOLDERS_A_RANGE", 1)
     store, signature = signed_elsewhere(2 if store_kind == "out-of-order-pages" else 1000)
+    if store_kind == "folder-dropped":
+        dropping = DroppingStore(name="dropping")
+        dropping.objects, dropping._sorted = store.objects, store._sorted
+        dropping.page_size, dropping.listing_concurrency = 1000, 1
+        store = dropping  # type: ignore[assignment]
     if store_kind == "shuffled":
         shuffled = ShuffledStore(name="shuffled")
         shuffled.objects, shuffled._sorted = store.objects, store._sorted
