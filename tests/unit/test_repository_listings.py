@@ -254,7 +254,24 @@ def test_a_run_plans_from_the_flat_listing_as_it_plans_from_walks(
     assert flat_requests["list"] <= 10
 
 
-class FolderOrderStore(MemoryStore):
+class OddStore(MemoryStore):
+    """An in-memory store that lists folders as S3 does (``<prefix>/`` lists
+    ``<prefix>//``) and reopens as its own kind, for the stores below."""
+
+    async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
+        if prefix.endswith("/"):
+            return  # S3 would list "<prefix>//": nothing (the in-memory store forgives)
+        async for page in super().list_children(prefix):
+            yield page
+
+    def reopen(self) -> MemoryStore:
+        other = type(self)(clock=self.clock, name=self.name)
+        other.objects, other._sorted = self.objects, self._sorted
+        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
+        return other
+
+
+class FolderOrderStore(OddStore):
     """A store that lists folder by folder ("a/..." before "a.b/...", as "/" were the
     least character), as some S3 imitations backed by a file system do: not S3's
     order (UTF-8 binary), on which the flat listing groups keys and bounds ranges."""
@@ -274,22 +291,10 @@ class FolderOrderStore(MemoryStore):
             page = entries[at : at + self.page_size]
             yield [f for _, f in page if f is not None], [k for k, f in page if f is None]
 
-    async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
-        if prefix.endswith("/"):
-            return  # S3 would list "<prefix>//": nothing (the in-memory store forgives)
-        async for page in super().list_children(prefix):
-            yield page
 
-    def reopen(self) -> MemoryStore:
-        other = FolderOrderStore(clock=self.clock, name=self.name)
-        other.objects, other._sorted = self.objects, self._sorted
-        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
-        return other
-
-
-class DroppingStore(MemoryStore):
+class DroppingStore(OddStore):
     """A store whose flat listing leaves out every key of one folder, in order
-    otherwise; its folder listing is S3's (``<prefix>/`` lists ``<prefix>//``)."""
+    otherwise."""
 
     async def walk_rolling_up(
         self, prefix: str, delimiter: str, *, start_after: str = ""
@@ -300,20 +305,8 @@ class DroppingStore(MemoryStore):
             kept = [f for f in files if not f.key.startswith("a.b/")]
             yield kept, [r for r in rolled if not r.startswith("a.b/")]
 
-    async def list_children(self, prefix: str) -> AsyncGenerator[list[Entry], None]:
-        if prefix.endswith("/"):
-            return  # S3 would list "<prefix>//": nothing (the in-memory store forgives)
-        async for page in super().list_children(prefix):
-            yield page
 
-    def reopen(self) -> MemoryStore:
-        other = DroppingStore(clock=self.clock, name=self.name)
-        other.objects, other._sorted = self.objects, self._sorted
-        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
-        return other
-
-
-class ShuffledStore(MemoryStore):
+class ShuffledStore(OddStore):
     """A store whose pages hold the right keys in no order (by the key read backwards):
     one repository's keys meet another's."""
 
@@ -324,12 +317,6 @@ class ShuffledStore(MemoryStore):
             prefix, delimiter, start_after=start_after
         ):
             yield sorted(files, key=lambda file: file.key[::-1]), rolled
-
-    def reopen(self) -> MemoryStore:
-        other = ShuffledStore(clock=self.clock, name=self.name)
-        other.objects, other._sorted = self.objects, self._sorted
-        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
-        return other
 
 
 def signed_elsewhere(page: int) -> tuple[FolderOrderStore, str]:
@@ -351,7 +338,7 @@ def signed_elsewhere(page: int) -> tuple[FolderOrderStore, str]:
     return store, signature.descriptor.digest
 
 
-class FailingStore(MemoryStore):
+class FailingStore(OddStore):
     """A store whose listing with a delimiter of several characters fails after a few
     pages, as MinIO's does (it repeats a continuation token; others answer 400 or 501
     at once)."""
@@ -367,13 +354,6 @@ class FailingStore(MemoryStore):
                 raise StorageError(f"listing {prefix}: the same continuation token again")
             served += 1
             yield page
-
-    def reopen(self) -> MemoryStore:
-        other = FailingStore(clock=self.clock, name=self.name)
-        other.objects, other._sorted = self.objects, self._sorted
-        other.page_size, other.listing_concurrency = self.page_size, self.listing_concurrency
-        other.pages_before_failing = self.pages_before_failing
-        return other
 
 
 def run_on(tmp_path: Path, store: MemoryStore, name: str) -> Any:
@@ -426,7 +406,7 @@ def test_a_store_whose_flat_listing_cannot_be_trusted_is_listed_folder_by_folder
     if store_kind == "listing-fails":
         failing = FailingStore(name="failing")
         failing.objects, failing._sorted = store.objects, store._sorted
-        failing.page_size, failing.listing_concurrency, failing.pages_before_failing = 2, 3, 2
+        failing.page_size, failing.listing_concurrency = 2, 3
         store = failing  # type: ignore[assignment]
     emitted = asyncio.run(flat(store))
     names = [name for name, _, _ in emitted]
