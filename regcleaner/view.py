@@ -337,13 +337,15 @@ class RegistryView:
         repository itself: on a disk, and for a repository whose ``_manifests/`` holds
         something rolled up or more than ``MAX_PRELISTED_KEYS`` keys, and for one not
         ``wanted`` (its keys are not kept)."""
-        store = self.store
-        if store.has_directories or not isinstance(store, RollingUpStore):
+        emitted: set[str] = set()
 
-            async def plain(name: str) -> None:
+        async def unlisted(name: str) -> None:  # the folder walk: no keys, none twice
+            if name not in emitted:
                 await emit(name, None)
 
-            await self.repositories(plain)
+        store = self.store
+        if store.has_directories or not isinstance(store, RollingUpStore):
+            await self.repositories(unlisted)
             return
         tops: list[str] = []
         async for page in store.list_children(layout.REPOSITORIES):
@@ -358,7 +360,6 @@ class RegistryView:
         bounds = [simple[len(simple) * i // count] for i in range(1, count)]
         lows: list[str | None] = [None, *bounds]
         highs: list[str | None] = [*bounds, None]
-        emitted: set[str] = set()
 
         async def noted(name: str, keys: ManifestKeys | None) -> None:
             await emit(name, keys)
@@ -382,12 +383,7 @@ class RegistryView:
                 "(%d repositories already read)",
                 layout.REPOSITORIES, failed.exceptions[0], len(emitted),
             )  # fmt: skip
-
-            async def rest(name: str) -> None:
-                if name not in emitted:
-                    await emit(name, None)
-
-            await self.repositories(rest)
+            await self.repositories(unlisted)
 
     async def _list_range(
         self,

@@ -238,16 +238,17 @@ class MemoryStore:
             if page:
                 yield page
 
+    def _file(self, key: str, base: str) -> FileInfo:
+        """The stored ``key`` as a listing shows it, relative to folder ``base``."""
+        stored = self.objects[key]
+        return FileInfo(key[len(base) :], stored.mtime, len(stored.data), True, stored.etag)
+
     async def walk(self, prefix: str) -> AsyncGenerator[list[FileInfo], None]:
         base = self._folder(prefix)
 
         def files() -> Iterator[list[FileInfo]]:
             for keys in self._paged(self._under(base)):
-                yield [
-                    FileInfo(key[len(base) :], obj.mtime, len(obj.data), True, obj.etag)
-                    for key in keys
-                    for obj in (self.objects[key],)
-                ]
+                yield [self._file(key, base) for key in keys]
 
         for page in self._timed_pages(files()):
             if page:
@@ -268,18 +269,9 @@ class MemoryStore:
             return self._rolling(base, delimiter, start)
 
         def pages() -> Iterator[tuple[list[FileInfo], list[str]]]:
-            objects = self.objects
             for found in self._paged(entries()):
-                files: list[FileInfo] = []
-                rolled: list[str] = []
-                for key, is_rolled in found:
-                    if is_rolled:
-                        rolled.append(key[len(base) :])
-                    else:
-                        obj = objects[key]
-                        files.append(
-                            FileInfo(key[len(base) :], obj.mtime, len(obj.data), True, obj.etag)
-                        )
+                files = [self._file(key, base) for key, is_rolled in found if not is_rolled]
+                rolled = [key[len(base) :] for key, is_rolled in found if is_rolled]
                 yield files, rolled
 
         for page in self._timed_pages(pages()):

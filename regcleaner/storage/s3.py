@@ -287,11 +287,7 @@ class S3Store:
     async def walk(self, prefix: str) -> AsyncGenerator[list[FileInfo], None]:
         base = self._dir(prefix)
         async for page in self._pages(base):
-            files = [
-                FileInfo(item["Key"][len(base) :], _seconds(item["LastModified"]),
-                         int(item.get("Size", 0)), True, item.get("ETag"))
-                for item in page.get("Contents", [])
-            ]  # fmt: skip
+            files = _files_of(page, base)
             if files:
                 yield files
 
@@ -301,11 +297,7 @@ class S3Store:
         base = self._dir(prefix)
         after = base + start_after if start_after else None
         async for page in self._pages(base, delimiter=delimiter, start_after=after):
-            files = [
-                FileInfo(item["Key"][len(base) :], _seconds(item["LastModified"]),
-                         int(item.get("Size", 0)), True, item.get("ETag"))
-                for item in page.get("Contents", [])
-            ]  # fmt: skip
+            files = _files_of(page, base)
             rolled = [common["Prefix"][len(base) :] for common in page.get("CommonPrefixes", [])]
             if files or rolled:
                 yield files, rolled
@@ -448,6 +440,15 @@ class S3Store:
             self._fast = None
         await self._stack.aclose()
         self._client = None
+
+
+def _files_of(page: dict[str, Any], base: str) -> list[FileInfo]:
+    """A listing page's objects, keys relative to ``base``."""
+    return [
+        FileInfo(item["Key"][len(base) :], _seconds(item["LastModified"]),
+                 int(item.get("Size", 0)), True, item.get("ETag"))
+        for item in page.get("Contents", [])
+    ]  # fmt: skip
 
 
 def _is_botocore_error(exc: BaseException) -> bool:

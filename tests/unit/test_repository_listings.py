@@ -214,22 +214,32 @@ def registry(repositories: int) -> MemoryStore:
     return store
 
 
-def decisions(tmp_path: Path, store: MemoryStore, *extra: str) -> tuple[dict[str, Any], Any]:
+def run_on(tmp_path: Path, store: MemoryStore, name: str, *extra: str) -> Any:
+    """A dry run of ``clean --direct`` on ``store``; it must succeed."""
     with registered(store):
         answer = run_cli(
             ["clean", "--storage", "memory", "--direct", "--dry-run", "--min-age", "0",
              "--progress-interval", "0", *extra],
-            report_path=tmp_path / "report.json",
+            report_path=tmp_path / f"{name}.json",
         )  # fmt: skip
-    assert answer.report is not None, answer.output
-    by_name = {
+    assert answer.exit_code == 0, answer.output
+    assert answer.report is not None
+    return answer
+
+
+def plans(report: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
+    return {
         record["name"]: (
             sorted(entry["digest"] for entry in record["would_delete"]),
             sorted(entry["digest"] for entry in record["kept"]),
         )
-        for record in answer.report["repositories"]
+        for record in report["repositories"]
     }
-    return by_name, answer.report["summary"]["storage_requests"]
+
+
+def decisions(tmp_path: Path, store: MemoryStore, *extra: str) -> tuple[dict[str, Any], Any]:
+    answer = run_on(tmp_path, store, "report", *extra)
+    return plans(answer.report), answer.report["summary"]["storage_requests"]
 
 
 @runtime_checkable
@@ -356,28 +366,6 @@ class FailingStore(OddStore):
             yield page
 
 
-def run_on(tmp_path: Path, store: MemoryStore, name: str) -> Any:
-    with registered(store):
-        answer = run_cli(
-            ["clean", "--storage", "memory", "--direct", "--dry-run", "--min-age", "0",
-             "--progress-interval", "0", "--prune-orphan-signatures"],
-            report_path=tmp_path / f"{name}.json",
-        )  # fmt: skip
-    assert answer.exit_code == 0, answer.output
-    assert answer.report is not None
-    return answer
-
-
-def plans(report: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
-    return {
-        record["name"]: (
-            sorted(entry["digest"] for entry in record["would_delete"]),
-            sorted(entry["digest"] for entry in record["kept"]),
-        )
-        for record in report["repositories"]
-    }
-
-
 @pytest.mark.parametrize(
     "store_kind",
     ["out-of-order-pages", "folder-never-shown", "listing-fails", "shuffled", "folder-dropped"],
@@ -411,10 +399,10 @@ def test_a_store_whose_flat_listing_cannot_be_trusted_is_listed_folder_by_folder
     emitted = asyncio.run(flat(store))
     names = [name for name, _, _ in emitted]
     assert sorted(names) == ["a", "a.b", "b", "sigs"]
-    answer = run_on(tmp_path, store, "flat")
+    answer = run_on(tmp_path, store, "flat", "--prune-orphan-signatures")
     assert "listing it folder by folder instead" in answer.output
     going = {digest for going, _ in plans(answer.report).values() for digest in going}
     assert signature not in going
     monkeypatch.setattr("regcleaner.view.RollingUpStore", _NoStore)
-    walked = run_on(tmp_path, store, "walked")
+    walked = run_on(tmp_path, store, "walked", "--prune-orphan-signatures")
     assert plans(answer.report) == plans(walked.report)
