@@ -147,7 +147,11 @@ ASSUMPTIONS: dict[str, Any] = {
         "S3 serves 5,500 GET/HEAD/LIST requests and 3,500 PUT/DELETE a second per "
         "partitioned prefix (AWS's published rates); a DeleteObjects counts as one "
         "DELETE a key it carries; prefixes=1 assumes S3 has not partitioned the bucket "
-        "(the worst case).",
+        "(the worst case); without_s3_rate_bound is the window with no rate bound at all "
+        "(latency and CPU only: regcleaner's own part, which the window approaches as S3 "
+        "partitions the bucket; AWS does that in the background under sustained load). "
+        "writes_s is S3's time for the window's writes alone (the deletions' and gc's "
+        "sweep's keys) at the assumed rate: no tool's window is shorter.",
         "CPU: one event loop, so CPU adds up across concurrent requests. A phase's CPU "
         "is the engine's (MEASURED_RUN: the process's CPU less generating the registry "
         "and less the in-memory store's own work) plus the S3 client's (MEASURED_CPU, "
@@ -326,16 +330,39 @@ def model(
         window["report_cpu_s"] * (deleted + swept) / (window["deleted"] + window["blobs_swept"])
     )
     scan_warm_engine = warm["engine_cpu_s"] * growth
+    delete_engine = delete_cpu_each * deleted
+    # The warm scan lists the blobs first (every manifest read waits for the listing that
+    # validates the cache; its engine CPU, noting the listed blobs, is gc alone's
+    # validating listing), then plans. The removers take each repository as it is
+    # planned: the deletions run beside the planning (beside the whole scan when cold).
+    validating_engine = alone["gc_validation_cpu_s"] * growth
+    planning = _plus(scan_lists, {"get": scan_warm["get"], "head": scan_warm["head"]})
+    planning_engine = scan_warm_engine - validating_engine
     phases = {
         "scan_cold": _phase(scan_cold, cold["engine_cpu_s"] * growth, cpu, a),
         "scan_warm": _phase(scan_warm, scan_warm_engine, cpu, a),
-        "delete": _phase(delete_phase, delete_cpu_each * deleted, cpu, a),
+        "delete": _phase(delete_phase, delete_engine, cpu, a),
         "gc_cold": _phase(gc_cold, gc_cold_engine, cpu, a),
         "gc_warm": _phase(gc_warm, gc_engine, cpu, a),
         "reports": _phase({}, report_cpu, cpu, a),
+        "scan_and_delete_cold": _phase(
+            _plus(scan_cold, delete_phase), cold["engine_cpu_s"] * growth + delete_engine, cpu, a
+        ),
+        "validating_warm": _phase(blobs_listed, validating_engine, cpu, a),
+        "planning_warm": _phase(planning, planning_engine, cpu, a),
+        "planning_and_delete_warm": _phase(
+            _plus(planning, delete_phase), planning_engine + delete_engine, cpu, a
+        ),
     }
-    window_cold = sum(phases[p]["seconds"] for p in ("scan_cold", "delete", "gc_cold", "reports"))
-    window_warm = sum(phases[p]["seconds"] for p in ("scan_warm", "delete", "gc_warm", "reports"))
+    window_cold = sum(phases[p]["seconds"] for p in ("scan_and_delete_cold", "gc_cold", "reports"))
+    window_warm = sum(
+        phases[p]["seconds"]
+        for p in ("validating_warm", "planning_and_delete_warm", "gc_warm", "reports")
+    )
+    dry_run_warm = sum(phases[p]["seconds"] for p in ("validating_warm", "planning_warm"))
+    # S3's time for the window's writes alone (the deletions and gc's sweep share the
+    # rate): no tool makes the window shorter than this.
+    writes_s = phases["delete"]["rate_bound_s"] + phases["gc_warm"]["rate_bound_s"]
     # clean --shard I/N in N processes, then gc in one of its own (it lists the blobs:
     # the cold window's gc). Each shard lists all the blobs when warm, and its engine
     # notes them all: that part of the engine's CPU is not divided.
@@ -344,14 +371,21 @@ def model(
     sharded_scan_warm = _plus(scan_warm, _scaled(_plus(blobs_listed, scan_lists), n - 1))
     sharded_scan_cold = _plus(scan_cold, _scaled(scan_lists, n - 1))
     noting = alone["gc_validation_cpu_s"] * growth
+    sharded_warm_engine = scan_warm_engine + noting * (n - 1)
     sharded = {
         "scan_cold": _phase(sharded_scan_cold, cold["engine_cpu_s"] * growth, cpu, a, n),
-        "scan_warm": _phase(sharded_scan_warm, scan_warm_engine + noting * (n - 1), cpu, a, n),
-        "delete": _phase(delete_phase, delete_cpu_each * deleted, cpu, a, n),
-    }
+        "scan_warm": _phase(sharded_scan_warm, sharded_warm_engine, cpu, a, n),
+        "scan_and_delete_cold": _phase(
+            _plus(sharded_scan_cold, delete_phase),
+            cold["engine_cpu_s"] * growth + delete_engine, cpu, a, n,
+        ),
+        "scan_and_delete_warm": _phase(
+            _plus(sharded_scan_warm, delete_phase), sharded_warm_engine + delete_engine, cpu, a, n
+        ),
+    }  # fmt: skip
     after_shards = phases["gc_cold"]["seconds"] + phases["reports"]["seconds"]
-    sharded_cold = sum(sharded[p]["seconds"] for p in ("scan_cold", "delete")) + after_shards
-    sharded_warm = sum(sharded[p]["seconds"] for p in ("scan_warm", "delete")) + after_shards
+    sharded_cold = sharded["scan_and_delete_cold"]["seconds"] + after_shards
+    sharded_warm = sharded["scan_and_delete_warm"]["seconds"] + after_shards
     registry_requests = (
         manifests * a["registry_gc_requests_per_manifest"]
         + repositories * a["registry_gc_requests_per_repository"]
@@ -361,7 +395,7 @@ def model(
     scan_requests = scan_warm["list"] + scan_warm["get"] + scan_warm["head"]
     window_requests = (scan_requests + delete_phase["delete"] + gc_warm["list"]
                        + gc_warm["delete"])  # fmt: skip
-    return {
+    figures: dict[str, Any] = {
         "window_cold_s": round(window_cold, 1),
         "window_warm_s": round(window_warm, 1),
         "registry_gc_s": round(registry_requests * a["latency_s"], 1),
@@ -378,7 +412,8 @@ def model(
             "dry_run_cold_s": round(sharded["scan_cold"]["seconds"], 1),
             "dry_run_warm_s": round(sharded["scan_warm"]["seconds"], 1),
         },
-        "dry_run_warm_s": round(phases["scan_warm"]["seconds"], 1),
+        "dry_run_warm_s": round(dry_run_warm, 1),
+        "writes_s": round(writes_s, 1),
         "dry_run_cold_s": round(phases["scan_cold"]["seconds"], 1),
         "targets": {"window_cold_s": 900, "window_warm_s": 120, "gets_per_manifest_warm": 0.05},
         "target_registry": target,
@@ -394,6 +429,16 @@ def model(
         "inputs": {"memory_run": run, "moto_run": MEASURED_MOTO, "client_cpu_ms": cpu},
         "assumptions": a,
     }
+    if not math.isinf(a["prefixes"]):
+        # regcleaner's own part: the window were S3 never the bound (the latency and
+        # the CPU only), which it approaches as S3 partitions the bucket.
+        free = model(run, cpu, {**a, "prefixes": math.inf}, target)
+        figures["without_s3_rate_bound"] = {
+            "window_cold_s": free["window_cold_s"],
+            "window_warm_s": free["window_warm_s"],
+            "with_shards_window_warm_s": free["with_shards"]["window_warm_s"],
+        }
+    return figures
 
 
 def moto_check(

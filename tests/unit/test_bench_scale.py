@@ -7,7 +7,9 @@ import copy
 import json
 import subprocess
 import sys
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,13 @@ from bench.scale import (
     model,
     moto_check,
 )
+from regcleaner import layout
+from regcleaner.cachedreads import CachedReads
+from regcleaner.engine import Engine
+from regcleaner.removers import direct
+from testkit.memory import MemoryStore, registered
+from testkit.registry_writer import RegistryWriter
+from tests.conftest import run_cli
 
 HERE = Path(__file__).resolve().parents[2]
 
@@ -39,10 +48,22 @@ def test_the_window_is_its_phases_and_follows_the_measured_engine() -> None:
     figures = model()
     phases = figures["phases"]
     for window, parts in (
-        ("window_warm_s", ("scan_warm", "delete", "gc_warm", "reports")),
-        ("window_cold_s", ("scan_cold", "delete", "gc_cold", "reports")),
+        ("window_warm_s", ("validating_warm", "planning_and_delete_warm", "gc_warm", "reports")),
+        ("window_cold_s", ("scan_and_delete_cold", "gc_cold", "reports")),
     ):
         assert abs(figures[window] - sum(phases[p]["seconds"] for p in parts)) < 0.2  # fmt: skip
+    # The deletions run beside the planning: the window is shorter than its phases one
+    # after the other, never shorter than either, nor than S3's time for its writes.
+    one_after_another = sum(phases[p]["seconds"] for p in ("scan_warm", "delete", "gc_warm"))
+    assert figures["window_warm_s"] < one_after_another
+    together = phases["planning_and_delete_warm"]["seconds"]
+    assert together >= max(phases["planning_warm"]["seconds"], phases["delete"]["seconds"])
+    assert figures["window_warm_s"] >= figures["writes_s"]
+    # The dry run lists the blobs, then plans: no shorter than the two at once.
+    assert figures["dry_run_warm_s"] >= phases["scan_warm"]["seconds"] - 0.1
+    free = figures["without_s3_rate_bound"]
+    assert free["window_warm_s"] < figures["window_warm_s"]
+    assert free["window_cold_s"] < figures["window_cold_s"]
     slower = copy.deepcopy(MEASURED_RUN)
     slower["warm"]["engine_cpu_s"] *= 2
     assert model(slower)["window_warm_s"] > figures["window_warm_s"]
@@ -103,3 +124,61 @@ def test_the_target_shape_makes_target_s_registry() -> None:
     blobs = sum(1 for key in keys if "/blobs/" in key)
     assert abs(blobs * 1000 - TARGET["blobs"]) <= TARGET["blobs"] * 0.02
     assert not Path("/g").exists()  # nothing written to disk
+
+
+def test_a_window_deletes_beside_the_planning_once_the_blobs_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the model takes from the engine: in a window the removers take each
+    repository as it is planned, so the deletions run beside the planning (the first
+    before the last repository is planned), and, warm, only after the listing of the
+    blobs that validates the cache (every manifest read waits for it)."""
+    store = MemoryStore(name="overlap")
+    writer = RegistryWriter(store)
+    for r in range(40):
+        for n in range(3):
+            image = writer.image(
+                f"app{r}", f"c-{r}-{n}".encode(), [f"l-{r}-{n}".encode()], oci=True
+            )
+            if n == 2:
+                writer.tag(f"app{r}", "latest", image.descriptor.digest)
+    events: list[str] = []
+    plan, delete_many, walk = Engine._plan, MemoryStore.delete_many, MemoryStore.walk
+
+    async def planned(self: Engine, name: str, keys: Any) -> Any:
+        job = await plan(self, name, keys)
+        events.append("plan")
+        return job
+
+    async def deleting(self: MemoryStore, keys: Any, **kwargs: Any) -> Any:
+        events.append("delete")
+        return await delete_many(self, keys, **kwargs)
+
+    async def walking(self: MemoryStore, prefix: str) -> AsyncGenerator[Any, None]:
+        async for page in walk(self, prefix):
+            yield page
+        if prefix.startswith(layout.BLOBS_SHA256):
+            events.append("blobs listed")
+
+    monkeypatch.setattr(Engine, "_plan", planned)
+    monkeypatch.setattr(MemoryStore, "delete_many", deleting)
+    monkeypatch.setattr(MemoryStore, "walk", walking)
+    monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 0.05)  # list from a few
+    # A DeleteObjects of 4 keys, not 1,000: at a million manifests one fills every 500
+    # or so; here that would be one request at the end.
+    monkeypatch.setattr(direct, "MAX_KEYS", 4)
+    cache = str(tmp_path / "cache.sqlite")
+    common = ["clean", "--storage", "memory", "--direct", "--min-age", "0", "--cache", cache,
+              "--progress-interval", "0"]  # fmt: skip
+    with registered(store):
+        warming = run_cli([*common, "--dry-run"], report_path=tmp_path / "dry.json")
+        assert warming.exit_code == 0, warming.output
+        events.clear()
+        answer = run_cli([*common, "--registry-stopped"], report_path=tmp_path / "window.json")
+    assert answer.exit_code == 0, answer.output
+    assert answer.report is not None
+    assert answer.report["summary"]["deleted"] == 80
+    last_plan = len(events) - 1 - events[::-1].index("plan")
+    assert "blobs listed" in events
+    assert events.index("blobs listed") < events.index("plan")  # the warm scan validated
+    assert events.index("plan") < events.index("delete") < last_plan  # side by side
