@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/python -m bench.usage
 	$(BIN)/python -m bench.scale cpu
 	$(BIN)/python -m bench.scale cpu botocore
+	$(BIN)/python -m bench.scale cpu tls registry-keys
 	$(BIN)/python -m bench.scale target
 	$(BIN)/python -m bench.scale
 

@@ -12,6 +12,7 @@ import bisect
 import json
 import math
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -183,9 +184,10 @@ def serve(port: int, load: tuple[str, str, str] | None = None) -> None:
     server.stop()
 
 
-def serve_front(port: int, upstream: str) -> None:
+def serve_front(port: int, upstream: str, certificate: tuple[str, str] | None = None) -> None:
     """A proxy on 127.0.0.1:``port`` to ``upstream`` (testkit.latency, no delay) that
-    keeps its clients' connections open, until its standard input closes.
+    keeps its clients' connections open, until its standard input closes; over TLS with
+    ``certificate`` (its chain's and key's PEM files).
 
     moto's server (werkzeug's) closes the connection after every answer, so each
     request costs its client a TCP connection that S3, which keeps connections alive,
@@ -193,19 +195,23 @@ def serve_front(port: int, upstream: str) -> None:
     moto's GIL), a client's CPU is what it would be against S3."""
     from testkit.latency import LatencyProxy
 
-    front = LatencyProxy(upstream=upstream, delay_s=0.0, port=port)
+    front = LatencyProxy(upstream=upstream, delay_s=0.0, port=port, certificate=certificate)
     front.start()
     sys.stdin.read()
     front.stop()
 
 
-def _wait_for(url: str, process: subprocess.Popen[bytes], deadline: float) -> None:
-    """Poll ``url`` until something answers there (``process`` serves it)."""
+def _wait_for(
+    url: str, process: subprocess.Popen[bytes], deadline: float, ca_pem: Path | None = None
+) -> None:
+    """Poll ``url`` until something answers there (``process`` serves it; over TLS,
+    with a certificate of the CA ``ca_pem``)."""
+    context = None if ca_pem is None else ssl.create_default_context(cafile=str(ca_pem))
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url}: the server exited with {process.returncode}")
         try:
-            urllib.request.urlopen(url + "/", timeout=1).close()
+            urllib.request.urlopen(url + "/", timeout=1, context=context).close()
             return
         except urllib.error.HTTPError:
             return  # it answers
@@ -218,12 +224,18 @@ class FastMoto:
     """moto in a process of its own, with listings that cost a page (``serve``)."""
 
     def __init__(
-        self, load: tuple[str, str, str] | None = None, *, keep_alive: bool = False
-    ) -> None:
+        self, load: tuple[str, str, str] | None = None, *, keep_alive: bool = False,
+        tls: bool = False,
+    ) -> None:  # fmt: skip
         self.port = free_port()
-        self.keep_alive = keep_alive
+        self.keep_alive = keep_alive or tls
         """Connections kept open, as S3 keeps them (``serve``)."""
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        """Served over TLS (by the front that keeps connections open), with a CA of its
+        own: ``ca_pem`` once started (a client trusts it by AWS_CA_BUNDLE)."""
+        self.ca_pem: Path | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.load = load
         """(bucket, prefix, folder) to load before serving (``serve``)."""
         self._process: subprocess.Popen[bytes] | None = None
@@ -241,12 +253,21 @@ class FastMoto:
         upstream = f"http://127.0.0.1:{moto_port}"
         _wait_for(upstream, self._process, deadline)
         if self.keep_alive:
-            code = f"from bench.s3 import serve_front; serve_front({self.port}, {upstream!r})"
+            certificate = None
+            if self.tls:
+                from testkit.auth import make_tls
+
+                self._tls_dir = tempfile.TemporaryDirectory(prefix="fastmoto-tls-")
+                files = make_tls(Path(self._tls_dir.name))
+                self.ca_pem = files.ca_pem
+                certificate = (str(files.cert_pem), str(files.key_pem))
+            code = (f"from bench.s3 import serve_front; "
+                    f"serve_front({self.port}, {upstream!r}, {certificate!r})")  # fmt: skip
             self._front = subprocess.Popen(
                 [sys.executable, "-c", code],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=root,
             )  # fmt: skip
-            _wait_for(self.url, self._front, deadline)
+            _wait_for(self.url, self._front, deadline, self.ca_pem)
 
     def client(self) -> Any:
         import boto3
@@ -269,6 +290,9 @@ class FastMoto:
                     process.kill()
                     process.wait()
         self._process = self._front = None
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
 
 
 if __name__ == "__main__":

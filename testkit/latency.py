@@ -9,6 +9,7 @@ method, for "requests per manifest" figures.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,17 +27,31 @@ _HOP_BY_HOP = frozenset(
 
 @dataclass
 class LatencyProxy(ThreadedProxy):
-    """Forwards everything to ``upstream`` after ``delay_s``; runs in its own thread."""
+    """Forwards everything to ``upstream`` after ``delay_s``; runs in its own thread.
+    With ``certificate`` (PEM files of a certificate chain and its key, e.g.
+    ``testkit.auth.make_tls``), it answers over TLS."""
 
     name = "latency proxy"
     upstream: str
     delay_s: float = 0.020
     requests: Counter[str] = field(default_factory=Counter)
     port: int = 0
+    certificate: tuple[str, str] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
+
+    def __post_init__(self) -> None:
+        if self.certificate is not None:
+            self.scheme = "https"
+
+    def _site_options(self) -> dict[str, Any]:
+        if self.certificate is None:
+            return {}
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self.certificate)
+        return {"ssl_context": context}
 
     def _session_options(self) -> dict[str, Any]:
         return {"connector": aiohttp.TCPConnector(limit=256)}

@@ -244,7 +244,11 @@ class FastReads:
         target = f"{self.scheme}://{self.host}{path}"
         if query:
             target += "?" + canonical_query(query)
-        session = await self._session_for()
+        try:
+            session = await self._session_for()
+        except OSError as exc:  # the CA bundle cannot be read: botocore's request says why
+            self.enabled = False
+            raise NotServed(type(exc).__name__) from None
         try:
             response = await session.request(
                 method, URL(target, encoded=True), headers=headers, allow_redirects=False

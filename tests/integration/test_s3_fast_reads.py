@@ -154,28 +154,18 @@ def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """S3 behind TLS with a private CA: given as AWS_CA_BUNDLE, botocore and the fast
-    path both verify against it and the reads are served here; without it, the first
-    certificate refused turns the path off and botocore says what is wrong."""
-    import ssl
-    from dataclasses import dataclass
-
+    path both verify against it and the reads are served here; without it, or with a
+    bundle that cannot be read, the first request turns the path off and botocore says
+    what is wrong."""
     from testkit.auth import make_tls
     from testkit.latency import LatencyProxy
 
     tls = make_tls(tmp_path)
 
-    @dataclass
-    class TLSFront(LatencyProxy):
-        scheme = "https"
-
-        def _site_options(self) -> dict[str, Any]:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(tls.cert_pem), str(tls.key_pem))
-            return {"ssl_context": context}
-
     moto = MotoS3()
     moto.start()
-    front = TLSFront(upstream=moto.url, delay_s=0.0)
+    certificate = (str(tls.cert_pem), str(tls.key_pem))
+    front = LatencyProxy(upstream=moto.url, delay_s=0.0, certificate=certificate)
     front.start()
     try:
         moto.create_bucket("tls")
@@ -209,6 +199,11 @@ def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
             finally:
                 await store.aclose()
 
+        asyncio.run(refused())
+
+        # A CA bundle that cannot be read turns the path off too: botocore's request
+        # says what is wrong, as a StorageError (not an OSError out of the fast path).
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing-ca.pem"))
         asyncio.run(refused())
     finally:
         front.stop()

@@ -16,9 +16,11 @@ import pytest
 from bench.generate import generate
 from bench.scale import (
     ASSUMPTIONS,
+    MEASURED_CPU,
     MEASURED_RUN,
     SHAPES,
     TARGET,
+    as_s3_is_reached,
     blob_listing,
     model,
     moto_check,
@@ -71,6 +73,17 @@ def test_the_window_is_its_phases_and_follows_the_measured_engine() -> None:
     more_deletes["window"]["keys_deleted"] *= 10
     assert (model(more_deletes)["requests"]["delete"]["delete"]
             > figures["requests"]["delete"]["delete"])  # fmt: skip
+
+
+def test_the_model_takes_the_client_cpu_over_tls_with_a_registrys_keys() -> None:
+    """MEASURED_CPU was measured over plain HTTP with short keys; S3 is reached over
+    TLS with keys of 100 characters and more, which cost more (MEASURED_TLS_FACTORS):
+    the model takes the latter, the check against the plain-HTTP moto run the former."""
+    figures = model()
+    cpu = figures["inputs"]["client_cpu_ms"]
+    assert cpu == as_s3_is_reached(MEASURED_CPU)
+    assert all(cpu[kind] >= MEASURED_CPU[kind] for kind in MEASURED_CPU)
+    assert model(cpu=MEASURED_CPU)["window_cold_s"] < figures["window_cold_s"]
 
 
 def test_direct_removal_is_modelled_without_a_read_a_deletion() -> None:
