@@ -60,7 +60,7 @@ from regcleaner.concurrency import Channel, StopRequested, StopScope, first_erro
 from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
 from regcleaner.errors import MarkIncomplete, StorageError
-from regcleaner.keyset import KeySet
+from regcleaner.keyset import KeySet, blob_key
 from regcleaner.manifests import MAX_MANIFEST_BYTES
 from regcleaner.reporting.collection import GcReport
 from regcleaner.reporting.progress import GcProgress
@@ -86,20 +86,6 @@ def registry_major(flavour: str | None) -> str | None:
     if major not in REGISTRY_FLAVOURS:
         raise ValueError(f"registry version {flavour!r}: regcleaner knows distribution 2.x and 3.x")
     return major
-
-
-_SIGNED = 1 << 63
-
-
-def blob_key(digest: str) -> int:
-    """A 64-bit key for a digest: its first 16 hex digits (a hash for anything else)."""
-    algorithm, _, hex_part = digest.partition(":")
-    if algorithm == "sha256" and len(hex_part) >= 16:
-        try:
-            return int(hex_part[:16], 16) - _SIGNED
-        except ValueError:
-            pass
-    return int.from_bytes(hashlib.sha256(digest.encode()).digest()[:8], "big") - _SIGNED
 
 
 class Collector:

@@ -1,6 +1,6 @@
 """A set of signed 64-bit keys in about 8 bytes a key.
 
-gc's mark holds one key per blob in use (``collector.blob_key``); a Python ``set`` of
+gc's mark holds one key per blob in use (``blob_key``); a Python ``set`` of
 ints takes about 50 bytes a key (44 more than this, measured with ``python -m bench.gc
 --blobs 1000000``: 147 against 125 MB at 500,000 keys), about 200 MB more at the 4.5
 million blobs in use of a registry of a million manifests. ``KeySet`` keeps the keys
@@ -12,9 +12,25 @@ about 70 keys at 4.5 million).
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
+
+_SIGNED = 1 << 63
+
+
+def blob_key(digest: str) -> int:
+    """A signed 64-bit key for a digest: its first 16 hex digits (a hash for anything
+    else). gc's mark, the space estimate and the usage ledger key blobs so."""
+    algorithm, _, hex_part = digest.partition(":")
+    if algorithm == "sha256" and len(hex_part) >= 16:
+        try:
+            return int(hex_part[:16], 16) - _SIGNED
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.sha256(digest.encode()).digest()[:8], "big") - _SIGNED
+
 
 _BUCKETS = 1 << 16
 _SHIFT = 48

@@ -7,7 +7,7 @@ only one while the count is 1), whether the owner's kept manifests reference it,
 whether any repository's kept manifests do. A repository's own sets are in memory only
 while it is added, so memory follows the largest repository, as in ``clean``.
 
-Blobs are keyed by the first 64 bits of their digest (``regcleaner.collector.blob_key``, the
+Blobs are keyed by the first 64 bits of their digest (``regcleaner.keyset.blob_key``, the
 key the collector marks with): by the birthday bound two blobs of a registry of a
 million share one with a chance of about 1 in 37 million, and a collision moves the
 numbers by one blob.

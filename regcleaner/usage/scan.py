@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from regcleaner import layout
 from regcleaner.blobfolders import list_blobs
-from regcleaner.collector import blob_key
 from regcleaner.concurrency import Channel
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
+from regcleaner.keyset import blob_key
 from regcleaner.planner import Policy, needed_manifests
 from regcleaner.reporting.progress import PeriodicProgress
 from regcleaner.retention import RetentionPolicy

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from regcleaner import space
 from regcleaner.digest import Digest
+from regcleaner.keyset import blob_key
 from regcleaner.manifests import Descriptor, ManifestInfo, ManifestKind, ManifestRefs, Unreadable
 from regcleaner.space import SpaceEstimate, human_bytes
 
@@ -69,7 +73,7 @@ def test_an_unknown_size_is_filled_in_by_a_later_descriptor(estimate: SpaceEstim
     estimate.close()
 
 
-def test_many_commits_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_writes_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     def run() -> tuple[int, int, list[tuple[str, int]]]:
         estimate = SpaceEstimate()
         for i in range(50):
@@ -83,7 +87,7 @@ def test_many_commits_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> N
             estimate.close()
 
     once = run()
-    monkeypatch.setattr(space, "_COMMIT_ROWS", 3)
+    monkeypatch.setattr(space, "_BUFFERED", 3)  # written out every few repositories
     assert run() == once
     # r00, r10, r20, r30, r40 keep shared0, shared3, shared6, shared2, shared5:
     # 50 manifests, 50 own layers and shared1, shared4 are freed.
@@ -91,10 +95,93 @@ def test_many_commits_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_keys_are_signed_64_bit_and_distinct() -> None:
-    keys = {space._key(d(str(i))) for i in range(10_000)}
+    keys = {blob_key(d(str(i))) for i in range(10_000)}
     assert len(keys) == 10_000
     assert all(-(1 << 63) <= k < (1 << 63) for k in keys)
-    assert space._key("sha512:" + "ab" * 64) != space._key("sha512:" + "cd" * 64)
+    assert blob_key("sha512:" + "ab" * 64) != blob_key("sha512:" + "cd" * 64)
+
+
+def reference(
+    repositories: list[tuple[str, list[Digest], list[Digest]]],
+    manifests: Mapping[Digest, ManifestInfo],
+) -> tuple[int, int, list[tuple[str, int]]]:
+    """The estimate's definition, in memory and by digest."""
+    kept: set[str] = set()
+    for _, _, staying in repositories:
+        for digest in staying:
+            kept.add(digest)
+            info = manifests.get(digest)
+            if isinstance(info, ManifestRefs):
+                kept.update(blob.digest for blob in info.blobs)
+    owner: dict[str, str] = {}
+    size: dict[str, int] = {}
+    for name, gone, _ in repositories:
+        for digest in gone:
+            info = manifests.get(digest)
+            pairs = [(digest, 0)]
+            if isinstance(info, ManifestRefs):
+                pairs = [(digest, info.size), *((b.digest, b.size) for b in info.blobs)]
+            for blob, blob_size in pairs:
+                if blob in kept:
+                    continue
+                owner.setdefault(blob, name)
+                if not size.get(blob):
+                    size[blob] = blob_size
+    per: dict[str, int] = {}
+    for freed, name in owner.items():
+        per[name] = per.get(name, 0) + size[freed]
+    rows = sorted(per.items(), key=lambda row: (-row[1], row[0]))
+    return sum(size.values()), len(owner), rows
+
+
+LAYERS = [f"layer{i}" for i in range(12)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.sampled_from(LAYERS), st.sampled_from([0, 0, 5, 700]))),
+            st.sampled_from([0, 10, 99]),
+            st.sampled_from(["gone", "kept", "both", "unreadable"]),
+            st.integers(0, 4),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([1, 2, 7, 1 << 19]),
+)
+def test_the_estimate_is_its_definition_however_often_it_is_written_out(
+    images: list[tuple[list[tuple[str, int]], int, str, int]], buffered: int
+) -> None:
+    """Random repositories of images sharing layers (sizes known, unknown, or learnt
+    later; manifests deleted, kept, both in different repositories, unreadable),
+    written out every entry or never: the reference's answer, in its order."""
+    manifests: dict[Digest, ManifestInfo] = {}
+    repositories: list[tuple[str, list[Digest], list[Digest]]] = [
+        (f"r{i}", [], []) for i in range(5)
+    ]
+    for n, (layers, size, fate, where) in enumerate(images):
+        digest = d(f"manifest{n}")
+        if fate == "unreadable":
+            manifests[digest] = Unreadable("missing")
+        else:
+            manifests[digest] = image(size, *layers)
+        name, gone, staying = repositories[where]
+        (staying if fate == "kept" else gone).append(digest)
+        if fate == "both":
+            repositories[(where + 1) % 5][2].append(digest)
+    old = space._BUFFERED
+    space._BUFFERED = buffered
+    try:
+        estimate = SpaceEstimate()
+        for name, gone, staying in repositories:
+            estimate.add_repository(name, gone, staying, manifests)
+        try:
+            assert estimate.settle() == reference(repositories, manifests)
+        finally:
+            estimate.close()
+    finally:
+        space._BUFFERED = old
 
 
 def test_human_bytes() -> None:
