@@ -33,6 +33,7 @@ from enum import Enum
 from typing import NamedTuple, TypeVar
 
 from regcleaner.digest import Digest
+from regcleaner.keyset import blob_key
 from regcleaner.manifests import ManifestInfo
 from regcleaner.planner import Policy, Reason, RepositoryPlan, plan_repository
 from regcleaner.retention import RepositoryPolicy, RepositoryPulls, attached_digest, decide_tags
@@ -41,27 +42,13 @@ from regcleaner.snapshots import RepositorySnapshot
 T = TypeVar("T")
 
 
-_SIGNED = 1 << 63
-
-
-def digest_key(digest: str) -> int:
-    """A signed 64-bit key for a digest (its first 16 hex digits), to hold every
-    revision of a registry in 8 bytes each. Two digests sharing a key can only make an
-    orphan look alive: the safe side."""
-    algorithm, _, hex_part = digest.partition(":")
-    if algorithm == "sha256" and len(hex_part) >= 16:
-        try:
-            return int(hex_part[:16], 16) - _SIGNED
-        except ValueError:
-            pass
-    return hash(digest)  # 64 bits on a 64-bit build; the same within one run
-
-
 @dataclass(frozen=True, slots=True)
 class Elsewhere:
     """What the run knows about the other repositories of the registry: the keys
-    (``digest_key``) of every revision that stays in any of them, or None with why that
-    is not known (the registry not read yet, or only part of it read)."""
+    (``keyset.blob_key``, 8 bytes a revision: two digests sharing a key can only make an
+    orphan look alive, the safe side) of every revision that stays in any of them, or
+    None with why that is not known (the registry not read yet, or only part of it
+    read)."""
 
     revisions: Container[int] | None = None
     unknown: str = "the other repositories are not read yet"
@@ -71,7 +58,7 @@ class Elsewhere:
         None if the run cannot know."""
         if self.revisions is None:
             return None
-        return digest_key(digest) in self.revisions
+        return blob_key(digest) in self.revisions
 
 
 NOT_KNOWN_ELSEWHERE = Elsewhere()
@@ -90,11 +77,11 @@ class RegistryRevisions:
 
     def add(self, digests: Iterable[Digest]) -> None:
         """These revisions stay (or may stay) in some repository."""
-        self._keys.extend(digest_key(digest) for digest in digests)
+        self._keys.extend(blob_key(digest) for digest in digests)
 
     def want(self, digests: Iterable[Digest]) -> None:
         """Digests that undecided attached tags name: the only keys ``elsewhere`` keeps."""
-        self._wanted.update(digest_key(digest) for digest in digests)
+        self._wanted.update(blob_key(digest) for digest in digests)
 
     def unknown(self, repository: str) -> None:
         """A repository whose revisions the run could not read: nothing can be called

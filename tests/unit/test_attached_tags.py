@@ -5,6 +5,7 @@ tags live: ``tagplan.Elsewhere``, ``RegistryRevisions``, ``settle_attached``."""
 from __future__ import annotations
 
 from regcleaner.digest import Digest
+from regcleaner.keyset import blob_key
 from regcleaner.manifests import ManifestInfo
 from regcleaner.planner import Policy
 from regcleaner.tagplan import (
@@ -12,7 +13,6 @@ from regcleaner.tagplan import (
     RegistryRevisions,
     StayKind,
     TagStay,
-    digest_key,
     plan_with_tags,
     settle_attached,
 )
@@ -20,7 +20,7 @@ from tests.unit.test_retention import NOW, image, one_policy, sig, snapshot
 
 
 def d(n: int) -> Digest:
-    """A digest whose first 16 hex digits (its ``digest_key``) differ from d(m)'s."""
+    """A digest whose first 16 hex digits (its ``blob_key``) differ from d(m)'s."""
     return Digest("sha256:" + f"{n:016x}" * 4)
 
 
@@ -46,13 +46,13 @@ def test_attached_tags_of_another_repository_are_kept_while_unknown() -> None:
 
 
 def test_attached_tags_of_a_revision_elsewhere_are_kept() -> None:
-    deleted, kept, undecided = deletions_and_tags(Elsewhere(frozenset({digest_key(d(1))})))
+    deleted, kept, undecided = deletions_and_tags(Elsewhere(frozenset({blob_key(d(1))})))
     assert (deleted, undecided) == (set(), set())
     assert kept[sig(d(1), "")] == f"signature-of-elsewhere:{d(1)}"
 
 
 def test_attached_tags_of_a_digest_no_repository_has_go() -> None:
-    deleted, kept, undecided = deletions_and_tags(Elsewhere(frozenset({digest_key(d(2))})))
+    deleted, kept, undecided = deletions_and_tags(Elsewhere(frozenset({blob_key(d(2))})))
     assert deleted == {d(11), d(12)}
     assert set(kept) == {"v1"}
     assert undecided == set()
@@ -71,9 +71,9 @@ def test_registry_revisions_know_only_after_every_repository_was_read() -> None:
     assert "broken" in unknown.unknown
 
 
-def test_digest_keys_fit_a_signed_64_bit_array() -> None:
+def test_blob_keys_fit_a_signed_64_bit_array() -> None:
     for digest in (d(0), Digest("sha256:" + "f" * 64), Digest("sha512:" + "0" * 128)):
-        assert -(1 << 63) <= digest_key(digest) < 1 << 63
+        assert -(1 << 63) <= blob_key(digest) < 1 << 63
 
 
 def test_settle_attached_is_the_least_fixpoint() -> None:
