@@ -33,6 +33,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -384,7 +385,9 @@ def model(
     dry_run_warm = sum(phases[p]["seconds"] for p in ("validating_warm", "planning_warm"))
     # S3's time for the window's writes alone (the deletions and gc's sweep share the
     # rate): no tool makes the window shorter than this.
-    writes_s = phases["delete"]["rate_bound_s"] + phases["gc_warm"]["rate_bound_s"]
+    writes_s = (delete_phase["deleted_keys"] + gc_warm["deleted_keys"]) / (
+        a["s3_write_per_s_per_prefix"] * a["prefixes"]
+    )
     # clean --shard I/N in N processes, then gc in one of its own (it lists the blobs:
     # the cold window's gc). Each shard lists all the blobs when warm, and its engine
     # notes them all: that part of the engine's CPU is not divided.
@@ -591,7 +594,7 @@ def _resident_mb() -> float:
 
 def _memory_clean(
     repositories: int, cache: str, report: str, *, window: bool = False, shape: str = "",
-    gc_only: bool = False,
+    gc_only: bool = False, estimate: bool = True,
 ) -> None:  # fmt: skip
     """``regcleaner clean --direct --dry-run`` on a MemoryStore holding bench.generate's
     registry of ``repositories`` repositories (the real engine, no server, no disk;
@@ -679,6 +682,8 @@ def _memory_clean(
     runner.__dict__["RegistryView"] = view_with_cache
     collector.__dict__["Collector"] = TimedCollector  # the runner imports it from there
     how = ["--gc", "--registry-stopped"] if window else ["--dry-run"]
+    if not estimate:
+        how.append("--no-estimate-space")
     sys.argv = ["regcleaner", "clean", "--storage", "s3", "--bucket", "memory", "--direct",
                 "--min-age", "0", *how, "--progress-interval", "0",
                 "--report", report]  # fmt: skip
@@ -705,6 +710,38 @@ def _memory_clean(
                           "gc_replayed_folders": sum(
                               v.reads.recorded.replayed for v in views
                               if v.reads.recorded is not None)}), flush=True)  # fmt: skip
+
+
+def _engine_cpu(lines: list[str]) -> float:
+    """The engine's CPU of one ``_memory_clean`` from its JSON lines (``memory_run``)."""
+    found = [json.loads(line) for line in lines if line.startswith('{"')]
+    loaded, ended = found[0], found[-1]
+    return float(ended["ended_cpu_s"] - loaded["loaded_cpu_s"] - ended["store_cpu_s"])
+
+
+def estimate_cost(repositories: int = 1000, rounds: int = 3) -> dict[str, Any]:
+    """What the space estimate costs a warm dry run (``python -m bench.scale
+    estimate``): TARGET's shape at ``repositories`` repositories, a cold run to fill the
+    cache, then warm dry runs alternating with and without ``--no-estimate-space``;
+    the engine's CPU of each."""
+    runs: dict[str, list[float]] = {"with": [], "without": []}
+    with tempfile.TemporaryDirectory() as workdir:
+        cache, report = Path(workdir) / "cache.sqlite", Path(workdir) / "report.json"
+        for name in ["cold"] + ["with", "without"] * rounds:
+            code = (f"from bench.scale import _memory_clean; "
+                    f"_memory_clean({repositories}, {str(cache)!r}, {str(report)!r}, "
+                    f"shape='target', estimate={name != 'without'})")  # fmt: skip
+            answer = subprocess.run([sys.executable, "-c", code], check=True, cwd=HERE,
+                                    capture_output=True, text=True)  # fmt: skip
+            if name != "cold":
+                runs[name].append(round(_engine_cpu(answer.stdout.splitlines()), 2))
+    return {
+        "command": "python -m bench.scale estimate",
+        "manifests": repositories * 100,
+        "engine_cpu_s": runs,
+        "estimate_s_median": round(statistics.median(runs["with"])
+                                   - statistics.median(runs["without"]), 2),
+    }  # fmt: skip
 
 
 def memory_run(repositories: int, shape: str = "") -> dict[str, Any]:
@@ -832,8 +869,10 @@ async def _cpu_sample(
             pages += 1
         list_ms = (time.process_time() - started) * 1000 / max(1, pages)
         fast = store._fast
-        if fast_reads and (fast is None or not fast.enabled):
-            raise SystemExit("regcleaner's own S3 reads were off: these would be botocore's")
+        if fast_reads and (fast is None or not fast.enabled or store.handed_to_botocore):
+            raise SystemExit(f"regcleaner's own S3 reads were off or handed "
+                             f"{store.handed_to_botocore} requests to botocore: these "
+                             "figures would be partly botocore's")  # fmt: skip
     finally:
         await store.aclose()
     return {"get_ms": round(get_ms, 3), "head_ms": round(head_ms, 3),
@@ -891,6 +930,9 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "memory":
         repositories = int(sys.argv[2]) if len(sys.argv) > 2 else 3200
         print(json.dumps(memory_run(repositories), indent=2))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "estimate":
+        print(json.dumps(estimate_cost(), indent=2))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "cpu":
         flags = set(sys.argv[2:])

@@ -26,9 +26,12 @@ def blob_key(digest: str) -> int:
     algorithm, _, hex_part = digest.partition(":")
     if algorithm == "sha256" and len(hex_part) >= 16:
         try:
-            return int(hex_part[:16], 16) - _SIGNED
+            key = int(hex_part[:16], 16) - _SIGNED
         except ValueError:
             pass
+        else:
+            if key >= -_SIGNED:  # int() takes a sign: "-f..." would fall below 64 bits
+                return key  # (a _layers link of any name reaches gc)
     return int.from_bytes(hashlib.sha256(digest.encode()).digest()[:8], "big") - _SIGNED
 
 

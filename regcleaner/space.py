@@ -11,14 +11,16 @@ The answer needs every repository's blobs at once, so they spill to a temporary 
 instead of staying in memory: each repository's kept blobs and freed blobs are appended
 (8 bytes a kept blob, 24 a freed one with its size and repository) to one of 256
 partitions by the blob's top 8 bits, written out whenever ``_BUFFERED`` entries are
-held; at the end each partition is read back and settled on its own. The run's memory
-stays bounded by the largest repository and the buffer, whatever the size of the
-registry (a partition is a 256th of the blobs). A blob is keyed by the first 64 bits of
-its sha256 (``keyset.blob_key``): by the birthday bound, two distinct blobs of one
-registry share those bits with a chance of about 1 in 37 million at a million blobs (1
-in 370,000 at ten million), and a collision would only move the estimate by one blob.
+held (checked after each repository: the buffer holds at most one repository's blobs
+past it); at the end each partition is read back and settled on its own, a 256th of the
+blobs as sha256 spreads digests (a tenant who pushed blobs chosen to share their top 8
+bits, about 256 tries each, could put all of theirs in one partition). A blob is keyed
+by the first 64 bits of its sha256 (``keyset.blob_key``): by the birthday bound, two
+distinct blobs of one registry share those bits with a chance of about 1 in 37 million
+at a million blobs (1 in 370,000 at ten million), and a collision would only move the
+estimate by one blob.
 
-(It spilled to SQLite before, a row a blob, inserted in key order into B-trees: three
+(It spilled to SQLite before, a row a blob inserted into B-trees in no order: three
 times the CPU, about a third of a warm dry run's engine at a million manifests.)
 """
 
@@ -35,7 +37,7 @@ from regcleaner.manifests import ManifestInfo, ManifestRefs
 _PARTITIONS = 256
 _SHIFT = 56  # a signed key's top 8 bits run from -128 to 127
 _BUFFERED = 1 << 19
-"""Entries held before they are written out: at most 12 MB (24 bytes a freed blob)."""
+"""Entries held before they are written out: 12 MB at 24 bytes a freed blob."""
 
 
 class SpaceEstimate:

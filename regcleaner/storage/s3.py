@@ -98,6 +98,8 @@ class S3Store:
         self._fast: FastReads | None = None
         """GET, HEAD and LIST signed and sent here (``s3fast``); botocore makes what
         it does not serve, and every other request."""
+        self.handed_to_botocore = 0
+        """GET, HEAD and LIST requests the fast path declined and botocore made."""
         self._client_lock = asyncio.Lock()
         self._gets = asyncio.Semaphore(options.max_connections)
         self._deletes = asyncio.Semaphore(options.delete_requests_in_flight)
@@ -231,6 +233,7 @@ class S3Store:
                         page = await self._fast.page(prefix, delimiter, token, start_after)
                     except NotServed:
                         page = None
+                        self.handed_to_botocore += 1
                 if page is None:
                     call = kwargs if token is None else {**kwargs, "ContinuationToken": token}
                     page = await client.list_objects_v2(**call)
@@ -323,7 +326,7 @@ class S3Store:
                 try:
                     return await self._fast.get(self._key(key), cap)
                 except NotServed:
-                    pass  # botocore makes it
+                    self.handed_to_botocore += 1  # botocore makes it
             response = await self._object_call("get_object", self._key(key), "reading")
             if response is None:
                 return None
@@ -357,7 +360,7 @@ class S3Store:
                 try:
                     found = await self._fast.head(self._key(key))
                 except NotServed:
-                    pass  # botocore makes it
+                    self.handed_to_botocore += 1  # botocore makes it
                 else:
                     return None if found is None else found._replace(key=key)
             head = await self._object_call("head_object", self._key(key), "checking")

@@ -248,6 +248,10 @@ class FastReads:
             session = await self._session_for()
         except OSError as exc:  # the CA bundle cannot be read: botocore's request says why
             self.enabled = False
+            log.warning(
+                "the CA bundle %s cannot be read (%s): every S3 request goes through "
+                "botocore from now on", self._ca_file, exc,
+            )  # fmt: skip
             raise NotServed(type(exc).__name__) from None
         try:
             response = await session.request(

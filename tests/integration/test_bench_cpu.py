@@ -20,17 +20,24 @@ def test_the_cpu_bench_measures_regcleaners_own_reads(tls: bool) -> None:
     assert os.environ.get("AWS_CA_BUNDLE") == before  # put back as it was
 
 
+@pytest.mark.parametrize("how", ["never built", "a page declined"])
 def test_the_cpu_bench_refuses_to_report_botocores_figures_as_its_own(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """Were regcleaner's own reads off (here: never built, as for an S3 it cannot
-    serve), botocore would make every request and the figures would be its: the bench
-    stops instead of printing them."""
+    """Were regcleaner's own reads off (never built, as for an S3 they cannot serve) or
+    did they hand a request to botocore (a page they decline), the figures would be
+    botocore's, in whole or in part: the bench stops instead of printing them."""
     from regcleaner.storage import s3fast
 
     async def not_built(*args: object, **kwargs: object) -> None:
         return None
 
-    monkeypatch.setattr(s3fast.FastReads, "build", not_built)
+    async def declined(*args: object, **kwargs: object) -> None:
+        raise s3fast.NotServed("declined")
+
+    if how == "never built":
+        monkeypatch.setattr(s3fast.FastReads, "build", not_built)
+    else:
+        monkeypatch.setattr(s3fast.FastReads, "page", declined)
     with pytest.raises(SystemExit, match="botocore"):
         measure_cpu(60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def _amz_date() -> str:
 
 
 def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """S3 behind TLS with a private CA: given as AWS_CA_BUNDLE, botocore and the fast
     path both verify against it and the reads are served here; without it, or with a
@@ -203,8 +204,11 @@ def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
 
         # A CA bundle that cannot be read turns the path off too: botocore's request
         # says what is wrong, as a StorageError (not an OSError out of the fast path).
-        monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing-ca.pem"))
-        asyncio.run(refused())
+        missing = tmp_path / "missing-ca.pem"
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(missing))
+        with caplog.at_level(logging.WARNING, logger="regcleaner.storage.s3fast"):
+            asyncio.run(refused())
+        assert any(str(missing) in r.getMessage() for r in caplog.records)  # named
     finally:
         front.stop()
         moto.stop()

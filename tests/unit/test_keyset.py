@@ -9,7 +9,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regcleaner.keyset import KeySet
+from regcleaner.keyset import KeySet, blob_key
 
 keys = st.integers(-(1 << 63), (1 << 63) - 1)
 near = st.sampled_from([-(1 << 63), -1, 0, 1, (1 << 63) - 1, 1 << 48, -(1 << 48), (1 << 48) - 1])
@@ -54,3 +54,18 @@ def test_what_is_not_a_64_bit_int_is_not_in_it() -> None:
     assert "1" not in found
     assert 1 << 64 not in found
     assert 1.0 not in found
+
+
+@given(st.text(max_size=80))
+def test_every_name_keys_inside_64_bits(tail: str) -> None:
+    """A _layers link of any name reaches gc's mark: its key must fit the set (int()
+    takes "-", "+", "0x" and "_", which made keys outside 64 bits)."""
+    for digest in ("sha256:" + tail, "sha256:-" + "f" * 63, "sha256:0x" + "f" * 62, tail):
+        assert -(1 << 63) <= blob_key(digest) < 1 << 63
+        KeySet().add(blob_key(digest))
+
+
+def test_a_sha256_digest_keys_by_its_first_16_hex_digits() -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    assert blob_key(digest) == 0x0123456789ABCDEF - (1 << 63)
+    assert blob_key(digest.upper().replace("SHA256", "sha256")) == blob_key(digest)
