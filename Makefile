@@ -74,6 +74,7 @@ bench: install
 	$(BIN)/python -m bench.scale cpu
 	$(BIN)/python -m bench.scale cpu botocore
 	$(BIN)/python -m bench.scale cpu tls registry-keys
+	$(BIN)/python -m bench.scale estimate
 	$(BIN)/python -m bench.scale target
 	$(BIN)/python -m bench.scale
 

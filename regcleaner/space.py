@@ -20,8 +20,9 @@ distinct blobs of one registry share those bits with a chance of about 1 in 37 m
 at a million blobs (1 in 370,000 at ten million), and a collision would only move the
 estimate by one blob.
 
-(It spilled to SQLite before, a row a blob inserted into B-trees in no order: three
-times the CPU, about a third of a warm dry run's engine at a million manifests.)
+(It spilled to SQLite before, a row a blob inserted into B-trees in no order: the
+estimate cost a warm dry run 1.86 s at 100,000 manifests, 1.47 s now; ``python -m
+bench.scale estimate``.)
 """
 
 from __future__ import annotations
