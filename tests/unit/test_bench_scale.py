@@ -55,7 +55,8 @@ def test_the_window_is_its_phases_and_follows_the_measured_engine() -> None:
     ):
         assert abs(figures[window] - sum(phases[p]["seconds"] for p in parts)) < 0.2  # fmt: skip
     # The deletions run beside the planning: the window is shorter than its phases one
-    # after the other, never shorter than either, nor than S3's time for its writes.
+    # after the other, the planning with the deletions beside it shorter than the two
+    # in turn; never shorter than S3's time for the window's writes (199 s at one prefix).
     one_after_another = sum(phases[p]["seconds"] for p in ("scan_warm", "delete", "gc_warm"))
     assert figures["window_warm_s"] < one_after_another
     together = phases["planning_and_delete_warm"]["seconds"]
