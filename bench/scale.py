@@ -714,10 +714,27 @@ def _memory_clean(
                               if v.reads.recorded is not None)}), flush=True)  # fmt: skip
 
 
-def _engine_cpu(lines: list[str]) -> float:
-    """The engine's CPU of one ``_memory_clean`` from its JSON lines (``memory_run``)."""
-    found = [json.loads(line) for line in lines if line.startswith('{"')]
-    loaded, ended = found[0], found[-1]
+def _clean_apart(
+    name: str, repositories: int, cache: Path, report: Path, **options: object
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``_memory_clean`` in a process of its own (each run generates its registry
+    anew); its first and last JSON lines (after loading, at the end). SystemExit with
+    its errors if it wrote no report."""
+    given = "".join(f", {option}={value!r}" for option, value in options.items())
+    code = (f"from bench.scale import _memory_clean; "
+            f"_memory_clean({repositories}, {str(cache)!r}, {str(report)!r}{given})")  # fmt: skip
+    report.unlink(missing_ok=True)
+    answer = subprocess.run([sys.executable, "-c", code], check=False, cwd=HERE,
+                            capture_output=True, text=True)  # fmt: skip
+    if not report.exists():
+        raise SystemExit(f"the {name} run failed:\n{answer.stderr[-3000:]}")
+    lines = [json.loads(line) for line in answer.stdout.splitlines() if line.startswith('{"')]
+    return lines[0], lines[-1]
+
+
+def _engine_cpu(loaded: dict[str, Any], ended: dict[str, Any]) -> float:
+    """The engine's CPU of one ``_memory_clean``: the process's, less generating the
+    registry and less the store's own work."""
     return float(ended["ended_cpu_s"] - loaded["loaded_cpu_s"] - ended["store_cpu_s"])
 
 
@@ -730,13 +747,10 @@ def estimate_cost(repositories: int = 1000, rounds: int = 3) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as workdir:
         cache, report = Path(workdir) / "cache.sqlite", Path(workdir) / "report.json"
         for name in ["cold"] + ["with", "without"] * rounds:
-            code = (f"from bench.scale import _memory_clean; "
-                    f"_memory_clean({repositories}, {str(cache)!r}, {str(report)!r}, "
-                    f"shape='target', estimate={name != 'without'})")  # fmt: skip
-            answer = subprocess.run([sys.executable, "-c", code], check=True, cwd=HERE,
-                                    capture_output=True, text=True)  # fmt: skip
+            loaded, ended = _clean_apart(name, repositories, cache, report, shape="target",
+                                         estimate=name != "without")  # fmt: skip
             if name != "cold":
-                runs[name].append(round(_engine_cpu(answer.stdout.splitlines()), 2))
+                runs[name].append(round(_engine_cpu(loaded, ended), 2))
     return {
         "command": "python -m bench.scale estimate",
         "manifests": repositories * 100,
@@ -759,19 +773,11 @@ def memory_run(repositories: int, shape: str = "") -> dict[str, Any]:
         cache = Path(workdir) / "scan-cache.sqlite"
         for name in ("cold", "warm", "window", "gc"):
             report = Path(workdir) / f"{name}.json"
-            code = (f"from bench.scale import _memory_clean; "
-                    f"_memory_clean({repositories}, {str(cache)!r}, {str(report)!r}, "
-                    f"window={name == 'window'}, shape={shape!r}, "
-                    f"gc_only={name == 'gc'})")  # fmt: skip
-            answer = subprocess.run([sys.executable, "-c", code], check=False, cwd=HERE,
-                                    capture_output=True, text=True)  # fmt: skip
-            if not report.exists():
-                raise SystemExit(f"the {name} run failed:\n{answer.stderr[-3000:]}")
+            loaded, ended = _clean_apart(name, repositories, cache, report,
+                                         window=name == "window", shape=shape,
+                                         gc_only=name == "gc")  # fmt: skip
             whole = json.loads(report.read_text())
             summary = whole["summary"]
-            lines = [json.loads(line) for line in answer.stdout.splitlines()
-                     if line.startswith('{"')]  # fmt: skip
-            loaded, ended = lines[0], lines[-1]
             requests = summary["storage_requests"]
             if name == "gc":  # gc's report: its CPU in parts, as in the window
                 began = ended["gc_began_cpu_s"]
@@ -799,8 +805,7 @@ def memory_run(repositories: int, shape: str = "") -> dict[str, Any]:
                 "engine_s": summary["duration_s"],
                 # The store's own CPU (listings and reads: S3's and the client's work,
                 # which the model charges per request and key) is not the engine's.
-                "engine_cpu_s": round(ended["ended_cpu_s"] - loaded["loaded_cpu_s"]
-                                      - ended["store_cpu_s"], 1),
+                "engine_cpu_s": round(_engine_cpu(loaded, ended), 1),
                 "store_cpu_s": round(ended["store_cpu_s"], 1),
                 "peak_rss_mb": summary["peak_rss_mb"], "store_rss_mb": loaded["loaded_now_rss_mb"],
                 "over_store_mb": round(ended["run_peak_rss_mb"] - loaded["loaded_now_rss_mb"], 1),
