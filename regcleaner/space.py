@@ -10,11 +10,13 @@ blobs that were already orphaned before the run are not counted (a lower bound t
 The answer needs every repository's blobs at once, so they spill to a temporary file
 instead of staying in memory: each repository's kept blobs and freed blobs are appended
 (8 bytes a kept blob, 24 a freed one with its size and repository) to one of 256
-partitions by the blob's top 8 bits, written out whenever ``_BUFFERED`` entries are
-held (checked after each repository: the buffer holds at most one repository's blobs
-past it); at the end each partition is read back and settled on its own, a 256th of the
-blobs as sha256 spreads digests (a tenant who pushed blobs chosen to share their top 8
-bits, about 256 tries each, could put all of theirs in one partition). A blob is keyed
+partitions, written out whenever ``_BUFFERED`` entries are held (checked after each
+repository: the buffer holds at most one repository's blobs past it); at the end each
+partition is read back and settled on its own, about a 256th of the blobs. The
+partition is the top 8 bits of the blob's key times an odd number drawn for each run
+(multiply-shift hashing), not of the key itself: a tenant who pushed blobs chosen to
+share their digests' first two hex digits (about 256 tries each) would otherwise put
+all of theirs in one partition, which ``settle`` holds in memory. A blob is keyed
 by the first 64 bits of its sha256 (``keyset.blob_key``): by the birthday bound, two
 distinct blobs of one registry share those bits with a chance of about 1 in 37 million
 at a million blobs (1 in 370,000 at ten million), and a collision would only move the
@@ -27,6 +29,7 @@ bench.scale estimate``.)
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from array import array
 from collections.abc import Iterable, Mapping
@@ -36,7 +39,8 @@ from regcleaner.keyset import blob_key
 from regcleaner.manifests import ManifestInfo, ManifestRefs
 
 _PARTITIONS = 256
-_SHIFT = 56  # a signed key's top 8 bits run from -128 to 127
+_SHIFT = 56  # the top 8 of 64 bits
+_MASK = (1 << 64) - 1
 _BUFFERED = 1 << 19
 """Entries held before they are written out: 12 MB at 24 bytes a freed blob."""
 
@@ -47,6 +51,8 @@ class SpaceEstimate:
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="regcleaner-space-")  # noqa: SIM115
         self._names: list[str] = []
+        self._salt = secrets.randbits(64) | 1
+        """Odd: the partition of a key is the top 8 bits of ``key * salt`` mod 2^64."""
         self._kept = [array("q") for _ in range(_PARTITIONS)]
         self._freed = [array("q") for _ in range(_PARTITIONS)]
         """Per partition: key, size (0 when unknown), repository, ... in the order added."""
@@ -84,12 +90,11 @@ class SpaceEstimate:
                     freed[key] = size
         repository_id = len(self._names)
         self._names.append(repository)
-        kept_parts = self._kept
+        kept_parts, freed_parts, salt = self._kept, self._freed, self._salt
         for key in kept_blobs:
-            kept_parts[(key >> _SHIFT) + 128].append(key)
-        freed_parts = self._freed
+            kept_parts[((key * salt) & _MASK) >> _SHIFT].append(key)
         for key, size in freed.items():
-            freed_parts[(key >> _SHIFT) + 128].extend((key, size, repository_id))
+            freed_parts[((key * salt) & _MASK) >> _SHIFT].extend((key, size, repository_id))
         self._buffered += len(kept_blobs) + len(freed)
         if self._buffered >= _BUFFERED:
             self._write_out()

@@ -94,6 +94,23 @@ def test_many_writes_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> No
     assert once[1] == 50 + 50 + 2
 
 
+def test_blobs_chosen_to_share_their_first_hex_digits_spread_over_the_partitions() -> None:
+    # A tenant can push blobs whose digests all start "00" (about 256 tries each): were
+    # the partition the key's own top bits, all of them would be settled at once.
+    chosen = [Digest("sha256:00" + hashlib.sha256(str(i).encode()).hexdigest()[2:])
+              for i in range(4096)]  # fmt: skip
+    estimate = SpaceEstimate()
+    try:
+        manifests = {d("gone"): image(1, *((f"layer{i}", 1) for i in range(4096)))}
+        estimate.add_repository("tenant", chosen, [], {})
+        estimate.add_repository("other", [d("gone")], [], manifests)
+        crowded = max(len(entries) // 3 for entries in estimate._freed)
+        assert crowded < 4096 // 16, f"one partition holds {crowded} of the 8,193 blobs"
+        assert estimate.settle()[1] == 4096 + 1 + 4096
+    finally:
+        estimate.close()
+
+
 def test_keys_are_signed_64_bit_and_distinct() -> None:
     keys = {blob_key(d(str(i))) for i in range(10_000)}
     assert len(keys) == 10_000
