@@ -44,7 +44,7 @@ from regcleaner.concurrency import StopScope
 from regcleaner.config import S3Options
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
-from regcleaner.storage.s3fast import FastReads, NotServed
+from regcleaner.storage.s3fast import FastReads, NotServed, botocore_ca_file
 from regcleaner.storage.s3listing import install_listing_check, listing_parser_factory
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -162,6 +162,13 @@ class S3Store:
                 session.create_client("s3", **kwargs)
             )
             install_listing_check(self._client.meta.events)
+            ca_file = botocore_ca_file(self._client)
+            problem = _unreadable(ca_file) if ca_file is not None else None
+            if problem is not None:  # botocore would retry it as if S3 did not answer
+                raise StorageSetupError(
+                    f"the CA bundle {ca_file} cannot be read ({problem}): check "
+                    "AWS_CA_BUNDLE or the profile's ca_bundle"
+                )
             if self.options.fast_reads:
                 self._fast = await FastReads.build(
                     self._client, self.options.bucket, timestamp=_timestamp,
@@ -170,7 +177,12 @@ class S3Store:
 
     def _translate(self, exc: Exception, action: str) -> StorageError:
         """botocore errors → StorageError with the bucket, key and a hint."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+            ParamValidationError,
+        )
 
         bucket = self.options.bucket
         if isinstance(exc, NoCredentialsError):
@@ -190,21 +202,31 @@ class S3Store:
                 "PermanentRedirect": f"bucket {bucket!r} is in another region (set --region)",
                 "AuthorizationHeaderMalformed": "wrong region for this bucket (set --region)",
             }
+            # HeadBucket's answers have no body: the status alone says what went wrong.
+            by_status = {
+                404: f"bucket {bucket!r} does not exist",
+                403: f"S3 refused access to bucket {bucket!r} (403): a wrong access key "
+                "or secret key, or no s3:ListBucket permission on it",
+                301: f"bucket {bucket!r} is in another region (set --region)",
+                400: "S3 refused the request (400): often the wrong region (set --region)",
+            }
             hint = hints.get(code) or (
-                f"bucket {bucket!r} does not exist"
-                if status == 404 and action == "check"
-                else f"S3 answered {status} {code}".strip()
-            )
+                by_status.get(status, "") if action == "check" and code == str(status) else ""
+            ) or f"S3 answered {status} {code}".strip()  # fmt: skip
             if action == "check":
                 return StorageSetupError(f"{action}: {hint}")
             return StorageError(f"{action}: {hint}")
+        if isinstance(exc, ParamValidationError) and action == "check":
+            return StorageSetupError(f"bucket name {bucket!r} is not one S3 accepts")
         if isinstance(exc, BotoCoreError):
+            if action == "check":  # a region or endpoint botocore cannot use
+                return StorageSetupError(f"{action}: {exc}")
             return StorageError(f"{action}: {exc}")
         return StorageError(f"{action}: {type(exc).__name__}: {exc}")
 
     async def check(self) -> None:
-        client = await self._ensure_client()
         try:
+            client = await self._ensure_client()
             await client.head_bucket(Bucket=self.options.bucket)
         except Exception as exc:
             if _is_botocore_error(exc):
@@ -239,9 +261,14 @@ class S3Store:
                     page = await client.list_objects_v2(**call)
                 self.stats.list += 1
                 yield page
+                token = page.get("NextContinuationToken")
+                if token and "IsTruncated" not in page:  # botocore would take it as the end
+                    raise StorageError(
+                        f"listing {prefix}: S3 gave a continuation token without saying "
+                        "whether the listing goes on (no IsTruncated)"
+                    )
                 if not page.get("IsTruncated"):
                     return
-                token = page.get("NextContinuationToken")
                 if not token or token in seen:
                     # A listing cut short would hide keys (tags among them): refuse.
                     raise StorageError(
@@ -452,6 +479,15 @@ def _files_of(page: dict[str, Any], base: str) -> list[FileInfo]:
                  int(item.get("Size", 0)), True, item.get("ETag"))
         for item in page.get("Contents", [])
     ]  # fmt: skip
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the file at ``path`` cannot be read (None: it can be opened)."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def _is_botocore_error(exc: BaseException) -> bool:

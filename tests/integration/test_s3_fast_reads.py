@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +213,44 @@ def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
     finally:
         front.stop()
         moto.stop()
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            {"SECRET_KEY": "WRONG" * 8},
+            "S3 refused access to bucket 'signed' (403): a wrong "
+            "access key or secret key, or no s3:ListBucket permission on it",
+        ),
+        ({"ACCESS_KEY": "AKIAWRONGWRONGWRONG0"}, "S3 refused access to bucket 'signed' (403)"),
+        (
+            {"AWS_CA_BUNDLE": "/nonexistent/ca.pem"},
+            "the CA bundle /nonexistent/ca.pem cannot be read (No such file or directory)",
+        ),
+        ({"REGION": "eu west 1"}, "check: Provided region_name 'eu west 1' doesn't match"),
+        ({"BUCKET": "My_Bucket!!"}, "bucket name 'My_Bucket!!' is not one S3 accepts"),
+    ],
+    ids=["wrong-secret", "unknown-access-key", "missing-ca-bundle", "region-typo", "bucket-name"],
+)
+def test_what_an_operator_gets_wrong_about_s3_is_said_in_one_line_with_exit_2(
+    signing_moto: tuple[MotoS3, str, str], tmp_path: Path, change: dict[str, str], said: str
+) -> None:
+    """Each had been misreported: HeadBucket's 403 has no body ("S3 answered 403 403"),
+    a missing CA bundle was retried until it read as "S3 did not answer within 6 s"
+    (exit 3), a region or bucket name botocore refuses was an internal error with a
+    traceback (exit 1)."""
+    from tests.conftest import run_cli
+
+    server, access, secret = signing_moto
+    env = {"REGISTRY_STORAGE": "s3", "BUCKET": BUCKET, "REGION": REGION,
+           "S3_ENDPOINT": server.url, "ACCESS_KEY": access, "SECRET_KEY": secret,
+           "REGISTRY_DIR": f"/{PREFIX}", **change}  # fmt: skip
+    result = run_cli(["clean", "--dry-run", "--progress-interval", "0"], env=env,
+                     report_path=tmp_path / "report.json")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr, result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert secret not in result.output + result.stderr
+    assert result.report is not None
+    assert secret not in json.dumps(result.report)

@@ -313,18 +313,20 @@ def test_pages_follow_continuation_tokens_in_order() -> None:
     [
         {"IsTruncated": True, "Contents": [_item("r/b")]},
         {"IsTruncated": True, "NextContinuationToken": "t1", "Contents": [_item("r/b")]},
+        {"NextContinuationToken": "t2", "Contents": [_item("r/b")]},
     ],
-    ids=["no-token", "the-same-token-again"],
+    ids=["no-token", "the-same-token-again", "a-token-without-is-truncated"],
 )
 def test_a_listing_that_says_it_goes_on_without_a_new_token_is_refused(
     second: dict[str, Any],
 ) -> None:
     """Stopping there would hide keys (tag links among them): botocore's paginator
-    stops quietly on a truncated page without a token; the store refuses."""
+    stops quietly on a truncated page without a token, and on a page with a token that
+    does not say IsTruncated; the store refuses."""
     pages = [{"IsTruncated": True, "NextContinuationToken": "t1", "Contents": [_item("r/a")]}]
     pages.append(second)
     store = _store_with(_Pages(pages))
-    with pytest.raises(StorageError, match="gave no new continuation token"):
+    with pytest.raises(StorageError, match=r"gave no new continuation token|no IsTruncated"):
         asyncio.run(_walk_all(store))
 
 
