@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 from regcleaner import layout
 from regcleaner.blobwalks import RecordedWalks
@@ -17,6 +19,7 @@ from regcleaner.errors import StorageError
 from regcleaner.manifests import (
     MAX_MANIFEST_BYTES,
     ManifestInfo,
+    ManifestKind,
     ManifestRefs,
     Unreadable,
     decode_manifest,
@@ -32,6 +35,11 @@ FANOUT_ALGORITHM = "sha256"
 """The algorithm whose folder a listing of the blobs walks (and ``blobwalks`` records)."""
 BLOBS_PER_MANIFEST_GUESS = 5
 """How many blobs a registry holds per manifest, until a listing has counted them."""
+RACY_S = 2.0
+"""On a disk, bytes modified less than this before they were read are not cached: a
+file's modification time moves with the kernel's clock tick (a few ms), so a rewrite of
+the same size in the tick of the read would keep the validator the cache trusts (git's
+"racily clean" files)."""
 
 
 class CachedReads:
@@ -73,8 +81,8 @@ class CachedReads:
         result: dict[Digest, ManifestInfo] = dict(await self._cached_manifests(ordered))
         ordered = [digest for digest in ordered if digest not in result]
         cache = self.cache
-        found = await self.store.read_many([layout.blob_data(d) for d in ordered],
-                                           MAX_MANIFEST_BYTES)  # fmt: skip
+        began = time.time()
+        found = await self._manifest_blobs(ordered)
         verified: list[tuple[Digest, str, ManifestRefs]] = []
         for digest, blob in zip(ordered, found, strict=True):
             if blob is None:
@@ -83,8 +91,9 @@ class CachedReads:
                 result[digest] = Unreadable(f"cannot read manifest blob: {blob}")
             else:
                 decoded = result[digest] = decode_manifest(digest, blob.data)
-                if isinstance(decoded, ManifestRefs):  # what is unreadable is read every time
-                    verified.append((digest, _validator_of(blob), decoded))
+                seen = self._validator_to_cache(blob, began)
+                if isinstance(decoded, ManifestRefs) and seen:  # what is unreadable is read
+                    verified.append((digest, seen, decoded))  # every time
         if cache is not None:
             cache.put_manifests(verified)
         return result
@@ -120,7 +129,7 @@ class CachedReads:
 
     async def manifest_marks(
         self, digests: Sequence[Digest]
-    ) -> list[frozenset[Digest] | bytes | StorageError | None]:
+    ) -> list[CachedMarks | bytes | StorageError | None]:
         """For blob collection: for each manifest the cache knows and whose blob is
         unchanged, the digests the registry's garbage-collect marks for it (an index's
         manifests, an image's config and layers, a schema1 manifest's fsLayers; never
@@ -128,8 +137,9 @@ class CachedReads:
         Bytes that verify and parse are stored in the cache for the next run."""
         known = await self._cached_manifests(digests)
         rest = [digest for digest in digests if digest not in known]
+        began = time.time()
         found = dict(zip(rest, await self._manifest_blobs(rest), strict=True))
-        result: list[frozenset[Digest] | bytes | StorageError | None] = []
+        result: list[CachedMarks | bytes | StorageError | None] = []
         verified: list[tuple[Digest, str, ManifestRefs]] = []
         for digest in digests:
             refs = known.get(digest)
@@ -139,15 +149,28 @@ class CachedReads:
             blob = found[digest]
             if isinstance(blob, Blob):
                 result.append(blob.data)
-                if self.cache is not None:
+                seen = self._validator_to_cache(blob, began)
+                if self.cache is not None and seen:
                     decoded = decode_manifest(digest, blob.data)
                     if isinstance(decoded, ManifestRefs):
-                        verified.append((digest, _validator_of(blob), decoded))
+                        verified.append((digest, seen, decoded))
             else:
                 result.append(blob)
         if self.cache is not None:
             self.cache.put_manifests(verified)
         return result
+
+    def _validator_to_cache(self, blob: Blob, read_began: float) -> str | None:
+        """The validator to cache the bytes just read under, or None when it would not
+        show a later rewrite: the ETag where the store gives one; on a disk, the
+        modification time and size of a file last modified at least ``RACY_S`` before
+        the read began; never an object store's time alone (to the second: a link
+        rewritten in the second it was read keeps its time and its 71 bytes)."""
+        if blob.etag:
+            return validator(blob.etag, blob.mtime, len(blob.data))
+        if self.store.has_directories and blob.mtime <= read_began - RACY_S:
+            return validator(None, blob.mtime, len(blob.data))
+        return None
 
     async def _manifest_blobs(self, digests: Sequence[Digest]) -> list[Blob | StorageError | None]:
         return await self.store.read_many([layout.blob_data(d) for d in digests],
@@ -181,15 +204,18 @@ class CachedReads:
         noted = cache.noted("blob_keys")
         keys = int(noted) if noted and noted.isdigit() else BLOBS_PER_MANIFEST_GUESS * cached
         pages = max(1, -(-keys // page_size(self.store)))
-        if cached < self.blob_listing_pays_from * (pages + FANOUT):
-            return False
-        cache.forget_listed()
         width = max(1, self.store.listing_concurrency)
         # Round trips on the critical path: one flat listing pages through every key
         # in turn; a listing per fan-out folder pays one listing of the folders, then
         # each folder's pages, ``width`` folders at a time.
         flat = pages
         per_folder = 1 + -(-FANOUT // width) * max(1, -(-pages // FANOUT))
+        # Requests: the flat listing makes its pages; the per-folder one a page at
+        # least in each of the 256 folders besides.
+        requests = pages if flat <= per_folder else pages + FANOUT
+        if cached < self.blob_listing_pays_from * requests:
+            return False
+        cache.forget_listed()
         listed = 0
         if flat <= per_folder:
             listed = await self._note_listed_blobs(layout.BLOBS_SHA256)
@@ -240,8 +266,8 @@ class CachedReads:
                 key = f"{fanout}/{file.key}" if fanout else file.key
                 hh, _, rest = key.partition("/")
                 hex_part, _, tail = rest.partition("/")
-                if tail != layout.DATA:
-                    continue
+                if tail != layout.DATA or len(hh) != 2 or not hex_part.startswith(hh):
+                    continue  # not where the registry reads a blob: no evidence of one
                 if hh != current:  # keys come in order: one fan-out folder after another
                     current = hh
                     expected = cache.validators_below(hh)
@@ -294,12 +320,15 @@ class CachedReads:
             to_read.append(index)
         cache.hits += len(keys) - len(to_read) - len(shown)
         cache.misses += len(to_read)
+        began = time.time()
         found = await self.store.read_many([keys[index] for index in to_read], MAX_LINK_BYTES)
         fresh: dict[str, tuple[str, bytes]] = {}
         for index, blob in zip(to_read, found, strict=True):
             result[index] = blob
             if isinstance(blob, Blob) and len(blob.data) <= MAX_LINK_BYTES:
-                fresh[keys[index]] = (_validator_of(blob), blob.data)
+                seen = self._validator_to_cache(blob, began)
+                if seen:
+                    fresh[keys[index]] = (seen, blob.data)
         cache.put_links(fresh)
         return result
 
@@ -329,13 +358,20 @@ def content_shown(key: str, info: FileInfo | None) -> bytes | None:
     return content
 
 
-def marks_of(refs: ManifestRefs) -> frozenset[Digest]:
-    """The blobs the registry's garbage-collect marks for a readable manifest besides
-    its own: what ``gomanifest`` lists as its references (an index's manifests, an
-    image's config and layers, a schema1 manifest's fsLayers), never its subject."""
-    return frozenset((*refs.children, *(blob.digest for blob in refs.blobs)))
+class CachedMarks(NamedTuple):
+    """What gc needs of a manifest verified before (``marks_of``)."""
+
+    references: frozenset[Digest]
+    """The blobs the registry's garbage-collect marks for it besides its own: what
+    ``gomanifest`` lists as its references (an index's manifests, an image's config
+    and layers, a schema1 manifest's fsLayers), never its subject."""
+    schema1: bool
+    """A schema1 manifest, which gc names in a warning where distribution 3 may run."""
 
 
-def _validator_of(blob: Blob) -> str:
-    """The validator of the bytes just read (ETag, else mtime and size)."""
-    return validator(blob.etag, blob.mtime, len(blob.data))
+def marks_of(refs: ManifestRefs) -> CachedMarks:
+    """gc's marks for a readable manifest, from its cached references."""
+    return CachedMarks(
+        frozenset((*refs.children, *(blob.digest for blob in refs.blobs))),
+        refs.kind is ManifestKind.SCHEMA1,
+    )

@@ -56,6 +56,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from regcleaner import gomanifest, layout
 from regcleaner.blobfolders import list_blobs
+from regcleaner.cachedreads import CachedMarks
 from regcleaner.concurrency import Channel, StopRequested, StopScope, first_error, stop_signals
 from regcleaner.config import GcSettings
 from regcleaner.digest import Digest, is_sha256_hex
@@ -348,9 +349,11 @@ class Collector:
         counters = report.counters
         found_marks = await self.view.manifest_marks(revisions)
         for digest, data in zip(revisions, found_marks, strict=True):
-            if isinstance(data, frozenset):  # verified before, its blob unchanged (cache)
+            if isinstance(data, CachedMarks):  # verified before, its blob unchanged (cache)
+                if data.schema1 and self.registry != "2":
+                    report.warning(self._schema1_warning(name, digest))
                 marked.add(blob_key(digest))
-                marked.update(blob_key(reference) for reference in data)
+                marked.update(blob_key(reference) for reference in data.references)
                 counters.manifests += 1
                 continue
             if data is None:

@@ -45,14 +45,22 @@ def make_store(settings: RunTarget) -> ByteStore:
 
 def open_view(settings: RunTarget, store: ByteStore) -> RegistryView:
     """The registry view over ``store``, with the scan cache when ``--cache`` names one
-    (a cache of another storage or version, or a damaged one, is ignored with a warning
-    by ``ScanCache.open``; one that cannot be created is a usage error)."""
+    (``ScanCache.open``: one of another version, or damaged, starts afresh with a
+    warning; a file that is not this storage's cache is left alone and the run reads
+    everything, with a warning; a path where none can be made is a usage error)."""
     if settings.cache_path is None:
         return RegistryView(store)
-    from regcleaner.scancache import ScanCache
+    from regcleaner.scancache import NotThisCache, ScanCache
 
     try:
         cache = ScanCache.open(settings.cache_path, store.describe())
+    except NotThisCache as exc:
+        log.warning(
+            "scan cache %s is not used and is left as it is: %s. This run reads "
+            "everything; give --cache a file of its own for %s, or remove that one",
+            settings.cache_path, exc, store.describe(),
+        )  # fmt: skip
+        return RegistryView(store)
     except OSError as exc:
         raise ConfigError(
             f"cannot open the scan cache {settings.cache_path}: {exc.strerror or exc}"

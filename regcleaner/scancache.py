@@ -17,17 +17,26 @@ is gone, changed, or unreadable is read as if there were no cache. What is unrea
 is never stored, so every run reads it again and refuses again. The last look before a
 deletion, the push watch and the gate never go through the cache.
 
-A cache written for another storage, by another version, or that SQLite cannot read is
-ignored with a warning and started afresh. Entries are committed as they are written,
+A scan cache of this storage written by another version, by code that reads manifests
+or decides what to cache differently (``READER``: a hash of those modules' source, so
+that an upgrade never trusts what an older reader stored), or found damaged, is started
+afresh with a warning. Any other file (another storage's cache, a file that is not a
+scan cache, one SQLite cannot read) is left as it is: the run goes on without a cache
+and says so (``NotThisCache``). Entries are committed as they are written,
 so a run stopped half-way leaves what it read for the next one (resumable).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import importlib.resources
 import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from regcleaner import __version__
@@ -38,6 +47,26 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 1
 """Bumped whenever what is stored, or how a manifest is read, changes meaning."""
+
+
+def _reader_fingerprint() -> str:
+    """A hash of the source of the modules that give cached entries their meaning: how
+    a manifest is parsed (as regcleaner and as the registry's garbage-collect read it),
+    what a digest is, how entries are stored and when bytes are cached. Any change to
+    them makes older caches start afresh, whether or not ``SCHEMA`` was bumped."""
+    package = importlib.resources.files("regcleaner")
+    digest = hashlib.sha256()
+    for name in ("manifests.py", "gomanifest.py", "gojson.py", "mediatypes.py", "digest.py",
+                 "scancache.py", "cachedreads.py"):  # fmt: skip
+        try:
+            digest.update(package.joinpath(name).read_bytes())
+        except OSError:  # no source shipped: the version alone tells
+            digest.update(b"?")
+    return digest.hexdigest()[:16]
+
+
+READER = _reader_fingerprint()
+
 _CHUNK = 500  # SQLite host parameters a query (well under its limit of 32,766)
 
 
@@ -102,6 +131,17 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
+class NotThisCache(Exception):
+    """``--cache`` names a file that is not a scan cache of this storage: it is left as
+    it is (the message says what it is)."""
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    foreign: bool
+    why: str
+
+
 class ScanCache:
     """One cache file for one storage. Use ``open`` (it never raises for a bad file)."""
 
@@ -116,31 +156,36 @@ class ScanCache:
     @classmethod
     def open(cls, path: Path, storage: str) -> ScanCache:
         """The cache at ``path`` for the storage that ``describe()`` calls ``storage``.
-        A file for another storage or version, or one SQLite cannot read, is ignored
-        with a warning and replaced by an empty cache; a file that cannot be created at
-        all raises OSError (the caller turns it into a setup error)."""
+
+        A scan cache of this storage written by another version or reader, or found
+        damaged, is replaced by an empty one (a warning says why). A file that is not
+        a scan cache of this storage (another storage's cache, any other file, one
+        SQLite cannot read) is never touched: ``NotThisCache`` says why, and the run
+        goes on without a cache. A path where no file can be created raises OSError."""
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection: sqlite3.Connection | None = None
+        if path.exists() and path.stat().st_size > 0:
+            try:
+                with contextlib.closing(sqlite3.connect(path)) as probe:  # reads only
+                    verdict = cls._verdict(probe, storage)
+            except sqlite3.DatabaseError as exc:
+                verdict = _Verdict(foreign=True, why=f"SQLite cannot read it ({exc})")
+            if verdict is not None and verdict.foreign:
+                raise NotThisCache(verdict.why)
+            if verdict is not None:
+                log.warning("scan cache %s is started afresh: %s", path, verdict.why)
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
         try:
             connection = cls._connect(path)
-            problem = cls._mismatch(connection, storage)
-        except sqlite3.DatabaseError as exc:
-            problem = f"it cannot be read ({exc})"
-        if problem is not None or connection is None:
-            log.warning("scan cache %s is ignored and started afresh: %s", path, problem)
-            if connection is not None:
-                connection.close()
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            try:
-                connection = cls._connect(path)
-            except sqlite3.Error as exc:
-                raise OSError(f"cannot create the scan cache {path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise OSError(f"cannot create it: {exc}") from None
         try:
             cls._create(connection, storage)
         except sqlite3.Error as exc:
             connection.close()
-            raise OSError(f"cannot write the scan cache {path}: {exc}") from None
+            raise OSError(f"cannot write it: {exc}") from None
         return cls(connection, path)
 
     @staticmethod
@@ -151,25 +196,38 @@ class ScanCache:
         return connection
 
     @staticmethod
-    def _mismatch(connection: sqlite3.Connection, storage: str) -> str | None:
-        """Why this file cannot serve ``storage`` (None when it can, or is new)."""
+    def _verdict(connection: sqlite3.Connection, storage: str) -> _Verdict | None:
+        """Why this file cannot serve ``storage`` (None when it can, or holds nothing),
+        and whether it is a scan cache of this storage at all (``foreign``: it is not,
+        and is left alone). Only reads."""
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         if not tables:
             return None
-        if "meta" not in tables:
-            return "it is not a regcleaner scan cache"
-        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("schema") != str(SCHEMA) or meta.get("version") != __version__:
-            return (
-                f"written by regcleaner {meta.get('version')} (cache schema "
-                f"{meta.get('schema')}), this is {__version__} (schema {SCHEMA})"
+        meta: dict[str, str] = {}
+        if "meta" in tables:
+            meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        if not {"schema", "version", "storage"} <= meta.keys():
+            return _Verdict(foreign=True, why="it is not a regcleaner scan cache")
+        if meta["storage"] != storage:
+            return _Verdict(foreign=True, why=f"it is the scan cache of {meta['storage']}")
+        if meta["schema"] != str(SCHEMA) or meta["version"] != __version__:
+            return _Verdict(
+                foreign=False,
+                why=f"written by regcleaner {meta['version']} (cache schema "
+                f"{meta['schema']}), this is {__version__} (schema {SCHEMA})",
             )
-        if meta.get("storage") != storage:
-            return f"it was written for {meta.get('storage')}, not {storage}"
+        if meta.get("reader") != READER:
+            return _Verdict(
+                foreign=False,
+                why=f"written by code that reads manifests differently (reader "
+                f"{meta.get('reader')}, this is {READER})",
+            )
         # A file whose pages are damaged can open and answer the meta table: look.
         check = connection.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
-            return f"it is damaged ({check[0] if check else 'no answer'})"
+            return _Verdict(
+                foreign=False, why=f"it is damaged ({check[0] if check else 'no answer'})"
+            )
         return None
 
     @staticmethod
@@ -190,7 +248,12 @@ class ScanCache:
         )
         connection.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [("schema", str(SCHEMA)), ("version", __version__), ("storage", storage)],
+            [
+                ("schema", str(SCHEMA)),
+                ("version", __version__),
+                ("reader", READER),
+                ("storage", storage),
+            ],
         )
 
     # -- manifests ------------------------------------------------------------------

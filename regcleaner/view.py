@@ -30,7 +30,7 @@ from collections.abc import (
 from dataclasses import dataclass
 
 from regcleaner import layout
-from regcleaner.cachedreads import MAX_LINK_BYTES, CachedReads
+from regcleaner.cachedreads import MAX_LINK_BYTES, CachedMarks, CachedReads
 from regcleaner.digest import Digest, digest_from_hex, hex_of, is_sha256_hex, parse_digest
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.manifests import (
@@ -670,7 +670,7 @@ class RegistryView:
 
     async def manifest_marks(
         self, digests: Sequence[Digest]
-    ) -> list[frozenset[Digest] | bytes | StorageError | None]:
+    ) -> list[CachedMarks | bytes | StorageError | None]:
         """For blob collection: what garbage-collect marks for each manifest (from the
         cache, when unchanged), or its bytes (``CachedReads.manifest_marks``)."""
         return await self.reads.manifest_marks(digests)

@@ -47,7 +47,11 @@ class MemoryStore:
     requests_in_flight = 8
     stop: StopScope | None = None  # no retries of its own to end at a stop
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, name: str = "memory") -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, name: str = "memory", etags: bool = True
+    ) -> None:
+        self.etags = etags
+        """False: objects carry no ETag, as some S3-compatible stores answer."""
         self.objects: dict[str, StoredObject] = {}
         self._sorted: list[str] = []
         self.clock = clock
@@ -72,9 +76,12 @@ class MemoryStore:
             if index == len(self._sorted) or self._sorted[index] != key:  # not a removed one
                 self._sorted.insert(index, key)
         stamp = float(int(self.clock() if mtime is None else mtime))
-        self.objects[key] = StoredObject(
-            data, stamp, '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
-        )
+        self.objects[key] = StoredObject(data, stamp, self._etag(data))
+
+    def _etag(self, data: bytes) -> str:
+        if not self.etags:
+            return ""
+        return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """``put`` for each (key, bytes)."""
@@ -85,8 +92,7 @@ class MemoryStore:
         """``put`` for loading millions of keys: the listings are wrong until
         ``sort_keys`` (``put`` keeps the keys sorted one insertion at a time, which
         takes quadratic time over millions of keys)."""
-        etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
-        self.objects[key] = StoredObject(data, float(int(mtime)), etag)
+        self.objects[key] = StoredObject(data, float(int(mtime)), self._etag(data))
 
     def sort_keys(self) -> None:
         """After ``put_unsorted``: the keys in order for listings."""
@@ -106,7 +112,7 @@ class MemoryStore:
     def reopen(self) -> MemoryStore:
         """Another store over the same objects, with its own request counts (as a
         second run opens the same bucket)."""
-        other = MemoryStore(clock=self.clock, name=self.name)
+        other = MemoryStore(clock=self.clock, name=self.name, etags=self.etags)
         other.objects = self.objects
         other._sorted = self._sorted
         other.failing = self.failing

@@ -82,3 +82,64 @@ def test_gc_after_clean_in_one_window_validates_cached_manifests_by_one_listing(
     assert both["head"] == scan["head"]
     assert both["get"] == scan["get"] == 41  # the scan's manifests and tag links, once
     assert both["list"] > scan["list"]  # gc's listings, of the blobs among them
+
+
+def test_a_warm_run_of_a_small_registry_lists_its_blobs_once_instead_of_a_head_each(
+    memory_backend: MemoryStore, tmp_path: Path
+) -> None:
+    """On an object store, one flat page of the blobs validates 22 cached manifests:
+    a page is one request, where a HEAD each is 22 (the listing had been weighed as
+    if it took a page in each of the 256 fan-out folders too)."""
+    writer = RegistryWriter(memory_backend)
+    for n in range(20):
+        image = writer.image("many", f"config-{n}".encode(), [f"layer-{n}".encode()], oci=True)
+        writer.tag("many", f"v{n}", image.descriptor.digest)
+    command = ["clean", "--storage", "memory", "--dry-run", "--min-age", "0",
+               "--cache", str(tmp_path / "cache.sqlite"), "--progress-interval", "0"]  # fmt: skip
+    cold = run_cli(command, report_path=tmp_path / "cold.json")
+    warm = run_cli(command, report_path=tmp_path / "warm.json")
+    assert cold.exit_code == warm.exit_code == 0, cold.output + warm.output
+    assert cold.report is not None
+    assert warm.report is not None
+    assert cold.report["summary"]["storage_requests"]["get"] >= 22  # the manifests
+    requests = warm.report["summary"]["storage_requests"]
+    assert (requests["get"], requests["head"]) == (0, 0), requests
+    assert warm.report["summary"]["would_delete"] == cold.report["summary"]["would_delete"]
+
+
+def test_a_warm_gc_names_a_schema1_manifest_as_the_cold_one_does(
+    memory_backend: MemoryStore, tmp_path: Path
+) -> None:
+    """gc warns of each schema1 manifest (distribution 3 cannot serve it): a manifest
+    taken from the cache is named as one read."""
+    writer = RegistryWriter(memory_backend)
+    writer.tag("legacy", "v1", writer.schema1_image("legacy", [b"layer-a"]).digest)
+    command = ["gc", "--storage", "memory", "--dry-run", "--registry-version", "3",
+               "--cache", str(tmp_path / "cache.sqlite"), "--progress-interval", "0"]  # fmt: skip
+    cold = run_cli(command, report_path=tmp_path / "cold.json")
+    warm = run_cli(command, report_path=tmp_path / "warm.json")
+    assert cold.exit_code == warm.exit_code == 0, cold.output + warm.output
+    assert cold.report is not None
+    assert warm.report is not None
+    reports = [cold.report, warm.report]
+    gets = [report["summary"]["storage_requests"]["get"] for report in reports]
+    assert gets[1] < gets[0], gets  # the manifest from the cache
+    named = [[w for w in report["warnings"] if "is schema1" in w] for report in reports]
+    assert len(named[0]) == 1
+    assert named[1] == named[0]
+
+
+def test_a_cache_path_naming_another_file_leaves_it_as_it_is(
+    memory_backend: MemoryStore, tmp_path: Path
+) -> None:
+    """``--cache policy.yaml`` by mistake, in a dry run: the file stays as it was (it
+    had become an empty SQLite cache), and the run goes on without a cache."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - keep_last: 5\n" * 50)
+    before = policy.read_bytes()
+    result = run_cli(["clean", "--storage", "memory", "--dry-run", "--min-age", "0",
+                      "--cache", str(policy), "--progress-interval", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert policy.read_bytes() == before
+    assert f"scan cache {policy} is not used and is left as it is" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.yaml"]

@@ -6,11 +6,15 @@ not belong to this storage and version is ignored with a warning."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import math
+import os
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regcleaner import gomanifest
+from regcleaner import gomanifest, scancache
 from regcleaner import layout as paths
+from regcleaner.cachedreads import CachedMarks, CachedReads
 from regcleaner.digest import Digest
 from regcleaner.errors import StorageError
 from regcleaner.manifests import MAX_MANIFEST_BYTES, ManifestInfo, ManifestRefs
 from regcleaner.planner import Policy, RepositoryPlan, needed_manifests, plan_repository
-from regcleaner.scancache import ScanCache
-from regcleaner.storage.base import ByteStore
+from regcleaner.scancache import NotThisCache, ScanCache
+from regcleaner.storage.base import Blob, ByteStore
+from regcleaner.storage.filesystem import FilesystemStore
 from regcleaner.view import RegistryView
 from testkit.memory import MemoryStore
 
@@ -110,11 +116,12 @@ class Registry:
 REPOSITORIES = ("app", "team/api", "base")
 
 
-def build(layout: list[tuple[int, int, bool]]) -> Registry:
+def build(layout: list[tuple[int, int, bool]], *, etags: bool = True) -> Registry:
     """Per repository: how many images, how many of them are tagged, and whether an
-    index over them (tagged) and a signature-like referrer exist."""
+    index over them (tagged) and a signature-like referrer exist (``etags``: False for
+    a store that gives none)."""
     clock = Clock()
-    registry = Registry(MemoryStore(clock=clock, name="property"), clock)
+    registry = Registry(MemoryStore(clock=clock, name="property", etags=etags), clock)
     for repository, (images, tagged, extra) in zip(REPOSITORIES, layout, strict=False):
         digests = [registry.image() for _ in range(images)]
         for number, digest in enumerate(digests):
@@ -142,10 +149,11 @@ class Outcome:
     """What gc marks for each revision (or the problem it reports)."""
 
 
-def gc_marks(digest: Digest, found: frozenset[Digest] | bytes | StorageError | None) -> Any:
-    """What gc.py's marking makes of one manifest_marks answer (its checks, in order)."""
-    if isinstance(found, frozenset):
-        return ("marks", sorted(found))
+def gc_marks(digest: Digest, found: CachedMarks | bytes | StorageError | None) -> Any:
+    """What gc.py's marking makes of one manifest_marks answer (its checks, in order):
+    the blobs it marks, and whether it names the manifest as schema1."""
+    if isinstance(found, CachedMarks):
+        return ("marks", sorted(found.references), found.schema1)
     if found is None:
         return "missing"
     if isinstance(found, StorageError):
@@ -158,7 +166,8 @@ def gc_marks(digest: Digest, found: frozenset[Digest] | bytes | StorageError | N
         decoded = gomanifest.decode_manifest(found)
     except gomanifest.GoManifestError as exc:
         return f"error: {exc}"
-    return ("marks", sorted({r.digest for r in decoded.references if r.digest}))
+    return ("marks", sorted({r.digest for r in decoded.references if r.digest}),
+            decoded.kind == "schema1")  # fmt: skip
 
 
 def _plan_key(plan: RepositoryPlan) -> tuple[Any, ...]:
@@ -174,8 +183,8 @@ async def scan(store: ByteStore, cache: ScanCache | None, mode: str = "head") ->
     """A dry run's reads: repositories, snapshots (with history, as direct removal takes
     them), manifests, plans, and gc's revision links."""
     view = RegistryView(store, cache)
-    if mode != "head":
-        view.reads.blob_listing_pays_from = 0.0
+    # A listing of the blobs pays here from a few cached manifests: "head" forbids it.
+    view.reads.blob_listing_pays_from = math.inf if mode == "head" else 0.0
     if mode == "folders" and isinstance(store, MemoryStore):
         store.page_size = 2
         store.listing_concurrency = 64
@@ -342,6 +351,73 @@ def test_an_object_that_lists_unchanged_but_refuses_a_get(tmp_path: Path, mode: 
     assert any("cannot read manifest blob" in str(m) for m in cold.manifests["app"].values())
 
 
+def test_a_tag_moved_in_the_second_it_was_read_is_read_again_on_a_store_without_etags(
+    tmp_path: Path,
+) -> None:
+    """An object store that gives no ETag dates objects to the second: a tag link
+    rewritten in the second a run read it keeps its time and its 71 bytes. What such a
+    store shows is never cached, so the next run reads the tag again (a warm window
+    had removed the manifest the tag had just moved to)."""
+    registry = build([(2, 1, False)], etags=False)
+    cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
+    before = run(registry.store.reopen(), cache)
+    first, second = registry.manifests_of("app")
+    tagged = first if before.snapshots["app"][1].tags["v0"] == first else second
+    registry.tag("app", "v0", second if tagged == first else first)  # the same second
+    cold = run(registry.store.reopen(), None)
+    assert cold != before
+    assert run(registry.store.reopen(), cache) == cold
+
+
+def test_a_file_read_in_the_tick_it_was_written_is_not_cached_on_a_disk(tmp_path: Path) -> None:
+    """A disk stamps a file with the kernel's clock tick: a rewrite of the same size in
+    the tick of a read keeps mtime and size (here set back by hand, as that tick would
+    leave them). Bytes read within RACY_S of their modification are not cached."""
+    root = tmp_path / "disk"
+    key = paths.tag_current_link("app", "v1")
+    path = root / key
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"sha256:" + b"a" * 64)
+    stamp = path.stat().st_mtime_ns
+    cache = ScanCache.open(tmp_path / "c.sqlite", "disk")
+
+    async def read() -> bytes:
+        store = FilesystemStore(root)
+        listed = await store.stat_many([key])
+        found = (await CachedReads(store, cache).links([key], listed))[0]
+        assert isinstance(found, Blob)
+        return found.data
+
+    assert asyncio.run(read()) == b"sha256:" + b"a" * 64
+    path.write_bytes(b"sha256:" + b"b" * 64)
+    os.utime(path, ns=(stamp, stamp))
+    assert asyncio.run(read()) == b"sha256:" + b"b" * 64
+    old = stamp - 10**10  # ten seconds before: cached, and taken from the cache
+    os.utime(path, ns=(old, old))
+    assert asyncio.run(read()) == b"sha256:" + b"b" * 64
+    path.write_bytes(b"sha256:" + b"c" * 64)
+    os.utime(path, ns=(old, old))
+    assert asyncio.run(read()) == b"sha256:" + b"b" * 64  # the cache, as designed
+
+
+def test_a_manifest_blob_outside_its_fanout_folder_validates_nothing(tmp_path: Path) -> None:
+    """The registry reads a blob at blobs/sha256/<first two hex digits>/<hex>/data
+    only: a copy anywhere else is no evidence that the cached manifest is there."""
+    registry = build([(2, 1, False)])
+    cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
+    run(registry.store.reopen(), cache, "flat")
+    victim = sorted(registry.manifests)[0]
+    key = paths.blob_data(victim)
+    hex_part = victim.removeprefix("sha256:")
+    moved = key.replace(f"/{hex_part[:2]}/", f"/{hex_part[0]}/")  # a folder of one digit
+    registry.clock.now += 1
+    registry.store.put(moved, registry.store.objects[key].data)
+    registry.store.remove(key)
+    cold = run(registry.store.reopen(), None)
+    assert any(not isinstance(m, ManifestRefs) for m in cold.manifests["app"].values())
+    assert run(registry.store.reopen(), cache, "flat") == cold
+
+
 def test_a_changed_manifest_blob_is_read_and_refused_again(tmp_path: Path) -> None:
     registry = build([(2, 1, False)])
     cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
@@ -380,16 +456,19 @@ def test_a_run_stopped_half_way_leaves_a_warm_cache(tmp_path: Path) -> None:
     assert cache.hits == len(registry.manifests_of("app"))
 
 
-def test_a_cache_of_another_storage_is_ignored_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_cache_of_another_storage_is_left_as_it_is(tmp_path: Path) -> None:
+    """A typo in the bucket, or a second storage given the same file, must not cost
+    the first storage its warm cache (the runner goes on without one, and says so)."""
     registry = build([(2, 1, False)])
     path = tmp_path / "c.sqlite"
-    run(registry.store.reopen(), ScanCache.open(path, "s3://one/root"))
-    with caplog.at_level(logging.WARNING, "regcleaner.scancache"):
-        cache = ScanCache.open(path, "s3://other/root")
-    assert "written for s3://one/root, not s3://other/root" in caplog.text
-    assert cache.manifests(sorted(registry.manifests)) == {}
+    cache = ScanCache.open(path, "s3://one/root")
+    run(registry.store.reopen(), cache)
+    cache.close()
+    before = path.read_bytes()
+    with pytest.raises(NotThisCache, match="it is the scan cache of s3://one/root"):
+        ScanCache.open(path, "s3://other/root")
+    assert path.read_bytes() == before
+    assert ScanCache.open(path, "s3://one/root").manifests(sorted(registry.manifests))
 
 
 def test_a_cache_of_another_version_is_ignored_with_a_warning(
@@ -407,18 +486,73 @@ def test_a_cache_of_another_version_is_ignored_with_a_warning(
     assert cache.manifests(sorted(registry.manifests)) == {}
 
 
-@pytest.mark.parametrize("content", [b"not a database at all" * 100, b""])
-def test_a_corrupt_cache_file_is_ignored_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+def test_a_cache_written_by_another_manifest_reader_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Same version, same schema, but the code that parses manifests or decides what
+    is cached changed (an upgrade that forgot to bump SCHEMA): start afresh."""
     path = tmp_path / "c.sqlite"
-    path.write_bytes(content)
-    registry = build([(2, 1, True)])
+    registry = build([(2, 1, False)])
+    run(registry.store.reopen(), ScanCache.open(path, "memory"))
+    monkeypatch.setattr(scancache, "READER", "0123456789abcdef")
     with caplog.at_level(logging.WARNING, "regcleaner.scancache"):
-        cache = ScanCache.open(path, registry.store.describe())
-    if content:
-        assert "is ignored and started afresh" in caplog.text
+        cache = ScanCache.open(path, "memory")
+    assert "reads manifests differently (reader " in caplog.text
+    assert cache.manifests(sorted(registry.manifests)) == {}
+
+
+def test_the_reader_fingerprint_follows_the_manifest_parser_s_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = scancache._reader_fingerprint()
+    assert original == scancache.READER
+    real = Path.read_bytes
+
+    def edited(self: Path) -> bytes:
+        data = real(self)
+        return data + b"# edited" if self.name == "gomanifest.py" else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    assert scancache._reader_fingerprint() != original
+
+
+def test_an_empty_file_becomes_a_cache(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"")
+    registry = build([(2, 1, True)])
+    cache = ScanCache.open(path, registry.store.describe())
     assert run(registry.store.reopen(), cache) == run(registry.store.reopen(), None)
+    assert cache.manifest_count() > 0
+
+
+def _another_sqlite_file(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:  # a pull record, say
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO meta VALUES ('schema', '1')")
+        db.execute("CREATE TABLE pulls (digest TEXT, at REAL)")
+        db.commit()
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda p: p.write_bytes(b"rules:\n  - keep_last: 5\n" * 100), "SQLite cannot read it"),
+        (_another_sqlite_file, "it is not a regcleaner scan cache"),
+    ],
+    ids=["not-sqlite", "another-sqlite-file"],
+)
+def test_a_file_that_is_not_a_scan_cache_is_left_as_it_is(
+    tmp_path: Path, make: Callable[[Path], object], said: str
+) -> None:
+    """``--cache policy.yaml`` or the pull record by mistake: refused as a cache,
+    and not a byte of it changed (it had been replaced by an empty cache)."""
+    path = tmp_path / "mistake"
+    make(path)
+    before = path.read_bytes()
+    with pytest.raises(NotThisCache, match=said):
+        ScanCache.open(path, "memory")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mistake"]
 
 
 def test_a_cached_entry_that_cannot_be_decoded_is_read_again(tmp_path: Path) -> None:
