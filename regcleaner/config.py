@@ -7,6 +7,7 @@ back holds every option of the run. A problem is one ``ConfigError`` naming the 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -397,6 +398,20 @@ def pace_settings(
     return Pace(limits, parse_duration(recheck_interval, "--recheck-interval"))
 
 
+def check_report_path(report: Path) -> None:
+    """Refuse, before anything is done, a report that could not be written at the end
+    (the record of what was deleted would be lost)."""
+    if report.is_dir():
+        raise ConfigError(f"--report {report} is a directory")
+    folder = report.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--report {report}: its folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+        report.exists() and not os.access(report, os.W_OK)
+    ):
+        raise ConfigError(f"--report {report}: no permission to write it")
+
+
 def output_settings(
     *,
     report: Path | None,
@@ -408,8 +423,8 @@ def output_settings(
     pushgateway: str | None,
 ) -> Output:
     """Report, standard output, logs and metrics."""
-    if report is not None and report.exists() and report.is_dir():
-        raise ConfigError(f"--report {report} is a directory")
+    if report is not None:
+        check_report_path(report)
     if pushgateway:
         parse_registry_url(pushgateway, "--pushgateway")
     return Output(

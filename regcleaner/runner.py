@@ -370,20 +370,24 @@ def run(
     return error
 
 
-def write_outputs(settings: Settings | GcSettings, report: RunReport | GcReport) -> None:
-    """The JSON report file, and the summary (text or JSON) on standard output."""
+def write_outputs(settings: Settings | GcSettings, report: RunReport | GcReport) -> int:
+    """The JSON report file, and the summary (text or JSON) on standard output; 1 if
+    the report file could not be written (a failure: the run's record is lost), else 0."""
+    lost = 0
     if settings.report_path is not None:
         try:
             with settings.report_path.open("w", encoding="utf-8") as stream:
                 report.write_json(stream)
         except OSError as exc:
             log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
+            lost = 1
     if settings.output.format is OutputFormat.JSON:
         report.write_json(sys.stdout)
     elif not report.aborted:
         from rich.console import Console
 
         report.render_summary(Console())
+    return lost
 
 
 def export_metrics(settings: Settings | GcSettings, report: RunReport, code: int) -> None:
@@ -464,7 +468,7 @@ def run_clean(settings: Settings) -> int:
                 "--include/--exclude selected no repository of %s: nothing was scanned "
                 "(globs: * within a segment, ** across)", store.describe(),
             )  # fmt: skip
-        write_outputs(settings, report)
+        lost = write_outputs(settings, report)
         if gc_report is not None and gc_report.stopped_by:
             report.stopped_by = report.stopped_by or gc_report.stopped_by
     finally:
@@ -473,7 +477,7 @@ def run_clean(settings: Settings) -> int:
             gc_report.close()
     c = report.counters
     failures = c.failed + c.repositories_failed + (gc_report.counters.failed if gc_report else 0)
-    code = exit_code(RunEnd(error, report.stopped_by, failures))
+    code = exit_code(RunEnd(error, report.stopped_by, failures + lost))
     if not report.aborted:
         log.info(
             "finished in %.1fs: %d repositories, %d manifests, %d kept, %d %s, %d already "
@@ -527,11 +531,11 @@ def run_gc(settings: GcSettings) -> int:
 
     try:
         error = run(collect(), report)
-        write_outputs(settings, report)
+        lost = write_outputs(settings, report)
     finally:
         report.close()
     c = report.counters
-    code = exit_code(RunEnd(error, report.stopped_by, c.failed))
+    code = exit_code(RunEnd(error, report.stopped_by, c.failed + lost))
     if not report.aborted:
         log.info(
             "gc finished in %.1fs: %d manifests marked, %d of %d blobs %s (%s); exit code %d",

@@ -163,6 +163,7 @@ def run_usage(settings: Settings, selection: Selection, *, form: str, html: Path
         if html is not None:
             _write_html(html, store.describe(), generated, totals, ledger, selection)
         _export_metrics(settings, totals, selected_rows(ledger, selection))
+        lost = False
         if settings.report_path is not None:
             try:
                 with settings.report_path.open("w", encoding="utf-8") as stream:
@@ -170,11 +171,12 @@ def run_usage(settings: Settings, selection: Selection, *, form: str, html: Path
                                scan.warnings)  # fmt: skip
             except OSError as exc:
                 log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
+                lost = True
     finally:
         ledger.close()
         if view.cache is not None:
             view.cache.close()
-    return EXIT_FAILED if scan.counters.failed_repositories else EXIT_OK
+    return EXIT_FAILED if scan.counters.failed_repositories or lost else EXIT_OK
 
 
 def _run(work: Coroutine[Any, Any, None]) -> int | None:
@@ -285,11 +287,13 @@ def run_prune(settings: Settings) -> int:
     if error is not None:
         return error
     report = found[0]
+    lost = False
     if settings.report_path is not None:
         try:
             settings.report_path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         except OSError as exc:
             log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
+            lost = True
     if settings.output.format is OutputFormat.JSON:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -302,4 +306,4 @@ def run_prune(settings: Settings) -> int:
             typer.echo(f"failed {name}: {problem}")
         if not (report.removed or report.kept or report.failed):
             typer.echo("no empty repositories")
-    return EXIT_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed or lost else EXIT_OK

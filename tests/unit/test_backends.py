@@ -143,3 +143,23 @@ def test_a_cache_path_naming_another_file_leaves_it_as_it_is(
     assert policy.read_bytes() == before
     assert f"scan cache {policy} is not used and is left as it is" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.yaml"]
+
+
+def test_a_report_that_cannot_be_written_is_refused_first_and_fails_the_run_last(
+    memory_backend: MemoryStore, tmp_path: Path
+) -> None:
+    """The report is the record of what was deleted: a folder that is not there is
+    refused before anything is read (it was found after the deletions, exit 0), and a
+    write that fails at the end makes the exit code 1."""
+    before = memory_backend.stored_keys()
+    where = tmp_path / "no-such-folder" / "r.json"
+    missing = run_cli(["clean", "--storage", "memory", "--direct", "--registry-stopped",
+                       "--min-age", "0", "--report", str(where),
+                       "--progress-interval", "0"])  # fmt: skip
+    assert missing.exit_code == 2, missing.output
+    assert f"--report {where}: its folder {where.parent} does not exist" in missing.stderr
+    assert memory_backend.stored_keys() == before
+    full = run_cli(["clean", "--storage", "memory", "--dry-run", "--min-age", "0",
+                    "--report", "/dev/full", "--progress-interval", "0"])  # fmt: skip
+    assert "cannot write report /dev/full" in full.stderr
+    assert full.exit_code == 1, full.output
