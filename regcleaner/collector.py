@@ -161,6 +161,7 @@ class Collector:
             finally:
                 self._candidates.close()
                 self.report.storage_requests = self.store.stats.as_dict()
+                self.report.scan_cache = self.view.cache.counts() if self.view.cache else None
                 self.report.finished = time.monotonic()
 
     async def _run_bounded(self) -> None:

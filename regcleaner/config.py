@@ -221,7 +221,11 @@ def parse_registry_url(text: str, option: str = "the registry URL") -> str:
             "e.g. https://registry.example.com"
         )
     if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"do not put credentials in {option}; use --auth or REGISTRY_AUTH")
+        where = {
+            "--s3-endpoint": "--access-key/--secret-key (ACCESS_KEY/SECRET_KEY)",
+            "--pushgateway": "a URL without them",
+        }.get(option, "--auth or REGISTRY_AUTH")
+        raise ConfigError(f"do not put credentials in {option}; use {where}")
     if parts.query or parts.fragment:
         raise ConfigError(f"{option} must not have a query or fragment")
     try:
@@ -324,6 +328,8 @@ def storage_settings(
     is a registered backend's name (``regcleaner.storage.backends``)."""
     kind = storage
     root = registry_dir if registry_dir is not None else Path("/registry")
+    if cache is not None and str(cache) in ("", "."):  # typer makes "" the path "."
+        raise ConfigError("--cache is empty: give a file, e.g. --cache /cache/scan.sqlite")
     if kind != StorageKind.S3:
         given = {"--bucket": bucket, "--region": region, "--s3-endpoint": s3_endpoint,
                  "--access-key": access_key, "--secret-key": secret_key,

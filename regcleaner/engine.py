@@ -172,6 +172,7 @@ class Engine:
                     self.report.reclaimable = self.space.settle()
                     self.space.close()
                 self.report.storage_requests = self.view.store.stats.as_dict()
+                self.report.scan_cache = self.view.cache.counts() if self.view.cache else None
         if self.fatal_error is not None:
             raise self.fatal_error
 

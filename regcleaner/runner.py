@@ -77,6 +77,8 @@ async def close_view(view: RegistryView) -> None:
             view.reads.close()
         finally:
             if view.cache is not None:
+                log.info("scan cache %s: %d entries used, %d keys read from storage",
+                         view.cache.path, view.cache.hits, view.cache.misses)  # fmt: skip
                 view.cache.close()
 
 

@@ -153,6 +153,10 @@ class ScanCache:
         self.misses = 0
         """Keys looked up and read from storage (not in the cache, or changed)."""
 
+    def counts(self) -> dict[str, int]:
+        """For the report: entries used instead of reading, and keys read instead."""
+        return {"used": self.hits, "read": self.misses}
+
     @classmethod
     def open(cls, path: Path, storage: str) -> ScanCache:
         """The cache at ``path`` for the storage that ``describe()`` calls ``storage``.

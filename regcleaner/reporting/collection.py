@@ -63,6 +63,8 @@ class GcReport:
         self.stopped_by: str | None = None
         self.fatal_error: str | None = None
         self.storage_requests: dict[str, int] | None = None
+        self.scan_cache: dict[str, int] | None = None
+        """Entries the scan cache answered and keys read instead (None: no --cache)."""
         self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
@@ -119,6 +121,7 @@ class GcReport:
             "duration_s": round(self.duration_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "storage_requests": self.storage_requests,
+            "scan_cache": self.scan_cache,
         }
 
     @property

@@ -124,6 +124,8 @@ class RunReport:
         self.requests = 0
         self.reclaimable: tuple[int, int, list[tuple[str, int]]] | None = None
         self.storage_requests: dict[str, int] | None = None
+        self.scan_cache: dict[str, int] | None = None
+        """Entries the scan cache answered and keys read instead (None: no --cache)."""
         self.scan_complete = False
         """True once every repository was listed (False after an early stop: those not
         reached are not in the report)."""
@@ -231,6 +233,7 @@ class RunReport:
             "reclaimable_bytes": self._reclaimable[0] if self._reclaimable else None,
             "reclaimable_blobs": self._reclaimable[1] if self._reclaimable else None,
             "storage_requests": self.storage_requests,
+            "scan_cache": self.scan_cache,
         }
 
     @property
@@ -359,7 +362,10 @@ class RunReport:
                 "The real run would refuse to write storage now (warning above): "
                 f"{escape(str(self.gate_check.get('short') or 'see the warning'))}."
             )
-        if self.dry_run:
+        if self.dry_run and (self.stopped_by or self.fatal_error):
+            console.print(f"{manifests(c.would_delete)} would be deleted in the part scanned; "
+                          "run the dry run to its end before the real one.")  # fmt: skip
+        elif self.dry_run:
             console.print(f"{manifests(c.would_delete)} would be deleted; run without --dry-run.")
         elif self.storage_mismatch:
             elsewhere = (

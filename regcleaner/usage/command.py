@@ -244,8 +244,7 @@ def prune_empty_repositories(
     exclude: list[str] | None = None,
     output: OutputOptions,
 ) -> None:
-    """Remove repositories left with no tags and no manifests, so that the catalog no
-    longer lists them (window only: the registry read-only or stopped)."""
+    """Remove repositories with no tags and no manifests from the catalog (window only)."""
     try:
         where = target.settings()
         settings = build_settings(

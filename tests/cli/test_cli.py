@@ -32,6 +32,12 @@ def storage_root(tmp_path: Path) -> Path:
         (["--registry-url", "registry.example.com"], {}, "must start with http"),
         ([], {"REGISTRY_URL": "ftp://x"}, "must start with http"),
         (["--registry-url", "http://u:p@h"], {}, "do not put credentials"),
+        (
+            ["--registry-url", "http://h", "--s3-endpoint", "http://AK:secret@h"],
+            {"REGISTRY_STORAGE": "s3", "BUCKET": "b"},
+            "do not put credentials in --s3-endpoint; use --access-key/--secret-key",
+        ),
+        (["--registry-url", "http://h", "--cache", ""], {}, "--cache is empty"),
         (["--registry-url", "http://h", "--min-age", "soon"], {}, "invalid duration"),
         (["--registry-url", "http://h", "--rate", "-1"], {}, "--rate"),
         (["--registry-url", "http://h", "--concurrency", "0"], {}, "at least 1"),

@@ -39,6 +39,15 @@ def test_top_level_help_cuts_no_command_summary() -> None:
     assert result.exit_code == 0
     assert "…" not in result.stdout
     assert "..." not in result.stdout.split("Commands")[1]
+    # Each summary is one sentence that wraps at the panel's edge, never mid-line (a
+    # docstring's own line break showed as "so that the catalog no / longer lists").
+    import typer.main
+
+    from regcleaner.cli import app
+
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert "\n" not in summary, f"{name}: {summary!r}"
 
 
 @pytest.mark.parametrize("args", [[], ["policy"], ["events"]])

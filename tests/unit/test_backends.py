@@ -104,6 +104,11 @@ def test_a_warm_run_of_a_small_registry_lists_its_blobs_once_instead_of_a_head_e
     assert cold.report["summary"]["storage_requests"]["get"] >= 22  # the manifests
     requests = warm.report["summary"]["storage_requests"]
     assert (requests["get"], requests["head"]) == (0, 0), requests
+    # The report says how warm each run was.
+    assert cold.report["summary"]["scan_cache"]["read"] >= 22
+    assert warm.report["summary"]["scan_cache"]["used"] >= 22
+    assert warm.report["summary"]["scan_cache"]["read"] == 0
+    assert "scan cache" in warm.stderr
     assert warm.report["summary"]["would_delete"] == cold.report["summary"]["would_delete"]
 
 

@@ -93,3 +93,26 @@ def test_deletions_a_stop_prevented_are_reported_not_attempted() -> None:
     report.add(record)
     assert report.summary()["not_attempted"] == 2
     report.close()
+
+
+def test_a_dry_run_cut_short_does_not_send_the_operator_to_the_real_run() -> None:
+    import io
+
+    from rich.console import Console
+
+    def ending(**state: str) -> str:
+        report = RunReport(dry_run=True, registry_url=None, storage="filesystem")
+        report.counters.repositories = 1  # scanned some: not an aborted run
+        for name, value in state.items():
+            setattr(report, name, value)
+        out = io.StringIO()
+        report.render_summary(Console(file=out, width=100))
+        report.close()
+        return out.getvalue().strip().splitlines()[-1]
+
+    assert ending() == "0 manifests would be deleted; run without --dry-run."
+    for state in ({"stopped_by": "SIGINT"}, {"fatal_error": "listing failed"}):
+        assert ending(**state) == (
+            "0 manifests would be deleted in the part scanned; run the dry run to its end "
+            "before the real one."
+        )
