@@ -5,6 +5,8 @@ usage error naming the file."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ def test_a_warm_dry_run_plans_as_the_cold_one_and_clean_follows_it(
     images.push_image(api, "app", "v1", seed="cache-1")
     images.push_image(api, "app", "v1", seed="cache-2")
     images.push_multiarch(api, "multi", "latest", seed="cache-3")
+    hour_ago = time.time() - 3600  # files this fresh are not cached (cachedreads.RACY_S)
+    for file in registry.root.rglob("*"):
+        os.utime(file, (hour_ago, hour_ago), follow_symlinks=False)
     cache = tmp_path / "scan.sqlite"
     cold = run_cli(clean_args(registry, "--dry-run", "--cache", str(cache)),
                    report_path=tmp_path / "cold.json")  # fmt: skip
@@ -40,6 +45,8 @@ def test_a_warm_dry_run_plans_as_the_cold_one_and_clean_follows_it(
     fresh = run_cli(clean_args(registry, "--dry-run"), report_path=tmp_path / "fresh.json")
     assert warm.exit_code == fresh.exit_code == 0
     assert plans(warm.report) == plans(fresh.report)
+    assert warm.report is not None
+    assert warm.report["summary"]["scan_cache"]["used"] > 0
     real = run_cli(clean_args(registry, "--cache", str(cache)), report_path=tmp_path / "r.json")
     assert real.exit_code == 0, real.output
     assert real.report is not None

@@ -6,6 +6,8 @@ unchanged bucket makes no GET."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,9 @@ def test_warm_equals_cold_after_pushes_retags_and_deletes_through_the_registry(
     second = push_image(api, "app", "v2", seed="two")
     push_image(api, "app", None, seed="three")
     push_image(api, "team/api", "latest", seed="four", oci=True)
+    hour_ago = time.time() - 3600  # files this fresh are not cached (cachedreads.RACY_S)
+    for file in registry.root.rglob("*"):
+        os.utime(file, (hour_ago, hour_ago), follow_symlinks=False)
     path = tmp_path / "cache.sqlite"
     cold_before = run_on_disk(registry.root, ScanCache.open(path, "disk"))
     # Someone else's changes between the runs, through the registry.
@@ -49,8 +54,10 @@ def test_warm_equals_cold_after_pushes_retags_and_deletes_through_the_registry(
     corrupt = registry.root / paths.blob_data(Digest(second.digest))
     corrupt.write_bytes(corrupt.read_bytes()[:-1] + b" ")  # same size, new mtime
     cold = run_on_disk(registry.root, None)
-    warm = run_on_disk(registry.root, ScanCache.open(path, "disk"))
+    cache = ScanCache.open(path, "disk")
+    warm = run_on_disk(registry.root, cache)
     assert warm == cold
+    assert cache.hits > 0  # what did not change came from the cache
     assert warm != cold_before
     problems = [i for i in warm.manifests["app"].values() if not isinstance(i, ManifestRefs)]
     assert problems  # the corrupted manifest was read again and refused
