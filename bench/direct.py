@@ -14,6 +14,9 @@ Side by side in one run, on fresh hard-linked copies of one synthetic registry:
 - ``s3-tags``: the same with repositories of many tags (default 2 repositories of 150
   manifests, 50 of them tagged), where the registry reads every tag of the repository
   on each DELETE.
+- ``s3-warm``: the ``s3`` case as an operator runs the window (docs/scale.md): each side
+  first makes a dry run with a scan cache of its own (not timed), then the timed run
+  uses that cache; the requests counted are the timed run's.
 
 moto is a Python server and runs in a process of its own; on this 2-core machine it
 answers a few hundred requests a second, so the S3 cases are bound by moto's CPU, not
@@ -133,6 +136,8 @@ def s3_case(
     make: Callable[[Path], SyntheticRegistry],
     delay_s: float,
     flavour: Flavour,
+    *,
+    warm: bool = False,
 ) -> dict[str, Any]:
     base = workdir / f"{label}-base"
     synthetic = make(base)
@@ -152,21 +157,26 @@ def s3_case(
         registry = RegistryProcess(workdir / f"{label}-registry", flavour=flavour,
                                    storage=_registry_storage(moto, proxy, "api"))  # fmt: skip
         registry.start()
+        api_side = ["--registry-url", registry.url, "--bucket", "api", *common]
+        direct_side = ["--direct", "--registry-stopped", "--bucket", "direct", *common]
+        if warm:  # each side's own dry run fills its own cache, outside the timing
+            api_side += ["--cache", str(workdir / f"{label}-{flavour}-api.cache")]
+            direct_side += ["--cache", str(workdir / f"{label}-{flavour}-direct.cache")]
         try:
+            if warm:
+                regcleaner([*api_side, "--dry-run"], env)
             before = sum(proxy.requests.values())
-            api_s, api_report = regcleaner(
-                ["--registry-url", registry.url, "--bucket", "api", *common], env
-            )
+            api_s, api_report = regcleaner(api_side, env)
             api_requests = sum(proxy.requests.values()) - before
         finally:
             registry.stop()
         api_ok = not (set(synthetic.history) & bucket_revisions(moto, "api"))
         print(f"  regcleaner through the API: {api_s:.2f}s, verified={api_ok}, "
               f"{api_requests:,} S3 requests (registry and regcleaner)", flush=True)  # fmt: skip
+        if warm:
+            regcleaner([*direct_side, "--dry-run"], env)
         before = sum(proxy.requests.values())
-        direct_s, report = regcleaner(
-            ["--direct", "--registry-stopped", "--bucket", "direct", *common], env
-        )
+        direct_s, report = regcleaner(direct_side, env)
         direct_requests = sum(proxy.requests.values()) - before
         remaining = bucket_revisions(moto, "direct")
         ok = set(synthetic.in_use) <= remaining and not (set(synthetic.history) & remaining)
@@ -200,7 +210,8 @@ def _registry_storage(moto: MotoS3, proxy: LatencyProxy, bucket: str) -> dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.direct", description=__doc__)
-    parser.add_argument("--case", action="append", choices=["tags", "small", "s3", "s3-tags"])
+    parser.add_argument("--case", action="append",
+                        choices=["tags", "small", "s3", "s3-tags", "s3-warm"])  # fmt: skip
     parser.add_argument("--s3-repositories", type=int, default=8)
     parser.add_argument("--s3-tagged", default="2x50x150",
                         help="s3-tags: REPOSITORIESxTAGSxMANIFESTS")  # fmt: skip
@@ -211,7 +222,7 @@ def main() -> int:
     args = parser.parse_args()
     flavours: list[Flavour] = list(FLAVOURS) if args.registry == "both" else [args.registry]
     compile_regcleaner()
-    cases = args.case or ["tags", "small", "s3", "s3-tags"]
+    cases = args.case or ["tags", "small", "s3", "s3-warm", "s3-tags"]
     workdir = Path(tempfile.mkdtemp(prefix="regcleaner-bench-direct-", dir="/dev/shm"))
     results = []
     try:
@@ -228,6 +239,9 @@ def main() -> int:
             if "s3" in cases:
                 results.append(s3_case(workdir, "s3", lambda p: generate(p, fleet, 32), delay_s,
                                        flavour))  # fmt: skip
+            if "s3-warm" in cases:
+                results.append(s3_case(workdir, "s3-warm", lambda p: generate(p, fleet, 32),
+                                       delay_s, flavour, warm=True))  # fmt: skip
             if "s3-tags" in cases:
                 results.append(s3_case(
                     workdir, "s3-tags",
