@@ -7,6 +7,7 @@ cache, and what verifies is cached for the next run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Collection, Sequence
@@ -218,7 +219,17 @@ class CachedReads:
         cache.forget_listed()
         listed = 0
         if flat <= per_folder:
-            listed = await self._note_listed_blobs(layout.BLOBS_SHA256)
+            # The count of keys is a guess until a listing has been made (5 a cached
+            # manifest: low where the cache holds a few repositories of a large
+            # registry): past the pages that pay for the HEADs it saves, stop, note how
+            # far it got, and make the HEADs.
+            pays_from = self.blob_listing_pays_from
+            budget = max(1, int(cached / pays_from)) if pays_from > 0 else None
+            listed, complete = await self._note_listed_blobs(layout.BLOBS_SHA256, budget=budget)
+            if not complete:
+                # More than that: the next run weighs the listing past its budget.
+                cache.note("blob_keys", str(listed + 1))
+                return False
         else:
             folders: list[str] = []
             async for page in self.store.list_children(layout.BLOBS_SHA256):
@@ -228,9 +239,10 @@ class CachedReads:
             async def lister() -> None:
                 while folders:
                     folder = folders.pop()
-                    counts.append(
-                        await self._note_listed_blobs(f"{layout.BLOBS_SHA256}/{folder}", folder)
+                    found, _ = await self._note_listed_blobs(
+                        f"{layout.BLOBS_SHA256}/{folder}", folder
                     )
+                    counts.append(found)
 
             async with asyncio.TaskGroup() as group:
                 for _ in range(width):
@@ -239,10 +251,13 @@ class CachedReads:
         cache.note("blob_keys", str(listed))
         return True
 
-    async def _note_listed_blobs(self, folder: str, fanout: str = "") -> int:
+    async def _note_listed_blobs(
+        self, folder: str, fanout: str = "", *, budget: int | None = None
+    ) -> tuple[int, bool]:
         """Walk one folder of ``blobs/sha256`` (the whole of it when ``fanout`` is
         empty) and note each cached manifest listed there with its cached validator;
-        the number of keys listed."""
+        the number of keys listed, and whether the walk reached the end (it stops after
+        ``budget`` pages, if given, unrecorded for gc)."""
         cache = self.cache
         assert cache is not None
         listed = 0
@@ -254,33 +269,38 @@ class CachedReads:
                 recorded.begin(f"{FANOUT_ALGORITHM}/{fanout}")
             else:
                 recorded.begin_flat(FANOUT_ALGORITHM)
-        async for page in self.store.walk(folder):
-            listed += len(page)
-            if recorded is not None:
-                if fanout:
-                    recorded.add(f"{FANOUT_ALGORITHM}/{fanout}", page)
-                else:
-                    recorded.add_flat(FANOUT_ALGORITHM, page)
-            matches: list[tuple[str, str]] = []
-            for file in page:
-                key = f"{fanout}/{file.key}" if fanout else file.key
-                hh, _, rest = key.partition("/")
-                hex_part, _, tail = rest.partition("/")
-                if tail != layout.DATA or len(hh) != 2 or not hex_part.startswith(hh):
-                    continue  # not where the registry reads a blob: no evidence of one
-                if hh != current:  # keys come in order: one fan-out folder after another
-                    current = hh
-                    expected = cache.validators_below(hh)
-                seen = expected.get(hex_part)
-                if seen is not None and seen == validator(file.etag, file.mtime, file.size):
-                    matches.append(("sha256:" + hex_part, seen))
-            cache.mark_listed(matches)
+        pages = 0
+        async with contextlib.aclosing(self.store.walk(folder)) as walk:
+            async for page in walk:
+                pages += 1
+                if budget is not None and pages > budget:
+                    return listed, False
+                listed += len(page)
+                if recorded is not None:
+                    if fanout:
+                        recorded.add(f"{FANOUT_ALGORITHM}/{fanout}", page)
+                    else:
+                        recorded.add_flat(FANOUT_ALGORITHM, page)
+                matches: list[tuple[str, str]] = []
+                for file in page:
+                    key = f"{fanout}/{file.key}" if fanout else file.key
+                    hh, _, rest = key.partition("/")
+                    hex_part, _, tail = rest.partition("/")
+                    if tail != layout.DATA or len(hh) != 2 or not hex_part.startswith(hh):
+                        continue  # not where the registry reads a blob: no evidence of one
+                    if hh != current:  # keys come in order: one fan-out folder after another
+                        current = hh
+                        expected = cache.validators_below(hh)
+                    seen = expected.get(hex_part)
+                    if seen is not None and seen == validator(file.etag, file.mtime, file.size):
+                        matches.append(("sha256:" + hex_part, seen))
+                cache.mark_listed(matches)
         if recorded is not None:  # walked to its end
             if fanout:
                 recorded.complete(f"{FANOUT_ALGORITHM}/{fanout}")
             else:
                 recorded.complete_flat(FANOUT_ALGORITHM)
-        return listed
+        return listed, True
 
     async def links(
         self, keys: Sequence[str], listed: Sequence[FileInfo | None]

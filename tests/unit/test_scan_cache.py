@@ -183,8 +183,10 @@ async def scan(store: ByteStore, cache: ScanCache | None, mode: str = "head") ->
     """A dry run's reads: repositories, snapshots (with history, as direct removal takes
     them), manifests, plans, and gc's revision links."""
     view = RegistryView(store, cache)
-    # A listing of the blobs pays here from a few cached manifests: "head" forbids it.
-    view.reads.blob_listing_pays_from = math.inf if mode == "head" else 0.0
+    # A listing of the blobs pays here from a few cached manifests: "head" forbids it,
+    # "flat" and "folders" force it, "weighed" leaves the choice to the view.
+    if mode != "weighed":
+        view.reads.blob_listing_pays_from = math.inf if mode == "head" else 0.0
     if mode == "folders" and isinstance(store, MemoryStore):
         store.page_size = 2
         store.listing_concurrency = 64
@@ -416,6 +418,29 @@ def test_a_manifest_blob_outside_its_fanout_folder_validates_nothing(tmp_path: P
     cold = run(registry.store.reopen(), None)
     assert any(not isinstance(m, ManifestRefs) for m in cold.manifests["app"].values())
     assert run(registry.store.reopen(), cache, "flat") == cold
+
+
+def test_a_flat_listing_longer_than_the_heads_it_saves_stops_and_heads_are_made(
+    tmp_path: Path,
+) -> None:
+    """Until a listing has counted the blobs, their number is guessed from the cache (5
+    a manifest): low when the cache holds a few repositories of a large registry. The
+    flat listing stops once it has cost the HEADs it would save, and notes how far it
+    got; the HEADs are made, and the next run weighs the listing by that count."""
+    registry = build([(4, 2, False)])  # 4 manifests: the guess is one page of blobs
+    for n in range(2500):  # the rest of a large registry: blobs no cached manifest names
+        registry.blob(f"someone else's layer {n}".encode())
+    cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
+    cold = run(registry.store.reopen(), cache, "head")
+    assert cache.manifest_count() == 4
+    warm_store = registry.store.reopen()
+    assert run(warm_store, cache, "weighed") == cold
+    assert warm_store.stats.head >= 4  # the HEADs were made
+    assert cache.noted("blob_keys") == "1001"  # one page of 1,000 and more: it stopped
+    again = registry.store.reopen()
+    assert run(again, cache, "weighed") == cold
+    assert again.stats.list < warm_store.stats.list  # no listing tried this time
+    assert again.stats.head == warm_store.stats.head
 
 
 def test_a_changed_manifest_blob_is_read_and_refused_again(tmp_path: Path) -> None:
