@@ -155,6 +155,8 @@ class StopScope:
         """Why the stop was requested (the first reason given), or None."""
         self.abandoned = False
         """True once the deadline cancelled the bounded block."""
+        self.cut_short = False
+        """True once ``abandon`` was called (a second signal): no grace was waited out."""
         self._stop_requested = False
         self._followed: asyncio.Event | None = None
         self._signalled = False
@@ -231,6 +233,7 @@ class StopScope:
     def abandon(self, why: str | None = None) -> None:
         """Stop, and cancel in-flight work now instead of after the grace."""
         self.request_stop(why)
+        self.cut_short = True
         self.deadline = min(self._deadline, self.now())
 
     def signal(self, name: str) -> bool:

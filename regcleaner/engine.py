@@ -231,11 +231,17 @@ class Engine:
                     if reporter is not None:
                         reporter.cancel()
         if self.stop.abandoned:
-            log.warning(
-                "in-flight deletions did not finish within %.0fs; abandoning them "
-                "(their outcome is reported as unknown)",
-                self.settings.stop_grace_s,
+            when = (
+                "at the second signal"
+                if self.stop.cut_short
+                else f"after {self.settings.stop_grace_s:.0f}s without finishing"
             )
+            if self.report.dry_run:
+                log.warning("in-flight reads abandoned %s (a dry run: nothing was being "
+                            "deleted)", when)  # fmt: skip
+            else:
+                log.warning("in-flight deletions abandoned %s (their outcome is reported as "
+                            "unknown; a rerun finishes them)", when)  # fmt: skip
 
     async def _pipeline(self) -> None:
         """Every repository; then those whose attached tags waited for the whole
