@@ -64,11 +64,15 @@ def _root(
     help_when_bare(context)
 
 
-def _usage_error(exc: ConfigError, context: typer.Context | None = None) -> typer.Exit:
+def _usage_error(
+    exc: ConfigError, context: typer.Context | None = None, log_format: str | None = None
+) -> typer.Exit:
+    from regcleaner.logs import usage_error_line
+
     message = str(exc)
     if context is not None:
         message = _name_the_source(message, context)
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(usage_error_line(message, log_format), err=True)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -180,7 +184,7 @@ def clean(
             ),
         )  # fmt: skip
     except ConfigError as exc:
-        raise _usage_error(exc, context) from None
+        raise _usage_error(exc, context, output.log_format) from None
     _warn_ignored(common.storage)
     from regcleaner.runner import run_clean
 
@@ -212,7 +216,7 @@ def gc(
             common, gate, collection, dry_run=dry_run, stop_grace=stop_grace
         )
     except ConfigError as exc:
-        raise _usage_error(exc, context) from None
+        raise _usage_error(exc, context, output.log_format) from None
     _warn_ignored(common.storage)
     from regcleaner.runner import run_gc
 

@@ -78,6 +78,18 @@ class JSONLinesFormatter(logging.Formatter):
         return json.dumps(document, ensure_ascii=False)
 
 
+def usage_error_line(message: str, log_format: str | None = None) -> str:
+    """A usage error as it is written to standard error before logging starts: one JSON
+    log line when JSON logs were asked for (``--log-format json``, given or from the
+    environment), else ``error: message``."""
+    if (log_format or "").strip().lower() != "json":
+        return f"error: {message}"
+    record = logging.LogRecord("regcleaner", logging.ERROR, __file__, 0, message, None, None)
+    formatter = JSONLinesFormatter()
+    formatter.converter = time.gmtime
+    return formatter.format(record)
+
+
 def setup_logging(verbose: bool, log_format: OutputFormat = OutputFormat.TEXT) -> None:
     """Send regcleaner's logs to standard error in the chosen format; standard output
     and standard error render bytes that are not UTF-8 as escapes from now on."""

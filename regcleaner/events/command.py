@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from regcleaner.events.store import PullStore
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+def _fail(message: str, code: int = EXIT_USAGE, log_format: str | None = None) -> typer.Exit:
+    from regcleaner.logs import usage_error_line
+
+    typer.echo(usage_error_line(message, log_format), err=True)
     return typer.Exit(code)
 
 
@@ -72,7 +74,7 @@ def serve(
     try:
         host, port = parse_listen(listen)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), log_format=log_format) from None
     if log_format not in ("text", "json"):
         raise _fail(f"--log-format: expected text or json, got {log_format!r}")
     _setup_logging(verbose, log_format == "json")

@@ -40,9 +40,11 @@ USAGE = "Usage report"
 FORMATS = ("text", "json", "csv")
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+def _fail(message: str, log_format: str | None = None) -> typer.Exit:
+    from regcleaner.logs import usage_error_line
+
+    typer.echo(usage_error_line(message, log_format), err=True)
+    return typer.Exit(EXIT_USAGE)
 
 
 @grouped
@@ -85,7 +87,7 @@ def usage(
         )  # fmt: skip
         limit = None if top is None else parse_count(top, "--top")
     except (ConfigError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), output.log_format) from None
     from regcleaner.logs import setup_logging
 
     setup_logging(settings.output.verbose, settings.output.log_format)
@@ -255,7 +257,7 @@ def prune_empty_repositories(
             min_age=min_age, include=include, exclude=exclude,
         )  # fmt: skip
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), output.log_format) from None
     from regcleaner.logs import setup_logging
 
     setup_logging(settings.output.verbose, settings.output.log_format)

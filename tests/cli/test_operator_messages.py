@@ -101,3 +101,21 @@ def test_include_that_matches_nothing_is_said(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "WARNING --include/--exclude selected no repository of filesystem " in result.stderr
+
+
+def test_a_usage_error_is_a_json_line_when_json_logs_were_asked_for() -> None:
+    """A log collector reading JSON lines gets the error as one of them (it was plain
+    text: "error: ..."), with the variable the bad value came from."""
+    import json
+
+    result = run_cli(["clean", "--registry-url", "http://h"],
+                     env={"MIN_AGE": "1hr", "REGCLEANER_LOG_FORMAT": "json"})  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = json.loads(lines[0])
+    assert line["level"] == "error"
+    assert "--min-age" in line["message"]
+    assert "MIN_AGE" in line["message"]
+    plain = run_cli(["clean", "--registry-url", "http://h"], env={"MIN_AGE": "1hr"})
+    assert plain.stderr.startswith("error: ")
