@@ -178,6 +178,9 @@ def s3_case(
         before = sum(proxy.requests.values())
         direct_s, report = regcleaner(direct_side, env)
         direct_requests = sum(proxy.requests.values()) - before
+        for side, ran in (("API", api_report), ("--direct", report)):
+            if warm and not (ran["summary"].get("scan_cache") or {}).get("used"):
+                raise SystemExit(f"{label}: the timed {side} run took nothing from its cache")
         remaining = bucket_revisions(moto, "direct")
         ok = set(synthetic.in_use) <= remaining and not (set(synthetic.history) & remaining)
         requests = report["summary"]["storage_requests"]

@@ -409,13 +409,15 @@ def check_report_path(report: Path) -> None:
     (the record of what was deleted would be lost)."""
     if report.is_dir():
         raise ConfigError(f"--report {report} is a directory")
-    folder = report.parent
+    if report.exists():  # a file, or /dev/stdout: writing it needs its own permission
+        if not os.access(report, os.W_OK):
+            raise ConfigError(f"--report {report}: no permission to write it")
+        return
+    folder = Path(os.path.realpath(report)).parent  # a dangling link: where it points
     if not folder.is_dir():
         raise ConfigError(f"--report {report}: its folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (
-        report.exists() and not os.access(report, os.W_OK)
-    ):
-        raise ConfigError(f"--report {report}: no permission to write it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--report {report}: no permission to create it in {folder}")
 
 
 def output_settings(

@@ -2,7 +2,8 @@
 
 - 0: done (a dry run included), nothing failed.
 - 1: done, but some deletions or repositories failed; or the storage failed during the
-  run; or blob collection refused to sweep; or an internal error.
+  run; or blob collection refused to sweep; or the report file could not be written;
+  or an internal error.
 - 2: bad usage or configuration, including storage that is not a registry's, and a
   refused storage write (the registry can still write).
 - 3: the registry: unreachable, credentials refused, deletion disabled (405), or the

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from regcleaner.concurrency import StopScope
 from regcleaner.config import GcSettings, Mode, OutputFormat, RunTarget, Settings
@@ -372,17 +373,25 @@ def run(
     return error
 
 
+def write_report(path: Path, write: Callable[[IO[str]], object]) -> bool:
+    """The JSON report file, written by ``write``; False, said in an error, when it
+    cannot be written (the caller makes that a failed run: its record is lost)."""
+    try:
+        with path.open("w", encoding="utf-8") as stream:
+            write(stream)
+    except OSError as exc:
+        log.error("cannot write report %s: %s", path, exc.strerror)
+        return False
+    return True
+
+
 def write_outputs(settings: Settings | GcSettings, report: RunReport | GcReport) -> int:
     """The JSON report file, and the summary (text or JSON) on standard output; 1 if
     the report file could not be written (a failure: the run's record is lost), else 0."""
     lost = 0
-    if settings.report_path is not None:
-        try:
-            with settings.report_path.open("w", encoding="utf-8") as stream:
-                report.write_json(stream)
-        except OSError as exc:
-            log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
-            lost = 1
+    if settings.report_path is not None and not write_report(settings.report_path,
+                                                             report.write_json):  # fmt: skip
+        lost = 1
     if settings.output.format is OutputFormat.JSON:
         report.write_json(sys.stdout)
     elif not report.aborted:

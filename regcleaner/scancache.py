@@ -170,10 +170,13 @@ class ScanCache:
             raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > 0:
-            try:
-                with contextlib.closing(sqlite3.connect(path)) as probe:  # reads only
+            try:  # read-only: closing it checkpoints no one's WAL into their file
+                uri = path.resolve().as_uri() + "?mode=ro"
+                with contextlib.closing(sqlite3.connect(uri, uri=True)) as probe:
                     verdict = cls._verdict(probe, storage)
             except sqlite3.DatabaseError as exc:
+                if exc.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                    raise OSError(f"cannot read it: {exc}") from None  # locked, unreadable
                 verdict = _Verdict(foreign=True, why=f"SQLite cannot read it ({exc})")
             if verdict is not None and verdict.foreign:
                 raise NotThisCache(verdict.why)

@@ -165,6 +165,7 @@ class S3Store:
             ca_file = botocore_ca_file(self._client)
             problem = _unreadable(ca_file) if ca_file is not None else None
             if problem is not None:  # botocore would retry it as if S3 did not answer
+                self._client = None  # not a client to use later either
                 raise StorageSetupError(
                     f"the CA bundle {ca_file} cannot be read ({problem}): check "
                     "AWS_CA_BUNDLE or the profile's ca_bundle"
@@ -180,6 +181,8 @@ class S3Store:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
+            InvalidEndpointConfigurationError,
+            InvalidRegionError,
             NoCredentialsError,
             ParamValidationError,
         )
@@ -218,9 +221,9 @@ class S3Store:
             return StorageError(f"{action}: {hint}")
         if isinstance(exc, ParamValidationError) and action == "check":
             return StorageSetupError(f"bucket name {bucket!r} is not one S3 accepts")
+        if isinstance(exc, InvalidRegionError | InvalidEndpointConfigurationError):
+            return StorageSetupError(f"{action}: {exc}")  # settings botocore cannot use
         if isinstance(exc, BotoCoreError):
-            if action == "check":  # a region or endpoint botocore cannot use
-                return StorageSetupError(f"{action}: {exc}")
             return StorageError(f"{action}: {exc}")
         return StorageError(f"{action}: {type(exc).__name__}: {exc}")
 

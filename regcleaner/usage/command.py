@@ -106,7 +106,7 @@ def run_usage(settings: Settings, selection: Selection, *, form: str, html: Path
     """Measure, then print (text, json or csv), write the page, report and metrics."""
     from regcleaner.planner import Policy
     from regcleaner.reporting.console import peak_rss_mb
-    from regcleaner.runner import make_store, open_view
+    from regcleaner.runner import make_store, open_view, write_report
     from regcleaner.usage.ledger import UsageLedger
     from regcleaner.usage.render import selected_rows, write_json
     from regcleaner.usage.scan import CleanOptions, UsageScan
@@ -165,15 +165,11 @@ def run_usage(settings: Settings, selection: Selection, *, form: str, html: Path
         if html is not None:
             _write_html(html, store.describe(), generated, totals, ledger, selection)
         _export_metrics(settings, totals, selected_rows(ledger, selection))
-        lost = False
-        if settings.report_path is not None:
-            try:
-                with settings.report_path.open("w", encoding="utf-8") as stream:
-                    write_json(stream, header, totals, selected_rows(ledger, selection),
-                               scan.warnings)  # fmt: skip
-            except OSError as exc:
-                log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
-                lost = True
+        rows = selected_rows(ledger, selection)
+        lost = settings.report_path is not None and not write_report(
+            settings.report_path,
+            lambda stream: write_json(stream, header, totals, rows, scan.warnings),
+        )
     finally:
         ledger.close()
         if view.cache is not None:
@@ -270,7 +266,7 @@ def run_prune(settings: Settings) -> int:
 
     from regcleaner.config import OutputFormat
     from regcleaner.emptyrepos import PruneReport, prune_in_window
-    from regcleaner.runner import make_store
+    from regcleaner.runner import make_store, write_report
     from regcleaner.view import RegistryView
 
     store = make_store(settings)
@@ -288,13 +284,10 @@ def run_prune(settings: Settings) -> int:
     if error is not None:
         return error
     report = found[0]
-    lost = False
-    if settings.report_path is not None:
-        try:
-            settings.report_path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-        except OSError as exc:
-            log.error("cannot write report %s: %s", settings.report_path, exc.strerror)
-            lost = True
+    lost = settings.report_path is not None and not write_report(
+        settings.report_path,
+        lambda stream: stream.write(json.dumps(report.as_dict(), indent=2) + "\n"),
+    )
     if settings.output.format is OutputFormat.JSON:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -108,7 +108,7 @@ def test_a_warm_run_of_a_small_registry_lists_its_blobs_once_instead_of_a_head_e
     assert cold.report["summary"]["scan_cache"]["read"] >= 22
     assert warm.report["summary"]["scan_cache"]["used"] >= 22
     assert warm.report["summary"]["scan_cache"]["read"] == 0
-    assert "scan cache" in warm.stderr
+    assert "entries used, 0 keys read from storage" in warm.stderr
     assert warm.report["summary"]["would_delete"] == cold.report["summary"]["would_delete"]
 
 
@@ -164,7 +164,33 @@ def test_a_report_that_cannot_be_written_is_refused_first_and_fails_the_run_last
     assert missing.exit_code == 2, missing.output
     assert f"--report {where}: its folder {where.parent} does not exist" in missing.stderr
     assert memory_backend.stored_keys() == before
+    dangling = tmp_path / "report.json"
+    dangling.symlink_to(tmp_path / "gone" / "r.json")  # checked where it points
+    pointed = run_cli(["clean", "--storage", "memory", "--dry-run", "--min-age", "0",
+                       "--report", str(dangling), "--progress-interval", "0"])  # fmt: skip
+    assert pointed.exit_code == 2, pointed.output
+    assert f"its folder {tmp_path / 'gone'} does not exist" in pointed.stderr
     full = run_cli(["clean", "--storage", "memory", "--dry-run", "--min-age", "0",
                     "--report", "/dev/full", "--progress-interval", "0"])  # fmt: skip
     assert "cannot write report /dev/full" in full.stderr
     assert full.exit_code == 1, full.output
+
+
+def test_a_report_that_exists_needs_its_own_permission_not_its_folder_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/dev/stdout for a user who cannot write /dev (a pod that runs as non-root), or a
+    report file of its own in a folder of root's: both were refused."""
+    import os
+
+    from regcleaner.config import check_report_path
+
+    existing = tmp_path / "report.json"
+    existing.write_text("")
+    writable = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not Path(path).is_dir()
+                        and writable(path, mode))  # fmt: skip  # as a user without /dev
+    check_report_path(existing)
+    check_report_path(Path("/dev/stdout"))
+    with pytest.raises(ConfigError, match="no permission to create it in"):
+        check_report_path(tmp_path / "new.json")

@@ -591,6 +591,26 @@ def test_a_cached_entry_that_cannot_be_decoded_is_read_again(tmp_path: Path) -> 
     assert store.stats.get > 0
 
 
+def test_a_cache_sqlite_cannot_open_now_is_an_os_error_not_a_foreign_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A good cache on a read-only volume, or locked: "unable to open" is not "this is
+    not a scan cache" (that warning would tell the operator to remove a good cache)."""
+    path = tmp_path / "c.sqlite"
+    ScanCache.open(path, "memory").close()
+    before = path.read_bytes()
+
+    def refused(*_: object, **__: object) -> sqlite3.Connection:
+        error = sqlite3.OperationalError("unable to open database file")
+        error.sqlite_errorname = "SQLITE_CANTOPEN"
+        raise error
+
+    monkeypatch.setattr(sqlite3, "connect", refused)
+    with pytest.raises(OSError, match="cannot read it: unable to open database file"):
+        ScanCache.open(path, "memory")
+    assert path.read_bytes() == before
+
+
 def test_a_directory_in_place_of_the_file_is_an_os_error(tmp_path: Path) -> None:
     (tmp_path / "c.sqlite").mkdir()
     with pytest.raises(OSError, match=r"c\.sqlite"):
