@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from regcleaner.errors import ConfigError
 from regcleaner.storage import backends
 from testkit.memory import MemoryStore, registered
 from testkit.registry_writer import RegistryWriter
-from tests.conftest import run_cli
+from tests.conftest import CliResult, run_cli
 
 
 @pytest.fixture
@@ -94,22 +95,31 @@ def test_a_warm_run_of_a_small_registry_lists_its_blobs_once_instead_of_a_head_e
     for n in range(20):
         image = writer.image("many", f"config-{n}".encode(), [f"layer-{n}".encode()], oci=True)
         writer.tag("many", f"v{n}", image.descriptor.digest)
-    command = ["clean", "--storage", "memory", "--dry-run", "--min-age", "0",
-               "--cache", str(tmp_path / "cache.sqlite"), "--progress-interval", "0"]  # fmt: skip
-    cold = run_cli(command, report_path=tmp_path / "cold.json")
-    warm = run_cli(command, report_path=tmp_path / "warm.json")
-    assert cold.exit_code == warm.exit_code == 0, cold.output + warm.output
-    assert cold.report is not None
-    assert warm.report is not None
-    assert cold.report["summary"]["storage_requests"]["get"] >= 22  # the manifests
-    requests = warm.report["summary"]["storage_requests"]
+    (_, cold_report), (warm, warm_report) = _cold_then_warm(
+        ["clean", "--storage", "memory", "--dry-run", "--min-age", "0"], tmp_path
+    )
+    assert cold_report["summary"]["storage_requests"]["get"] >= 22  # the manifests
+    requests = warm_report["summary"]["storage_requests"]
     assert (requests["get"], requests["head"]) == (0, 0), requests
     # The report says how warm each run was.
-    assert cold.report["summary"]["scan_cache"]["read"] >= 22
-    assert warm.report["summary"]["scan_cache"]["used"] >= 22
-    assert warm.report["summary"]["scan_cache"]["read"] == 0
+    assert cold_report["summary"]["scan_cache"]["read"] >= 22
+    assert warm_report["summary"]["scan_cache"]["used"] >= 22
+    assert warm_report["summary"]["scan_cache"]["read"] == 0
     assert "entries used, 0 keys read from storage" in warm.stderr
-    assert warm.report["summary"]["would_delete"] == cold.report["summary"]["would_delete"]
+    assert warm_report["summary"]["would_delete"] == cold_report["summary"]["would_delete"]
+
+
+def _cold_then_warm(command: list[str], tmp_path: Path) -> list[tuple[CliResult, dict[str, Any]]]:
+    """``command`` twice with one scan cache: each run's result and report."""
+    runs = []
+    for name in ("cold", "warm"):
+        result = run_cli([*command, "--cache", str(tmp_path / "cache.sqlite"),
+                          "--progress-interval", "0"],
+                         report_path=tmp_path / f"{name}.json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert result.report is not None
+        runs.append((result, result.report))
+    return runs
 
 
 def test_a_warm_gc_names_a_schema1_manifest_as_the_cold_one_does(
@@ -119,14 +129,10 @@ def test_a_warm_gc_names_a_schema1_manifest_as_the_cold_one_does(
     taken from the cache is named as one read."""
     writer = RegistryWriter(memory_backend)
     writer.tag("legacy", "v1", writer.schema1_image("legacy", [b"layer-a"]).digest)
-    command = ["gc", "--storage", "memory", "--dry-run", "--registry-version", "3",
-               "--cache", str(tmp_path / "cache.sqlite"), "--progress-interval", "0"]  # fmt: skip
-    cold = run_cli(command, report_path=tmp_path / "cold.json")
-    warm = run_cli(command, report_path=tmp_path / "warm.json")
-    assert cold.exit_code == warm.exit_code == 0, cold.output + warm.output
-    assert cold.report is not None
-    assert warm.report is not None
-    reports = [cold.report, warm.report]
+    runs = _cold_then_warm(
+        ["gc", "--storage", "memory", "--dry-run", "--registry-version", "3"], tmp_path
+    )
+    reports = [report for _, report in runs]
     gets = [report["summary"]["storage_requests"]["get"] for report in reports]
     assert gets[1] < gets[0], gets  # the manifest from the cache
     named = [[w for w in report["warnings"] if "is schema1" in w] for report in reports]
