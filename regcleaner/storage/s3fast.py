@@ -246,10 +246,10 @@ class FastReads:
             target += "?" + canonical_query(query)
         try:
             session = await self._session_for()
-        except OSError as exc:  # the CA bundle cannot be read: botocore's request says why
+        except OSError as exc:  # the CA bundle holds no certificate: botocore says why
             self.enabled = False
             log.warning(
-                "the CA bundle %s cannot be read (%s): every S3 request goes through "
+                "the CA bundle %s cannot be used (%s): every S3 request goes through "
                 "botocore from now on", self._ca_file, exc,
             )  # fmt: skip
             raise NotServed(type(exc).__name__) from None

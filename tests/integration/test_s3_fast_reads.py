@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from regcleaner.config import S3Options
-from regcleaner.errors import StorageError
+from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage import s3fast
 from regcleaner.storage.s3 import S3Store
 from regcleaner.storage.s3fast import NotServed, Signer
@@ -156,9 +156,9 @@ def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """S3 behind TLS with a private CA: given as AWS_CA_BUNDLE, botocore and the fast
-    path both verify against it and the reads are served here; without it, or with a
-    bundle that cannot be read, the first request turns the path off and botocore says
-    what is wrong."""
+    path both verify against it and the reads are served here; without it, the first
+    request turns the path off and botocore says what is wrong; a bundle that cannot be
+    read is named before any request (botocore retried it as if S3 did not answer)."""
     from testkit.auth import make_tls
     from testkit.latency import LatencyProxy
 
@@ -203,13 +203,29 @@ def test_over_tls_the_fast_path_trusts_what_botocore_trusts(
 
         asyncio.run(refused())
 
-        # A CA bundle that cannot be read turns the path off too: botocore's request
-        # says what is wrong, as a StorageError (not an OSError out of the fast path).
         missing = tmp_path / "missing-ca.pem"
         monkeypatch.setenv("AWS_CA_BUNDLE", str(missing))
+
+        async def unreadable() -> None:
+            store = S3Store(options)
+            try:
+                with pytest.raises(StorageSetupError, match=f"the CA bundle {missing} cannot"):
+                    await store.read("a b", 100)
+                assert front.requests["GET"] == gets  # no request was made
+            finally:
+                await store.aclose()
+
+        gets = front.requests["GET"]
+        asyncio.run(unreadable())
+
+        # One that opens but holds no certificate turns the fast path off, naming it;
+        # botocore's request says what is wrong, as a StorageError.
+        junk = tmp_path / "junk-ca.pem"
+        junk.write_text("not a certificate\n")
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(junk))
         with caplog.at_level(logging.WARNING, logger="regcleaner.storage.s3fast"):
             asyncio.run(refused())
-        assert any(str(missing) in r.getMessage() for r in caplog.records)  # named
+        assert any(str(junk) in r.getMessage() for r in caplog.records)  # named
     finally:
         front.stop()
         moto.stop()
