@@ -212,7 +212,10 @@ class ScanCache:
             return None
         meta: dict[str, str] = {}
         if "meta" in tables:
-            meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+            try:
+                meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+            except sqlite3.OperationalError:  # a table of that name, not ours
+                meta = {}
         if not {"schema", "version", "storage"} <= meta.keys():
             return _Verdict(foreign=True, why="it is not a regcleaner scan cache")
         if meta["storage"] != storage:

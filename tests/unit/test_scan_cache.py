@@ -558,13 +558,20 @@ def _another_sqlite_file(path: Path) -> None:
         db.commit()
 
 
+def _another_meta_table(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE meta (name TEXT, schema_version INTEGER)")
+        db.commit()
+
+
 @pytest.mark.parametrize(
     ("make", "said"),
     [
         (lambda p: p.write_bytes(b"rules:\n  - keep_last: 5\n" * 100), "SQLite cannot read it"),
         (_another_sqlite_file, "it is not a regcleaner scan cache"),
+        (_another_meta_table, "it is not a regcleaner scan cache"),
     ],
-    ids=["not-sqlite", "another-sqlite-file"],
+    ids=["not-sqlite", "another-sqlite-file", "another-meta-table"],
 )
 def test_a_file_that_is_not_a_scan_cache_is_left_as_it_is(
     tmp_path: Path, make: Callable[[Path], object], said: str
