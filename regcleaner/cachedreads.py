@@ -43,6 +43,21 @@ the same size in the tick of the read would keep the validator the cache trusts 
 "racily clean" files)."""
 
 
+class _PageBudget:
+    """The listing pages one listing of the blobs may make (None: no bound)."""
+
+    def __init__(self, pages: int | None) -> None:
+        self.pages = pages
+        self._left = pages
+
+    def take(self) -> bool:
+        """One more page: False once the budget is spent."""
+        if self._left is None:
+            return True
+        self._left -= 1
+        return self._left >= 0
+
+
 class CachedReads:
     """Reads through ``store`` that take from ``cache`` (None: no cache, every read
     made) what a fresh listing or HEAD shows unchanged since it was verified."""
@@ -217,47 +232,55 @@ class CachedReads:
         if cached < self.blob_listing_pays_from * requests:
             return False
         cache.forget_listed()
-        listed = 0
+        # The count of keys is a guess until a listing has been made (5 a cached
+        # manifest: low where the cache holds a few repositories of a large registry):
+        # past the pages that pay for the HEADs it saves, the listing stops, notes how
+        # far it got, and the HEADs are made.
+        pays_from = self.blob_listing_pays_from
+        budget = _PageBudget(max(1, int(cached / pays_from)) if pays_from > 0 else None)
         if flat <= per_folder:
-            # The count of keys is a guess until a listing has been made (5 a cached
-            # manifest: low where the cache holds a few repositories of a large
-            # registry): past the pages that pay for the HEADs it saves, stop, note how
-            # far it got, and make the HEADs.
-            pays_from = self.blob_listing_pays_from
-            budget = max(1, int(cached / pays_from)) if pays_from > 0 else None
             listed, complete = await self._note_listed_blobs(layout.BLOBS_SHA256, budget=budget)
-            if not complete:
-                # More than that: the next run weighs the listing past its budget.
-                cache.note("blob_keys", str(listed + 1))
-                return False
         else:
             folders: list[str] = []
-            async for page in self.store.list_children(layout.BLOBS_SHA256):
-                folders += [entry.name for entry in page if entry.kind == "dir"]
+            stopped: list[str] = []
+            async with contextlib.aclosing(self.store.list_children(layout.BLOBS_SHA256)) as found:
+                async for page in found:
+                    if not budget.take():
+                        stopped.append(layout.BLOBS_SHA256)
+                        break
+                    folders += [entry.name for entry in page if entry.kind == "dir"]
             counts: list[int] = []
 
             async def lister() -> None:
-                while folders:
+                while folders and not stopped:
                     folder = folders.pop()
-                    found, _ = await self._note_listed_blobs(
-                        f"{layout.BLOBS_SHA256}/{folder}", folder
+                    found, whole = await self._note_listed_blobs(
+                        f"{layout.BLOBS_SHA256}/{folder}", folder, budget=budget
                     )
                     counts.append(found)
+                    if not whole:
+                        stopped.append(folder)
 
             async with asyncio.TaskGroup() as group:
                 for _ in range(width):
                     group.create_task(lister())
-            listed = sum(counts)
+            listed, complete = sum(counts), not stopped
+        if not complete and budget.pages is not None:
+            # At least this many keys, and enough that the next run weighs the listing
+            # past its budget.
+            keys = max(listed, budget.pages * page_size(self.store)) + 1
+            cache.note("blob_keys", str(keys))
+            return False
         cache.note("blob_keys", str(listed))
         return True
 
     async def _note_listed_blobs(
-        self, folder: str, fanout: str = "", *, budget: int | None = None
+        self, folder: str, fanout: str = "", *, budget: _PageBudget | None = None
     ) -> tuple[int, bool]:
         """Walk one folder of ``blobs/sha256`` (the whole of it when ``fanout`` is
         empty) and note each cached manifest listed there with its cached validator;
-        the number of keys listed, and whether the walk reached the end (it stops after
-        ``budget`` pages, if given, unrecorded for gc)."""
+        the number of keys listed, and whether the walk reached the end (it stops when
+        ``budget``, shared by the walks of one listing, is spent: unrecorded for gc)."""
         cache = self.cache
         assert cache is not None
         listed = 0
@@ -269,11 +292,9 @@ class CachedReads:
                 recorded.begin(f"{FANOUT_ALGORITHM}/{fanout}")
             else:
                 recorded.begin_flat(FANOUT_ALGORITHM)
-        pages = 0
         async with contextlib.aclosing(self.store.walk(folder)) as walk:
             async for page in walk:
-                pages += 1
-                if budget is not None and pages > budget:
+                if budget is not None and not budget.take():
                     return listed, False
                 listed += len(page)
                 if recorded is not None:

@@ -406,3 +406,46 @@ def test_recorded_folders_in_random_order_replay_their_own_keys() -> None:
         assert replay(walks, f"sha256/{hh}") == page
     assert walks.replayed == len(expected)
     walks.close()
+
+
+@pytest.mark.parametrize("how", ["flat", "per folder"])
+def test_a_window_whose_listing_stopped_at_its_budget_sweeps_what_a_cold_one_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A cache warmed for one repository of a larger registry: the scan's listing of
+    the blobs stops at its page budget (the HEADs are made), gc lists again or replays
+    only the folders walked to their end, and the window leaves exactly what a window
+    without a cache leaves."""
+    # Flat: 24 cached manifests pay for 24 pages of 10 keys, the blobs take about 100.
+    # Per folder: they pay for 300 (chosen from 0.0895), the blobs take about 640.
+    monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 1.0 if how == "flat" else 0.08)
+    monkeypatch.setattr(MemoryStore, "page_size", 10)  # each run reopens the store
+    if how != "flat":
+        monkeypatch.setattr(MemoryStore, "listing_concurrency", 64)
+    stores = []
+    for _ in range(2):
+        store = MemoryStore()
+        build(store)
+        writer = RegistryWriter(store)
+        for n in range(12):  # another repository, not in the warmed cache
+            writer.image("other", f"other-config-{n}".encode(), [f"other-{n}".encode()],
+                         oci=True)  # fmt: skip
+        for n in range(900 if how == "flat" else 5000):  # blobs nothing references: swept
+            writer.blob(f"orphan-{n}".encode())
+        stores.append(store)
+    cold_store, warm_store = stores
+    for name in ("cold", "warm"):
+        (tmp_path / name).mkdir()
+    with registered(cold_store):
+        cold = window(tmp_path / "cold", name="cold")
+    with registered(warm_store):
+        dry = run_cli(["clean", "--storage", "memory", "--dry-run", "--min-age", "0",
+                       "--include", "app", "--cache", str(tmp_path / "warm" / "cache.sqlite"),
+                       "--progress-interval", "0"])  # fmt: skip
+        assert dry.exit_code == 0, dry.output
+        warm = window(tmp_path / "warm", name="warm")
+    assert warm_store.stored_keys() == cold_store.stored_keys()
+    assert swept(warm) == swept(cold)
+    assert len(swept(warm)) > 900
+    assert warm["summary"]["scan_cache"]["used"] > 0  # type: ignore[index]
+    assert warm["summary"]["storage_requests"]["head"] > 0  # type: ignore[index]  # stopped

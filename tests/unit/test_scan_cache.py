@@ -443,6 +443,36 @@ def test_a_flat_listing_longer_than_the_heads_it_saves_stops_and_heads_are_made(
     assert again.stats.head == warm_store.stats.head
 
 
+def test_a_listing_per_folder_longer_than_the_heads_it_saves_stops_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bound across the walks of the 256 fan-out folders, several at once: the
+    folders walked to their end are recorded for gc, the one cut short is not."""
+    monkeypatch.setattr(CachedReads, "blob_listing_pays_from", 0.01)  # lists from a few
+    registry = build([(4, 2, False)])
+    for n in range(1200):  # the rest of a large registry, over every fan-out folder
+        registry.blob(f"someone else's layer {n}".encode())
+
+    def store() -> MemoryStore:
+        found = registry.store.reopen()
+        found.page_size, found.listing_concurrency = 2, 64  # the per-folder listing pays
+        return found
+
+    cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
+    cold_store = store()
+    cold = run(cold_store, cache, "head")
+    warm_store = store()
+    assert run(warm_store, cache, "weighed") == cold
+    budget = int(4 / 0.01)  # pages: 4 cached manifests at 0.01 a page
+    listing = warm_store.stats.list - cold_store.stats.list
+    assert budget <= listing <= budget + 64 + 1  # stopped (a page in flight a walk)
+    assert warm_store.stats.head >= 4  # the HEADs were made
+    assert int(cache.noted("blob_keys") or 0) > budget * 2
+    again = store()
+    assert run(again, cache, "weighed") == cold
+    assert again.stats.list == cold_store.stats.list  # no listing this time
+
+
 def test_a_changed_manifest_blob_is_read_and_refused_again(tmp_path: Path) -> None:
     registry = build([(2, 1, False)])
     cache = ScanCache.open(tmp_path / "c.sqlite", registry.store.describe())
