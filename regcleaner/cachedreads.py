@@ -266,8 +266,8 @@ class CachedReads:
                     group.create_task(lister())
             listed, complete = sum(counts), not stopped
         if not complete and budget.pages is not None:
-            # At least this many keys, and enough that the next run weighs the listing
-            # past its budget.
+            # Not a count (a folder's last page is seldom full): enough keys that the
+            # next run weighs the listing past its budget, and makes the HEADs.
             keys = max(listed, budget.pages * page_size(self.store)) + 1
             cache.note("blob_keys", str(keys))
             return False

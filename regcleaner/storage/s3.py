@@ -44,7 +44,7 @@ from regcleaner.concurrency import StopScope
 from regcleaner.config import S3Options
 from regcleaner.errors import StorageError, StorageSetupError
 from regcleaner.storage.base import Blob, Entry, FileInfo, Leaf, RequestStats
-from regcleaner.storage.s3fast import FastReads, NotServed, botocore_ca_file
+from regcleaner.storage.s3fast import FastReads, NotServed
 from regcleaner.storage.s3listing import install_listing_check, listing_parser_factory
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -155,6 +155,16 @@ class S3Store:
                 kwargs["aws_access_key_id"] = self.options.access_key
                 kwargs["aws_secret_access_key"] = self.options.secret_key
             session = get_session()
+            # The bundle botocore would verify with (AWS_CA_BUNDLE or the profile's
+            # ca_bundle), before a client is built: botocore would retry a missing one
+            # as if S3 did not answer.
+            ca_file = session.get_config_variable("ca_bundle")
+            problem = _unreadable(str(ca_file)) if ca_file else None
+            if problem is not None:
+                raise StorageSetupError(
+                    f"the CA bundle {ca_file} cannot be read ({problem}): check "
+                    "AWS_CA_BUNDLE or the profile's ca_bundle"
+                )
             session.register_component(
                 "response_parser_factory", listing_parser_factory(_timestamp)
             )
@@ -162,14 +172,6 @@ class S3Store:
                 session.create_client("s3", **kwargs)
             )
             install_listing_check(self._client.meta.events)
-            ca_file = botocore_ca_file(self._client)
-            problem = _unreadable(ca_file) if ca_file is not None else None
-            if problem is not None:  # botocore would retry it as if S3 did not answer
-                self._client = None  # not a client to use later either
-                raise StorageSetupError(
-                    f"the CA bundle {ca_file} cannot be read ({problem}): check "
-                    "AWS_CA_BUNDLE or the profile's ca_bundle"
-                )
             if self.options.fast_reads:
                 self._fast = await FastReads.build(
                     self._client, self.options.bucket, timestamp=_timestamp,

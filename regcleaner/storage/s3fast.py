@@ -192,7 +192,7 @@ class FastReads:
             return None
         ca_file: str | None = None
         if scheme == "https":
-            ca_file = botocore_ca_file(client)
+            ca_file = _ca_file(client)
             if ca_file is None:
                 return None
         return cls(
@@ -480,7 +480,7 @@ def _proxied(url: str) -> bool:
     return bool(proxies.get(url.partition(":")[0]) or proxies.get("all"))
 
 
-def botocore_ca_file(client: Any) -> str | None:
+def _ca_file(client: Any) -> str | None:
     """The CA bundle botocore verifies S3's certificate with (None: it does not verify,
     or this cannot tell which: botocore then makes every request)."""
     session = getattr(getattr(client, "_endpoint", None), "http_session", None)

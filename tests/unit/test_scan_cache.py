@@ -628,6 +628,32 @@ def test_a_cached_entry_that_cannot_be_decoded_is_read_again(tmp_path: Path) -> 
     assert store.stats.get > 0
 
 
+def test_a_foreign_wal_file_left_by_a_crashed_writer_is_not_checkpointed(
+    tmp_path: Path,
+) -> None:
+    """Another program's SQLite file in WAL mode, its last changes still in -wal (the
+    writer died): looking at it must not fold them into the file or delete the -wal
+    (a read-write probe did both on closing)."""
+    import shutil
+
+    live = tmp_path / "live"
+    live.mkdir()
+    writer = sqlite3.connect(live / "other.db")
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE pulls (digest TEXT)")
+    writer.execute("INSERT INTO pulls VALUES ('sha256:x')")
+    writer.commit()
+    for name in ("other.db", "other.db-wal", "other.db-shm"):  # as the crash left them
+        shutil.copy(live / name, tmp_path / name)
+    writer.close()
+    path = tmp_path / "other.db"
+    before = {name: (tmp_path / name).read_bytes() for name in ("other.db", "other.db-wal")}
+    assert before["other.db-wal"]  # the changes are in the -wal
+    with pytest.raises(NotThisCache, match="it is not a regcleaner scan cache"):
+        ScanCache.open(path, "memory")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
 def test_a_cache_sqlite_cannot_open_now_is_an_os_error_not_a_foreign_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
