@@ -235,18 +235,19 @@ def parse_registry_url(text: str, option: str = "the registry URL") -> str:
     return value.rstrip("/")
 
 
-def read_password_file(path: Path) -> str:
-    """A password from a file (a mounted Kubernetes Secret); one trailing newline dropped."""
+def read_password_file(path: Path, what: str = "password") -> str:
+    """A password (or, with ``what``, another secret) from a file (a mounted Kubernetes
+    Secret); one trailing newline dropped."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read password file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"password file {path} is not UTF-8 text") from None
+        raise ConfigError(f"{what} file {path} is not UTF-8 text") from None
     password = text[:-1] if text.endswith("\n") else text
     password = password[:-1] if password.endswith("\r") else password
     if not password:
-        raise ConfigError(f"password file {path} is empty")
+        raise ConfigError(f"{what} file {path} is empty")
     return password
 
 
@@ -321,6 +322,7 @@ def storage_settings(
     s3_endpoint: str | None,
     access_key: str | None,
     secret_key: str | None,
+    secret_key_file: Path | None = None,
     s3_botocore_reads: bool = False,
     cache: Path | None = None,
 ) -> StorageSettings:
@@ -333,11 +335,16 @@ def storage_settings(
     if kind != StorageKind.S3:
         given = {"--bucket": bucket, "--region": region, "--s3-endpoint": s3_endpoint,
                  "--access-key": access_key, "--secret-key": secret_key,
+                 "--secret-key-file": secret_key_file,
                  "--s3-botocore-reads": s3_botocore_reads}  # fmt: skip
         ignored = tuple(name for name, v in given.items() if v)
         return StorageSettings(kind, root, None, ignored, cache)
     if not bucket:
         raise ConfigError("S3 storage needs a bucket: --bucket or BUCKET")
+    if secret_key_file is not None:
+        if secret_key:
+            raise ConfigError("give --secret-key or --secret-key-file, not both")
+        secret_key = read_password_file(secret_key_file, "secret key")
     if bool(access_key) != bool(secret_key):
         raise ConfigError("give both --access-key and --secret-key, or neither")
     if s3_endpoint:

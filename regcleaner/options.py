@@ -81,6 +81,7 @@ class StorageOptions(OptionGroup):
     s3_endpoint: str | None = None
     access_key: str | None = None
     secret_key: str | None = None
+    secret_key_file: Path | None = None
     s3_botocore_reads: bool = False
     cache: Path | None = None
 

@@ -270,3 +270,33 @@ def test_what_an_operator_gets_wrong_about_s3_is_said_in_one_line_with_exit_2(
     assert secret not in result.output + result.stderr
     assert result.report is not None
     assert secret not in json.dumps(result.report)
+
+
+def test_the_s3_secret_can_come_from_a_file_kept_out_of_argv(
+    signing_moto: tuple[MotoS3, str, str], tmp_path: Path
+) -> None:
+    """--secret-key shows in ps; SECRET_KEY_FILE / --secret-key-file reads it from a
+    mounted Secret (one trailing newline dropped), as --password-file does for the
+    registry. The server checks the signature, so only the right secret gets past the
+    bucket check (to this bucket's missing registry layout)."""
+    from tests.conftest import run_cli
+
+    server, access, secret = signing_moto
+    env = {"REGISTRY_STORAGE": "s3", "BUCKET": BUCKET, "REGION": REGION,
+           "S3_ENDPOINT": server.url, "ACCESS_KEY": access,
+           "REGISTRY_DIR": f"/{PREFIX}"}  # fmt: skip
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text(secret + "\n")
+    wrong.write_text("WRONG" * 8 + "\n")
+    command = ["clean", "--dry-run", "--progress-interval", "0"]
+    ok = run_cli(command, env={**env, "SECRET_KEY_FILE": str(right)})
+    assert ok.exit_code == 2, ok.output
+    assert "no registry storage under" in ok.stderr  # past the credentials
+    refused = run_cli([*command, "--secret-key-file", str(wrong)], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert "S3 refused access to bucket 'signed' (403)" in refused.stderr
+    both = run_cli(command, env={**env, "SECRET_KEY_FILE": str(right), "SECRET_KEY": secret})
+    assert both.exit_code == 2
+    assert "give --secret-key or --secret-key-file, not both" in both.stderr
+    for result in (ok, refused, both):
+        assert secret not in result.output + result.stderr

@@ -77,7 +77,7 @@ def test_every_table_declares_an_option_in_use() -> None:
 def test_every_clean_option_has_help_and_a_panel_but_dry_run() -> None:
     """--dry-run stands first, beside --help, in the panel every command has."""
     options_shown = [item for item in _params("clean").values() if item.param_type_name == "option"]
-    assert len(options_shown) == 48
+    assert len(options_shown) == 49
     for option in options_shown:
         assert option.help, option.name
         assert bool(option.rich_help_panel) == (option.name != "dry_run"), option.name
