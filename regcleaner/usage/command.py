@@ -165,10 +165,11 @@ def run_usage(settings: Settings, selection: Selection, *, form: str, html: Path
         if html is not None:
             _write_html(html, store.describe(), generated, totals, ledger, selection)
         _export_metrics(settings, totals, selected_rows(ledger, selection))
-        rows = selected_rows(ledger, selection)
         lost = settings.report_path is not None and not write_report(
             settings.report_path,
-            lambda stream: write_json(stream, header, totals, rows, scan.warnings),
+            lambda stream: write_json(
+                stream, header, totals, selected_rows(ledger, selection), scan.warnings
+            ),
         )
     finally:
         ledger.close()
