@@ -200,3 +200,19 @@ def test_a_report_that_exists_needs_its_own_permission_not_its_folder_s(
     check_report_path(Path("/dev/stdout"))
     with pytest.raises(ConfigError, match="no permission to create it in"):
         check_report_path(tmp_path / "new.json")
+
+
+def test_usage_writes_its_report_and_fails_when_it_cannot(
+    memory_backend: MemoryStore, tmp_path: Path
+) -> None:
+    """usage's report file holds the rows it printed; one that cannot be written makes
+    the exit code 1, as for clean and gc."""
+    command = ["usage", "--storage", "memory", "--output", "json", "--progress-interval", "0"]
+    written = run_cli([*command, "--report", str(tmp_path / "usage.json")])
+    assert written.exit_code == 0, written.output
+    report = json.loads((tmp_path / "usage.json").read_text())
+    assert [row["name"] for row in report["repositories"]] == ["app"]
+    assert report == json.loads(written.stdout)
+    full = run_cli([*command, "--report", "/dev/full"])
+    assert "cannot write report /dev/full" in full.stderr
+    assert full.exit_code == 1, full.output
